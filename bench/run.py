@@ -1,0 +1,859 @@
+#!/usr/bin/env python3
+"""Benchmark harness for `runner`: whole-process wall time and peak RSS against peers.
+
+Generates workloads (pipelines and the equivalent peer/baseline programs) into a temporary
+directory, runs every cell as a separate process (wall time measured around the process, peak
+RSS from ``os.wait4``), takes the median of N rounds, and prints one table. In each round the
+cells of a workload run one after the other, in an order rotated every round, so machine drift
+hits the runner and its peers alike.
+
+Tools per workload:
+
+- ``runner``: the project's CLI, ``runner run FILE --progress none --state-dir D --workers 2``.
+- peers (installed on first use into ``bench/.venv-peers``): ``doit`` (parallel process mode)
+  and ``dask`` (multiprocessing scheduler; the threaded scheduler as an extra row).
+- baselines (plain Python, standard library): a serial loop and a ``ProcessPoolExecutor``
+  running the DAG layer by layer.
+
+The harness itself uses the standard library only. See bench/README.md.
+
+    python3 bench/run.py [--runs 5] [--only W1,W3] [--runner PATH] [--no-peers] [--no-runner]
+                         [--markdown] [--json FILE] [--timeout 120] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+PEERS_VENV = BENCH_DIR / ".venv-peers"
+PEER_PACKAGES = ("doit", "dask")
+DEFAULT_LOG = BENCH_DIR / "last-run.log"
+DEFAULT_TIMEOUT = 120.0
+STDERR_TAIL_LINES = 40
+NAP_SECONDS = 0.25
+WORKERS = 2  # the benchmark machine has 2 cores
+W4_WORKERS = 4
+W4_STEPS = 32
+ACCEPTANCE = {"V1": 2.0, "V2": 0.3}  # seconds: the loading issue's acceptance numbers
+
+# Roles: the ratio column compares "runner" to the fastest "peer"; "extra" peers
+# (dask's threaded scheduler: no process isolation) and "baseline" rows are shown only.
+RUNNER, PEER, EXTRA, BASELINE = "runner", "peer", "extra", "baseline"
+
+# --------------------------------------------------------------------------- generated files
+
+NOOP_MOD = '''\
+"""No-op step functions for the benchmark (called by runner, doit, dask and the baselines)."""
+
+import time
+
+
+def noop():
+    return None
+
+
+def nap(seconds=0.25):
+    time.sleep(seconds)
+    return None
+'''
+
+BENCH_TASKS = '''\
+"""One step of a benchmark DAG, by kind, for the peers and baselines."""
+
+import subprocess
+
+from noop_mod import nap, noop
+
+
+def step(kind, *_needs):
+    if kind == "noop":
+        return noop()
+    if kind == "nap":
+        return nap(0.25)
+    if kind == "true":
+        subprocess.run(["true"], check=True)
+        return None
+    raise ValueError(kind)
+'''
+
+SERIAL_PY = '''\
+"""Baseline: every step in file (topological) order, in one process."""
+
+import json
+from pathlib import Path
+
+from bench_tasks import step
+
+dag = json.loads((Path(__file__).resolve().parent / "dag.json").read_text())
+for kind in dag["kinds"]:
+    step(kind)
+'''
+
+PPE_PY = '''\
+"""Baseline: concurrent.futures.ProcessPoolExecutor, one submit per step, layer by layer."""
+
+import json
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from bench_tasks import step
+
+
+def layers(needs):
+    depth = []
+    for deps in needs:
+        depth.append(1 + max((depth[d] for d in deps), default=-1))
+    out = [[] for _ in range(max(depth, default=-1) + 1)]
+    for i, d in enumerate(depth):
+        out[d].append(i)
+    return out
+
+
+def main():
+    dag = json.loads((Path(__file__).resolve().parent / "dag.json").read_text())
+    with ProcessPoolExecutor(max_workers=int(sys.argv[1])) as pool:
+        for layer in layers(dag["needs"]):
+            for future in [pool.submit(step, dag["kinds"][i]) for i in layer]:
+                future.result()
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+DASK_PY = '''\
+"""Peer: a dask graph dict of the DAG, run by dask's multiprocessing or threaded scheduler."""
+
+import json
+import sys
+from pathlib import Path
+
+from bench_tasks import step
+
+
+def main():
+    scheduler, workers = sys.argv[1], int(sys.argv[2])
+    dag = json.loads((Path(__file__).resolve().parent / "dag.json").read_text())
+    keys = [f"n{i}" for i in range(len(dag["kinds"]))]
+    graph = {
+        keys[i]: (step, kind, *[keys[d] for d in dag["needs"][i]])
+        for i, kind in enumerate(dag["kinds"])
+    }
+    if scheduler == "processes":
+        import dask.multiprocessing
+
+        dask.multiprocessing.get(graph, keys, num_workers=workers)
+    else:
+        import dask.threaded
+
+        dask.threaded.get(graph, keys, num_workers=workers)
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+DODO_PY = '''\
+"""Peer: doit tasks for the DAG (task_dep for needs, python-actions, cmd-actions for true)."""
+
+import json
+from pathlib import Path
+
+from bench_tasks import step
+
+DAG = json.loads((Path(__file__).resolve().parent / "dag.json").read_text())
+DOIT_CONFIG = {"verbosity": 0}
+
+
+def task_n():
+    for i, kind in enumerate(DAG["kinds"]):
+        action = ["true"] if kind == "true" else (step, [kind])
+        yield {
+            "name": str(i),
+            "actions": [action],
+            "task_dep": [f"n:{d}" for d in DAG["needs"][i]],
+            "uptodate": [False],
+        }
+'''
+
+YAML_LOAD_PY = '''\
+"""Baseline for V1: only parse the pipeline file with PyYAML (safe_load)."""
+
+import sys
+
+import yaml
+
+with open(sys.argv[1], encoding="utf-8") as f:
+    yaml.safe_load(f)
+'''
+
+# --------------------------------------------------------------------------- workload shapes
+
+
+@dataclass(frozen=True)
+class Dag:
+    """A workload's DAG in file (topological) order: runner ids, step kinds, needs by index."""
+
+    ids: list[str]
+    kinds: list[str]
+    needs: list[list[int]]
+
+    def to_json(self) -> str:
+        return json.dumps({"kinds": self.kinds, "needs": self.needs})
+
+
+def independent(prefix: str, n: int, kind: str) -> Dag:
+    width = len(str(n - 1))
+    return Dag([f"{prefix}{i:0{width}d}" for i in range(n)], [kind] * n, [[] for _ in range(n)])
+
+
+def dag_w1(n: int = 2000) -> Dag:
+    dag = independent("s", n, "noop")
+    return Dag([*dag.ids, "join"], [*dag.kinds, "noop"], [*dag.needs, list(range(n))])
+
+
+def dag_w2(n: int = 500) -> Dag:
+    return Dag([f"c{i:03d}" for i in range(n)], ["noop"] * n, [[]] + [[i - 1] for i in range(1, n)])
+
+
+def dag_w3(layers: int = 20, width: int = 100) -> Dag:
+    ids, needs = [], []
+    for layer in range(layers):
+        for i in range(width):
+            ids.append(f"l{layer:02d}_n{i:03d}")
+            base = (layer - 1) * width
+            needs.append([] if layer == 0 else [base + i, base + (i + 1) % width])
+    return Dag(ids, ["noop"] * len(ids), needs)
+
+
+def dag_w7(tenants: int = 1000, chain: int = 10) -> Dag:
+    ids, needs = [], []
+    for t in range(tenants):
+        for s in range(chain):
+            ids.append(f"etl.t{t:04d}.s{s}")
+            needs.append([] if s == 0 else [len(ids) - 2])
+    return Dag(ids, ["noop"] * len(ids), needs)
+
+
+# --------------------------------------------------------------------------- pipeline YAML
+
+RUNNER_STEP_BODY = {
+    "noop": ["uses: python", 'with: {call: "noop_mod:noop"}'],
+    "nap": ["uses: python", f'with: {{call: "noop_mod:nap", args: [{NAP_SECONDS}]}}'],
+    "true": ["uses: shell", 'with: {cmd: ["true"]}'],
+}
+
+
+def pipeline_yaml(name: str, dag: Dag) -> str:
+    lines = ["version: 1", f"name: {name}", "steps:"]
+    for sid, kind, deps in zip(dag.ids, dag.kinds, dag.needs, strict=True):
+        lines.append(f"  - id: {sid}")
+        lines.extend(f"    {line}" for line in RUNNER_STEP_BODY[kind])
+        if deps:
+            lines.append(f"    needs: [{', '.join(dag.ids[d] for d in deps)}]")
+    return "\n".join(lines) + "\n"
+
+
+def template_pipeline_yaml(name: str, tenants: int = 1000, chain: int = 10) -> str:
+    lines = ["version: 1", f"name: {name}", "params:", "  tenants:"]
+    lines += [f"    - t{t:04d}" for t in range(tenants)]
+    lines += ["templates:", "  etl:", "    params:", "      tenant: {}", "    steps:"]
+    for s in range(chain):
+        lines += [f"      - id: s{s}", "        uses: noop"]
+        if s:
+            lines.append(f"        needs: s{s - 1}")
+    lines += [
+        "steps:",
+        "  - id: etl",
+        "    template: etl",
+        '    for_each: "{{ params.tenants }}"',
+        '    with: {tenant: "{{ item }}"}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- cells and results
+
+
+@dataclass
+class Sample:
+    wall: float
+    rss_mb: float
+    leftovers: bool = False  # processes of the run's session outlived it (then killed)
+
+
+@dataclass
+class Cell:
+    """One tool on one workload: how to build its argv for a fresh run directory, and results."""
+
+    tool: str
+    role: str
+    argv: Callable[[Path], list[str]]
+    samples: list[Sample] = field(default_factory=list)
+    error: str | None = None
+    leftovers: int = 0  # runs after which processes of the tool were still running
+
+    def median_wall(self) -> float | None:
+        return statistics.median(s.wall for s in self.samples) if self.ok else None
+
+    def median_rss(self) -> float | None:
+        return statistics.median(s.rss_mb for s in self.samples) if self.ok else None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.samples)
+
+
+@dataclass
+class Workload:
+    name: str
+    title: str
+    steps: int | None  # None: not a step-running workload (no ms/step)
+    ideal_s: float | None = None  # W4: ideal wall time for parallel efficiency
+    cells: list[Cell] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Tools:
+    """Executables found for this session."""
+
+    runner: Path | None
+    python: str  # interpreter for the baselines
+    peers_python: Path | None
+    doit: Path | None
+    doit_db_flag: str
+    doit_help: list[str]
+    yaml_python: str | None
+
+
+# --------------------------------------------------------------------------- process measurement
+
+
+class CellError(Exception):
+    """A run of a cell failed; the message is short, details go to the log."""
+
+
+def _kill_group(pgid: int) -> bool:
+    """SIGKILL a process group; True if anything was still in it."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def measure(argv: list[str], run_dir: Path, timeout: float) -> Sample:
+    """Run argv once in its own session; wall time around the process, ru_maxrss via wait4."""
+    out_path, err_path = run_dir / "stdout.txt", run_dir / "stderr.txt"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        start = time.perf_counter()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=run_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise CellError(f"cannot start: {exc.strerror}") from exc
+        timed_out = threading.Event()
+
+        def on_timeout() -> None:
+            timed_out.set()
+            _kill_group(proc.pid)
+
+        timer = threading.Timer(timeout, on_timeout)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    leftovers = _kill_group(proc.pid)
+    if timed_out.is_set():
+        raise CellError(f"timeout after {timeout:g} s\n{_tail(err_path)}")
+    if proc.returncode != 0:
+        raise CellError(f"exit code {proc.returncode}\n{_tail(err_path)}\n{_tail(out_path, 10)}")
+    return Sample(wall, usage.ru_maxrss / 1024.0, leftovers)  # Linux: ru_maxrss is in KiB
+
+
+# --------------------------------------------------------------------------- environment setup
+
+
+def _run_quiet(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+def ensure_peers(log: Callable[[str], None]) -> Path | None:
+    """Create bench/.venv-peers with doit and dask on first use; its python, or None."""
+    python = PEERS_VENV / "bin" / "python"
+    probe = [str(python), "-c", "import doit, dask, dask.multiprocessing, dask.threaded"]
+    try:
+        if python.exists() and _run_quiet(probe, 120).returncode == 0:
+            return python
+        note(f"setting up peers venv {PEERS_VENV} (pip install {' '.join(PEER_PACKAGES)}) ...")
+        if not python.exists():
+            made = _run_quiet([sys.executable, "-m", "venv", str(PEERS_VENV)], 300)
+            if made.returncode != 0:
+                raise CellError(made.stderr)
+        pip = _run_quiet([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], 900)
+        if pip.returncode != 0:
+            raise CellError(pip.stderr[-4000:])
+        if _run_quiet(probe, 120).returncode != 0:
+            raise CellError("doit/dask installed but not importable")
+    except (CellError, OSError, subprocess.TimeoutExpired) as exc:
+        log(f"peers venv setup failed: {exc}")
+        note("peers skipped: could not set up bench/.venv-peers (details in the log)")
+        return None
+    return python
+
+
+def doit_flags(doit: Path) -> tuple[str, list[str]]:
+    """The dependency-file flag of `doit run` (renamed across versions) and the help argv."""
+    run_help = _run_quiet([str(doit), "help", "run"], 60).stdout
+    db_flag = "--db-file" if "--db-file" in run_help else "--dep-file"
+    dash_help = _run_quiet([str(doit), "--help"], 60).returncode == 0
+    return db_flag, [str(doit), "--help" if dash_help else "help"]
+
+
+def find_yaml_python(candidates: Iterable[str | None]) -> str | None:
+    for python in candidates:
+        if python and Path(python).exists():
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                if _run_quiet([python, "-c", "import yaml"], 60).returncode == 0:
+                    return python
+    return None
+
+
+def discover_tools(args: argparse.Namespace, log: Callable[[str], None]) -> Tools:
+    runner = None if args.no_runner else Path(args.runner).expanduser().absolute()
+    if runner is not None and not os.access(runner, os.X_OK):
+        note(f"runner not runnable at {runner}: its cells will show 'error'")
+    peers_python = None if args.no_peers else ensure_peers(log)
+    doit = peers_python.parent / "doit" if peers_python else None
+    db_flag, doit_help = doit_flags(doit) if doit else ("--db-file", [])
+    runner_python = str(runner.parent / "python") if runner else None
+    yaml_python = find_yaml_python([runner_python, str(peers_python) if peers_python else None])
+    return Tools(runner, sys.executable, peers_python, doit, db_flag, doit_help, yaml_python)
+
+
+# --------------------------------------------------------------------------- workload assembly
+
+
+def write_workload_dir(root: Path, name: str, dag: Dag, pipeline: str) -> Path:
+    wdir = root / name
+    wdir.mkdir(parents=True)
+    files = {
+        "pipeline.yaml": pipeline,
+        "dag.json": dag.to_json(),
+        "noop_mod.py": NOOP_MOD,
+        "bench_tasks.py": BENCH_TASKS,
+        "serial.py": SERIAL_PY,
+        "ppe.py": PPE_PY,
+        "dask_run.py": DASK_PY,
+        "dodo.py": DODO_PY,
+        "yaml_load.py": YAML_LOAD_PY,
+    }
+    for fname, text in files.items():
+        (wdir / fname).write_text(text, encoding="utf-8")
+    return wdir
+
+
+def runner_cells(tools: Tools, tool: str, args: Callable[[Path], list[str]]) -> list[Cell]:
+    """The runner row of a workload, or none with --no-runner."""
+    if tools.runner is None:
+        return []
+    runner = str(tools.runner)
+    return [Cell(tool, RUNNER, lambda d: [runner, *args(d)])]
+
+
+def dag_cells(tools: Tools, wdir: Path, workers: int, serial_label: str) -> list[Cell]:
+    """runner, doit, dask (processes, threads), serial loop and ProcessPoolExecutor cells."""
+    py, ppy = tools.python, str(tools.peers_python) if tools.peers_python else None
+    pipeline = str(wdir / "pipeline.yaml")
+    cells = runner_cells(
+        tools,
+        "runner",
+        lambda d: [
+            "run",
+            pipeline,
+            "--progress",
+            "none",
+            "--state-dir",
+            str(d / "state"),
+            "--workers",
+            str(workers),
+        ],
+    )
+    if tools.doit and ppy:
+        doit, flag = str(tools.doit), tools.doit_db_flag
+        cells += [
+            Cell(
+                "doit",
+                PEER,
+                lambda d: [
+                    doit,
+                    "-f",
+                    str(wdir / "dodo.py"),
+                    "-n",
+                    str(workers),
+                    "-P",
+                    "process",
+                    "--backend",
+                    "sqlite3",
+                    flag,
+                    str(d / "doit.db"),
+                    "--reporter",
+                    "zero",
+                ],
+            ),
+            Cell(
+                "dask processes",
+                PEER,
+                lambda d: [ppy, str(wdir / "dask_run.py"), "processes", str(workers)],
+            ),
+            Cell(
+                "dask threads",
+                EXTRA,
+                lambda d: [ppy, str(wdir / "dask_run.py"), "threads", str(workers)],
+            ),
+        ]
+    cells += [
+        Cell(serial_label, BASELINE, lambda d: [py, str(wdir / "serial.py")]),
+        Cell(
+            f"ProcessPoolExecutor({workers})",
+            BASELINE,
+            lambda d: [py, str(wdir / "ppe.py"), str(workers)],
+        ),
+    ]
+    return cells
+
+
+def help_cells(tools: Tools, with_peers: bool) -> list[Cell]:
+    cells = runner_cells(tools, "runner --help", lambda d: ["--help"])
+    if with_peers and tools.doit_help:
+        doit_help = tools.doit_help
+        cells.append(Cell(f"doit {doit_help[1]}", PEER, lambda d: doit_help))
+    if with_peers:
+        py = tools.python
+        cells.append(Cell("python -c pass", BASELINE, lambda d: [py, "-c", "pass"]))
+    return cells
+
+
+def build_workloads(root: Path, tools: Tools, only: set[str] | None) -> list[Workload]:
+    """Generate every selected workload's files under root and list its cells."""
+
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
+    out: list[Workload] = []
+    simple = [
+        ("W1", "2,000 independent python no-op steps + 1 join", dag_w1(), WORKERS, None),
+        ("W2", "chain of 500 python no-op steps", dag_w2(), WORKERS, None),
+        ("W3", "20 layers x 100 python no-ops, 2 needs each", dag_w3(), WORKERS, None),
+        (
+            "W4",
+            f"{W4_STEPS} python steps sleeping {NAP_SECONDS} s, 4 workers",
+            independent("nap", W4_STEPS, "nap"),
+            W4_WORKERS,
+            W4_STEPS * NAP_SECONDS / W4_WORKERS,
+        ),
+        (
+            "W5",
+            "300 independent shell steps: argv ['true']",
+            independent("t", 300, "true"),
+            WORKERS,
+            None,
+        ),
+    ]
+    for name, title, dag, workers, ideal in simple:
+        if not wanted(name):
+            continue
+        wdir = write_workload_dir(root, name, dag, pipeline_yaml(name.lower(), dag))
+        label = "subprocess.run loop" if name == "W5" else "serial loop"
+        wl = Workload(name, title, len(dag.ids), ideal, dag_cells(tools, wdir, workers, label))
+        out.append(wl)
+    if wanted("W6"):
+        out.append(Workload("W6", "CLI start-up: --help", None, None, help_cells(tools, True)))
+    if wanted("W7") or wanted("V1"):
+        w7 = dag_w7()
+        wdir = write_workload_dir(root, "W7", w7, template_pipeline_yaml("w7"))
+        if wanted("W7"):
+            cells = dag_cells(tools, wdir, WORKERS, "serial loop")
+            out.append(
+                Workload(
+                    "W7", "template of 10 noop steps x 1,000 tenants", len(w7.ids), None, cells
+                )
+            )
+        if wanted("V1"):
+            out.append(
+                Workload(
+                    "V1",
+                    "validate the W7 file (10,000 planned steps)",
+                    len(w7.ids),
+                    None,
+                    validate_cells(tools, wdir),
+                )
+            )
+    if wanted("V2"):
+        out.append(
+            Workload("V2", "runner --help (acceptance)", None, None, help_cells(tools, False))
+        )
+    return out
+
+
+def validate_cells(tools: Tools, wdir: Path) -> list[Cell]:
+    pipeline = str(wdir / "pipeline.yaml")
+    cells = runner_cells(tools, "runner validate", lambda d: ["validate", pipeline])
+    if tools.yaml_python:
+        ypy = tools.yaml_python
+        cells.append(
+            Cell(
+                "yaml.safe_load only",
+                BASELINE,
+                lambda d: [ypy, str(wdir / "yaml_load.py"), pipeline],
+            )
+        )
+    return cells
+
+
+# --------------------------------------------------------------------------- running
+
+
+def note(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_workload(
+    wl: Workload, root: Path, runs: int, timeout: float, log: Callable[[str], None]
+) -> None:
+    """N rounds; each round runs every live cell once, starting one later each round."""
+    cells = wl.cells
+    for rnd in range(runs):
+        order = cells[rnd % len(cells) :] + cells[: rnd % len(cells)] if cells else []
+        for cell in order:
+            if cell.error is not None:
+                continue
+            run_cell_once(wl, cell, rnd, root, timeout, log)
+        done = ", ".join(f"{c.tool} {fmt_wall(c)}" for c in cells)
+        note(f"{wl.name} round {rnd + 1}/{runs}: {done}")
+
+
+def run_cell_once(
+    wl: Workload, cell: Cell, rnd: int, root: Path, timeout: float, log: Callable[[str], None]
+) -> None:
+    safe = "".join(ch if ch.isalnum() else "_" for ch in cell.tool)
+    run_dir = root / "runs" / wl.name / f"{safe}-{rnd}"
+    run_dir.mkdir(parents=True)
+    argv = cell.argv(run_dir)
+    try:
+        sample = measure(argv, run_dir, timeout)
+        cell.samples.append(sample)
+        if sample.leftovers:
+            cell.leftovers += 1
+            if cell.leftovers == 1:
+                log(f"note: {wl.name} / {cell.tool}: processes outlived the tool; killed them")
+    except CellError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "failed"
+        cell.error = first
+        log(
+            f"== {wl.name} / {cell.tool} (round {rnd + 1}) failed: {first}\n"
+            f"argv: {' '.join(argv)}\n{exc}\n"
+        )
+
+
+# --------------------------------------------------------------------------- reporting
+
+HEADERS = ["workload", "tool", "wall s", "ms/step", "peak RSS MB", "vs peer", "notes"]
+
+
+def fmt_wall(cell: Cell) -> str:
+    wall = cell.median_wall()
+    if cell.error is not None:
+        return "error"
+    return "-" if wall is None else f"{wall:.3f}"
+
+
+def fastest_peer(wl: Workload) -> float | None:
+    walls = [c.median_wall() for c in wl.cells if c.role == PEER and c.ok]
+    return min((w for w in walls if w is not None), default=None)
+
+
+def notes_for(wl: Workload, cell: Cell) -> str:
+    wall = cell.median_wall()
+    if cell.error is not None:
+        return cell.error if len(cell.error) <= 50 else cell.error[:47] + "..."
+    if wall is None:
+        return ""
+    parts = []
+    if cell.role == RUNNER and cell.leftovers:
+        parts.append(f"left processes behind in {cell.leftovers} runs")
+    if wl.ideal_s is not None:
+        parts.append(f"parallel efficiency {100 * wl.ideal_s / wall:.0f}%")
+    if cell.role == RUNNER and wl.name in ACCEPTANCE:
+        limit = ACCEPTANCE[wl.name]
+        parts.append(f"target < {limit:g} s: {'ok' if wall < limit else 'MISSED'}")
+    return "; ".join(parts)
+
+
+def table_rows(workloads: list[Workload]) -> list[list[str]]:
+    rows = []
+    for wl in workloads:
+        peer = fastest_peer(wl)
+        for cell in wl.cells:
+            wall, rss = cell.median_wall(), cell.median_rss()
+            per_step = f"{1000 * wall / wl.steps:.2f}" if wall and wl.steps else "-"
+            ratio = f"{wall / peer:.2f}x" if cell.role == RUNNER and wall and peer else "-"
+            rows.append(
+                [
+                    wl.name,
+                    cell.tool,
+                    fmt_wall(cell),
+                    per_step,
+                    f"{rss:.0f}" if rss is not None else "-",
+                    ratio,
+                    notes_for(wl, cell),
+                ]
+            )
+    return rows
+
+
+def render_text(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [HEADERS, *rows]) for i in range(len(HEADERS))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    prev = None
+    for r in rows:
+        shown = [r[0] if r[0] != prev else "", *r[1:]]
+        prev = r[0]
+        lines.append("  ".join(c.ljust(w) for c, w in zip(shown, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def render_markdown(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def machine_line(runs: int) -> str:
+    return (
+        f"{runs} runs each, median; {os.cpu_count()} CPUs; {platform.system()} "
+        f"{platform.machine()}; Python {platform.python_version()}"
+    )
+
+
+def workload_legend(workloads: list[Workload]) -> str:
+    return "\n".join(f"{wl.name}: {wl.title}" for wl in workloads)
+
+
+def results_json(workloads: list[Workload]) -> list[dict[str, object]]:
+    return [
+        {
+            "workload": wl.name,
+            "tool": c.tool,
+            "role": c.role,
+            "error": c.error,
+            "wall_s": [s.wall for s in c.samples],
+            "rss_mb": [s.rss_mb for s in c.samples],
+            "runs_with_leftover_processes": c.leftovers,
+        }
+        for wl in workloads
+        for c in wl.cells
+    ]
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--runs", type=int, default=5, help="rounds per workload (median taken)")
+    p.add_argument("--only", default="", help="comma-separated workloads, e.g. W1,W3,V1")
+    p.add_argument(
+        "--runner",
+        default=str(REPO_ROOT / ".venv" / "bin" / "runner"),
+        help="runner executable (default: .venv/bin/runner in the repo)",
+    )
+    p.add_argument("--no-peers", action="store_true", help="skip doit/dask rows")
+    p.add_argument("--no-runner", action="store_true", help="skip runner rows")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument("--json", type=Path, help="also write every sample to this JSON file")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per cell run")
+    p.add_argument("--log", type=Path, default=DEFAULT_LOG, help="where failures are logged")
+    p.add_argument("--keep", action="store_true", help="keep the generated temp dir")
+    args = p.parse_args(argv)
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    only = {w.strip().upper() for w in args.only.split(",") if w.strip()} or None
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    with args.log.open("w", encoding="utf-8") as log_file:
+
+        def log(msg: str) -> None:
+            log_file.write(msg.rstrip() + "\n")
+            log_file.flush()
+
+        tools = discover_tools(args, log)
+        root = Path(tempfile.mkdtemp(prefix="runner-bench-"))
+        try:
+            workloads = build_workloads(root, tools, only)
+            if not workloads:
+                note(f"nothing selected by --only {args.only}")
+                return 2
+            for wl in workloads:
+                run_workload(wl, root, args.runs, args.timeout, log)
+        finally:
+            if args.keep:
+                note(f"generated files kept in {root}")
+            else:
+                shutil.rmtree(root, ignore_errors=True)
+    rows = table_rows(workloads)
+    print(machine_line(args.runs))
+    print(render_markdown(rows) if args.markdown else render_text(rows))
+    if not args.markdown:
+        print("\n" + workload_legend(workloads))
+    if args.json:
+        args.json.write_text(json.dumps(results_json(workloads), indent=1) + "\n")
+    if any(c.error for wl in workloads for c in wl.cells):
+        note(f"some cells failed: see {args.log}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""`shell`: run a command.
+
+`cmd` as a list runs that argv with no shell.  `cmd` as a string runs under `/bin/sh -c`; the
+planner rendered every `{{ ... }}` in it as one quoted shell word (`shell_fields`), so a value
+cannot inject a command.  Output: stdout without its trailing newline, or parsed JSON with
+`parse: json`.  A non-zero exit fails the attempt with the exit code in the message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ..plugins import StepContext
+from ..procs import run_process, signal_name
+from ..templating import to_text
+
+
+class StepFailed(Exception):
+    """A step's command failed; `exit_code` lets `retries.on` match exit codes."""
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Shell:
+    """Run a command (argv list, or a /bin/sh string with every value quoted)."""
+
+    summary = "Run a command: an argv list, or a /bin/sh string with templated values quoted."
+    shell_fields = ("cmd",)
+    schema: Mapping[str, Any] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["cmd"],
+        "properties": {
+            "cmd": {
+                "type": ["string", "array"],
+                "items": {"type": ["string", "number", "boolean"]},
+                "minItems": 1,
+                "description": "A list runs that argv with no shell; a string runs under "
+                "/bin/sh -c with every {{ value }} inserted as one quoted word.",
+            },
+            "cwd": {"type": "string", "description": "Working folder, relative to the pipeline."},
+            "env": {
+                "type": "object",
+                "additionalProperties": {"type": ["string", "number", "boolean"]},
+                "description": "Extra environment variables for this command.",
+            },
+            "parse": {
+                "enum": ["text", "json", "lines"],
+                "description": "How stdout becomes the output: text (default), json, lines.",
+            },
+        },
+    }
+
+    def run(self, with_: Mapping[str, Any], ctx: StepContext) -> Any:
+        cmd = with_["cmd"]
+        argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [to_text(a) for a in cmd]
+        env = {**ctx.env, **{k: to_text(v) for k, v in (with_.get("env") or {}).items()}}
+        cwd = os.path.join(str(ctx.pipeline_dir), str(with_.get("cwd") or "."))
+        if ctx.log_stream is None:
+            raise RuntimeError("shell steps need a log stream")
+        try:
+            result = run_process(
+                argv,
+                env=env,
+                cwd=cwd,
+                log=ctx.log_stream,
+                timeout=ctx.timeout,
+                on_start=ctx.on_process,
+                write=ctx.write_log,
+            )
+        except FileNotFoundError as exc:
+            raise StepFailed(f"command not found: {exc.filename}", 127) from None
+        except NotADirectoryError as exc:
+            raise StepFailed(f"cwd is not a folder: {exc.filename}") from None
+        if result.timed_out:
+            raise TimeoutError(f"timed out after {ctx.timeout:g}s; process group stopped")
+        if result.signal is not None:
+            raise StepFailed(f"command killed by {signal_name(result.signal)}")
+        if result.exit_code:
+            raise StepFailed(f"command exited with code {result.exit_code}", result.exit_code)
+        if result.stdout_too_big:
+            raise StepFailed("stdout is larger than 16 MiB; write big results to a file")
+        text = result.stdout.decode("utf-8", errors="replace").removesuffix("\n")
+        parse = with_.get("parse", "text")
+        if parse == "json":
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise StepFailed(f"stdout is not JSON ({exc}); first bytes: {text[:80]!r}") from None
+        if parse == "lines":
+            return text.splitlines()
+        return text
+
+
+plugin = Shell()

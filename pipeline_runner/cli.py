@@ -1,0 +1,238 @@
+"""The `runner` command line: the only place that prints errors and turns them into exit codes.
+
+Heavy modules (jsonschema, jinja2, rich, the engine) are imported inside the commands that use
+them, so `runner --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from .errors import EXIT_USAGE, PipelineError, RunnerError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_INTERNAL = 70
+REPORT_URL = "https://github.com/pipeline-runner/pipeline-runner/issues"
+
+
+def _echo_err(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def fail(exc: RunnerError) -> NoReturn:
+    if isinstance(exc, PipelineError):
+        for diagnostic in exc.diagnostics:
+            _echo_err(str(diagnostic))
+        count = len(exc.diagnostics)
+        _echo_err(f"{count} error{'s' if count != 1 else ''} found; nothing was run")
+    else:
+        _echo_err(f"runner: error: {exc}")
+    sys.exit(exc.exit_code)
+
+
+class Group(click.Group):
+    """Turns the library's errors into messages and exit codes, and hides tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RunnerError as exc:
+            fail(exc)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            _echo_err("runner: interrupted")
+            sys.exit(130)
+        except Exception as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            else:
+                _echo_err(
+                    f"runner: internal error: {type(exc).__name__}: {exc} -- this is a bug in "
+                    f"runner; please report it at {REPORT_URL} (run with --debug for details)"
+                )
+            sys.exit(EXIT_INTERNAL)
+
+
+def param_options(func: F) -> F:
+    func = click.option(
+        "--param",
+        "params",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Set a parameter; VALUE is read as YAML (3 is a number, [a,b] a list).",
+    )(func)
+    func = click.option(
+        "--params-file", type=click.Path(dir_okay=False), help="YAML or JSON file of parameters."
+    )(func)
+    func = click.option(
+        "--max-file-size",
+        type=int,
+        default=10 * 1024 * 1024,
+        show_default=True,
+        help="Refuse pipeline files larger than this many bytes.",
+    )(func)
+    return func
+
+
+def planner_options(params: Sequence[str], params_file: str | None, max_file_size: int) -> Any:
+    from .planner import Options, parse_param_value
+
+    parsed: dict[str, Any] = {}
+    for item in params:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--param takes NAME=VALUE, got {item!r}")
+        parsed[name.strip()] = parse_param_value(value)
+    return Options(params=parsed, params_file=params_file, max_file_size=max_file_size)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pipeline-runner", prog_name="runner")
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Run declarative YAML pipelines: a DAG of steps in parallel worker processes.
+
+    \b
+    Start with:
+      runner validate pipeline.yaml     check a file, run nothing
+      runner graph pipeline.yaml --dot  draw the plan
+      runner run pipeline.yaml          run it
+    """
+    ctx.obj = {"debug": debug}
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@param_options
+def validate(
+    files: tuple[str, ...], fmt: str, params: tuple[str, ...], params_file: str | None,
+    max_file_size: int,
+) -> None:
+    """Check pipeline files without running anything (every error, not only the first)."""
+    from .planner import plan_file
+
+    options = planner_options(params, params_file, max_file_size)
+    results: list[dict[str, Any]] = []
+    failed = False
+    for path in files:
+        try:
+            plan = plan_file(path, options)
+        except PipelineError as exc:
+            failed = True
+            results.append(
+                {"file": path, "valid": False, "errors": [d.as_json() for d in exc.diagnostics]}
+            )
+            if fmt == "text":
+                for diagnostic in exc.diagnostics:
+                    click.echo(str(diagnostic), err=True)
+            continue
+        steps = len(plan.steps())
+        results.append({"file": path, "valid": True, "steps": steps, "errors": []})
+        if fmt == "text":
+            click.echo(f"{path}: ok ({steps} step{'s' if steps != 1 else ''})")
+    if fmt == "json":
+        click.echo(json.dumps(results, indent=2))
+    elif failed:
+        count = sum(len(r["errors"]) for r in results)
+        click.echo(f"{count} error{'s' if count != 1 else ''} found", err=True)
+    sys.exit(EXIT_USAGE if failed else 0)
+
+
+@main.command()
+@click.argument("file", type=click.Path())
+@click.option("--text", "fmt", flag_value="text", default=True, help="Levelled text (default).")
+@click.option("--dot", "fmt", flag_value="dot", help="Graphviz DOT.")
+@click.option("--mermaid", "fmt", flag_value="mermaid", help="Mermaid flowchart.")
+@click.option("--json", "fmt", flag_value="json", help="JSON for tools.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write to a file; .svg/.png/.pdf render the DOT through Graphviz.",
+)
+@param_options
+def graph(
+    file: str, fmt: str, output: str | None, params: tuple[str, ...], params_file: str | None,
+    max_file_size: int,
+) -> None:
+    """Print the planned DAG (templates, tenants and for_each expanded)."""
+    from . import graph as graphs
+    from .planner import plan_file
+
+    plan = plan_file(file, planner_options(params, params_file, max_file_size))
+    ext = os.path.splitext(output or "")[1].lower().lstrip(".")
+    if ext in ("svg", "png", "pdf"):
+        render_graphviz(graphs.to_dot(plan), output or "", ext)
+        click.echo(f"wrote {output}")
+        return
+    render = {
+        "text": graphs.to_text,
+        "dot": graphs.to_dot,
+        "mermaid": graphs.to_mermaid,
+        "json": graphs.to_json,
+    }[fmt]
+    text = render(plan)
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        click.echo(text, nl=False)
+
+
+def render_graphviz(dot: str, output: str, ext: str) -> None:
+    exe = shutil.which("dot")
+    if exe is None:
+        raise UsageError(
+            "rendering to ." + ext + " needs Graphviz's `dot`, which is not installed "
+            "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz); "
+            "or print DOT with --dot and render it elsewhere"
+        )
+    proc = subprocess.run(
+        [exe, f"-T{ext}", "-o", output], input=dot.encode(), capture_output=True, check=False
+    )
+    if proc.returncode != 0:
+        raise RunnerError(f"dot failed: {proc.stderr.decode(errors='replace').strip()}")
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of pipeline files."""
+    from .schema import schema_text
+
+    click.echo(schema_text(), nl=False)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON for tools.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins: name, distribution, version and summary."""
+    from .plugins import registry
+
+    infos = registry().info()
+    if as_json:
+        click.echo(json.dumps([i.__dict__ for i in infos], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("plugin", "distribution", "version", "summary"):
+        table.add_column(column)
+    for info in infos:
+        summary = info.summary if info.error is None else f"[red]broken:[/] {info.error}"
+        table.add_row(info.name, info.distribution, info.version, summary)
+    Console(soft_wrap=True).print(table)

@@ -1,0 +1,278 @@
+"""DAG checks and drawings of a plan: cycles with their path, ancestry, levels, and the
+text, DOT, Mermaid and JSON views printed by `runner graph`."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from .model import Deferred, Node, NodeKind, Plan
+
+
+def dependents(nodes: Mapping[str, Node]) -> Mapping[str, tuple[str, ...]]:
+    out: dict[str, list[str]] = {nid: [] for nid in nodes}
+    for node in nodes.values():
+        for need in node.needs:
+            if need in out:
+                out[need].append(node.id)
+    return MappingProxyType({k: tuple(v) for k, v in out.items()})
+
+
+def find_cycles(nodes: Mapping[str, Node]) -> list[list[str]]:
+    """Each dependency cycle once, as `[a, b, c, a]` (a needs ... needs a, in need order)."""
+    indegree = {nid: 0 for nid in nodes}
+    deps = dependents(nodes)
+    for node in nodes.values():
+        indegree[node.id] = sum(1 for n in node.needs if n in nodes)
+    ready = deque(nid for nid, d in indegree.items() if d == 0)
+    while ready:
+        nid = ready.popleft()
+        for child in deps[nid]:
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                ready.append(child)
+    stuck = {nid for nid, d in indegree.items() if d > 0}
+    cycles: list[list[str]] = []
+    done: set[str] = set()
+    for start in nodes:  # file order, so the first cycle named is the first written
+        if start not in stuck or start in done:
+            continue
+        cycle = _walk_cycle(nodes, stuck, start)
+        if cycle and not done.intersection(cycle):
+            cycles.append(cycle)
+        done.update(cycle or [start])
+    return cycles
+
+
+def _walk_cycle(nodes: Mapping[str, Node], stuck: set[str], start: str) -> list[str] | None:
+    """Follow needs inside the stuck set from `start` until a node repeats."""
+    path: list[str] = []
+    index: dict[str, int] = {}
+    current = start
+    while current not in index:
+        index[current] = len(path)
+        path.append(current)
+        nxt = next((n for n in nodes[current].needs if n in stuck), None)
+        if nxt is None:
+            return None
+        current = nxt
+    loop = path[index[current] :]
+    # Print in reading order: a -> b means a needs b is confusing; show "runs before".
+    loop.reverse()
+    return [*loop, loop[0]]
+
+
+def reaches(nodes: Mapping[str, Node], needs: Iterable[str], target: str) -> bool:
+    """Whether `target` is one of `needs` or upstream of them (a walk up that stops early)."""
+    seen: set[str] = set()
+    stack = list(needs)
+    while stack:
+        nid = stack.pop()
+        if nid == target:
+            return True
+        if nid in seen or nid not in nodes:
+            continue
+        seen.add(nid)
+        stack.extend(nodes[nid].needs)
+    return False
+
+
+def levels(plan: Plan) -> list[list[Node]]:
+    """Steps grouped by the length of their longest path from a root; groups take no level."""
+    level: dict[str, int] = {}
+    for node in topological(plan.nodes):
+        step = 0 if node.kind is NodeKind.GROUP else 1
+        level[node.id] = max((level[n] + step for n in node.needs if n in level), default=0)
+    rows: dict[int, list[Node]] = {}
+    for node in plan.nodes.values():
+        if node.kind is not NodeKind.GROUP:
+            rows.setdefault(level[node.id], []).append(node)
+    return [rows[k] for k in sorted(rows)]
+
+
+def topological(nodes: Mapping[str, Node]) -> list[Node]:
+    """Kahn's order, ties broken by file order; assumes no cycle."""
+    indegree = {nid: sum(1 for n in node.needs if n in nodes) for nid, node in nodes.items()}
+    deps = dependents(nodes)
+    ready = deque(nid for nid in nodes if indegree[nid] == 0)
+    out: list[Node] = []
+    while ready:
+        nid = ready.popleft()
+        out.append(nodes[nid])
+        for child in deps[nid]:
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                ready.append(child)
+    return out
+
+
+# -- drawings ------------------------------------------------------------------------------------
+
+
+def _label(node: Node) -> str:
+    if node.kind is NodeKind.MAPPED:
+        return f"{node.id} [{node.uses}] (mapped)"
+    if node.kind is NodeKind.GROUP:
+        return node.id
+    return f"{node.id} [{node.uses}]"
+
+
+def to_text(plan: Plan) -> str:
+    lines = [f"pipeline {plan.name}: {len(plan.steps())} steps"]
+    for i, row in enumerate(levels(plan)):
+        lines.append(f"level {i}:")
+        for node in row:
+            needs = list(node.needs)
+            after = f"  <- {', '.join(needs)}" if needs else ""
+            lines.append(f"  {_label(node)}{after}")
+    return "\n".join(lines) + "\n"
+
+
+def _dot_id(nid: str) -> str:
+    return json.dumps(nid)
+
+
+def to_dot(plan: Plan) -> str:
+    out = [
+        f"digraph {json.dumps(plan.name)} {{",
+        "  rankdir=LR;",
+        '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="Helvetica"];',
+        '  edge [color="#5b6b82"];',
+    ]
+    children: dict[str | None, list[Node]] = {}
+    for node in plan.nodes.values():
+        children.setdefault(node.group, []).append(node)
+
+    def emit(group: str | None, indent: str) -> None:
+        for node in children.get(group, []):
+            if node.kind is NodeKind.GROUP:
+                out.append(f"{indent}subgraph {_dot_id('cluster_' + node.id)} {{")
+                kind = node.group_kind or "group"
+                out.append(f"{indent}  label={json.dumps(f'{node.id} ({kind})')};")
+                out.append(f'{indent}  style="rounded,dashed"; color="#8a99b0";')
+                emit(node.id, indent + "  ")
+                out.append(f"{indent}}}")
+            elif node.kind is NodeKind.MAPPED:
+                out.append(
+                    f"{indent}{_dot_id(node.id)} [label={json.dumps(_label(node))}, "
+                    'shape=box3d, fillcolor="#fdf1d6"];'
+                )
+            else:
+                out.append(f"{indent}{_dot_id(node.id)} [label={json.dumps(_label(node))}];")
+
+    emit(None, "  ")
+    for node in plan.nodes.values():
+        if node.kind is NodeKind.GROUP:
+            continue
+        for need in _drawn_needs(plan, node):
+            out.append(f"  {_dot_id(need)} -> {_dot_id(node.id)};")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _sinks(plan: Plan, nid: str) -> list[str]:
+    """The drawable nodes standing for `nid`: itself, or a group's members, recursively."""
+    node = plan.nodes[nid]
+    if node.kind is not NodeKind.GROUP:
+        return [nid]
+    out: list[str] = []
+    for member in node.members:
+        out.extend(_sinks(plan, member))
+    return out
+
+
+def _drawn_needs(plan: Plan, node: Node) -> list[str]:
+    # Inner steps of a template inherit the outer needs; draw edges only where they add
+    # information: needs on groups are drawn to the group's members.
+    out: list[str] = []
+    for need in node.needs:
+        for sink in _sinks(plan, need):
+            if sink not in out:
+                out.append(sink)
+    return out
+
+
+def to_mermaid(plan: Plan) -> str:
+    ids = {nid: f"n{i}" for i, nid in enumerate(plan.nodes)}
+    out = ["flowchart LR"]
+    children: dict[str | None, list[Node]] = {}
+    for node in plan.nodes.values():
+        children.setdefault(node.group, []).append(node)
+
+    def emit(group: str | None, indent: str) -> None:
+        for node in children.get(group, []):
+            if node.kind is NodeKind.GROUP:
+                out.append(f'{indent}subgraph {ids[node.id]}["{_mm(node.id)}"]')
+                emit(node.id, indent + "  ")
+                out.append(f"{indent}end")
+            elif node.kind is NodeKind.MAPPED:
+                out.append(f'{indent}{ids[node.id]}[["{_mm(_label(node))}"]]')
+            else:
+                out.append(f'{indent}{ids[node.id]}["{_mm(_label(node))}"]')
+
+    emit(None, "  ")
+    for node in plan.nodes.values():
+        if node.kind is NodeKind.GROUP:
+            continue
+        for need in _drawn_needs(plan, node):
+            out.append(f"  {ids[need]} --> {ids[node.id]}")
+    return "\n".join(out) + "\n"
+
+
+def _mm(text: str) -> str:
+    return text.replace('"', "#quot;")
+
+
+def plain(value: Any) -> Any:
+    """A plan value as JSON: Deferred templates shown as their source."""
+    if isinstance(value, Deferred):
+        return value.source
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def node_json(node: Node) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": node.id,
+        "kind": node.kind.value,
+        "needs": list(node.needs),
+        "group": node.group,
+        "location": str(node.location),
+    }
+    if node.kind is NodeKind.GROUP:
+        data["members"] = list(node.members)
+        data["group_kind"] = node.group_kind
+    else:
+        data.update(
+            uses=node.uses,
+            with_=plain(node.with_),
+            timeout=node.timeout,
+            retries=node.retries.max,
+            pool=node.pool,
+            priority=node.priority,
+        )
+        data["with"] = data.pop("with_")
+        if node.condition is not None:
+            data["if"] = node.condition
+    if node.key is not None:
+        data["key"] = node.key
+    if node.for_each is not None:
+        data["for_each"] = node.for_each.items.source
+    return data
+
+
+def to_json(plan: Plan) -> str:
+    data = {
+        "name": plan.name,
+        "file": plan.file,
+        "params": plain(plan.params),
+        "nodes": [node_json(n) for n in plan.nodes.values()],
+        "outputs": plain(plan.outputs),
+    }
+    return json.dumps(data, indent=2, default=str) + "\n"

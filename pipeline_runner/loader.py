@@ -1,0 +1,406 @@
+"""YAML to plain data plus a source map, safely.
+
+The document is built straight from the parser's event stream by an iterative composer, so that
+every limit is enforced *before* anything large exists:
+
+- the file size is checked before parsing, and the bytes must be UTF-8;
+- nesting depth is counted on the events (the C composer is recursive and crashes on deep input);
+- aliases are counted by the size they expand to: each anchored value records how many nodes it
+  holds, an alias adds that many, and a document whose aliases would add more than
+  `max_alias_nodes` fails at once ("billion laughs" stops after a few hundred events);
+- only the standard YAML tags are accepted (`!!python/...` and other tags are an error);
+- duplicate keys are reported with both lines; merge keys (`<<`) work as in YAML 1.1;
+- plain scalars follow the YAML 1.2 core schema: `on`, `no`, `yes` and dates stay strings.
+
+The result is a `Document`: the plain data (dicts, lists, str, int, float, bool, None) and a
+`SourceMap` from document paths (tuples of keys and indexes) to positions, used by every later
+stage to point errors at FILE:LINE:COLUMN.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .errors import Diagnostic, Location, PipelineError
+
+DEFAULT_MAX_FILE_SIZE = 10 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_ALIAS_NODES = 100_000
+
+Path_ = tuple[str | int, ...]
+
+_Parser: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_constructor = yaml.constructor.SafeConstructor()
+
+# Plain scalars are resolved by the YAML 1.2 core schema: only true/false are booleans, so
+# `on:`, `NO` and `yes` stay the strings they look like, and `010` is ten, not eight.
+_NULL_RE = re.compile(r"^(?:~|null|Null|NULL|)$")
+_BOOL_RE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT_RE = re.compile(r"^(?:[-+]?[0-9][0-9_]*|0o[0-7_]+|0x[0-9a-fA-F_]+)$")
+_FLOAT_RE = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+
+
+def _resolve_plain(text: str) -> Any:
+    if _NULL_RE.match(text):
+        return None
+    if _BOOL_RE.match(text):
+        return text.lower() == "true"
+    if _INT_RE.match(text):
+        digits = text.replace("_", "")
+        if digits.startswith(("0o", "0x")):
+            return int(digits[2:], 8 if digits[1] == "o" else 16)
+        return int(digits)
+    if _FLOAT_RE.match(text):
+        low = text.lower().replace("_", "")
+        if low.endswith("inf"):
+            return float("-inf") if low.startswith("-") else float("inf")
+        return float("nan") if low.endswith("nan") else float(low)
+    return text
+
+
+_TAG = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null", "binary")}
+_MAP_TAGS = {f"{_TAG}map", f"{_TAG}omap"}
+_SEQ_TAGS = {f"{_TAG}seq"}
+
+
+def format_path(path: Path_) -> str:
+    """`('steps', 2, 'needs', 0)` -> `steps[2].needs[0]`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass
+class SourceMap:
+    """Where each node of a document came from."""
+
+    file: str
+    values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    # The text of plain scalars that YAML 1.1 read as something other than a string
+    # (`NO` -> false, `3.10` -> 3.1): error messages quote it and suggest quoting.
+    texts: dict[Path_, str] = field(default_factory=dict)
+
+    def locate(self, path: Path_, *, key: bool = False) -> Location:
+        """The position of `path`, or of its nearest ancestor that has one."""
+        p = tuple(path)
+        while True:
+            pos = (self.keys.get(p) if key else None) or self.values.get(p)
+            if pos is not None:
+                return Location(self.file, pos[0], pos[1])
+            if not p:
+                return Location(self.file, 1, 1)
+            p = p[:-1]
+
+
+@dataclass
+class Document:
+    data: Any
+    source: SourceMap
+    text: str
+    problems: list[Diagnostic] = field(default_factory=list)
+
+
+@dataclass
+class _Frame:
+    kind: str  # "map" or "seq"
+    value: Any
+    path: Path_
+    anchor: str | None
+    start_nodes: int
+    pending_key: Any = None
+    key_pos: tuple[int, int] | None = None
+    key_line: dict[Any, int] = field(default_factory=dict)
+    merged: list[tuple[Any, tuple[int, int]]] = field(default_factory=list)
+    has_key: bool = False
+
+
+def read_text(path: str, max_size: int = DEFAULT_MAX_FILE_SIZE) -> str:
+    """The file's text, refusing files over `max_size` before reading them whole."""
+    loc = Location(path)
+    try:
+        size = os.stat(path).st_size
+        if size > max_size:
+            raise PipelineError.single(
+                loc,
+                "",
+                f"file is {size:,} bytes, over the limit of {max_size:,} "
+                "(raise it with --max-file-size)",
+            )
+        with open(path, "rb") as f:
+            raw = f.read(max_size + 1)
+    except OSError as exc:
+        raise PipelineError.single(loc, "", f"cannot read file: {exc.strerror or exc}") from None
+    if len(raw) > max_size:
+        raise PipelineError.single(loc, "", f"file is over the limit of {max_size:,} bytes")
+    return decode(raw, path)
+
+
+def decode(raw: bytes, path: str) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise PipelineError.single(
+            Location(path, line, col),
+            "",
+            f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def load_file(path: str, max_size: int = DEFAULT_MAX_FILE_SIZE) -> Document:
+    return load_text(read_text(path, max_size), path)
+
+
+def load_text(text: str, file: str = "<string>") -> Document:
+    """Compose `text` into plain data with a source map; raise PipelineError on bad YAML."""
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise PipelineError.single(Location(file, line, 1), "", "file contains a NUL byte")
+    composer = _Composer(file)
+    try:
+        composer.run(yaml.parse(text, Loader=_Parser))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
+        problem = exc.problem or exc.context or "invalid YAML"
+        context = f" ({exc.context})" if exc.context and exc.problem else ""
+        raise PipelineError.single(loc, "", f"YAML syntax error: {problem}{context}") from None
+    except yaml.YAMLError as exc:
+        raise PipelineError.single(Location(file), "", f"YAML error: {exc}") from None
+    if composer.documents == 0:
+        raise PipelineError.single(Location(file, 1, 1), "", "file is empty (expected a mapping)")
+    return Document(composer.result, composer.source, text, composer.problems)
+
+
+class _Composer:
+    """Builds plain data from parser events without recursion."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.source = SourceMap(file)
+        self.problems: list[Diagnostic] = []
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.stack: list[_Frame] = []
+        self.result: Any = None
+        self.documents = 0
+        self.nodes = 0  # nodes seen in the text
+        self.expanded = 0  # nodes added by aliases
+
+    def fail(self, pos: tuple[int, int], path: Path_, message: str) -> PipelineError:
+        return PipelineError.single(Location(self.file, pos[0], pos[1]), format_path(path), message)
+
+    def run(self, events: Iterator[yaml.Event]) -> None:
+        for event in events:
+            if isinstance(event, yaml.DocumentStartEvent):
+                self.documents += 1
+                if self.documents > 1:
+                    raise self.fail(_pos(event), (), "only one YAML document is allowed per file")
+            elif isinstance(event, yaml.ScalarEvent):
+                self.scalar(event)
+            elif isinstance(event, yaml.AliasEvent):
+                self.alias(event)
+            elif isinstance(event, yaml.MappingStartEvent):
+                self.open(event, "map", {})
+            elif isinstance(event, yaml.SequenceStartEvent):
+                self.open(event, "seq", [])
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                self.close()
+
+    # -- where the next value goes -------------------------------------------------------
+
+    def next_path(self) -> Path_:
+        if not self.stack:
+            return ()
+        top = self.stack[-1]
+        if top.kind == "seq":
+            return (*top.path, len(top.value))
+        if top.has_key:
+            return (*top.path, _path_key(top.pending_key))
+        return top.path  # a key: its own position is recorded under the value's path
+
+    def add(self, value: Any, pos: tuple[int, int], path: Path_) -> None:
+        if not self.stack:
+            self.result = value
+            return
+        top = self.stack[-1]
+        if top.kind == "seq":
+            top.value.append(value)
+            return
+        if not top.has_key:
+            self.set_key(top, value, pos)
+            return
+        key, top.has_key = top.pending_key, False
+        if key == "<<" and top.key_pos is not None:
+            self.merge(top, value, path)
+            return
+        top.value[key] = value
+
+    def set_key(self, top: _Frame, key: Any, pos: tuple[int, int]) -> None:
+        if isinstance(key, (dict, list)):
+            raise self.fail(pos, top.path, "a mapping key must be a plain value, not a collection")
+        if not isinstance(key, str):
+            text = self.source.texts.pop(top.path + ("?",), str(key))
+            quoted = f"'{text}'"
+            raise self.fail(
+                pos,
+                top.path,
+                f"mapping key {text} is read by YAML as {_type_name(key)} {_json(key)}; "
+                f"quote it ({quoted}) to use it as a name",
+            )
+        if key in top.key_line:
+            first = top.key_line[key]
+            self.problems.append(
+                Diagnostic(
+                    Location(self.file, pos[0], pos[1]),
+                    format_path((*top.path, key)),
+                    f"duplicate key '{key}' (first defined on line {first})",
+                )
+            )
+        elif key != "<<":
+            top.key_line[key] = pos[0]
+        top.pending_key, top.key_pos, top.has_key = key, pos, True
+        self.source.keys[(*top.path, key)] = pos
+
+    def merge(self, top: _Frame, value: Any, path: Path_) -> None:
+        sources = value if isinstance(value, list) else [value]
+        for src in sources:
+            if not isinstance(src, dict):
+                raise self.fail(
+                    top.key_pos or (1, 1),
+                    path,
+                    "a merge key '<<' takes a mapping or a list of them",
+                )
+            top.merged.append((src, top.key_pos or (1, 1)))
+
+    # -- events ----------------------------------------------------------------------------
+
+    def scalar(self, event: yaml.ScalarEvent) -> None:
+        pos = _pos(event)
+        path = self.next_path()
+        self.nodes += 1
+        value = self.construct_scalar(event, pos, path)
+        if self.stack and self.stack[-1].kind == "map" and not self.stack[-1].has_key:
+            if not isinstance(value, str) and not event.style:
+                self.source.texts[(*path, "?")] = event.value
+        else:
+            self.source.values[path] = pos
+            if not isinstance(value, str) and value is not None and not event.style:
+                self.source.texts[path] = event.value
+        if event.anchor:
+            self.anchors[event.anchor] = (value, 1)
+        self.add(value, pos, path)
+
+    def construct_scalar(self, event: yaml.ScalarEvent, pos: tuple[int, int], path: Path_) -> Any:
+        tag = event.tag
+        if tag is None or tag == "!":
+            plain = event.implicit[0] and not event.style
+            return _resolve_plain(event.value) if plain else event.value
+        if tag not in _SCALAR_TAGS:
+            raise self.fail(pos, path, f"unsupported YAML tag '{_short_tag(tag)}'")
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        try:
+            value = _constructor.yaml_constructors[tag](_constructor, node)
+        except (yaml.YAMLError, ValueError, TypeError) as exc:
+            raise self.fail(pos, path, f"cannot read {event.value!r} as {_short_tag(tag)}: {exc}")
+        if isinstance(value, bytes):
+            return base64.b64encode(value).decode("ascii")
+        return value
+
+    def alias(self, event: yaml.AliasEvent) -> None:
+        pos = _pos(event)
+        path = self.next_path()
+        if event.anchor not in self.anchors:
+            raise self.fail(pos, path, f"unknown alias '*{event.anchor}'")
+        value, size = self.anchors[event.anchor]
+        self.expanded += size
+        if self.expanded > MAX_ALIAS_NODES:
+            raise self.fail(
+                pos,
+                path,
+                f"aliases expand to more than {MAX_ALIAS_NODES:,} nodes "
+                "(an alias bomb?); refusing to expand",
+            )
+        if self.stack and self.stack[-1].kind == "map" and not self.stack[-1].has_key:
+            raise self.fail(pos, path, "an alias cannot be used as a mapping key")
+        self.source.values.setdefault(path, pos)
+        self.add(value, pos, path)
+
+    def open(self, event: yaml.CollectionStartEvent, kind: str, value: Any) -> None:
+        pos = _pos(event)
+        path = self.next_path()
+        if self.stack and self.stack[-1].kind == "map" and not self.stack[-1].has_key:
+            raise self.fail(pos, path, "a mapping key must be a plain value, not a collection")
+        tag = event.tag
+        if tag not in (None, "!") and tag not in (_MAP_TAGS if kind == "map" else _SEQ_TAGS):
+            raise self.fail(pos, path, f"unsupported YAML tag '{_short_tag(tag)}'")
+        if len(self.stack) >= MAX_DEPTH:
+            raise PipelineError.single(
+                Location(self.file, pos[0], pos[1]),
+                format_path(path[:4]) + "...",
+                f"nesting is deeper than the limit of {MAX_DEPTH} levels",
+            )
+        self.nodes += 1
+        self.source.values[path] = pos
+        self.stack.append(_Frame(kind, value, path, event.anchor, self.nodes + self.expanded))
+
+    def close(self) -> None:
+        frame = self.stack.pop()
+        if frame.kind == "map" and frame.merged:
+            explicit = frame.value
+            merged: dict[Any, Any] = {}
+            # Later sources in a `<<: [*a, *b]` list lose to earlier ones; explicit keys win.
+            for src, _ in reversed(frame.merged):
+                merged.update(src)
+            merged.update(explicit)
+            frame.value = merged
+        size = self.nodes + self.expanded - frame.start_nodes + 1
+        if frame.anchor:
+            self.anchors[frame.anchor] = (frame.value, size)
+        pos = self.source.values.get(frame.path, (1, 1))
+        self.add(frame.value, pos, frame.path)
+
+
+def _path_key(key: Any) -> str | int:
+    return key if isinstance(key, str) else str(key)
+
+
+def _pos(event: yaml.Event) -> tuple[int, int]:
+    mark = event.start_mark
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _json(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)

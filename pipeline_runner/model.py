@@ -1,0 +1,169 @@
+"""The resolved plan: frozen data that the engine consumes unchanged.  No I/O here.
+
+A `Plan` is a DAG of `Node`s keyed by qualified id, in file order.  Three kinds of node:
+
+- `STEP`: one attempt-running unit (a plugin call);
+- `GROUP`: the instances of a `for_each`, a template instance or an inlined `pipeline`; it needs
+  its members, runs nothing, and its output is assembled from theirs (list + mapping for a
+  `for_each`, the template's `outputs` for an instance), so `needs: [etl]` waits for all of `etl`;
+- `MAPPED`: a `for_each` whose list is only known at run time; the scheduler expands it into
+  STEP instances when its needs are done, and it then behaves like a GROUP.
+
+Values that can only be rendered at run time (they read `steps`, `run` or `secrets`) stay in the
+plan as `Deferred` leaves, with the `Scope` (template parameters, the `for_each` item, the
+step-name aliases) they must be rendered in.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .errors import Location
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class NodeKind(enum.Enum):
+    STEP = "step"
+    GROUP = "group"
+    MAPPED = "mapped"
+
+
+class State(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    FAILED_ALLOWED = "failed_allowed"
+    SKIPPED = "skipped"
+    UPSTREAM_FAILED = "upstream_failed"
+    CANCELLED = "cancelled"
+    CACHED = "cached"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (State.PENDING, State.RUNNING, State.RETRYING)
+
+    @property
+    def ok(self) -> bool:
+        """Dependents may run after this state."""
+        return self in (State.SUCCEEDED, State.SKIPPED, State.FAILED_ALLOWED, State.CACHED)
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A template value rendered at run time (it reads upstream outputs, `run` or secrets)."""
+
+    source: str
+    shell: bool = False
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Scope:
+    """What a node's templates see besides the run-wide names."""
+
+    vars: Mapping[str, Any] = field(default_factory=lambda: EMPTY)  # template params, the `as` name; may hold Deferred
+    aliases: Mapping[str, str] = field(default_factory=lambda: EMPTY)  # step name as written -> qualified node id
+    parent: Scope | None = None  # where Deferred template params are rendered
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max: int = 0
+    delay: float = 1.0
+    backoff: float = 2.0
+    max_delay: float = 300.0
+    jitter: bool = True
+    on: frozenset[str | int] = frozenset()  # empty: retry any failure
+
+    def allows(self, kind: str, exit_code: int | None = None) -> bool:
+        if not self.on:
+            return True
+        return kind in self.on or (exit_code is not None and exit_code in self.on)
+
+    def delay_before(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before `attempt` (2 is the first retry)."""
+        base = min(self.delay * self.backoff ** max(attempt - 2, 0), self.max_delay)
+        if self.jitter:
+            base *= (rng or random).uniform(0.5, 1.5)
+        return float(base)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSpec:
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Compensation:
+    uses: str
+    with_: Any = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class ForEach:
+    """The run-time fan-out of a MAPPED node."""
+
+    items: Deferred
+    as_name: str = "item"
+    key: str | None = None
+    max_parallel: int | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Node:
+    id: str
+    kind: NodeKind
+    order: int
+    location: Location
+    path: str  # where it was written (`steps[2]`, `templates.etl.steps[0]`)
+    uses: str | None = None
+    with_: Any = field(default_factory=lambda: EMPTY)
+    needs: tuple[str, ...] = ()
+    condition: str | bool | None = None
+    retries: RetryPolicy = RetryPolicy()
+    timeout: float | None = None
+    continue_on_error: bool = False
+    pool: str | None = None
+    priority: int = 0
+    env: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    scope: Scope = Scope()
+    group: str | None = None  # the enclosing GROUP/MAPPED node
+    key: str | None = None  # instance key within its for_each
+    item: Any = None
+    has_item: bool = False
+    members: tuple[str, ...] = ()  # GROUP: members in item/file order
+    group_kind: str | None = None  # "for_each" | "template" | "pipeline"
+    outputs: Any = None  # GROUP of a template/pipeline: the outputs spec (with Deferred)
+    for_each: ForEach | None = None  # MAPPED only
+    max_parallel: int | None = None  # GROUP of a for_each: limit on running members
+    compensate: Compensation | None = None
+    cache: CacheSpec | None = None
+    resources: Mapping[str, float] = field(default_factory=lambda: EMPTY)
+    is_finally: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    file: str
+    pipeline_dir: str
+    params: Mapping[str, Any]
+    env: Mapping[str, str]
+    secrets: tuple[str, ...]
+    pools: Mapping[str, int]
+    breakers: Mapping[str, tuple[int, float]]
+    nodes: Mapping[str, Node]  # in file order
+    outputs: Mapping[str, Any]  # name -> value (with Deferred)
+    description: str = ""
+    dependents: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: EMPTY)
+
+    def steps(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.kind is not NodeKind.GROUP]

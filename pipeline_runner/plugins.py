@@ -1,0 +1,156 @@
+"""Plugin discovery and the plugin protocol.
+
+A plugin is any object published under the entry-point group `pipeline_runner.plugins`; the
+entry-point name is the name used in `uses:`.  The object (an instance, a class, or a module)
+provides:
+
+- `schema`: a JSON Schema (a dict) for the step's `with` mapping, checked by `runner validate`;
+- `run(with_, ctx)`: runs one attempt and returns the output (JSON-serialisable);
+- optionally `summary` (one line for `runner plugins`; the docstring's first line otherwise) and
+  `shell_fields` (names of `with` fields rendered with every templated value shell-quoted).
+
+Discovery reads entry-point metadata only; a plugin's module is imported when a pipeline uses it
+(`Registry.load`) and checked then, so a broken plugin breaks only the pipelines that use it.
+The built-in plugins are registered through the same entry points as any other.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, runtime_checkable
+
+if sys.version_info >= (3, 12):
+    from importlib.metadata import EntryPoint, entry_points
+else:  # pragma: no cover - exercised on 3.10/3.11
+    from importlib_metadata import EntryPoint, entry_points
+
+GROUP = "pipeline_runner.plugins"
+
+
+@dataclass
+class StepContext:
+    """What a step's code may know about where it runs (given as `ctx`)."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    key: str | None
+    item: Any
+    log: logging.Logger
+    scratch_dir: Path
+    pipeline_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None  # seconds this attempt may take, for steps that start processes
+    log_stream: BinaryIO | None = None  # the step's log file (plugins should prefer `log`)
+    on_process: Callable[[int], None] | None = None  # report a started process group
+    write_log: Callable[[bytes], None] | None = None  # write to the log, secrets masked
+
+
+@runtime_checkable
+class Plugin(Protocol):
+    schema: Mapping[str, Any]
+
+    def run(self, with_: Mapping[str, Any], ctx: StepContext) -> Any: ...
+
+
+class PluginLoadError(Exception):
+    """A plugin could not be imported or does not follow the protocol."""
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    value: str
+    summary: str = ""
+    error: str | None = None
+
+
+def _describe(ep: EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "?", "?"
+    return str(dist.metadata["Name"] or dist.name), str(dist.version)
+
+
+def summary_of(obj: object) -> str:
+    text = getattr(obj, "summary", None) or (obj.__doc__ or "")
+    return str(text).strip().splitlines()[0] if str(text).strip() else ""
+
+
+def check_plugin(name: str, obj: object) -> Plugin:
+    """Verify that a loaded object follows the protocol (as pluggy checks at registration)."""
+    if isinstance(obj, type):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise PluginLoadError(f"cannot instantiate plugin class: {exc}") from exc
+    schema = getattr(obj, "schema", None)
+    if not isinstance(schema, Mapping):
+        raise PluginLoadError("it has no `schema` mapping (a JSON Schema for `with`)")
+    if not callable(getattr(obj, "run", None)):
+        raise PluginLoadError("it has no callable `run(with_, ctx)`")
+    return obj  # type: ignore[return-value]
+
+
+class Registry:
+    """The installed plugins, discovered once, each imported on first use and cached."""
+
+    def __init__(self) -> None:
+        self._eps: dict[str, EntryPoint] = {}
+        for ep in entry_points(group=GROUP):
+            # The first distribution to claim a name wins, as on PATH; duplicates are rare.
+            self._eps.setdefault(ep.name, ep)
+        self._loaded: dict[str, Plugin] = {}
+        self._errors: dict[str, str] = {}
+
+    def names(self) -> list[str]:
+        return sorted(self._eps)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._eps
+
+    def load(self, name: str) -> Plugin:
+        """The plugin called `name`; raises PluginLoadError naming its distribution."""
+        if name in self._loaded:
+            return self._loaded[name]
+        if name in self._errors:
+            raise PluginLoadError(self._errors[name])
+        ep = self._eps[name]
+        dist, version = _describe(ep)
+        try:
+            plugin = check_plugin(name, ep.load())
+        except Exception as exc:
+            message = f"plugin '{name}' from {dist} {version} failed to load: {exc}"
+            self._errors[name] = message
+            raise PluginLoadError(message) from exc
+        self._loaded[name] = plugin
+        return plugin
+
+    def info(self) -> list[PluginInfo]:
+        out = []
+        for name in self.names():
+            ep = self._eps[name]
+            dist, version = _describe(ep)
+            try:
+                summary, error = summary_of(self.load(name)), None
+            except PluginLoadError as exc:
+                summary, error = "", str(exc)
+            out.append(PluginInfo(name, dist, version, ep.value, summary, error))
+        return out
+
+
+_registry: Registry | None = None
+
+
+def registry() -> Registry:
+    """The process-wide registry (entry points are read once per process)."""
+    global _registry
+    if _registry is None:
+        _registry = Registry()
+    return _registry

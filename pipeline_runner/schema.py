@@ -1,0 +1,197 @@
+"""JSON Schema validation with every error located and worded for people.
+
+`validate_document` checks a loaded pipeline against `pipeline.schema.json`; `check_with`
+checks a step's `with` against its plugin's schema.  Both return `Diagnostic`s (all of them,
+not only the first) pointing at the offending node through the document's source map, and
+reword jsonschema's messages: unknown keys get a did-you-mean, type errors say what YAML read and
+suggest quoting when YAML 1.x read a plain word as something else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from .errors import Diagnostic, did_you_mean
+from .loader import Path_, SourceMap, format_path
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
+}
+
+_PATTERN_HELP = {
+    "^[A-Za-z_][A-Za-z0-9_-]*$": "a name that starts with a letter or '_' and has only "
+    "letters, digits, '_' and '-'",
+    "^[A-Za-z0-9][A-Za-z0-9_.-]*$": "a name of letters, digits, '_', '.' and '-' "
+    "that starts with a letter or digit",
+    "^[A-Za-z_][A-Za-z0-9_]*$": "an identifier (letters, digits and '_')",
+}
+
+
+def schema_text() -> str:
+    return resources.files("pipeline_runner").joinpath("data/pipeline.schema.json").read_text()
+
+
+@cache
+def pipeline_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(schema_text())
+    return schema
+
+
+@cache
+def _validator_for(schema_json: str) -> Any:
+    import jsonschema
+
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    return cls(schema)
+
+
+def validator(schema: Mapping[str, Any]) -> Any:
+    return _validator_for(json.dumps(schema, sort_keys=True))
+
+
+def describe(value: Any) -> str:
+    """`integer 3`, `string 'x'`, `a mapping` ... for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean " + ("true" if value else "false")
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"number {value}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"string {shown!r}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def _expected(types: Any) -> str:
+    if isinstance(types, str):
+        types = [types]
+    names = [_TYPE_NAMES.get(t, t) for t in types]
+    return " or ".join(names)
+
+
+def _schema_keys(schema: Mapping[str, Any]) -> list[str]:
+    return list(schema.get("properties", {}))
+
+
+def _message(error: Any, source: SourceMap, path: Path_) -> tuple[str, Path_, bool]:
+    """The message, the path to point at, and whether to point at the key."""
+    kind = error.validator
+    value = error.instance
+    schema = error.schema
+    if kind in ("additionalProperties", "unevaluatedProperties") and isinstance(value, dict):
+        allowed = _schema_keys(schema)
+        patterns = list(schema.get("patternProperties", {}))
+        import re
+
+        extra = [
+            k for k in value if k not in allowed and not any(re.search(p, str(k)) for p in patterns)
+        ]
+        if extra:
+            key = str(extra[0])
+            hint = did_you_mean(key, allowed)
+            if not hint and allowed:
+                shown = ", ".join(allowed[:12])
+                hint = f" (allowed: {shown})"
+            more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+            return f"unknown key '{key}'{hint}{more}", (*path, key), True
+    if kind == "type":
+        text = source.texts.get(path)
+        message = f"expected {_expected(error.validator_value)}, found {describe(value)}"
+        if text is not None and "string" in str(error.validator_value):
+            message += f" (YAML reads {text} as {describe(value).split()[0]}; quote it: '{text}')"
+        elif text is not None and text != str(value):
+            message += f" (written {text})"
+        return message, path, False
+    if kind == "required":
+        missing = [k for k in error.validator_value if isinstance(value, dict) and k not in value]
+        name = missing[0] if missing else error.validator_value[0]
+        return f"missing required key '{name}'", path, False
+    if kind == "pattern":
+        help_text = _PATTERN_HELP.get(error.validator_value)
+        if help_text:
+            return f"invalid name {value!r}: expected {help_text}", path, False
+        if "ms|s|m|h" in error.validator_value:
+            return (
+                f"invalid duration {value!r}: expected e.g. 500ms, 30s, 5m, 2h, 1h30m",
+                path,
+                False,
+            )
+        return f"{value!r} does not match {error.validator_value}", path, False
+    if kind == "const":
+        text = source.texts.get(path)
+        written = f" (written {text})" if text is not None and text != str(value) else ""
+        return (
+            f"expected {json.dumps(error.validator_value)}, found {describe(value)}{written}",
+            path,
+            False,
+        )
+    if kind == "enum":
+        choices = ", ".join(json.dumps(c) for c in error.validator_value)
+        hint = did_you_mean(str(value), [str(c) for c in error.validator_value])
+        return f"expected one of {choices}, found {describe(value)}{hint}", path, False
+    return error.message, path, False
+
+
+def _leaf_errors(errors: Iterable[Any]) -> Iterable[Any]:
+    """Descend into anyOf/oneOf groups so the most specific error is reported."""
+    for error in errors:
+        if error.context and error.validator in ("anyOf", "oneOf"):
+            import jsonschema
+
+            yield jsonschema.exceptions.best_match(error.context)
+        else:
+            yield error
+
+
+def check(
+    data: Any,
+    schema: Mapping[str, Any],
+    source: SourceMap,
+    base: Path_ = (),
+    prefix: str = "",
+) -> list[Diagnostic]:
+    """Every schema violation of `data` (found at `base` in the document) as a Diagnostic."""
+    v = validator(schema)
+    if v.is_valid(data):
+        return []
+    out: list[Diagnostic] = []
+    seen: set[tuple[Path_, str]] = set()
+    errors = sorted(v.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    for error in _leaf_errors(errors):
+        path: Path_ = (*base, *error.absolute_path)
+        message, at, on_key = _message(error, source, path)
+        if (at, message) in seen:
+            continue
+        seen.add((at, message))
+        out.append(Diagnostic(source.locate(at, key=on_key), format_path(at), prefix + message))
+    return out
+
+
+def validate_document(data: Any, source: SourceMap) -> list[Diagnostic]:
+    if not isinstance(data, dict):
+        return [
+            Diagnostic(
+                source.locate(()),
+                "",
+                f"a pipeline file must be a mapping at the top level, found {describe(data)}",
+            )
+        ]
+    return check(data, pipeline_schema(), source)

@@ -1,0 +1,308 @@
+"""The sandboxed, strict Jinja2 environment and the rendering rules of pipeline values.
+
+Rules (SPEC section 3):
+- values are rendered in Jinja2's `SandboxedEnvironment` with strict undefined names, so a typo
+  is an error, never an empty string; escapes (`__class__`, `.mro()`, `|attr`, `__globals__`)
+  raise `TemplateError` as security errors;
+- a value that is exactly one `{{ expression }}` keeps the expression's type (list, number,
+  mapping); anything else renders to a string, with `None` as "", booleans as true/false and
+  lists/mappings as JSON;
+- in shell mode (the `cmd` string of a `shell` step) every `{{ ... }}` value is inserted quoted as
+  one shell word; the `raw` filter opts out for trusted values;
+- resource bombs are refused, not computed: `*` and `**` check the size of what they would build,
+  `range` draws from a per-render budget, string-widening methods and filters check their width,
+  and output is streamed and cut at `MAX_OUTPUT` bytes.
+
+`compile_value` parses once and caches; a `Compiled` knows its free names and the `steps.X` it
+reads, which the planner uses to decide what can be rendered before the run and to check needs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import math
+import re
+import shlex
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+import jinja2.meta
+import jinja2.nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+from .errors import TemplateError, did_you_mean
+
+MAX_OUTPUT = 1024 * 1024
+MAX_RANGE_BUDGET = 1_000_000
+MAX_INT_BITS = 100_000
+MAX_SEQUENCE = 1024 * 1024
+
+_EXPR_RE = re.compile(r"^\s*\{\{-?(?P<expr>.*?)-?\}\}\s*$", re.DOTALL)
+_budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("range_budget")
+
+
+class RawValue(str):
+    """A value marked by `| raw`: inserted into a shell command without quoting."""
+
+
+def to_text(value: Any) -> str:
+    """How a value reads when inserted into a string."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _shell_word(value: Any) -> str:
+    if isinstance(value, RawValue):
+        return str(value)
+    return shlex.quote(to_text(value))
+
+
+def _check_size(result_len: int, what: str) -> None:
+    if result_len > MAX_SEQUENCE:
+        raise TemplateError(
+            f"{what} would build {result_len:,} items, over the limit of {MAX_SEQUENCE:,}"
+        )
+
+
+def _budgeted_range(*args: int) -> range:
+    r = range(*args)
+    budget = _budget.get(None)
+    if budget is None:
+        budget = [MAX_RANGE_BUDGET]
+        _budget.set(budget)
+    budget[0] -= len(r)
+    if budget[0] < 0:
+        raise TemplateError(
+            f"range() asks for {len(r):,} items; a template may loop over at most "
+            f"{MAX_RANGE_BUDGET:,} in all"
+        )
+    return r
+
+
+def _int_bits(value: Any) -> float:
+    return math.log2(abs(value)) if isinstance(value, int) and value else 0.0
+
+
+def _width_checked(filter_func: Callable[..., Any], width_arg: int) -> Callable[..., Any]:
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        widths = [a for a in args[width_arg:] if isinstance(a, int)]
+        widths += [v for v in kwargs.values() if isinstance(v, int)]
+        for w in widths:
+            _check_size(w, "a width argument")
+        return filter_func(*args, **kwargs)
+
+    return checked
+
+
+def _checked_replace(s: Any, old: Any, new: Any, count: Any = None) -> Any:
+    text = str(s)
+    n = text.count(str(old)) if old else len(text) + 1
+    _check_size(len(text) + n * len(str(new)), "replace")
+    return text.replace(str(old), str(new)) if count is None else text.replace(old, new, count)
+
+
+_WIDENING = {"center", "ljust", "rjust", "zfill", "expandtabs", "format", "format_map"}
+
+
+class _Undefined(jinja2.StrictUndefined):
+    """Strict, with a message that names the missing key and suggests a close one."""
+
+    @property
+    def _undefined_message(self) -> str:
+        name = self._undefined_name
+        obj = self._undefined_obj
+        if obj is jinja2.utils.missing:
+            return f"'{name}' is undefined"
+        if isinstance(obj, Mapping):
+            keys = [str(k) for k in obj]
+            shown = ", ".join(sorted(keys)[:10]) or "none"
+            return f"no key '{name}' (has: {shown}){did_you_mean(str(name), keys)}"
+        return super()._undefined_message
+
+
+class Sandbox(SandboxedEnvironment):
+    """The sandbox with arithmetic and widening calls checked for size."""
+
+    intercepted_binops = frozenset({"*", "**", "<<"})
+
+    def __init__(self, shell: bool = False) -> None:
+        super().__init__(
+            undefined=_Undefined,
+            finalize=_shell_word if shell else to_text,
+            autoescape=False,
+            keep_trailing_newline=True,
+        )
+        for name in ("lipsum", "cycler", "joiner"):
+            self.globals.pop(name, None)
+        self.globals["range"] = _budgeted_range
+        self.filters["raw"] = lambda v: RawValue(to_text(v))
+        self.filters["tojson"] = lambda v, indent=None: json.dumps(v, indent=indent, default=str)
+        self.filters["shquote"] = lambda v: shlex.quote(to_text(v))
+        self.filters["replace"] = _checked_replace
+        for name in ("center", "indent", "wordwrap", "truncate"):
+            self.filters[name] = _width_checked(self.filters[name], 1)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and _int_bits(left) * right > MAX_INT_BITS:
+            raise TemplateError(f"{left} ** {right} is too large to compute")
+        if operator == "<<" and isinstance(right, int) and right > MAX_INT_BITS:
+            raise TemplateError(f"{left} << {right} is too large to compute")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+                    _check_size(len(seq) * n, "repetition")
+            if _int_bits(left) + _int_bits(right) > MAX_INT_BITS:
+                raise TemplateError("multiplication result is too large to compute")
+        try:
+            return super().call_binop(context, operator, left, right)
+        except OverflowError as exc:
+            raise TemplateError(f"arithmetic overflow: {exc}") from None
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        name = getattr(__obj, "__name__", "")
+        if isinstance(getattr(__obj, "__self__", None), str) and name in _WIDENING:
+            for value in (*args, *kwargs.values()):
+                if isinstance(value, int):
+                    _check_size(value, f"str.{name}")
+        if isinstance(getattr(__obj, "__self__", None), str) and name == "replace":
+            return _checked_replace(__obj.__self__, *args)
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+_ENVS: dict[bool, Sandbox] = {}
+
+
+def environment(shell: bool = False) -> Sandbox:
+    if shell not in _ENVS:
+        _ENVS[shell] = Sandbox(shell)
+    return _ENVS[shell]
+
+
+def is_template(value: str) -> bool:
+    return "{{" in value or "{%" in value or "{#" in value
+
+
+@dataclass(frozen=True, eq=False)
+class Compiled:
+    """A parsed template value."""
+
+    source: str
+    shell: bool
+    expression: bool  # exactly one `{{ expr }}`: keeps its type
+    names: frozenset[str]  # free names it reads
+    step_refs: frozenset[str]  # X of every steps.X / steps['X']
+    dynamic_steps: bool  # reads `steps[...]` with a computed key
+    _run: Callable[[Mapping[str, Any]], Any]
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        token = _budget.set([MAX_RANGE_BUDGET])
+        try:
+            return self._run(context)
+        except TemplateError:
+            raise
+        except jinja2.exceptions.SecurityError as exc:
+            raise TemplateError(f"template security error: {exc}") from None
+        except jinja2.exceptions.UndefinedError as exc:
+            raise TemplateError(str(exc)) from None
+        except jinja2.exceptions.TemplateError as exc:
+            raise TemplateError(str(exc)) from None
+        except (ArithmeticError, ValueError, TypeError, KeyError, IndexError) as exc:
+            raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+        except RecursionError:
+            raise TemplateError("template recursion is too deep") from None
+        except MemoryError:
+            raise TemplateError("template needs too much memory") from None
+        finally:
+            _budget.reset(token)
+
+
+def _check_native(value: Any) -> Any:
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    if isinstance(value, str) and len(value) > MAX_OUTPUT:
+        raise TemplateError(f"value renders to {len(value):,} characters, over 1 MiB")
+    return value
+
+
+def _streamed(template: jinja2.Template) -> Callable[[Mapping[str, Any]], str]:
+    def run(context: Mapping[str, Any]) -> str:
+        out: list[str] = []
+        size = 0
+        chunks: Iterator[str] = template.generate(dict(context))
+        for chunk in chunks:
+            size += len(chunk)
+            if size > MAX_OUTPUT:
+                raise TemplateError(f"template renders more than {MAX_OUTPUT:,} characters")
+            out.append(chunk)
+        return "".join(out)
+
+    return run
+
+
+def _step_refs(ast: jinja2.nodes.Template) -> tuple[frozenset[str], bool]:
+    refs: set[str] = set()
+    dynamic = False
+    for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
+        target = node.node
+        if not (isinstance(target, jinja2.nodes.Name) and target.name == "steps"):
+            continue
+        if isinstance(node, jinja2.nodes.Getattr):
+            refs.add(node.attr)
+        elif isinstance(node.arg, jinja2.nodes.Const) and isinstance(node.arg.value, str):
+            refs.add(node.arg.value)
+        else:
+            dynamic = True
+    return frozenset(refs), dynamic
+
+
+@lru_cache(maxsize=4096)
+def compile_value(source: str, shell: bool = False) -> Compiled:
+    """Parse a template value once; raises TemplateError with the syntax problem."""
+    env = environment(shell)
+    match = _EXPR_RE.match(source)
+    expr = match.group("expr") if match else None
+    expression = expr is not None and not any(t in expr for t in ("{{", "}}", "{%", "{#"))
+    try:
+        ast = env.parse(source)
+        names = frozenset(jinja2.meta.find_undeclared_variables(ast))
+        refs, dynamic = _step_refs(ast)
+        if expression and not shell:
+            compiled_expr = env.compile_expression(expr or "", undefined_to_none=False)
+            run: Callable[[Mapping[str, Any]], Any] = lambda ctx: _check_native(  # noqa: E731
+                compiled_expr(**ctx)
+            )
+        else:
+            run = _streamed(env.from_string(source))
+    except jinja2.exceptions.TemplateSyntaxError as exc:
+        where = f" (line {exc.lineno} of the template)" if source.count("\n") else ""
+        raise TemplateError(f"template syntax error: {exc.message}{where}") from None
+    except jinja2.exceptions.SecurityError as exc:
+        raise TemplateError(f"template security error: {exc}") from None
+    except TemplateError:
+        raise
+    except Exception as exc:  # constant folding of a literal bomb can fail at compile time
+        raise TemplateError(f"template cannot be compiled: {type(exc).__name__}: {exc}") from None
+    return Compiled(source, shell, expression and not shell, names, refs, dynamic, run)
+
+
+def render_value(source: str, context: Mapping[str, Any], shell: bool = False) -> Any:
+    return compile_value(source, shell).render(context)
+
+
+def evaluate_condition(source: str | bool, context: Mapping[str, Any]) -> bool:
+    """An `if:` value: a bare Jinja expression (braces allowed) evaluated to a truth value."""
+    if isinstance(source, bool):
+        return source
+    text = source.strip()
+    if not (text.startswith("{{") and text.endswith("}}")):
+        text = "{{ " + text + " }}"
+    return bool(render_value(text, context))
