@@ -2,8 +2,9 @@
 """Benchmark harness for `runner`: whole-process wall time and peak RSS against peers.
 
 Generates workloads (pipelines and the equivalent peer/baseline programs) into a temporary
-directory, runs every cell as a separate process (wall time measured around the process, peak
-RSS from ``os.wait4``), takes the median of N rounds, and prints one table. In each round the
+directory, runs every cell as a separate process (through a tiny launcher that measures the wall
+time around the process and its peak RSS with ``os.wait4``), takes the median of N rounds, and
+prints one table. In each round the
 cells of a workload run one after the other, in an order rotated every round, so machine drift
 hits the runner and its peers alike.
 
@@ -35,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +51,7 @@ NAP_SECONDS = 0.25
 WORKERS = 2  # the benchmark machine has 2 cores
 W4_WORKERS = 4
 W4_STEPS = 32
+WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "V1", "V2")
 ACCEPTANCE = {"V1": 2.0, "V2": 0.3}  # seconds: the loading issue's acceptance numbers
 
 # Roles: the ratio column compares "runner" to the fastest "peer"; "extra" peers
@@ -368,22 +369,44 @@ def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+# Launcher run as `python -S -I -c LAUNCHER RESULT_FILE ARGV...`: it forks and execs ARGV, times
+# it, and reads its peak RSS with os.wait4. Measuring through this small process matters: Linux
+# carries the RSS high-water mark of the address space a process leaves at exec into its
+# ru_maxrss, so a tool started straight from the harness would report at least the harness's own
+# peak (vfork/posix_spawn share the harness's memory). The launcher is a few MB, below any Python
+# tool's own peak. The wall time is taken in the launcher around fork..wait4 only.
+LAUNCHER = """\
+import os, sys, time
+result, argv = sys.argv[1], sys.argv[2:]
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        os.write(2, ("cannot start: %s\\n" % exc.strerror).encode())
+    os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+with open(result, "w") as f:
+    f.write("%r %d %d" % (wall, usage.ru_maxrss, os.waitstatus_to_exitcode(status)))
+"""
+
+
 def measure(argv: list[str], run_dir: Path, timeout: float) -> Sample:
-    """Run argv once in its own session; wall time around the process, ru_maxrss via wait4."""
+    """Run argv once in its own session, through LAUNCHER; wall time and ru_maxrss of argv."""
     out_path, err_path = run_dir / "stdout.txt", run_dir / "stderr.txt"
+    result_path = run_dir / "measure.txt"
+    launcher = [sys.executable, "-S", "-I", "-c", LAUNCHER, str(result_path), *argv]
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        start = time.perf_counter()
-        try:
-            proc = subprocess.Popen(
-                argv,
-                cwd=run_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise CellError(f"cannot start: {exc.strerror}") from exc
+        proc = subprocess.Popen(
+            launcher,
+            cwd=run_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
         timed_out = threading.Event()
 
         def on_timeout() -> None:
@@ -393,17 +416,22 @@ def measure(argv: list[str], run_dir: Path, timeout: float) -> Sample:
         timer = threading.Timer(timeout, on_timeout)
         timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            proc.wait()
         finally:
             timer.cancel()
-        wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     leftovers = _kill_group(proc.pid)
     if timed_out.is_set():
         raise CellError(f"timeout after {timeout:g} s\n{_tail(err_path)}")
-    if proc.returncode != 0:
-        raise CellError(f"exit code {proc.returncode}\n{_tail(err_path)}\n{_tail(out_path, 10)}")
-    return Sample(wall, usage.ru_maxrss / 1024.0, leftovers)  # Linux: ru_maxrss is in KiB
+    try:
+        wall_s, maxrss_s, code_s = result_path.read_text().split()
+    except (OSError, ValueError) as exc:
+        raise CellError(f"launcher failed (exit {proc.returncode})\n{_tail(err_path)}") from exc
+    code = int(code_s)
+    if code != 0:
+        first = _tail(err_path, 1) if code == 127 else ""
+        reason = first if first.startswith("cannot start") else f"exit code {code}"
+        raise CellError(f"{reason}\n{_tail(err_path)}\n{_tail(out_path, 10)}")
+    return Sample(float(wall_s), int(maxrss_s) / 1024.0, leftovers)  # Linux: KiB
 
 
 # --------------------------------------------------------------------------- environment setup
@@ -630,7 +658,7 @@ def build_workloads(root: Path, tools: Tools, only: set[str] | None) -> list[Wor
         out.append(
             Workload("V2", "runner --help (acceptance)", None, None, help_cells(tools, False))
         )
-    return out
+    return [wl for wl in out if wl.cells]
 
 
 def validate_cells(tools: Tools, wdir: Path) -> list[Cell]:
@@ -661,7 +689,7 @@ def run_workload(
     """N rounds; each round runs every live cell once, starting one later each round."""
     cells = wl.cells
     for rnd in range(runs):
-        order = cells[rnd % len(cells) :] + cells[: rnd % len(cells)] if cells else []
+        order = cells[rnd % len(cells) :] + cells[: rnd % len(cells)]
         for cell in order:
             if cell.error is not None:
                 continue
@@ -822,6 +850,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     only = {w.strip().upper() for w in args.only.split(",") if w.strip()} or None
+    if only and only - set(WORKLOAD_NAMES):
+        note(
+            f"unknown workload(s) {', '.join(sorted(only - set(WORKLOAD_NAMES)))}; "
+            f"choose from {','.join(WORKLOAD_NAMES)}"
+        )
+        return 2
     args.log.parent.mkdir(parents=True, exist_ok=True)
     with args.log.open("w", encoding="utf-8") as log_file:
 
@@ -834,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             workloads = build_workloads(root, tools, only)
             if not workloads:
-                note(f"nothing selected by --only {args.only}")
+                note("nothing to run: every selected workload needs the runner or the peers")
                 return 2
             for wl in workloads:
                 run_workload(wl, root, args.runs, args.timeout, log)

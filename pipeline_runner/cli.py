@@ -236,3 +236,60 @@ def plugins(as_json: bool) -> None:
         summary = info.summary if info.error is None else f"[red]broken:[/] {info.error}"
         table.add_row(info.name, info.distribution, info.version, summary)
     Console(soft_wrap=True).print(table)
+
+
+def state_dir_option(func: F) -> F:
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False),
+        envvar="RUNNER_STATE_DIR",
+        default=".runner",
+        show_default=True,
+        help="Where runs are recorded (also RUNNER_STATE_DIR).",
+    )(func)
+
+
+@main.command()
+@click.argument("file", type=click.Path())
+@param_options
+@click.option("--workers", type=int, help="Parallel workers (default: the number of CPUs).")
+@click.option(
+    "--executor",
+    type=click.Choice(["process", "thread", "inline", "dask"]),
+    default="process",
+    show_default=True,
+    help="Where steps run.",
+)
+@click.option("--scheduler", "dask_scheduler", metavar="ADDRESS", help="Dask scheduler address.")
+@click.option("--only", multiple=True, metavar="SEL", help="Run these steps (id or glob) and their needs.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and why each step would run; run nothing.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failure.")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write a JSON summary.")
+@click.option("--events", type=click.Path(dir_okay=False), help="Write state changes as JSON lines.")
+@click.option("--trace", type=click.Path(dir_okay=False), help="Write a Chrome/Perfetto trace.")
+@click.option(
+    "--progress",
+    type=click.Choice(["auto", "rich", "plain", "none"]),
+    default="auto",
+    show_default=True,
+    help="Live view on a terminal, plain lines otherwise.",
+)
+@click.option("--secrets-file", type=click.Path(dir_okay=False), help="YAML file of secret values.")
+@click.option("--grace", type=float, default=3.0, show_default=True,
+              help="Seconds between SIGTERM and SIGKILL when stopping a step.")
+@click.option("--no-cache", is_flag=True, help="Run every step, ignoring cached results.")
+@click.option("--no-compensate", is_flag=True, help="Do not run compensations on failure.")
+@state_dir_option
+def run(file: str, **options: Any) -> None:
+    """Run a pipeline."""
+    from .engine import RunRequest, run_pipeline
+
+    request = RunRequest(
+        file=file,
+        planner=planner_options(
+            options.pop("params"), options.pop("params_file"), options.pop("max_file_size")
+        ),
+        **options,
+    )
+    sys.exit(run_pipeline(request))

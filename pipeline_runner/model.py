@@ -163,6 +163,7 @@ class Plan:
     nodes: Mapping[str, Node]  # in file order
     outputs: Mapping[str, Any]  # name -> value (with Deferred)
     description: str = ""
+    aliases: Mapping[str, str] = field(default_factory=lambda: EMPTY)  # top-level step names
     dependents: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: EMPTY)
 
     def steps(self) -> list[Node]:

@@ -205,6 +205,7 @@ class Planner:
             nodes=nodes,
             outputs=outputs,
             description=str(data.get("description") or ""),
+            aliases=MappingProxyType(top_aliases),
             dependents=graph.dependents(nodes),
         )
 
@@ -585,7 +586,8 @@ class Planner:
                 f, tpl["outputs"], ("templates", name, "outputs"), inner_scope, runtime=RUN_NAMES
             )
         self.add_group(
-            f, path, qid, members, group, "template", outputs, finally_, key, item, has_item
+            f, path, qid, members, group, "template", outputs, finally_, key, item, has_item,
+            inner_scope,
         )
 
     def add_group(
@@ -601,6 +603,7 @@ class Planner:
         key: str | None,
         item: Any,
         has_item: bool = False,
+        scope: Scope | None = None,
     ) -> None:
         self.nodes[qid] = Node(
             id=qid,
@@ -616,6 +619,7 @@ class Planner:
             key=key,
             item=item,
             has_item=has_item,
+            scope=scope or Scope(),
             is_finally=finally_,
         )
 
@@ -687,7 +691,10 @@ class Planner:
         outputs = self.process(
             nested, doc.data.get("outputs") or {}, ("outputs",), inner_scope, runtime=RUN_NAMES
         )
-        self.add_group(f, path, qid, members, group, "pipeline", outputs, finally_, key, item)
+        self.add_group(
+            f, path, qid, members, group, "pipeline", outputs, finally_, key, item, False,
+            inner_scope,
+        )
 
     # -- plugin steps --------------------------------------------------------------------------
 

@@ -41,13 +41,19 @@ class StepContext:
     key: str | None
     item: Any
     log: logging.Logger
-    scratch_dir: Path
+    scratch_path: Path  # see scratch_dir
     pipeline_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     timeout: float | None = None  # seconds this attempt may take, for steps that start processes
     log_stream: BinaryIO | None = None  # the step's log file (plugins should prefer `log`)
     on_process: Callable[[int], None] | None = None  # report a started process group
     write_log: Callable[[bytes], None] | None = None  # write to the log, secrets masked
+
+    @property
+    def scratch_dir(self) -> Path:
+        """A folder of this step's own in the run's folder, created on first use."""
+        self.scratch_path.mkdir(parents=True, exist_ok=True)
+        return self.scratch_path
 
 
 @runtime_checkable

@@ -9,7 +9,6 @@ watches the child through a pidfd, not the pipe's end-of-file.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import selectors
 import signal
@@ -71,98 +70,106 @@ def run_process(
     *,
     env: Mapping[str, str],
     cwd: str,
-    log: BinaryIO,
+    write: Callable[[bytes], None],
     timeout: float | None,
     grace: float = GRACE,
     max_stdout: int = 16 * 1024 * 1024,
-    capture: bool = True,
     on_start: Callable[[int], None] | None = None,
-    write: Callable[[bytes], None] | None = None,
+    preexec: Callable[[], None] | None = None,
 ) -> ProcessResult:
-    """Run `argv` with stdin empty, stdout captured and copied to `log`, stderr to `log`."""
-    log.flush()
+    """Run `argv` with stdin empty; stdout is captured, and both streams go to `write`."""
     proc = subprocess.Popen(
         list(argv),
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE if capture else log.fileno(),
-        stderr=log.fileno(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env=dict(env),
         cwd=cwd,
         start_new_session=True,
+        preexec_fn=preexec,
     )
     if on_start is not None:
         on_start(proc.pid)
-    emit = write or log.write
+    assert proc.stdout is not None and proc.stderr is not None
     deadline = None if timeout is None else time.monotonic() + timeout
-    chunks: list[bytes] = []
-    size = 0
+    captured = _Capture(write, max_stdout)
     timed_out = False
     pidfd = os.pidfd_open(proc.pid)
     sel = selectors.DefaultSelector()
-    sel.register(pidfd, selectors.EVENT_READ, "exit")
-    if proc.stdout is not None:
-        os.set_blocking(proc.stdout.fileno(), False)
-        sel.register(proc.stdout, selectors.EVENT_READ, "out")
-    exited = False
+    sel.register(pidfd, selectors.EVENT_READ, None)
+    for stream, is_out in ((proc.stdout, True), (proc.stderr, False)):
+        os.set_blocking(stream.fileno(), False)
+        sel.register(stream, selectors.EVENT_READ, is_out)
     try:
+        exited = False
         while not exited:
             wait = None if deadline is None else deadline - time.monotonic()
             if wait is not None and wait <= 0:
                 timed_out = True
                 break
             for key, _ in sel.select(wait):
-                if key.data == "exit":
+                if key.data is None:
                     exited = True
-                else:
-                    data = _read(proc.stdout)
-                    if data is None:
-                        continue
-                    if not data:
-                        sel.unregister(proc.stdout)
-                        continue
-                    emit(data)
-                    if size <= max_stdout:
-                        chunks.append(data)
-                    size += len(data)
+                elif not captured.pump(key.fileobj, key.data):  # type: ignore[arg-type]
+                    sel.unregister(key.fileobj)
         if timed_out:
             stop_group(proc.pid, grace)
+            proc.wait()
         else:
-            # The main process is done: stop anything it left running in its group.
+            # Reap the main process first (a zombie still counts as a group member), then stop
+            # whatever it left running in its group.
+            proc.wait()
             stop_group(proc.pid, min(grace, 1.0))
-        proc.wait()
-        if proc.stdout is not None:
-            # Read what is left without waiting for a pipe held open by an escaped process.
-            end = time.monotonic() + 0.5
-            while time.monotonic() < end:
-                data = _read(proc.stdout)
-                if not data:
-                    break
-                emit(data)
-                if size <= max_stdout:
-                    chunks.append(data)
-                size += len(data)
+        # Read what is left without waiting on a pipe held open by an escaped process.
+        end = time.monotonic() + 0.5
+        for stream, is_out in ((proc.stdout, True), (proc.stderr, False)):
+            while time.monotonic() < end and captured.pump(stream, is_out):
+                pass
     finally:
         sel.close()
         os.close(pidfd)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        proc.stdout.close()
+        proc.stderr.close()
         if proc.returncode is None:
             kill_group(proc.pid, signal.SIGKILL)
             proc.wait()
-        log.flush()
     code = proc.returncode
     return ProcessResult(
         exit_code=code if code >= 0 else None,
         signal=-code if code < 0 else None,
-        stdout=b"".join(chunks),
+        stdout=b"".join(captured.chunks),
         timed_out=timed_out,
-        stdout_too_big=size > max_stdout,
+        stdout_too_big=captured.size > max_stdout,
     )
 
 
-def _read(stream: BinaryIO | None) -> bytes | None:
-    if stream is None:
-        return b""
-    with contextlib.suppress(BlockingIOError):
+class _Capture:
+    def __init__(self, write: Callable[[bytes], None], max_stdout: int) -> None:
+        self.write = write
+        self.max_stdout = max_stdout
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def pump(self, stream: BinaryIO, is_out: bool) -> bool:
+        """Move what is readable now; False at end-of-file."""
+        data = _read(stream)
+        if data is None:
+            return True
+        if not data:
+            return False
+        self.write(data)
+        if is_out:
+            if self.size <= self.max_stdout:
+                self.chunks.append(data)
+            self.size += len(data)
+        return True
+
+
+def _read(stream: BinaryIO) -> bytes | None:
+    """A chunk, b"" at end-of-file, None when nothing is there yet."""
+    try:
         return os.read(stream.fileno(), _CHUNK)
-    return None
+    except BlockingIOError:
+        return None
+    except (OSError, ValueError):
+        return b""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..plugins import StepContext
@@ -31,6 +31,7 @@ class Shell:
 
     summary = "Run a command: an argv list, or a /bin/sh string with templated values quoted."
     shell_fields = ("cmd",)
+    enforces_timeout = True  # run_process stops the process group itself
     schema: Mapping[str, Any] = {
         "type": "object",
         "additionalProperties": False,
@@ -61,17 +62,10 @@ class Shell:
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [to_text(a) for a in cmd]
         env = {**ctx.env, **{k: to_text(v) for k, v in (with_.get("env") or {}).items()}}
         cwd = os.path.join(str(ctx.pipeline_dir), str(with_.get("cwd") or "."))
-        if ctx.log_stream is None:
-            raise RuntimeError("shell steps need a log stream")
+        write = ctx.write_log or _write_to(ctx)
         try:
             result = run_process(
-                argv,
-                env=env,
-                cwd=cwd,
-                log=ctx.log_stream,
-                timeout=ctx.timeout,
-                on_start=ctx.on_process,
-                write=ctx.write_log,
+                argv, env=env, cwd=cwd, write=write, timeout=ctx.timeout, on_start=ctx.on_process
             )
         except FileNotFoundError as exc:
             raise StepFailed(f"command not found: {exc.filename}", 127) from None
@@ -95,6 +89,13 @@ class Shell:
         if parse == "lines":
             return text.splitlines()
         return text
+
+
+def _write_to(ctx: StepContext) -> Callable[[bytes], None]:
+    stream = ctx.log_stream
+    if stream is None:
+        return lambda data: None
+    return stream.write  # type: ignore[return-value]
 
 
 plugin = Shell()

@@ -1,0 +1,67 @@
+"""Executors run attempts; the scheduler decides which.  One small interface:
+
+- `capacity()`: how many more tasks it takes now (the scheduler never queues more);
+- `submit(tasks)`: hand over ready tasks (a batch);
+- `wait(timeout, wake_fd)`: block until something finished, `timeout` passed, or `wake_fd`
+  (the signal self-pipe) is readable; returns the `Completion`s (and tasks handed back unstarted
+  after a worker died, as `Returned`);
+- `cancel()`: stop every running attempt (SIGTERM, then SIGKILL after the grace period);
+  `kill()` does it at once;
+- `close()`: stop the workers.
+
+`process` (default) keeps a pool of long-lived worker processes; `thread` and `inline` run
+attempts in the runner's own process; `dask` sends them to a Dask cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+from ..worker import Completion, Task
+
+
+class Returned(NamedTuple):
+    """A task handed back without having started (its worker died first)."""
+
+    task: Task
+
+
+Event = Completion | Returned
+
+
+class Executor(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+
+    def capacity(self) -> int: ...
+
+    def submit(self, tasks: list[Task]) -> None: ...
+
+    def wait(self, timeout: float | None, wake_fd: int | None) -> list[Event]: ...
+
+    def cancel(self, grace: float) -> list[Event]: ...
+
+    def kill(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def make_executor(name: str, workers: int, secrets: list[str], **options: Any) -> Executor:
+    if name == "process":
+        from .process import ProcessExecutor
+
+        return ProcessExecutor(workers, secrets)
+    if name == "thread":
+        from .local import ThreadExecutor
+
+        return ThreadExecutor(workers, secrets)
+    if name == "inline":
+        from .local import InlineExecutor
+
+        return InlineExecutor(secrets)
+    if name == "dask":
+        from .dask import DaskExecutor
+
+        return DaskExecutor(workers, secrets, scheduler=options.get("scheduler"))
+    raise ValueError(f"unknown executor {name!r}")

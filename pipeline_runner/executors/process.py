@@ -1,0 +1,283 @@
+"""The default executor: a pool of long-lived worker processes.
+
+Why not `concurrent.futures.ProcessPoolExecutor` or `multiprocessing.Pool`: one killed worker
+breaks the former's whole pool and silently loses the latter's task.  Here each worker has a pipe
+of its own and a queue of tasks the runner knows about, so a dead worker costs exactly its
+current attempt (reported as `crash`, or `timeout` when the runner killed it), its queued tasks
+are handed back unstarted, and a new worker takes its place.
+
+Throughput: a ready step costs no process start and no round trip of its own.  Tasks go to
+workers in batches; how many a worker may hold is set from the measured step duration (a few
+milliseconds of work each), so cheap steps stream and slow steps are dealt one at a time and
+balance across workers.
+
+Start method: forkserver.  The runner has threads (the live display, Dask's client), and forking
+a threaded process can copy a lock held by another thread into the child; the forkserver is a
+fresh single-threaded process that imported the worker code once, so forking from it is safe and
+starting (or replacing) a worker costs about a millisecond.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import signal
+import time
+from collections import deque
+from typing import Any
+
+from ..plugins import registry
+from ..procs import GRACE, kill_group, signal_name
+from ..worker import Completion, Started, Task, worker_main
+from . import Event, Returned
+
+TARGET_BATCH_SECONDS = 0.002
+MAX_DEPTH = 64
+
+
+class _Worker:
+    def __init__(self, index: int, generation: int, process: Any, conn: Any) -> None:
+        self.index = index
+        self.name = f"w{index}" if generation == 0 else f"w{index}.{generation}"
+        self.generation = generation
+        self.process = process
+        self.conn = conn
+        self.queue: deque[Task] = deque()
+        self.head_started = 0.0
+        self.child_pgid: int | None = None
+        self.kill_reason: str | None = None
+        self.kill_at: float | None = None  # SIGKILL time after a SIGTERM
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+    def stop(self, sig: int) -> None:
+        kill_group(self.pid, sig)
+        if self.child_pgid is not None:
+            kill_group(self.child_pgid, sig)
+
+
+class ProcessExecutor:
+    name = "process"
+
+    def __init__(self, workers: int, secrets: list[str]) -> None:
+        self.size = max(1, workers)
+        self.secrets = secrets
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["pipeline_runner.executors._preload"])
+        self.workers: list[_Worker] = []
+        self.mean_duration: float | None = None
+        self._self_timed: dict[str, bool] = {}
+
+    # -- pool ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for index in range(self.size):
+            self.workers.append(self._spawn(index, 0))
+
+    def _spawn(self, index: int, generation: int) -> _Worker:
+        parent, child = self.ctx.Pipe(duplex=True)
+        name = f"w{index}" if generation == 0 else f"w{index}.{generation}"
+        process = self.ctx.Process(
+            target=worker_main, args=(child, name, self.secrets), name=f"runner-{name}", daemon=True
+        )
+        process.start()
+        child.close()
+        return _Worker(index, generation, process, parent)
+
+    def _replace(self, worker: _Worker) -> None:
+        position = self.workers.index(worker)
+        worker.conn.close()
+        worker.process.join(timeout=0)
+        self.workers[position] = self._spawn(worker.index, worker.generation + 1)
+
+    def self_timed(self, uses: str) -> bool:
+        """Whether the plugin stops its own processes at the timeout (then the runner waits a
+        grace period longer before it kills the worker)."""
+        if uses not in self._self_timed:
+            plugin = _safe_load(uses)
+            self._self_timed[uses] = bool(getattr(plugin, "enforces_timeout", False))
+        return self._self_timed[uses]
+
+    def depth(self) -> int:
+        if self.mean_duration is None:
+            return 1
+        return max(1, min(MAX_DEPTH, int(TARGET_BATCH_SECONDS / max(self.mean_duration, 1e-6))))
+
+    def capacity(self) -> int:
+        depth = self.depth()
+        return sum(max(depth - len(w.queue), 0) for w in self.workers if w.kill_reason is None)
+
+    # -- work ---------------------------------------------------------------------------------
+
+    def submit(self, tasks: list[Task]) -> None:
+        depth = self.depth()
+        batches: dict[int, list[Task]] = {}
+        live = [w for w in self.workers if w.kill_reason is None]
+        now = time.monotonic()
+        for task in tasks:
+            worker = min(live, key=lambda w: (len(w.queue) + len(batches.get(w.index, ())), w.index))
+            if len(worker.queue) + len(batches.get(worker.index, ())) >= depth:
+                depth += 1  # the scheduler asked for more than capacity(); spread it anyway
+            batches.setdefault(worker.index, []).append(task)
+        for worker in live:
+            batch = batches.get(worker.index)
+            if not batch:
+                continue
+            if not worker.queue:
+                worker.head_started = now
+            worker.queue.extend(batch)
+            try:
+                worker.conn.send(batch)
+            except (BrokenPipeError, OSError):
+                pass  # its sentinel fires next; the tasks come back as Returned
+
+    def _deadline(self, worker: _Worker) -> float | None:
+        if worker.kill_at is not None:
+            return worker.kill_at
+        if not worker.queue or worker.queue[0].timeout is None:
+            return None
+        task = worker.queue[0]
+        slack = GRACE + 1.0 if self.self_timed(task.uses) else 0.0
+        return worker.head_started + float(task.timeout or 0) + slack
+
+    def wait(self, timeout: float | None, wake_fd: int | None) -> list[Event]:
+        now = time.monotonic()
+        deadlines = [d for d in (self._deadline(w) for w in self.workers) if d is not None]
+        if deadlines:
+            until = max(min(deadlines) - now, 0.0)
+            timeout = until if timeout is None else min(timeout, until)
+        objects: list[Any] = [w.conn for w in self.workers]
+        objects += [w.process.sentinel for w in self.workers]
+        if wake_fd is not None:
+            objects.append(wake_fd)
+        ready = set(multiprocessing.connection.wait(objects, timeout))
+        events: list[Event] = []
+        for worker in list(self.workers):
+            if worker.conn in ready or worker.process.sentinel in ready:
+                self._drain(worker, events)
+            if worker.process.sentinel in ready:
+                self._died(worker, events)
+        self._enforce_deadlines()
+        return events
+
+    def _drain(self, worker: _Worker, events: list[Event]) -> None:
+        try:
+            while worker.conn.poll():
+                message = worker.conn.recv()
+                if isinstance(message, Started):
+                    worker.child_pgid = message.pgid
+                    continue
+                self._completed(worker, message, events)
+        except (EOFError, OSError):
+            pass
+
+    def _completed(self, worker: _Worker, done: Completion, events: list[Event]) -> None:
+        if not worker.queue or worker.queue[0].attempt_id != done.attempt_id:
+            return  # a late message from a worker we already gave up on
+        worker.queue.popleft()
+        worker.child_pgid = None
+        now = time.monotonic()
+        duration = max(done.finished - done.started, 0.0)
+        self.mean_duration = (
+            duration if self.mean_duration is None else 0.8 * self.mean_duration + 0.2 * duration
+        )
+        worker.head_started = now
+        events.append(done)
+
+    def _died(self, worker: _Worker, events: list[Event]) -> None:
+        worker.process.join(timeout=1)
+        code = worker.process.exitcode
+        if worker.child_pgid is not None:
+            kill_group(worker.child_pgid, signal.SIGKILL)
+        kill_group(worker.pid, signal.SIGKILL)  # anything the step left in the worker's group
+        if worker.queue:
+            task = worker.queue.popleft()
+            events.append(self._death_completion(worker, task, code))
+            events.extend(Returned(t) for t in worker.queue)
+            worker.queue.clear()
+        self._replace(worker)
+
+    def _death_completion(self, worker: _Worker, task: Task, code: int | None) -> Completion:
+        started = time.time() - (time.monotonic() - worker.head_started)
+        if worker.kill_reason == "timeout":
+            kind, message = "timeout", f"timed out after {task.timeout:g}s; its processes were stopped"
+        elif worker.kill_reason == "cancelled":
+            kind, message = "cancelled", "cancelled; its processes were stopped"
+        elif code is not None and code < 0:
+            kind, message = "crash", f"worker process died: killed by {signal_name(-code)}"
+        else:
+            kind, message = "crash", f"worker process died: exit code {code}"
+        return Completion(
+            task.attempt_id, False, None, kind, message, "", None, started, time.time(), worker.name
+        )
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers:
+            deadline = self._deadline(worker)
+            if deadline is None or now < deadline:
+                continue
+            if worker.kill_at is None:
+                worker.kill_reason = worker.kill_reason or "timeout"
+                worker.stop(signal.SIGTERM)
+                worker.kill_at = now + GRACE
+            else:
+                worker.stop(signal.SIGKILL)
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def cancel(self, grace: float) -> list[Event]:
+        events: list[Event] = []
+        busy = [w for w in self.workers if w.queue]
+        for worker in busy:
+            worker.kill_reason = "cancelled"
+            worker.stop(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        pending = {w.process.sentinel: w for w in busy}
+        while pending and time.monotonic() < deadline:
+            ready = multiprocessing.connection.wait(list(pending), deadline - time.monotonic())
+            for sentinel in ready:
+                pending.pop(sentinel)
+        for worker in pending.values():
+            worker.stop(signal.SIGKILL)
+        for worker in busy:
+            self._drain(worker, events)
+            worker.process.join(timeout=2)
+            self._died(worker, events)
+        return events
+
+    def kill(self) -> None:
+        for worker in self.workers:
+            worker.stop(signal.SIGKILL)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            try:
+                worker.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        deadline = time.monotonic() + 2.0
+        for worker in self.workers:
+            worker.process.join(timeout=max(deadline - time.monotonic(), 0))
+            if worker.process.is_alive():
+                worker.stop(signal.SIGKILL)
+                worker.process.join(timeout=1)
+            worker.conn.close()
+        self.workers.clear()
+
+
+def _safe_load(name: str) -> Any:
+    try:
+        return registry().load(name)
+    except Exception:
+        return None
+
+
+def pid_of_forkserver() -> int | None:  # used by tests looking for orphans
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    return int(pid) if pid else None
+

@@ -1,0 +1,286 @@
+"""Event sinks that show a run: a live terminal view, plain lines for CI logs, GitHub Actions
+annotations, and the summary table printed at the end.
+
+Nothing a step printed reaches the terminal raw: control characters are escaped (a step cannot
+move the cursor or retitle the terminal), and log lines are shown indented behind `| `, so a
+line such as `::add-mask::` or `::error::` from a step is never read by CI as a command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from .model import NodeKind, State
+from .scheduler import NodeRun, RunInfo, RunResult
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e]")
+SYMBOLS = {
+    State.PENDING: "·",
+    State.RUNNING: "▶",
+    State.RETRYING: "↻",
+    State.SUCCEEDED: "✓",
+    State.FAILED: "✗",
+    State.FAILED_ALLOWED: "✗",
+    State.SKIPPED: "○",
+    State.UPSTREAM_FAILED: "⊘",
+    State.CANCELLED: "■",
+    State.CACHED: "≡",
+}
+COLORS = {
+    State.RUNNING: "cyan",
+    State.RETRYING: "yellow",
+    State.SUCCEEDED: "green",
+    State.FAILED: "red",
+    State.FAILED_ALLOWED: "yellow",
+    State.SKIPPED: "dim",
+    State.UPSTREAM_FAILED: "magenta",
+    State.CANCELLED: "magenta",
+    State.CACHED: "blue",
+}
+TAIL_LINES = 10
+TAIL_BYTES = 64 * 1024
+
+
+def safe(text: str) -> str:
+    """Escape what a terminal or a CI log would interpret."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def log_tail(path: str, lines: int = TAIL_LINES) -> list[str]:
+    """The last lines of a log, read from its end (a huge log costs nothing)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(size - TAIL_BYTES, 0))
+            data = f.read()
+    except OSError:
+        return []
+    text = data.decode("utf-8", errors="replace")
+    out = [safe(line)[:400] for line in text.splitlines() if not line.startswith("--- attempt ")]
+    return out[-lines:]
+
+
+def duration(nr: NodeRun) -> str:
+    if nr.started is None or nr.finished is None:
+        return ""
+    seconds = max(nr.finished - nr.started, 0.0)
+    return f"{seconds:.2f}s" if seconds < 60 else f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
+
+
+class PlainReporter:
+    """One line per state change of a step, with a timestamp; no ANSI codes."""
+
+    def __init__(self, out: TextIO | None = None, github: bool = False) -> None:
+        self.out = out or sys.stdout
+        self.github = github
+
+    def run_started(self, run: RunInfo) -> None:
+        steps = sum(1 for nr in run.nodes.values() if nr.node.kind is NodeKind.STEP)
+        self.line(f"run {run.run_id}: {run.plan.name}, {steps} steps, {run.executor} "
+                  f"executor, {run.workers} workers")
+
+    def line(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self.out.write(f"{stamp} {text}\n")
+
+    def changed(self, nr: NodeRun, old: State) -> None:
+        if nr.node.kind is NodeKind.GROUP or nr.state is State.PENDING:
+            return
+        text = f"{SYMBOLS[nr.state]} {nr.state.value:<15} {safe(nr.id)}"
+        if nr.state is State.RUNNING and nr.attempt > 1:
+            text += f" (attempt {nr.attempt})"
+        if nr.state.finished and duration(nr):
+            text += f" ({duration(nr)})"
+        if nr.state in (State.FAILED, State.FAILED_ALLOWED, State.RETRYING) and nr.error:
+            text += f": {safe(nr.error)}"
+        self.line(text)
+
+    def turn(self) -> None:
+        self.out.flush()
+
+    def run_finished(self, result: RunResult) -> None:
+        self.out.flush()
+
+
+class GitHubAnnotations:
+    """`::error::` for each failed step and a `::group::` holding its log tail."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def run_started(self, run: RunInfo) -> None:
+        self.file = run.plan.file
+
+    def changed(self, nr: NodeRun, old: State) -> None:
+        pass
+
+    def turn(self) -> None:
+        pass
+
+    def run_finished(self, result: RunResult) -> None:
+        for nr in result.nodes.values():
+            if nr.state is not State.FAILED or nr.node.kind is not NodeKind.STEP:
+                continue
+            message = _gh_escape(f"{nr.id}: {nr.error}")
+            loc = nr.node.location
+            self.out.write(f"::error file={loc.file},line={loc.line},title=step failed::{message}\n")
+            self.out.write(f"::group::log of {_gh_escape(nr.id)}\n")
+            for line in log_tail(nr.log_path, 50):
+                self.out.write(f"  | {line}\n")
+            self.out.write("::endgroup::\n")
+        self.out.flush()
+
+
+def _gh_escape(text: str) -> str:
+    return safe(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+class LiveReporter:
+    """A rich live view: counts per state, running steps with elapsed time, a bar per group."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=False)
+        self.counts: Counter[State] = Counter()
+        self.running: dict[str, float] = {}
+        self.groups: dict[str, list[int]] = {}
+        self.failures: deque[str] = deque(maxlen=5)
+        self.live: Any = None
+        self.total = 0
+        self.last = 0.0
+
+    def run_started(self, run: RunInfo) -> None:
+        from rich.live import Live
+
+        self.info = run
+        for nr in run.nodes.values():
+            if nr.node.kind is NodeKind.STEP:
+                self.total += 1
+                self.counts[nr.state] += 1
+                top = _top_group(nr.id, run.nodes)
+                if top is not None:
+                    self.groups.setdefault(top, [0, 0])[1] += 1
+        self.live = Live(self.render(), console=self.console, refresh_per_second=8, transient=True)
+        self.live.start()
+
+    def changed(self, nr: NodeRun, old: State) -> None:
+        if nr.node.kind is not NodeKind.STEP:
+            return
+        if old is State.PENDING and nr.id not in self.running and nr.state is State.PENDING:
+            self.total += 1  # a run-time for_each instance
+            top = _top_group(nr.id, self.info.nodes)
+            if top is not None:
+                self.groups.setdefault(top, [0, 0])[1] += 1
+        self.counts[old] -= 1
+        self.counts[nr.state] += 1
+        if nr.state is State.RUNNING:
+            self.running[nr.id] = time.monotonic()
+        else:
+            self.running.pop(nr.id, None)
+        if nr.state.finished:
+            top = _top_group(nr.id, self.info.nodes)
+            if top is not None:
+                self.groups[top][0] += 1
+        if nr.state is State.FAILED:
+            self.failures.append(f"{nr.id}: {safe(nr.error)}")
+            self.console.print(f"[red]✗ {safe(nr.id)}[/]: {safe(nr.error)}", highlight=False)
+
+    def turn(self) -> None:
+        now = time.monotonic()
+        if self.live is not None and now - self.last > 0.1:
+            self.last = now
+            self.live.update(self.render())
+
+    def render(self) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        done = sum(n for s, n in self.counts.items() if s.finished)
+        header = Text(f"{done}/{self.total} steps  ")
+        for state in (State.RUNNING, State.RETRYING, State.SUCCEEDED, State.CACHED, State.FAILED,
+                      State.UPSTREAM_FAILED, State.SKIPPED, State.CANCELLED):
+            if self.counts[state] > 0:
+                header.append(f"{SYMBOLS[state]} {self.counts[state]} {state.value}  ",
+                              style=COLORS.get(state, ""))
+        table = Table.grid(padding=(0, 1))
+        now = time.monotonic()
+        for nid, since in list(self.running.items())[:10]:
+            table.add_row(Text("▶", style="cyan"), Text(safe(nid)), Text(f"{now - since:5.1f}s"))
+        if len(self.running) > 10:
+            table.add_row("", Text(f"... and {len(self.running) - 10} more running"), "")
+        bars = Table.grid(padding=(0, 1))
+        for name, (finished, total) in list(self.groups.items())[:8]:
+            bars.add_row(Text(safe(name)), ProgressBar(total=max(total, 1), completed=finished,
+                         width=30), Text(f"{finished}/{total}"))
+        return Group(header, table, bars)
+
+    def run_finished(self, result: RunResult) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+class Quiet:
+    def run_started(self, run: RunInfo) -> None:
+        pass
+
+    def changed(self, nr: NodeRun, old: State) -> None:
+        pass
+
+    def turn(self) -> None:
+        pass
+
+    def run_finished(self, result: RunResult) -> None:
+        pass
+
+
+def _top_group(nid: str, nodes: Mapping[str, NodeRun]) -> str | None:
+    node = nodes[nid].node if nid in nodes else None
+    top = None
+    while node is not None and node.group is not None:
+        top = node.group
+        node = nodes[top].node if top in nodes else None
+    return top
+
+
+def summary(result: RunResult, color: bool) -> str:
+    """The table printed at the end: counts, failures with their log tails, outputs."""
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    buffer = StringIO()
+    console = Console(file=buffer, force_terminal=color, no_color=not color, width=110,
+                      highlight=False, soft_wrap=False)
+    steps = [nr for nr in result.nodes.values() if nr.node.kind is NodeKind.STEP]
+    table = Table(title=None, box=None, pad_edge=False, show_edge=False)
+    table.add_column("state")
+    table.add_column("steps", justify="right")
+    for state in State:
+        n = sum(1 for nr in steps if nr.state is state)
+        if n:
+            style = COLORS.get(state, "") if color else ""
+            table.add_row(f"[{style}]{SYMBOLS[state]} {state.value}[/]" if style else
+                          f"{SYMBOLS[state]} {state.value}", str(n))
+    console.print(table)
+    failed = [nr for nr in steps if nr.state in (State.FAILED, State.FAILED_ALLOWED)]
+    for nr in failed[:20]:
+        console.print(f"{SYMBOLS[nr.state]} {safe(nr.id)} ({nr.state.value}, attempt "
+                      f"{nr.attempt}): {safe(nr.error)}", markup=False)
+        for line in log_tail(nr.log_path):
+            console.print(f"    | {line}", markup=False)
+    if len(failed) > 20:
+        console.print(f"... and {len(failed) - 20} more failed steps", markup=False)
+    elapsed = result.finished - result.started
+    console.print(f"run {result.run_id} {result.status} in {elapsed:.2f}s", markup=False)
+    return buffer.getvalue()

@@ -1,0 +1,731 @@
+"""The ready-queue state machine: owns the run state, knows nothing of processes.
+
+Modelled on dask/local.py.  The plan is constant; the run state (`NodeRun` per node) is
+private to this one loop.  Each node keeps a count of unfinished needs; finishing a node
+decrements its dependents' counts, and a node whose count reaches zero becomes ready, so a
+whole run costs O(nodes + edges).  Ready steps wait in a heap ordered by priority, then the
+longest chain of steps still behind them (critical path first), then file order.  A step takes
+a pool slot and a worker only when it is handed to the executor; steps blocked by a full pool
+or a `max_parallel` limit wait in a heap of their own, released when a slot frees, so no mix of
+limits can deadlock.
+
+One turn of the loop: hand ready steps to the executor up to its capacity, wait for
+completions (or the next retry, or a signal), apply them, then tell the sinks (the store commits
+once per turn, the reporters print).  Retries wait on a timer heap, never in a worker.
+
+Signals: the first SIGINT/SIGTERM/SIGHUP stops scheduling and cancels running attempts (SIGTERM
+to their process groups, SIGKILL after the grace period); a second SIGINT kills at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import heapq
+import json
+import os
+import random
+import signal
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from . import graph
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, TemplateError
+from .executors import Event, Executor, Returned
+from .model import Node, NodeKind, Plan, Scope, State
+from .planner import default_key, key_problem
+from .runtime import Renderer, has_deferred
+from .templating import compile_value, evaluate_condition
+from .worker import Completion, Task
+
+
+@dataclass
+class NodeRun:
+    """The mutable run state of one node (owned by the scheduler)."""
+
+    node: Node
+    state: State = State.PENDING
+    waiting: int = 0
+    attempt: int = 0
+    output: Any = None
+    output_json: str = "null"
+    kind: str | None = None  # error kind of the last failed attempt
+    error: str = ""
+    traceback: str = ""
+    exit_code: int | None = None
+    started: float | None = None
+    finished: float | None = None
+    worker: str | None = None
+    members: list[str] = field(default_factory=list)
+    outputs: dict[str, Any] | None = None  # groups: key -> output
+    attempts: list[Completion] = field(default_factory=list)
+    reused: bool = False  # output taken from an earlier run (resume) or the cache
+    task: Task | None = None
+    log_path: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.node.id
+
+    def view(self) -> Mapping[str, Any]:
+        data = {"output": self.output, "state": self.state.value, "key": self.node.key}
+        if self.outputs is not None:
+            data["outputs"] = self.outputs
+        return data
+
+
+class Sink(Protocol):
+    """Observers of a run: reporters and the store.  Called from the scheduler's thread."""
+
+    def run_started(self, run: RunInfo) -> None: ...
+
+    def changed(self, nr: NodeRun, old: State) -> None: ...
+
+    def turn(self) -> None: ...
+
+    def run_finished(self, result: RunResult) -> None: ...
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    plan: Plan
+    run_dir: Path
+    executor: str
+    workers: int
+    nodes: Mapping[str, NodeRun]
+    started: float
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str  # succeeded | failed | cancelled
+    exit_code: int
+    nodes: Mapping[str, NodeRun]
+    outputs: dict[str, Any]
+    started: float
+    finished: float
+    signal: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Options:
+    fail_fast: bool = False
+    only: Sequence[str] = ()
+    grace: float = 3.0
+    preset: Mapping[str, tuple[State, Any]] = field(default_factory=dict)  # resume: done nodes
+    seed: int | None = None
+
+
+class Scheduler:
+    def __init__(
+        self,
+        plan: Plan,
+        executor: Executor,
+        run_id: str,
+        run_dir: Path,
+        secrets: Mapping[str, str],
+        sinks: Sequence[Sink],
+        options: Options | None = None,
+    ) -> None:
+        self.plan = plan
+        self.executor = executor
+        self.run_id = run_id
+        self.run_dir = run_dir
+        self.secrets = dict(secrets)
+        self.sinks = list(sinks)
+        self.options = options or Options()
+        self.rng = random.Random(self.options.seed)
+        self.runs: dict[str, NodeRun] = {}
+        self.dependents: dict[str, list[str]] = {k: list(v) for k, v in plan.dependents.items()}
+        self.ready: list[tuple[int, int, int, str]] = []
+        self.blocked: dict[str, list[tuple[int, int, int, str]]] = {}
+        self.timers: list[tuple[float, str]] = []
+        self.pool_busy: dict[str, int] = {}
+        self.group_busy: dict[str, int] = {}
+        self.by_attempt: dict[int, str] = {}
+        self.next_attempt_id = 1
+        self.unfinished = 0
+        self.main_unfinished = 0
+        self.running = 0
+        self.cancelling = False
+        self.failed = False
+        self.signals: list[int] = []
+        self.finally_released = False
+        self.depth: dict[str, int] = {}
+        env_base = {**plan.env, **secrets}
+        self.step_env_base = {k: str(v) for k, v in env_base.items()}
+        self.renderer = Renderer(
+            {"params": plan.params, "env": plan.env, "pipeline": {"name": plan.name}},
+            self.secrets,
+            self.lookup,
+        )
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def lookup(self, nid: str) -> Mapping[str, Any]:
+        return self.runs[nid].view()
+
+    def selected(self) -> set[str]:
+        """`--only`: the matching nodes plus everything they need (and groups' members)."""
+        nodes = self.plan.nodes
+        if not self.options.only:
+            return set(nodes)
+        chosen = {n for n in nodes if any(fnmatch.fnmatchcase(n, p) for p in self.options.only)}
+        stack = list(chosen)
+        while stack:
+            nid = stack.pop()
+            for need in nodes[nid].needs:
+                if need not in chosen:
+                    chosen.add(need)
+                    stack.append(need)
+        return chosen
+
+    def critical_path(self) -> None:
+        """For each node, the number of steps on the longest chain from it to the end."""
+        for node in reversed(graph.topological(self.plan.nodes)):
+            below = max((self.depth.get(d, 0) for d in self.dependents.get(node.id, ())), default=0)
+            self.depth[node.id] = below + (0 if node.kind is NodeKind.GROUP else 1)
+
+    def setup(self) -> None:
+        chosen = self.selected()
+        self.critical_path()
+        for nid, node in self.plan.nodes.items():
+            if nid not in chosen:
+                continue
+            nr = NodeRun(node, log_path=str(self.run_dir / "logs" / f"{nid}.log"))
+            nr.waiting = sum(1 for n in node.needs if n in chosen)
+            if node.is_finally:
+                nr.waiting += 1  # released when every other node is done
+            else:
+                self.main_unfinished += 1
+            self.runs[nid] = nr
+            self.unfinished += 1
+        for nid in list(self.dependents):
+            self.dependents[nid] = [d for d in self.dependents[nid] if d in self.runs]
+        for nid, (state, output) in self.options.preset.items():
+            nr = self.runs.get(nid)
+            if nr is not None and self.plan.nodes[nid].kind is NodeKind.STEP:
+                nr.output, nr.output_json, nr.reused = output, json.dumps(output), True
+                self.set_state(nr, state)
+                self.done(nr)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        started = time.time()
+        self.setup()
+        info = RunInfo(
+            self.run_id, self.plan, self.run_dir, self.executor.name,
+            getattr(self.executor, "size", 1), MappingProxyType(self.runs), started,
+        )
+        for sink in self.sinks:
+            sink.run_started(info)
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        previous = self.install_signals(wake_w)
+        try:
+            self.executor.start()
+            for nr in list(self.runs.values()):
+                if nr.state is State.PENDING and nr.waiting == 0:
+                    self.became_ready(nr)
+            self.check_finally()
+            self.flush()
+            while self.unfinished > 0:
+                self.turn(wake_r)
+        finally:
+            self.restore_signals(previous)
+            os.close(wake_r)
+            os.close(wake_w)
+            self.executor.close()
+        return self.finish(started)
+
+    def turn(self, wake_r: int) -> None:
+        if not self.cancelling:
+            self.dispatch()
+        timeout = None
+        if self.timers:
+            timeout = max(self.timers[0][0] - time.monotonic(), 0.0)
+        if not self.running and not self.ready and not self.timers and not self.cancelling:
+            self.stall()
+            return
+        events = self.executor.wait(timeout, wake_r)
+        self.drain_wake(wake_r)
+        for event in events:
+            self.handle(event)
+        self.fire_timers()
+        if self.signals and not self.cancelling:
+            self.cancel()
+        self.flush()
+
+    def stall(self) -> None:
+        """Nothing runs and nothing can: a bug, but never a hang. Cancel what is left."""
+        for nr in self.runs.values():
+            if not nr.state.finished:
+                nr.error = "never became ready (internal scheduling error)"
+                self.set_state(nr, State.CANCELLED)
+                self.done(nr, propagate=False)
+        self.flush()
+
+    def flush(self) -> None:
+        for sink in self.sinks:
+            sink.turn()
+
+    # -- readiness ------------------------------------------------------------------------------
+
+    def became_ready(self, nr: NodeRun) -> None:
+        node = nr.node
+        if nr.state is not State.PENDING:
+            return
+        if node.kind is NodeKind.GROUP:
+            self.complete_group(nr)
+        elif node.kind is NodeKind.MAPPED and not nr.members:
+            self.expand_mapped(nr)
+        elif node.kind is NodeKind.MAPPED:
+            self.complete_group(nr)
+        else:
+            self.prepare(nr)
+
+    def run_context(self, nr: NodeRun) -> dict[str, Any]:
+        run = {"id": self.run_id, "attempt": nr.attempt + 1, "status": self.main_status()}
+        extra: dict[str, Any] = {"run": run}
+        if nr.node.has_item and nr.node.group is not None:
+            pass
+        return extra
+
+    def prepare(self, nr: NodeRun) -> None:
+        node = nr.node
+        extra = self.run_context(nr)
+        try:
+            if node.condition is not None:
+                ctx = self.renderer.context(node.scope, extra)
+                if not evaluate_condition(node.condition, ctx):
+                    self.set_state(nr, State.SKIPPED)
+                    self.done(nr)
+                    return
+            with_ = self.renderer.value(node.with_, node.scope, extra, self.shell_fields(node))
+            env = self.renderer.value(dict(node.env), node.scope, extra)
+        except TemplateError as exc:
+            self.fail_now(nr, "error", f"template error: {exc}")
+            return
+        nr.task = Task(
+            attempt_id=0,
+            node_id=node.id,
+            uses=node.uses or "noop",
+            with_=with_,
+            env={**self.step_env_base, **{k: _env_text(v) for k, v in env.items()}},
+            timeout=node.timeout,
+            log_path=nr.log_path,
+            run_id=self.run_id,
+            attempt=0,
+            key=node.key,
+            item=node.item,
+            pipeline_dir=self.plan.pipeline_dir,
+            scratch_dir=str(self.run_dir / "scratch" / node.id),
+        )
+        self.enqueue(nr)
+
+    def shell_fields(self, node: Node) -> frozenset[str]:
+        if node.uses == "shell":
+            return frozenset({"cmd"})
+        return frozenset()
+
+    def enqueue(self, nr: NodeRun) -> None:
+        node = nr.node
+        heapq.heappush(self.ready, (-node.priority, -self.depth.get(node.id, 0), node.order, node.id))
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        capacity = self.executor.capacity()
+        batch: list[Task] = []
+        while capacity > 0 and self.ready:
+            entry = heapq.heappop(self.ready)
+            nr = self.runs[entry[3]]
+            limit = self.limit_reached(nr.node)
+            if limit is not None:
+                heapq.heappush(self.blocked.setdefault(limit, []), entry)
+                continue
+            batch.append(self.start_attempt(nr))
+            capacity -= 1
+        if batch:
+            self.executor.submit(batch)
+
+    def limit_reached(self, node: Node) -> str | None:
+        pool = node.pool
+        if pool is not None and self.pool_busy.get(pool, 0) >= self.plan.pools.get(pool, 1 << 30):
+            return "pool:" + pool
+        group = node.group
+        if group is not None:
+            limit = self.runs[group].node.max_parallel if group in self.runs else None
+            if limit is None and group in self.runs and self.runs[group].node.for_each:
+                limit = self.runs[group].node.for_each.max_parallel  # type: ignore[union-attr]
+            if limit is not None and self.group_busy.get(group, 0) >= limit:
+                return "group:" + group
+        return None
+
+    def hold(self, node: Node, delta: int) -> None:
+        if node.pool is not None:
+            self.pool_busy[node.pool] = self.pool_busy.get(node.pool, 0) + delta
+            if delta < 0:
+                self.release("pool:" + node.pool)
+        if node.group is not None:
+            self.group_busy[node.group] = self.group_busy.get(node.group, 0) + delta
+            if delta < 0:
+                self.release("group:" + node.group)
+
+    def release(self, limit: str) -> None:
+        waiting = self.blocked.get(limit)
+        if waiting:
+            heapq.heappush(self.ready, heapq.heappop(waiting))
+
+    def start_attempt(self, nr: NodeRun) -> Task:
+        assert nr.task is not None
+        nr.attempt += 1
+        attempt_id = self.next_attempt_id
+        self.next_attempt_id += 1
+        self.by_attempt[attempt_id] = nr.id
+        task = nr.task._replace(attempt_id=attempt_id, attempt=nr.attempt)
+        self.running += 1
+        self.hold(nr.node, +1)
+        nr.started = nr.started or time.time()
+        self.set_state(nr, State.RUNNING)
+        return task
+
+    # -- completions ----------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, Returned):
+            nid = self.by_attempt.pop(event.task.attempt_id, None)
+            if nid is None:
+                return
+            nr = self.runs[nid]
+            self.running -= 1
+            self.hold(nr.node, -1)
+            nr.attempt -= 1
+            if self.cancelling:
+                self.set_state(nr, State.CANCELLED)
+                self.done(nr, propagate=False)
+            else:
+                self.set_state(nr, State.PENDING)
+                self.enqueue(nr)
+            return
+        nid = self.by_attempt.pop(event.attempt_id, None)
+        if nid is None:
+            return
+        nr = self.runs[nid]
+        self.running -= 1
+        self.hold(nr.node, -1)
+        nr.attempts.append(event)
+        nr.worker = event.worker
+        if event.ok:
+            nr.output_json = event.output_json or "null"
+            nr.output = json.loads(nr.output_json)
+            nr.finished = event.finished
+            self.set_state(nr, State.SUCCEEDED)
+            self.done(nr)
+            return
+        nr.kind, nr.error, nr.traceback = event.kind, event.message, event.traceback
+        nr.exit_code = event.exit_code
+        if event.kind == "cancelled":
+            nr.finished = event.finished
+            self.set_state(nr, State.CANCELLED)
+            self.done(nr, propagate=False)
+            return
+        self.attempt_failed(nr, event.finished)
+
+    def attempt_failed(self, nr: NodeRun, finished: float) -> None:
+        policy = nr.node.retries
+        kind = nr.kind or "error"
+        if (
+            not self.cancelling
+            and nr.attempt <= policy.max
+            and policy.allows(kind, nr.exit_code)
+        ):
+            delay = policy.delay_before(nr.attempt + 1, self.rng)
+            heapq.heappush(self.timers, (time.monotonic() + delay, nr.id))
+            self.set_state(nr, State.RETRYING)
+            return
+        nr.finished = finished
+        if nr.node.continue_on_error:
+            self.set_state(nr, State.FAILED_ALLOWED)
+            self.done(nr)
+            return
+        self.set_state(nr, State.FAILED)
+        self.failed = True
+        self.done(nr)
+        if self.options.fail_fast and not self.cancelling:
+            self.cancel()
+
+    def fail_now(self, nr: NodeRun, kind: str, message: str) -> None:
+        nr.kind, nr.error = kind, message
+        nr.finished = time.time()
+        if nr.node.continue_on_error:
+            self.set_state(nr, State.FAILED_ALLOWED)
+            self.done(nr)
+            return
+        self.set_state(nr, State.FAILED)
+        self.failed = True
+        self.done(nr)
+
+    def fire_timers(self) -> None:
+        now = time.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            _, nid = heapq.heappop(self.timers)
+            nr = self.runs[nid]
+            if nr.state is State.RETRYING and not self.cancelling:
+                self.enqueue(nr)
+
+    def done(self, nr: NodeRun, propagate: bool = True) -> None:
+        """A node reached a final state: count it and wake or fail its dependents."""
+        self.unfinished -= 1
+        if not nr.node.is_finally:
+            self.main_unfinished -= 1
+        if nr.state.ok:
+            for dep in self.dependents.get(nr.id, ()):
+                child = self.runs[dep]
+                child.waiting -= 1
+                if child.waiting == 0 and child.state is State.PENDING and not self.cancelling:
+                    self.became_ready(child)
+        elif propagate:
+            self.fail_downstream(nr)
+        self.check_finally()
+
+    def fail_downstream(self, nr: NodeRun) -> None:
+        stack = list(self.dependents.get(nr.id, ()))
+        while stack:
+            child = self.runs[stack.pop()]
+            if child.state is not State.PENDING or (child.node.is_finally and not nr.node.is_finally):
+                continue
+            child.error = f"needs {nr.id}, which {nr.state.value.replace('_', ' ')}"
+            self.set_state(child, State.UPSTREAM_FAILED)
+            self.unfinished -= 1
+            if not child.node.is_finally:
+                self.main_unfinished -= 1
+            stack.extend(self.dependents.get(child.id, ()))
+
+    def check_finally(self) -> None:
+        if self.finally_released or self.main_unfinished > 0:
+            return
+        self.finally_released = True
+        for nr in self.runs.values():
+            if nr.node.is_finally and nr.state is State.PENDING:
+                if self.cancelling:
+                    nr.error = "run was cancelled"
+                    self.set_state(nr, State.CANCELLED)
+                    self.unfinished -= 1
+                    continue
+                nr.waiting -= 1
+                if nr.waiting == 0:
+                    self.became_ready(nr)
+
+    # -- groups ---------------------------------------------------------------------------------
+
+    def complete_group(self, nr: NodeRun) -> None:
+        node = nr.node
+        members = [self.runs[m] for m in (nr.members or node.members) if m in self.runs]
+        if node.group_kind in ("template", "pipeline"):
+            if node.outputs is not None:
+                try:
+                    nr.output = self.renderer.value(node.outputs, node.scope, self.run_context(nr))
+                except TemplateError as exc:
+                    self.fail_now(nr, "error", f"template outputs: {exc}")
+                    return
+            else:
+                prefix = node.id + "."
+                nr.output = {m.id.removeprefix(prefix): m.output for m in members}
+        else:
+            nr.output = [m.output for m in members]
+            nr.outputs = {m.node.key or m.id: m.output for m in members}
+        nr.started = min((m.started for m in members if m.started), default=None)
+        nr.finished = time.time()
+        self.set_state(nr, State.SUCCEEDED)
+        self.done(nr)
+
+    def expand_mapped(self, nr: NodeRun) -> None:
+        """A run-time for_each: render the list and create one step per item."""
+        node = nr.node
+        spec = node.for_each
+        assert spec is not None
+        try:
+            items = self.renderer.value(spec.items, node.scope, self.run_context(nr))
+            if not isinstance(items, list):
+                raise TemplateError(f"for_each must give a list, got {type(items).__name__}")
+            instances = [self.instance(node, index, item) for index, item in enumerate(items)]
+        except TemplateError as exc:
+            self.fail_now(nr, "error", f"for_each: {exc}")
+            return
+        if not instances:
+            self.complete_group(nr)
+            return
+        nr.members = [inst.id for inst in instances]
+        nr.waiting = len(instances)
+        for inst in instances:
+            child = NodeRun(inst, log_path=str(self.run_dir / "logs" / f"{inst.id}.log"))
+            self.runs[inst.id] = child
+            self.dependents[inst.id] = [node.id]
+            self.depth[inst.id] = self.depth.get(node.id, 1)
+            self.unfinished += 1
+            if not node.is_finally:
+                self.main_unfinished += 1
+            self.set_state(child, State.PENDING)
+        for inst in instances:
+            self.became_ready(self.runs[inst.id])
+
+    def instance(self, node: Node, index: int, item: Any) -> Node:
+        spec = node.for_each
+        assert spec is not None
+        if spec.key is not None:
+            scope = Scope({**node.scope.vars, spec.as_name: item}, node.scope.aliases, node.scope.parent)
+            ctx = self.renderer.context(scope, self.run_context(self.runs[node.id]))
+            key = str(compile_value(spec.key).render(ctx))
+        else:
+            key = default_key(item, index)
+        problem = key_problem(key)
+        if problem:
+            raise TemplateError(f"invalid key {key!r} for item {index}: {problem}")
+        inst_id = f"{node.id}.{key}"
+        if inst_id in self.runs:
+            raise TemplateError(f"two items have the key '{key}'; set `key:` to tell them apart")
+        scope = Scope(
+            MappingProxyType({**node.scope.vars, spec.as_name: item}),
+            node.scope.aliases,
+            node.scope.parent,
+        )
+        return dataclasses.replace(
+            node,
+            id=inst_id,
+            kind=NodeKind.STEP,
+            needs=(),
+            group=node.id,
+            key=key,
+            item=item,
+            has_item=True,
+            scope=scope,
+            for_each=None,
+        )
+
+    # -- cancellation ---------------------------------------------------------------------------
+
+    def install_signals(self, wake_w: int) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+        if not _main_thread():
+            return previous
+
+        def handler(signum: int, frame: Any) -> None:
+            self.signals.append(signum)
+            if signum == signal.SIGINT and self.signals.count(signal.SIGINT) >= 2:
+                self.executor.kill()
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, handler)
+        previous[-1] = signal.set_wakeup_fd(wake_w)
+        return previous
+
+    @staticmethod
+    def restore_signals(previous: dict[int, Any]) -> None:
+        if not previous:
+            return
+        signal.set_wakeup_fd(previous.pop(-1))
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    @staticmethod
+    def drain_wake(fd: int) -> None:
+        try:
+            while os.read(fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def cancel(self) -> None:
+        """Stop scheduling; stop running attempts; what never started is cancelled."""
+        self.cancelling = True
+        grace = 0.0 if self.signals.count(signal.SIGINT) >= 2 else self.options.grace
+        for event in self.executor.cancel(grace):
+            self.handle(event)
+        for nr in self.runs.values():
+            if nr.state in (State.PENDING, State.RETRYING, State.RUNNING):
+                nr.error = nr.error or "run was cancelled"
+                if nr.state is State.RUNNING:
+                    self.running -= 1
+                self.set_state(nr, State.CANCELLED)
+                self.unfinished -= 1
+                if not nr.node.is_finally:
+                    self.main_unfinished -= 1
+        self.ready.clear()
+        self.timers.clear()
+
+    # -- state and the end ----------------------------------------------------------------------
+
+    def set_state(self, nr: NodeRun, state: State) -> None:
+        old = nr.state
+        nr.state = state
+        for sink in self.sinks:
+            sink.changed(nr, old)
+
+    def main_status(self) -> str:
+        if self.cancelling:
+            return "cancelled"
+        if any(
+            nr.state in (State.FAILED, State.UPSTREAM_FAILED)
+            for nr in self.runs.values()
+            if not nr.node.is_finally
+        ):
+            return "failed"
+        return "succeeded"
+
+    def finish(self, started: float) -> RunResult:
+        signum = self.signals[0] if self.signals else None
+        failed = any(nr.state in (State.FAILED, State.UPSTREAM_FAILED) for nr in self.runs.values())
+        if signum is not None:
+            status = "cancelled"
+            code = EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
+        elif failed or self.cancelling:
+            status, code = "failed", EXIT_FAILED
+        else:
+            status, code = "succeeded", EXIT_OK
+        outputs: dict[str, Any] = {}
+        if status == "succeeded" and self.plan.outputs:
+            scope = Scope(aliases=self.plan.aliases)
+            try:
+                outputs = self.renderer.value(dict(self.plan.outputs), scope, {"run": {
+                    "id": self.run_id, "status": status}})
+            except TemplateError as exc:
+                outputs = {"error": f"outputs could not be rendered: {exc}"}
+                status, code = "failed", EXIT_FAILED
+        counts: dict[str, int] = {}
+        for nr in self.runs.values():
+            if nr.node.kind is NodeKind.STEP:
+                counts[nr.state.value] = counts.get(nr.state.value, 0) + 1
+        result = RunResult(
+            self.run_id, status, code, MappingProxyType(self.runs), outputs, started, time.time(),
+            signum, counts,
+        )
+        for sink in self.sinks:
+            sink.run_finished(result)
+        return result
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def steps_of(runs: Iterable[NodeRun]) -> list[NodeRun]:
+    return [nr for nr in runs if nr.node.kind is NodeKind.STEP]

@@ -1,0 +1,142 @@
+"""Secrets: read them, and mask them everywhere the runner writes or prints.
+
+A `Masker` knows every form a secret may take in output: the value, each line of a multi-line
+value, and its JSON-escaped, base64 and URL-encoded forms.  `mask_text` replaces them with `***`.
+`StreamMasker` does the same for a byte stream that arrives in arbitrary chunks (a step printing
+its secret one byte at a time with flushes): it holds back the few bytes that could still be
+the start of a secret until the next chunk tells.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .errors import UsageError
+
+MASK = "***"
+MIN_SECRET_LENGTH = 4
+
+
+def read_secrets(
+    names: Iterable[str], environ: Mapping[str, str], secrets_file: str | None = None
+) -> dict[str, str]:
+    """The values of the declared secrets; a missing or too short one is an error."""
+    values: dict[str, str] = {}
+    from_file: dict[str, Any] = {}
+    if secrets_file:
+        from .loader import load_file
+
+        data = load_file(secrets_file).data
+        if not isinstance(data, dict):
+            raise UsageError(f"{secrets_file}: a secrets file holds a mapping of NAME: value")
+        from_file = data
+    missing = []
+    for name in names:
+        value = from_file.get(name, environ.get(name))
+        if value is None:
+            missing.append(name)
+            continue
+        text = str(value)
+        if len(text) < MIN_SECRET_LENGTH:
+            raise UsageError(
+                f"secret {name} is shorter than {MIN_SECRET_LENGTH} characters; masking it "
+                "would hide ordinary text, so it is refused"
+            )
+        values[name] = text
+    if missing:
+        raise UsageError(
+            "missing secret" + ("s " if len(missing) > 1 else " ") + ", ".join(missing)
+            + ": set the environment variable or pass --secrets-file; nothing was run"
+        )
+    return values
+
+
+def forms(value: str) -> set[str]:
+    """Every spelling of a secret that masking must catch."""
+    out = {value}
+    for line in value.splitlines():
+        if len(line.strip()) >= MIN_SECRET_LENGTH:
+            out.add(line.strip())
+    for v in list(out):
+        out.add(json.dumps(v)[1:-1])
+        out.add(urllib.parse.quote(v, safe=""))
+        out.add(urllib.parse.quote_plus(v))
+        raw = v.encode()
+        out.add(base64.b64encode(raw).decode())
+        out.add(base64.urlsafe_b64encode(raw).decode())
+        stripped = base64.b64encode(raw).decode().rstrip("=")
+        if len(stripped) >= MIN_SECRET_LENGTH:
+            out.add(stripped)
+    return {f for f in out if len(f) >= MIN_SECRET_LENGTH}
+
+
+class Masker:
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        all_forms: set[str] = set()
+        for value in values:
+            all_forms |= forms(value)
+        ordered = sorted(all_forms, key=len, reverse=True)
+        self.forms = ordered
+        self._re = re.compile("|".join(re.escape(f) for f in ordered)) if ordered else None
+        self._bre = (
+            re.compile(b"|".join(re.escape(f.encode()) for f in ordered)) if ordered else None
+        )
+        self.longest = max((len(f.encode()) for f in ordered), default=0)
+
+    def __bool__(self) -> bool:
+        return self._re is not None
+
+    def text(self, value: str) -> str:
+        return self._re.sub(MASK, value) if self._re is not None else value
+
+    def data(self, value: bytes) -> bytes:
+        return self._bre.sub(MASK.encode(), value) if self._bre is not None else value
+
+    def value(self, value: Any) -> Any:
+        """Mask every string inside a JSON-like value."""
+        if self._re is None:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.text(str(k)): self.value(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.value(v) for v in value]
+        return value
+
+
+class StreamMasker:
+    """Masks a byte stream written in chunks of any size."""
+
+    def __init__(self, masker: Masker, sink: Any) -> None:
+        self.masker = masker
+        self.sink = sink
+        self.pending = b""
+
+    def write(self, chunk: bytes) -> None:
+        if not self.masker:
+            self.sink(chunk)
+            return
+        data = self.pending + chunk
+        data = self.masker.data(data)
+        # Keep back what could still grow into a secret: at most longest-1 bytes.
+        keep = self.masker.longest - 1
+        cut = max(len(data) - keep, 0)
+        out, self.pending = data[:cut], data[cut:]
+        if out:
+            self.sink(out)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.sink(self.masker.data(self.pending))
+            self.pending = b""
+
+
+def environ_masker(names: Iterable[str]) -> Masker:
+    return Masker(os.environ[n] for n in names if n in os.environ)

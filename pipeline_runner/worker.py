@@ -1,0 +1,241 @@
+"""One attempt of one step, and the loop of a worker process.
+
+`execute` is the same for every executor: it opens the step's log, runs the plugin, checks the
+output (JSON-serialisable, at most 16 MiB) and returns a `Completion`, which is plain data.
+Failures travel as text (type, message, formatted traceback), never as exception objects, so an
+exception that cannot be pickled cannot break the pool.
+
+`worker_main` is the loop of a process-pool worker: it receives batches of `Task`s on its pipe,
+runs them in order and sends one `Completion` per task.  It makes itself a process group leader,
+asks the kernel to SIGTERM it when its parent dies (PR_SET_PDEATHSIG; the forkserver, which
+exits when the runner does), and on SIGTERM kills the
+process group of the command it is running before it exits, so nothing outlives the runner.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from .plugins import PluginLoadError, StepContext, registry
+from .secrets import Masker, StreamMasker
+
+MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+
+
+class Task(NamedTuple):
+    attempt_id: int
+    node_id: str
+    uses: str
+    with_: Any
+    env: dict[str, str]
+    timeout: float | None
+    log_path: str
+    run_id: str
+    attempt: int
+    key: str | None
+    item: Any
+    pipeline_dir: str
+    scratch_dir: str
+
+
+class Completion(NamedTuple):
+    attempt_id: int
+    ok: bool
+    output_json: str | None
+    kind: str | None  # error | timeout | crash | cancelled
+    message: str
+    traceback: str
+    exit_code: int | None
+    started: float
+    finished: float
+    worker: str
+
+
+class Started(NamedTuple):
+    """A worker tells the runner the process group of a command a step started."""
+
+    attempt_id: int
+    pgid: int
+
+
+def failure(
+    task: Task, kind: str, message: str, started: float, worker: str, tb: str = "",
+    exit_code: int | None = None,
+) -> Completion:
+    return Completion(
+        task.attempt_id, False, None, kind, message, tb, exit_code, started, time.time(), worker
+    )
+
+
+class _LogWriter(io.RawIOBase):
+    """A file-like front for the step's log that masks secrets (for sys.stdout/sys.stderr)."""
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self._write = write
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._write(bytes(data))
+        return len(data)
+
+
+def _logger(node_id: str, write: Callable[[bytes], None]) -> logging.Logger:
+    log = logging.getLogger(f"pipeline_runner.step.{node_id}")
+    log.handlers.clear()
+    handler = logging.StreamHandler(io.TextIOWrapper(_LogWriter(write), write_through=True))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return log
+
+
+def execute(
+    task: Task,
+    masker: Masker,
+    worker: str,
+    on_process: Callable[[int], None] | None = None,
+    redirect_std: bool = True,
+) -> Completion:
+    """Run one attempt; never raises (bar BaseExceptions the caller must see)."""
+    started = time.time()
+    with open(task.log_path, "ab", buffering=0) as log:
+        stream = StreamMasker(masker, log.write)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))
+        log.write(f"--- attempt {task.attempt} of {task.node_id} at {stamp} ---\n".encode())
+        saved = (sys.stdout, sys.stderr)
+        if redirect_std:
+            text = io.TextIOWrapper(_LogWriter(stream.write), write_through=True, errors="replace")
+            sys.stdout = sys.stderr = text
+        try:
+            return _run(task, masker, worker, started, stream, log, on_process)
+        finally:
+            if redirect_std:
+                sys.stdout, sys.stderr = saved
+            stream.flush()
+
+
+def _run(
+    task: Task,
+    masker: Masker,
+    worker: str,
+    started: float,
+    stream: StreamMasker,
+    log: Any,
+    on_process: Callable[[int], None] | None,
+) -> Completion:
+    ctx = StepContext(
+        run_id=task.run_id,
+        step_id=task.node_id,
+        attempt=task.attempt,
+        key=task.key,
+        item=task.item,
+        log=_logger(task.node_id, stream.write),
+        scratch_path=Path(task.scratch_dir),
+        pipeline_dir=Path(task.pipeline_dir),
+        env=task.env,
+        timeout=task.timeout,
+        log_stream=log,
+        on_process=on_process,
+        write_log=stream.write,
+    )
+    try:
+        plugin = registry().load(task.uses)
+        output = plugin.run(task.with_, ctx)
+    except PluginLoadError as exc:
+        return failure(task, "error", masker.text(str(exc)), started, worker)
+    except TimeoutError as exc:
+        return failure(task, "timeout", masker.text(str(exc)), started, worker)
+    except BaseException as exc:  # a step's own KeyboardInterrupt/SystemExit is its failure
+        message = masker.text(f"{type(exc).__name__}: {exc}")
+        tb = masker.text(traceback.format_exc())
+        stream.write(tb.encode())
+        return failure(task, "error", message, started, worker, tb, getattr(exc, "exit_code", None))
+    try:
+        text = json.dumps(output, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        kind = type(output).__name__
+        return failure(
+            task, "error", f"output is not JSON-serialisable ({kind}): {exc}", started, worker
+        )
+    if len(text) > MAX_OUTPUT_BYTES:
+        return failure(
+            task,
+            "error",
+            f"output is {len(text):,} bytes of JSON, over the limit of {MAX_OUTPUT_BYTES:,}",
+            started,
+            worker,
+        )
+    text = masker.text(text)
+    return Completion(task.attempt_id, True, text, None, "", "", None, started, time.time(), worker)
+
+
+# -- the worker process --------------------------------------------------------------------------
+
+_current_pgid: int | None = None
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pipe's EOF still ends the worker
+        pass
+
+
+def _on_term(signum: int, frame: Any) -> None:
+    if _current_pgid is not None:
+        try:
+            os.killpg(_current_pgid, signal.SIGKILL)
+        except OSError:
+            pass
+    os._exit(128 + signum)
+
+
+def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
+    """The loop of one pool worker (runs in a child process)."""
+    global _current_pgid
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    _set_parent_death_signal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    masker = Masker(secret_values)
+
+    def started(pid: int) -> None:
+        global _current_pgid
+        _current_pgid = pid
+        conn.send(Started(current.attempt_id, pid))
+
+    while True:
+        try:
+            batch = conn.recv()
+        except (EOFError, OSError):
+            return
+        if batch is None:
+            return
+        for current in batch:
+            done = execute(current, masker, name, started)
+            _current_pgid = None
+            try:
+                conn.send(done)
+            except (BrokenPipeError, OSError):
+                return
