@@ -4,9 +4,8 @@
 Generates workloads (pipelines and the equivalent peer/baseline programs) into a temporary
 directory, runs every cell as a separate process (through a tiny launcher that measures the wall
 time around the process and its peak RSS with ``os.wait4``), takes the median of N rounds, and
-prints one table. In each round the
-cells of a workload run one after the other, in an order rotated every round, so machine drift
-hits the runner and its peers alike.
+prints one table. In each round the cells of a workload run one after the other, in an order
+rotated every round, so machine drift hits the runner and its peers alike.
 
 Tools per workload:
 
@@ -47,6 +46,7 @@ PEER_PACKAGES = ("doit", "dask")
 DEFAULT_LOG = BENCH_DIR / "last-run.log"
 DEFAULT_TIMEOUT = 120.0
 STDERR_TAIL_LINES = 40
+LEFTOVER_GRACE_S = 1.0  # processes of a run still alive this long after it exited are reported
 NAP_SECONDS = 0.25
 WORKERS = 2  # the benchmark machine has 2 cores
 W4_WORKERS = 4
@@ -343,6 +343,7 @@ class Tools:
     doit_db_flag: str
     doit_help: list[str]
     yaml_python: str | None
+    peer_versions: str  # e.g. "doit 0.37.0, dask 2026.8.0", or "" without peers
 
 
 # --------------------------------------------------------------------------- process measurement
@@ -352,13 +353,10 @@ class CellError(Exception):
     """A run of a cell failed; the message is short, details go to the log."""
 
 
-def _kill_group(pgid: int) -> bool:
-    """SIGKILL a process group; True if anything was still in it."""
-    try:
+def _kill_group(pgid: int) -> None:
+    """SIGKILL a process group (whatever is left of it)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
 
 
 def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
@@ -369,15 +367,22 @@ def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-# Launcher run as `python -S -I -c LAUNCHER RESULT_FILE ARGV...`: it forks and execs ARGV, times
-# it, and reads its peak RSS with os.wait4. Measuring through this small process matters: Linux
-# carries the RSS high-water mark of the address space a process leaves at exec into its
-# ru_maxrss, so a tool started straight from the harness would report at least the harness's own
-# peak (vfork/posix_spawn share the harness's memory). The launcher is a few MB, below any Python
-# tool's own peak. The wall time is taken in the launcher around fork..wait4 only.
+# Launcher run as `python -S -I -c LAUNCHER RESULT_FILE GRACE ARGV...`. It forks and execs ARGV,
+# takes the wall time from fork to ARGV's exit, and gets peak RSS from os.wait4. Two reasons for
+# this small process between the harness and the tool:
+# - Linux carries the RSS high-water mark of the address space a process leaves at exec into its
+#   ru_maxrss, so a tool started straight from the harness would report at least the harness's
+#   own peak (vfork/posix_spawn even share the harness's memory). The launcher is a few MB.
+# - As a child subreaper (prctl PR_SET_CHILD_SUBREAPER) it inherits the processes the tool
+#   leaves behind (e.g. multiprocessing's forkserver and the workers it forked), reaps them for
+#   up to GRACE seconds, and so counts their peak RSS too; those still running then are reported.
 LAUNCHER = """\
-import os, sys, time
-result, argv = sys.argv[1], sys.argv[2:]
+import ctypes, os, sys, time
+result, grace, argv = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+try:
+    ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+except (OSError, AttributeError):
+    pass
 start = time.perf_counter()
 pid = os.fork()
 if pid == 0:
@@ -388,8 +393,21 @@ if pid == 0:
     os._exit(127)
 _, status, usage = os.wait4(pid, 0)
 wall = time.perf_counter() - start
+maxrss, lingering, deadline = usage.ru_maxrss, 0, time.monotonic() + grace
+while True:
+    try:
+        done, _, usage = os.wait4(-1, os.WNOHANG)
+    except ChildProcessError:
+        break
+    if done:
+        maxrss = max(maxrss, usage.ru_maxrss)
+    elif time.monotonic() < deadline:
+        time.sleep(0.01)
+    else:
+        lingering = 1
+        break
 with open(result, "w") as f:
-    f.write("%r %d %d" % (wall, usage.ru_maxrss, os.waitstatus_to_exitcode(status)))
+    f.write("%r %d %d %d" % (wall, maxrss, os.waitstatus_to_exitcode(status), lingering))
 """
 
 
@@ -397,7 +415,8 @@ def measure(argv: list[str], run_dir: Path, timeout: float) -> Sample:
     """Run argv once in its own session, through LAUNCHER; wall time and ru_maxrss of argv."""
     out_path, err_path = run_dir / "stdout.txt", run_dir / "stderr.txt"
     result_path = run_dir / "measure.txt"
-    launcher = [sys.executable, "-S", "-I", "-c", LAUNCHER, str(result_path), *argv]
+    launcher = [sys.executable, "-S", "-I", "-c", LAUNCHER, str(result_path)]
+    launcher += [str(LEFTOVER_GRACE_S), *argv]
     with out_path.open("wb") as out, err_path.open("wb") as err:
         proc = subprocess.Popen(
             launcher,
@@ -417,13 +436,16 @@ def measure(argv: list[str], run_dir: Path, timeout: float) -> Sample:
         timer.start()
         try:
             proc.wait()
+        except BaseException:  # e.g. Ctrl-C: the tool is in its own session, stop it too
+            _kill_group(proc.pid)
+            raise
         finally:
             timer.cancel()
-    leftovers = _kill_group(proc.pid)
+    _kill_group(proc.pid)  # whatever outlived the launcher's grace period
     if timed_out.is_set():
         raise CellError(f"timeout after {timeout:g} s\n{_tail(err_path)}")
     try:
-        wall_s, maxrss_s, code_s = result_path.read_text().split()
+        wall_s, maxrss_s, code_s, lingering_s = result_path.read_text().split()
     except (OSError, ValueError) as exc:
         raise CellError(f"launcher failed (exit {proc.returncode})\n{_tail(err_path)}") from exc
     code = int(code_s)
@@ -431,7 +453,7 @@ def measure(argv: list[str], run_dir: Path, timeout: float) -> Sample:
         first = _tail(err_path, 1) if code == 127 else ""
         reason = first if first.startswith("cannot start") else f"exit code {code}"
         raise CellError(f"{reason}\n{_tail(err_path)}\n{_tail(out_path, 10)}")
-    return Sample(float(wall_s), int(maxrss_s) / 1024.0, leftovers)  # Linux: KiB
+    return Sample(float(wall_s), int(maxrss_s) / 1024.0, lingering_s == "1")  # Linux: KiB
 
 
 # --------------------------------------------------------------------------- environment setup
@@ -454,13 +476,13 @@ def ensure_peers(log: Callable[[str], None]) -> Path | None:
         if not python.exists():
             made = _run_quiet([sys.executable, "-m", "venv", str(PEERS_VENV)], 300)
             if made.returncode != 0:
-                raise CellError(made.stderr)
+                raise RuntimeError(made.stderr)
         pip = _run_quiet([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], 900)
         if pip.returncode != 0:
-            raise CellError(pip.stderr[-4000:])
+            raise RuntimeError(pip.stderr[-4000:])
         if _run_quiet(probe, 120).returncode != 0:
-            raise CellError("doit/dask installed but not importable")
-    except (CellError, OSError, subprocess.TimeoutExpired) as exc:
+            raise RuntimeError("doit/dask installed but not importable")
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         log(f"peers venv setup failed: {exc}")
         note("peers skipped: could not set up bench/.venv-peers (details in the log)")
         return None
@@ -493,7 +515,19 @@ def discover_tools(args: argparse.Namespace, log: Callable[[str], None]) -> Tool
     db_flag, doit_help = doit_flags(doit) if doit else ("--db-file", [])
     runner_python = str(runner.parent / "python") if runner else None
     yaml_python = find_yaml_python([runner_python, str(peers_python) if peers_python else None])
-    return Tools(runner, sys.executable, peers_python, doit, db_flag, doit_help, yaml_python)
+    versions = peer_versions(peers_python) if peers_python else ""
+    return Tools(
+        runner, sys.executable, peers_python, doit, db_flag, doit_help, yaml_python, versions
+    )
+
+
+def peer_versions(python: Path) -> str:
+    code = "from importlib.metadata import version as v; print(v('doit'), v('dask'))"
+    try:
+        doit_v, dask_v = _run_quiet([str(python), "-c", code], 60).stdout.split()
+    except (ValueError, OSError, subprocess.TimeoutExpired):
+        return ""
+    return f"doit {doit_v}, dask {dask_v}"
 
 
 # --------------------------------------------------------------------------- workload assembly
@@ -526,46 +560,20 @@ def runner_cells(tools: Tools, tool: str, args: Callable[[Path], list[str]]) -> 
     return [Cell(tool, RUNNER, lambda d: [runner, *args(d)])]
 
 
-def dag_cells(tools: Tools, wdir: Path, workers: int, serial_label: str) -> list[Cell]:
+def dag_cells(
+    tools: Tools, wdir: Path, workers: int, serial_label: str = "serial loop"
+) -> list[Cell]:
     """runner, doit, dask (processes, threads), serial loop and ProcessPoolExecutor cells."""
     py, ppy = tools.python, str(tools.peers_python) if tools.peers_python else None
     pipeline = str(wdir / "pipeline.yaml")
-    cells = runner_cells(
-        tools,
-        "runner",
-        lambda d: [
-            "run",
-            pipeline,
-            "--progress",
-            "none",
-            "--state-dir",
-            str(d / "state"),
-            "--workers",
-            str(workers),
-        ],
-    )
+    run_opts = ["--progress", "none", "--workers", str(workers), "--state-dir"]
+    cells = runner_cells(tools, "runner", lambda d: ["run", pipeline, *run_opts, str(d / "state")])
     if tools.doit and ppy:
-        doit, flag = str(tools.doit), tools.doit_db_flag
+        doit_run = [str(tools.doit), "-f", str(wdir / "dodo.py"), "-n", str(workers)]
+        doit_run += ["-P", "process", "--reporter", "zero", "--backend", "sqlite3"]
+        doit_run += [tools.doit_db_flag]
         cells += [
-            Cell(
-                "doit",
-                PEER,
-                lambda d: [
-                    doit,
-                    "-f",
-                    str(wdir / "dodo.py"),
-                    "-n",
-                    str(workers),
-                    "-P",
-                    "process",
-                    "--backend",
-                    "sqlite3",
-                    flag,
-                    str(d / "doit.db"),
-                    "--reporter",
-                    "zero",
-                ],
-            ),
+            Cell("doit", PEER, lambda d: [*doit_run, str(d / "doit.db")]),
             Cell(
                 "dask processes",
                 PEER,
@@ -599,65 +607,69 @@ def help_cells(tools: Tools, with_peers: bool) -> list[Cell]:
     return cells
 
 
+@dataclass(frozen=True)
+class DagSpec:
+    """A workload whose steps are a DAG run by every tool."""
+
+    name: str
+    title: str
+    dag: Callable[[], Dag]
+    workers: int = WORKERS
+    ideal_s: float | None = None
+    serial_label: str = "serial loop"
+
+
+DAG_SPECS = (
+    DagSpec("W1", "2,000 independent python no-op steps + 1 join", dag_w1),
+    DagSpec("W2", "chain of 500 python no-op steps", dag_w2),
+    DagSpec("W3", "20 layers x 100 python no-ops, 2 needs each", dag_w3),
+    DagSpec(
+        "W4",
+        f"{W4_STEPS} python steps sleeping {NAP_SECONDS} s, {W4_WORKERS} workers",
+        lambda: independent("nap", W4_STEPS, "nap"),
+        workers=W4_WORKERS,
+        ideal_s=W4_STEPS * NAP_SECONDS / W4_WORKERS,
+    ),
+    DagSpec(
+        "W5",
+        "300 independent shell steps: argv ['true']",
+        lambda: independent("t", 300, "true"),
+        serial_label="subprocess.run loop",
+    ),
+)
+
+
+def dag_workload(spec: DagSpec, root: Path, tools: Tools) -> Workload:
+    dag = spec.dag()
+    wdir = write_workload_dir(root, spec.name, dag, pipeline_yaml(spec.name.lower(), dag))
+    cells = dag_cells(tools, wdir, spec.workers, spec.serial_label)
+    return Workload(spec.name, spec.title, len(dag.ids), spec.ideal_s, cells)
+
+
+def template_workloads(root: Path, tools: Tools, wanted: set[str]) -> list[Workload]:
+    """W7 (run the 10,000-step template file) and V1 (validate it)."""
+    w7 = dag_w7()
+    wdir = write_workload_dir(root, "W7", w7, template_pipeline_yaml("w7"))
+    out = []
+    if "W7" in wanted:
+        title = "template of 10 noop steps x 1,000 tenants"
+        out.append(Workload("W7", title, len(w7.ids), None, dag_cells(tools, wdir, WORKERS)))
+    if "V1" in wanted:
+        title = "validate the W7 file (10,000 planned steps)"
+        out.append(Workload("V1", title, len(w7.ids), None, validate_cells(tools, wdir)))
+    return out
+
+
 def build_workloads(root: Path, tools: Tools, only: set[str] | None) -> list[Workload]:
     """Generate every selected workload's files under root and list its cells."""
-
-    def wanted(name: str) -> bool:
-        return only is None or name in only
-
-    out: list[Workload] = []
-    simple = [
-        ("W1", "2,000 independent python no-op steps + 1 join", dag_w1(), WORKERS, None),
-        ("W2", "chain of 500 python no-op steps", dag_w2(), WORKERS, None),
-        ("W3", "20 layers x 100 python no-ops, 2 needs each", dag_w3(), WORKERS, None),
-        (
-            "W4",
-            f"{W4_STEPS} python steps sleeping {NAP_SECONDS} s, 4 workers",
-            independent("nap", W4_STEPS, "nap"),
-            W4_WORKERS,
-            W4_STEPS * NAP_SECONDS / W4_WORKERS,
-        ),
-        (
-            "W5",
-            "300 independent shell steps: argv ['true']",
-            independent("t", 300, "true"),
-            WORKERS,
-            None,
-        ),
-    ]
-    for name, title, dag, workers, ideal in simple:
-        if not wanted(name):
-            continue
-        wdir = write_workload_dir(root, name, dag, pipeline_yaml(name.lower(), dag))
-        label = "subprocess.run loop" if name == "W5" else "serial loop"
-        wl = Workload(name, title, len(dag.ids), ideal, dag_cells(tools, wdir, workers, label))
-        out.append(wl)
-    if wanted("W6"):
+    wanted = set(WORKLOAD_NAMES) if only is None else only
+    out = [dag_workload(spec, root, tools) for spec in DAG_SPECS if spec.name in wanted]
+    if "W6" in wanted:
         out.append(Workload("W6", "CLI start-up: --help", None, None, help_cells(tools, True)))
-    if wanted("W7") or wanted("V1"):
-        w7 = dag_w7()
-        wdir = write_workload_dir(root, "W7", w7, template_pipeline_yaml("w7"))
-        if wanted("W7"):
-            cells = dag_cells(tools, wdir, WORKERS, "serial loop")
-            out.append(
-                Workload(
-                    "W7", "template of 10 noop steps x 1,000 tenants", len(w7.ids), None, cells
-                )
-            )
-        if wanted("V1"):
-            out.append(
-                Workload(
-                    "V1",
-                    "validate the W7 file (10,000 planned steps)",
-                    len(w7.ids),
-                    None,
-                    validate_cells(tools, wdir),
-                )
-            )
-    if wanted("V2"):
-        out.append(
-            Workload("V2", "runner --help (acceptance)", None, None, help_cells(tools, False))
-        )
+    if wanted & {"W7", "V1"}:
+        out += template_workloads(root, tools, wanted)
+    if "V2" in wanted:
+        out.append(Workload("V2", "runner --help", None, None, help_cells(tools, False)))
     return [wl for wl in out if wl.cells]
 
 
@@ -684,7 +696,7 @@ def note(msg: str) -> None:
 
 
 def run_workload(
-    wl: Workload, root: Path, runs: int, timeout: float, log: Callable[[str], None]
+    wl: Workload, root: Path, runs: int, timeout: float, log: Callable[[str], None], keep: bool
 ) -> None:
     """N rounds; each round runs every live cell once, starting one later each round."""
     cells = wl.cells
@@ -693,14 +705,21 @@ def run_workload(
         for cell in order:
             if cell.error is not None:
                 continue
-            run_cell_once(wl, cell, rnd, root, timeout, log)
+            run_cell_once(wl, cell, rnd, root, timeout, log, keep)
         done = ", ".join(f"{c.tool} {fmt_wall(c)}" for c in cells)
         note(f"{wl.name} round {rnd + 1}/{runs}: {done}")
 
 
 def run_cell_once(
-    wl: Workload, cell: Cell, rnd: int, root: Path, timeout: float, log: Callable[[str], None]
+    wl: Workload,
+    cell: Cell,
+    rnd: int,
+    root: Path,
+    timeout: float,
+    log: Callable[[str], None],
+    keep: bool,
 ) -> None:
+    """One measurement; its run directory (state, logs) is removed afterwards unless keep."""
     safe = "".join(ch if ch.isalnum() else "_" for ch in cell.tool)
     run_dir = root / "runs" / wl.name / f"{safe}-{rnd}"
     run_dir.mkdir(parents=True)
@@ -711,7 +730,10 @@ def run_cell_once(
         if sample.leftovers:
             cell.leftovers += 1
             if cell.leftovers == 1:
-                log(f"note: {wl.name} / {cell.tool}: processes outlived the tool; killed them")
+                log(
+                    f"note: {wl.name} / {cell.tool}: processes still running "
+                    f"{LEFTOVER_GRACE_S:g} s after the tool exited; killed them"
+                )
     except CellError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "failed"
         cell.error = first
@@ -719,6 +741,9 @@ def run_cell_once(
             f"== {wl.name} / {cell.tool} (round {rnd + 1}) failed: {first}\n"
             f"argv: {' '.join(argv)}\n{exc}\n"
         )
+    finally:
+        if not keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- reporting
@@ -795,10 +820,11 @@ def render_markdown(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def machine_line(runs: int) -> str:
+def machine_line(runs: int, tools: Tools) -> str:
+    peers = f"; {tools.peer_versions}" if tools.peer_versions else ""
     return (
         f"{runs} runs each, median; {os.cpu_count()} CPUs; {platform.system()} "
-        f"{platform.machine()}; Python {platform.python_version()}"
+        f"{platform.machine()}; Python {platform.python_version()}{peers}"
     )
 
 
@@ -847,46 +873,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    only = {w.strip().upper() for w in args.only.split(",") if w.strip()} or None
-    if only and only - set(WORKLOAD_NAMES):
-        note(
-            f"unknown workload(s) {', '.join(sorted(only - set(WORKLOAD_NAMES)))}; "
-            f"choose from {','.join(WORKLOAD_NAMES)}"
-        )
-        return 2
-    args.log.parent.mkdir(parents=True, exist_ok=True)
-    with args.log.open("w", encoding="utf-8") as log_file:
-
-        def log(msg: str) -> None:
-            log_file.write(msg.rstrip() + "\n")
-            log_file.flush()
-
-        tools = discover_tools(args, log)
-        root = Path(tempfile.mkdtemp(prefix="runner-bench-"))
-        try:
-            workloads = build_workloads(root, tools, only)
-            if not workloads:
-                note("nothing to run: every selected workload needs the runner or the peers")
-                return 2
-            for wl in workloads:
-                run_workload(wl, root, args.runs, args.timeout, log)
-        finally:
-            if args.keep:
-                note(f"generated files kept in {root}")
-            else:
-                shutil.rmtree(root, ignore_errors=True)
+def report(workloads: list[Workload], tools: Tools, args: argparse.Namespace) -> None:
     rows = table_rows(workloads)
-    print(machine_line(args.runs))
+    print(machine_line(args.runs, tools))
     print(render_markdown(rows) if args.markdown else render_text(rows))
     if not args.markdown:
         print("\n" + workload_legend(workloads))
+    sys.stdout.flush()
     if args.json:
         args.json.write_text(json.dumps(results_json(workloads), indent=1) + "\n")
     if any(c.error for wl in workloads for c in wl.cells):
         note(f"some cells failed: see {args.log}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    only = {w.strip().upper() for w in args.only.split(",") if w.strip()} or None
+    if only and only - set(WORKLOAD_NAMES):
+        unknown = ", ".join(sorted(only - set(WORKLOAD_NAMES)))
+        note(f"unknown workload(s) {unknown}; choose from {','.join(WORKLOAD_NAMES)}")
+        return 2
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="runner-bench-"))
+    try:
+        with args.log.open("w", encoding="utf-8") as log_file:
+
+            def log(msg: str) -> None:
+                log_file.write(msg.rstrip() + "\n")
+                log_file.flush()
+
+            tools = discover_tools(args, log)
+            workloads = build_workloads(root, tools, only)
+            if not workloads:
+                note("nothing to run: every selected workload needs the runner or the peers")
+                return 2
+            interrupted = False
+            try:
+                for wl in workloads:
+                    run_workload(wl, root, args.runs, args.timeout, log, keep=args.keep)
+            except KeyboardInterrupt:
+                interrupted = True
+                note("interrupted: the table shows the rounds done so far")
+        report(workloads, tools, args)
+    finally:
+        if args.keep:
+            note(f"generated files kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":

@@ -71,6 +71,10 @@ def choose_reporter(progress: str) -> list[Sink]:
 
 
 def run_pipeline(request: RunRequest) -> int:
+    if request.executor == "process" and not request.dry_run:
+        from .executors.process import warm_up
+
+        warm_up()  # the forkserver imports the worker code while we plan
     plan = plan_file(request.file, request.planner)
     secret_values = read_secrets(plan.secrets, os.environ, request.secrets_file)
     masker = Masker(secret_values.values())

@@ -11,7 +11,6 @@ in the document (`steps[2].needs[0]`) and a message, printed as
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -103,5 +102,7 @@ class RunNotFound(RunnerError):
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ` (did you mean 'x'?)` suffix naming the closest choice, or nothing."""
+    import difflib
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

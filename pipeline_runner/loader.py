@@ -50,7 +50,12 @@ _FLOAT_RE = re.compile(
 )
 
 
+_MAYBE_NOT_STR = frozenset("-+.0123456789~nNtTfF")
+
+
 def _resolve_plain(text: str) -> Any:
+    if text and text[0] not in _MAYBE_NOT_STR:
+        return text  # the common case: a word
     if _NULL_RE.match(text):
         return None
     if _BOOL_RE.match(text):
@@ -209,21 +214,24 @@ class _Composer:
         return PipelineError.single(Location(self.file, pos[0], pos[1]), format_path(path), message)
 
     def run(self, events: Iterator[yaml.Event]) -> None:
+        handlers: dict[type, Any] = {
+            yaml.ScalarEvent: self.scalar,
+            yaml.MappingStartEvent: lambda e: self.open(e, "map", {}),
+            yaml.SequenceStartEvent: lambda e: self.open(e, "seq", []),
+            yaml.MappingEndEvent: lambda e: self.close(),
+            yaml.SequenceEndEvent: lambda e: self.close(),
+            yaml.AliasEvent: self.alias,
+            yaml.DocumentStartEvent: self.document,
+        }
         for event in events:
-            if isinstance(event, yaml.DocumentStartEvent):
-                self.documents += 1
-                if self.documents > 1:
-                    raise self.fail(_pos(event), (), "only one YAML document is allowed per file")
-            elif isinstance(event, yaml.ScalarEvent):
-                self.scalar(event)
-            elif isinstance(event, yaml.AliasEvent):
-                self.alias(event)
-            elif isinstance(event, yaml.MappingStartEvent):
-                self.open(event, "map", {})
-            elif isinstance(event, yaml.SequenceStartEvent):
-                self.open(event, "seq", [])
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                self.close()
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(event)
+
+    def document(self, event: yaml.Event) -> None:
+        self.documents += 1
+        if self.documents > 1:
+            raise self.fail(_pos(event), (), "only one YAML document is allowed per file")
 
     # -- where the next value goes -------------------------------------------------------
 

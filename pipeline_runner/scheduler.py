@@ -156,6 +156,7 @@ class Scheduler:
         self.running = 0
         self.cancelling = False
         self.failed = False
+        self.main_failed = False
         self.signals: list[int] = []
         self.finally_released = False
         self.depth: dict[str, int] = {}
@@ -295,24 +296,22 @@ class Scheduler:
             self.prepare(nr)
 
     def run_context(self, nr: NodeRun) -> dict[str, Any]:
-        run = {"id": self.run_id, "attempt": nr.attempt + 1, "status": self.main_status()}
-        extra: dict[str, Any] = {"run": run}
-        if nr.node.has_item and nr.node.group is not None:
-            pass
-        return extra
+        return {"run": {"id": self.run_id, "attempt": nr.attempt + 1, "status": self.main_status()}}
 
     def prepare(self, nr: NodeRun) -> None:
         node = nr.node
-        extra = self.run_context(nr)
+        with_, env = node.with_, node.env
         try:
-            if node.condition is not None:
-                ctx = self.renderer.context(node.scope, extra)
-                if not evaluate_condition(node.condition, ctx):
-                    self.set_state(nr, State.SKIPPED)
-                    self.done(nr)
-                    return
-            with_ = self.renderer.value(node.with_, node.scope, extra, self.shell_fields(node))
-            env = self.renderer.value(dict(node.env), node.scope, extra)
+            if node.condition is not None or has_deferred(with_) or has_deferred(env):
+                extra = self.run_context(nr)
+                if node.condition is not None:
+                    ctx = self.renderer.context(node.scope, extra)
+                    if not evaluate_condition(node.condition, ctx):
+                        self.set_state(nr, State.SKIPPED)
+                        self.done(nr)
+                        return
+                with_ = self.renderer.value(with_, node.scope, extra, self.shell_fields(node))
+                env = self.renderer.value(dict(env), node.scope, extra)
         except TemplateError as exc:
             self.fail_now(nr, "error", f"template error: {exc}")
             return
@@ -321,7 +320,9 @@ class Scheduler:
             node_id=node.id,
             uses=node.uses or "noop",
             with_=with_,
-            env={**self.step_env_base, **{k: _env_text(v) for k, v in env.items()}},
+            env={**self.step_env_base, **{k: _env_text(v) for k, v in env.items()}}
+            if env
+            else self.step_env_base,
             timeout=node.timeout,
             log_path=nr.log_path,
             run_id=self.run_id,
@@ -669,19 +670,15 @@ class Scheduler:
     def set_state(self, nr: NodeRun, state: State) -> None:
         old = nr.state
         nr.state = state
+        if state in (State.FAILED, State.UPSTREAM_FAILED) and not nr.node.is_finally:
+            self.main_failed = True
         for sink in self.sinks:
             sink.changed(nr, old)
 
     def main_status(self) -> str:
         if self.cancelling:
             return "cancelled"
-        if any(
-            nr.state in (State.FAILED, State.UPSTREAM_FAILED)
-            for nr in self.runs.values()
-            if not nr.node.is_finally
-        ):
-            return "failed"
-        return "succeeded"
+        return "failed" if self.main_failed else "succeeded"
 
     def finish(self, started: float) -> RunResult:
         signum = self.signals[0] if self.signals else None

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from .errors import Diagnostic, did_you_mean
+from .fastschema import compile_schema
 from .loader import Path_, SourceMap, format_path
 
 _TYPE_NAMES = {
@@ -47,17 +48,34 @@ def pipeline_schema() -> dict[str, Any]:
     return schema
 
 
-@cache
-def _validator_for(schema_json: str) -> Any:
-    import jsonschema
-
-    schema = json.loads(schema_json)
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    return cls(schema)
+_validators: dict[int, tuple[Mapping[str, Any], Any, Any]] = {}
 
 
-def validator(schema: Mapping[str, Any]) -> Any:
-    return _validator_for(json.dumps(schema, sort_keys=True))
+def _compiled(schema: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(fast check or None, jsonschema validator) for a schema, built once per schema object."""
+    entry = _validators.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        entry = (schema, compile_schema(schema), _LazyValidator(schema))
+        _validators[id(schema)] = entry
+    return entry[1], entry[2]
+
+
+class _LazyValidator:
+    """jsonschema's validator, built on first need (most documents never need it)."""
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self.schema = schema
+        self.validator: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.validator is None:
+            import jsonschema
+
+            cls = jsonschema.validators.validator_for(
+                self.schema, default=jsonschema.Draft202012Validator
+            )
+            self.validator = cls(self.schema)
+        return getattr(self.validator, name)
 
 
 def describe(value: Any) -> str:
@@ -169,8 +187,10 @@ def check(
     prefix: str = "",
 ) -> list[Diagnostic]:
     """Every schema violation of `data` (found at `base` in the document) as a Diagnostic."""
-    v = validator(schema)
-    if v.is_valid(data):
+    fast, v = _compiled(schema)
+    if fast is not None and fast(data):
+        return []
+    if fast is None and v.is_valid(data):
         return []
     out: list[Diagnostic] = []
     seen: set[tuple[Path_, str]] = set()

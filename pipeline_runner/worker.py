@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -92,15 +93,66 @@ class _LogWriter(io.RawIOBase):
         return len(data)
 
 
-def _logger(node_id: str, write: Callable[[bytes], None]) -> logging.Logger:
-    log = logging.getLogger(f"pipeline_runner.step.{node_id}")
-    log.handlers.clear()
-    handler = logging.StreamHandler(io.TextIOWrapper(_LogWriter(write), write_through=True))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    return log
+class _StepLogTarget(io.RawIOBase):
+    """Where the step logger writes: the current attempt's log (per thread)."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        target = getattr(self.local, "write", None)
+        if target is not None:
+            target(bytes(data))
+        return len(data)
+
+
+_target = _StepLogTarget()
+_step_log = logging.getLogger("pipeline_runner.step")
+_handler = logging.StreamHandler(io.TextIOWrapper(_target, write_through=True))
+_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+_step_log.addHandler(_handler)
+_step_log.setLevel(logging.INFO)
+_step_log.propagate = False
+
+
+class LazyLog:
+    """The step's log file, created on the first byte the attempt writes (with the attempt's
+    header line before it): a step that prints nothing costs no file."""
+
+    def __init__(self, task: Task, started: float) -> None:
+        self.task = task
+        self.started = started
+        self.file: Any = None
+
+    def _open(self) -> Any:
+        if self.file is None:
+            self.file = open(self.task.log_path, "ab", buffering=0)  # noqa: SIM115
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started))
+            header = f"--- attempt {self.task.attempt} of {self.task.node_id} at {stamp} ---\n"
+            self.file.write(header.encode())
+        return self.file
+
+    def write(self, data: bytes) -> int:
+        if not data:
+            return 0
+        return int(self._open().write(data))
+
+    def flush(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+
+    def fileno(self) -> int:
+        return int(self._open().fileno())
+
+    def __enter__(self) -> LazyLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def execute(
@@ -112,10 +164,8 @@ def execute(
 ) -> Completion:
     """Run one attempt; never raises (bar BaseExceptions the caller must see)."""
     started = time.time()
-    with open(task.log_path, "ab", buffering=0) as log:
+    with LazyLog(task, started) as log:
         stream = StreamMasker(masker, log.write)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))
-        log.write(f"--- attempt {task.attempt} of {task.node_id} at {stamp} ---\n".encode())
         saved = (sys.stdout, sys.stderr)
         if redirect_std:
             text = io.TextIOWrapper(_LogWriter(stream.write), write_through=True, errors="replace")
@@ -143,7 +193,7 @@ def _run(
         attempt=task.attempt,
         key=task.key,
         item=task.item,
-        log=_logger(task.node_id, stream.write),
+        log=_step_log,
         scratch_path=Path(task.scratch_dir),
         pipeline_dir=Path(task.pipeline_dir),
         env=task.env,
@@ -152,6 +202,7 @@ def _run(
         on_process=on_process,
         write_log=stream.write,
     )
+    _target.local.write = stream.write
     try:
         plugin = registry().load(task.uses)
         output = plugin.run(task.with_, ctx)
@@ -225,6 +276,8 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
         _current_pgid = pid
         conn.send(Started(current.attempt_id, pid))
 
+    # Completions go back in small batches while more work is queued here (one pipe write
+    # for many cheap steps), and at once when this worker is about to go idle.
     while True:
         try:
             batch = conn.recv()
@@ -232,10 +285,18 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
             return
         if batch is None:
             return
-        for current in batch:
+        unsent: list[Completion] = []
+        first = 0.0
+        for index, current in enumerate(batch):
             done = execute(current, masker, name, started)
             _current_pgid = None
-            try:
-                conn.send(done)
-            except (BrokenPipeError, OSError):
-                return
+            if not unsent:
+                first = time.monotonic()
+            unsent.append(done)
+            last = index == len(batch) - 1
+            if last or len(unsent) >= 32 or time.monotonic() - first > 0.002:
+                try:
+                    conn.send(unsent)
+                except (BrokenPipeError, OSError):
+                    return
+                unsent = []

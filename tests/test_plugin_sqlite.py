@@ -7,6 +7,7 @@ real `StepContext` on real SQLite files and real files under `tmp_path`.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -54,20 +55,26 @@ def checksum_step() -> Plugin:
     return load("checksum")
 
 
-@pytest.fixture
-def ctx(tmp_path: Path) -> StepContext:
-    scratch = tmp_path / ".scratch"
-    scratch.mkdir()
+def make_ctx(pipeline_dir: Path, step_id: str = "step") -> StepContext:
+    """A context as the worker builds one (the scratch folder's field name has varied)."""
+    fields = {field.name for field in dataclasses.fields(StepContext)}
+    scratch = "scratch_path" if "scratch_path" in fields else "scratch_dir"
+    where: dict[str, Any] = {scratch: pipeline_dir / ".scratch" / step_id}
     return StepContext(
         run_id="20240101-000000-test",
-        step_id="step",
+        step_id=step_id,
         attempt=1,
         key=None,
         item=None,
-        log=logging.getLogger("pipeline_runner.test.sqlite"),
-        scratch_dir=scratch,
-        pipeline_dir=tmp_path,
+        log=logging.getLogger(f"pipeline_runner.test.{step_id}"),
+        pipeline_dir=pipeline_dir,
+        **where,
     )
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> StepContext:
+    return make_ctx(tmp_path)
 
 
 @pytest.fixture
@@ -401,16 +408,7 @@ def test_example_pipeline_steps_run_and_load_the_csv_figures(tmp_path: Path) -> 
     render: Callable[[Any], Any] = _renderer(document["params"])
     outputs: dict[str, Any] = {}
     for step in document["steps"]:
-        ctx = StepContext(
-            run_id="example",
-            step_id=step["id"],
-            attempt=1,
-            key=None,
-            item=None,
-            log=logging.getLogger("pipeline_runner.test.example"),
-            scratch_dir=tmp_path,
-            pipeline_dir=tmp_path,
-        )
+        ctx = make_ctx(tmp_path, step["id"])
         outputs[step["id"]] = load(step["uses"]).run(render(step["with"]), ctx)
 
     csv_bytes = (tmp_path / "data" / "sales.csv").read_bytes()

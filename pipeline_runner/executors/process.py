@@ -19,11 +19,14 @@ starting (or replacing) a worker costs about a millisecond.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
+import sys
 import signal
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from ..plugins import registry
@@ -64,10 +67,9 @@ class ProcessExecutor:
     def __init__(self, workers: int, secrets: list[str]) -> None:
         self.size = max(1, workers)
         self.secrets = secrets
-        self.ctx = multiprocessing.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["pipeline_runner.executors._preload"])
+        self.ctx = warm_up()
         self.workers: list[_Worker] = []
-        self.mean_duration: float | None = None
+        self.durations: deque[float] = deque(maxlen=31)
         self._self_timed: dict[str, bool] = {}
 
     # -- pool ---------------------------------------------------------------------------------
@@ -82,7 +84,8 @@ class ProcessExecutor:
         process = self.ctx.Process(
             target=worker_main, args=(child, name, self.secrets), name=f"runner-{name}", daemon=True
         )
-        process.start()
+        with _without_main_module():
+            process.start()
         child.close()
         return _Worker(index, generation, process, parent)
 
@@ -101,13 +104,22 @@ class ProcessExecutor:
         return self._self_timed[uses]
 
     def depth(self) -> int:
-        if self.mean_duration is None:
+        """How many tasks a worker may hold: a couple of milliseconds of work, judged by the
+        median duration of recent steps (one slow first import does not skew it)."""
+        if not self.durations:
             return 1
-        return max(1, min(MAX_DEPTH, int(TARGET_BATCH_SECONDS / max(self.mean_duration, 1e-6))))
+        typical = sorted(self.durations)[len(self.durations) // 2]
+        return max(1, min(MAX_DEPTH, int(TARGET_BATCH_SECONDS / max(typical, 1e-6))))
 
     def capacity(self) -> int:
+        """Free places, counting only workers whose queue ran at least half empty, so that
+        refills go out as batches rather than one task per completion."""
         depth = self.depth()
-        return sum(max(depth - len(w.queue), 0) for w in self.workers if w.kill_reason is None)
+        return sum(
+            depth - len(w.queue)
+            for w in self.workers
+            if w.kill_reason is None and len(w.queue) <= depth // 2
+        )
 
     # -- work ---------------------------------------------------------------------------------
 
@@ -116,10 +128,9 @@ class ProcessExecutor:
         batches: dict[int, list[Task]] = {}
         live = [w for w in self.workers if w.kill_reason is None]
         now = time.monotonic()
+        del depth
         for task in tasks:
             worker = min(live, key=lambda w: (len(w.queue) + len(batches.get(w.index, ())), w.index))
-            if len(worker.queue) + len(batches.get(worker.index, ())) >= depth:
-                depth += 1  # the scheduler asked for more than capacity(); spread it anyway
             batches.setdefault(worker.index, []).append(task)
         for worker in live:
             batch = batches.get(worker.index)
@@ -169,7 +180,8 @@ class ProcessExecutor:
                 if isinstance(message, Started):
                     worker.child_pgid = message.pgid
                     continue
-                self._completed(worker, message, events)
+                for done in message:
+                    self._completed(worker, done, events)
         except (EOFError, OSError):
             pass
 
@@ -179,10 +191,7 @@ class ProcessExecutor:
         worker.queue.popleft()
         worker.child_pgid = None
         now = time.monotonic()
-        duration = max(done.finished - done.started, 0.0)
-        self.mean_duration = (
-            duration if self.mean_duration is None else 0.8 * self.mean_duration + 0.2 * duration
-        )
+        self.durations.append(max(done.finished - done.started, 0.0))
         worker.head_started = now
         events.append(done)
 
@@ -266,6 +275,35 @@ class ProcessExecutor:
                 worker.process.join(timeout=1)
             worker.conn.close()
         self.workers.clear()
+
+
+def warm_up() -> Any:
+    """Start the forkserver now (it imports the worker code in the background while the
+    caller goes on planning); returns the multiprocessing context to start workers from."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["pipeline_runner.executors._preload"])
+    from multiprocessing import forkserver
+
+    with _without_main_module():
+        forkserver.ensure_running()
+    return ctx
+
+
+@contextlib.contextmanager
+def _without_main_module() -> Iterator[None]:
+    """Workers need nothing from the program's `__main__` (the `runner` script, pytest, a
+    user's script), so keep multiprocessing from re-importing it in every worker."""
+    main = sys.modules.get("__main__")
+    saved = {k: getattr(main, k) for k in ("__spec__", "__file__") if hasattr(main, k)}
+    try:
+        if main is not None:
+            main.__spec__ = None
+            if "__file__" in saved:
+                del main.__file__
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(main, key, value)
 
 
 def _safe_load(name: str) -> Any:

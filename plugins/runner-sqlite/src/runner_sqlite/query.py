@@ -141,7 +141,7 @@ def _connect(path: Path, mode: str) -> sqlite3.Connection:
     if mode == "rwc":
         path.parent.mkdir(parents=True, exist_ok=True)
     # as_uri() percent-encodes `?`, `#` and `%`, so any file name survives the URI form.
-    return sqlite3.connect(f"{path.as_uri()}?mode=rwc", uri=True)
+    return sqlite3.connect(f"{path.as_uri()}?mode={mode}", uri=True)
 
 
 def _run_query(conn: sqlite3.Connection, query: str, params: Params, one: bool) -> Result:
