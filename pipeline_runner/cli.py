@@ -293,3 +293,155 @@ def run(file: str, **options: Any) -> None:
         **options,
     )
     sys.exit(run_pipeline(request))
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--only", multiple=True, metavar="SEL", help="Re-run only these steps (and needs).")
+@click.option("--force", is_flag=True, help="Resume even if steps that succeeded changed.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Change a parameter for the steps that run again.")
+@click.option("--workers", type=int, help="Parallel workers (default: the number of CPUs).")
+@click.option("--executor", type=click.Choice(["process", "thread", "inline", "dask"]),
+              default="process", show_default=True)
+@click.option("--scheduler", "dask_scheduler", metavar="ADDRESS", help="Dask scheduler address.")
+@click.option("--progress", type=click.Choice(["auto", "rich", "plain", "none"]), default="auto")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write a JSON summary.")
+@click.option("--events", type=click.Path(dir_okay=False), help="Write state changes as JSON lines.")
+@click.option("--trace", type=click.Path(dir_okay=False), help="Write a Chrome/Perfetto trace.")
+@click.option("--grace", type=float, default=3.0, show_default=True)
+@state_dir_option
+def resume(run_id: str, only: tuple[str, ...], force: bool, params: tuple[str, ...],
+           state_dir: str, **options: Any) -> None:
+    """Run again what did not succeed in a run, keeping what did."""
+    from pathlib import Path
+
+    from .engine import RunRequest, run_pipeline
+    from .store import open_store
+
+    store = open_store(Path(state_dir), create=False)
+    try:
+        full_id = store.resolve(run_id)
+        row = store.run(full_id)
+    finally:
+        store.close()
+    _refuse_if_running(row)
+    recorded = json.loads(row["request_json"])
+    overrides = planner_options(params, None, recorded["max_file_size"])
+    planner = planner_options((), recorded["params_file"], recorded["max_file_size"])
+    planner.params = {**recorded["params"], **overrides.params}
+    request = RunRequest(
+        file=recorded["file"],
+        planner=planner,
+        only=only or tuple(recorded.get("only") or ()),
+        secrets_file=recorded.get("secrets_file"),
+        state_dir=state_dir,
+        **options,
+    )
+    sys.exit(run_pipeline(request, resume=full_id, force=force))
+
+
+def _refuse_if_running(row: dict[str, Any]) -> None:
+    pid = row.get("pid")
+    if row["status"] != "running" or not pid or pid == os.getpid():
+        return
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            alive = b"runner" in f.read()
+    except OSError:
+        alive = False
+    if alive:
+        raise UsageError(f"run {row['id']} is still running (pid {pid}); stop it first")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON for tools.")
+@click.option("--limit", type=int, default=30, show_default=True)
+@state_dir_option
+def runs(as_json: bool, limit: int, state_dir: str) -> None:
+    """List recorded runs, newest first."""
+    from pathlib import Path
+
+    from .store import open_store
+
+    store = open_store(Path(state_dir), create=False)
+    try:
+        rows = store.runs(limit)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no runs yet")
+        return
+    for row in rows:
+        took = f"{row['finished'] - row['started']:.1f}s" if row["finished"] else "-"
+        failed = f", {row['failed']} failed" if row["failed"] else ""
+        click.echo(
+            f"{row['id']}  {row['status']:<10} {row['pipeline']:<20} {row['steps']} steps"
+            f"{failed}  {took}"
+        )
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="JSON for tools.")
+@state_dir_option
+def show(run_id: str, as_json: bool, state_dir: str) -> None:
+    """Show a run's steps: state, attempts, duration, error."""
+    from pathlib import Path
+
+    from .report import safe
+    from .store import open_store
+
+    store = open_store(Path(state_dir), create=False)
+    try:
+        full_id = store.resolve(run_id)
+        row = store.run(full_id)
+        steps = [s for s in store.steps(full_id) if s["kind"] != "group"]
+    finally:
+        store.close()
+    if as_json:
+        for step in steps:
+            step["output"] = json.loads(step.pop("output_json") or "null")
+        row["outputs"] = json.loads(row.pop("outputs_json") or "null")
+        row.pop("plan_json", None)
+        click.echo(json.dumps({"run": row, "steps": steps}, indent=2, default=str))
+        return
+    click.echo(f"run {full_id}: {row['pipeline']} {row['status']} ({row['file']})")
+    for step in steps:
+        took = ""
+        if step["started"] and step["finished"]:
+            took = f"{step['finished'] - step['started']:.2f}s"
+        error = f"  {safe(step['error'])}" if step["error"] else ""
+        click.echo(
+            f"  {step['step_id']:<32} {step['state']:<16} {step['attempts']:>2} "
+            f"{took:>8}{error}"
+        )
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("step", required=False)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing while the run goes on.")
+@click.option("--json", "as_json", is_flag=True, help="JSON: step -> log text.")
+@state_dir_option
+def logs(run_id: str, step: str | None, follow: bool, as_json: bool, state_dir: str) -> None:
+    """Print the logs of a run's steps (all, or one)."""
+    from pathlib import Path
+
+    from .history import follow_logs, read_logs
+
+    if follow:
+        follow_logs(Path(state_dir), run_id, step, click.echo)
+        return
+    found = read_logs(Path(state_dir), run_id, step)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    for name, text in found.items():
+        if step is None:
+            click.echo(f"==> {name} <==")
+        click.echo(text, nl=False)

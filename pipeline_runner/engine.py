@@ -54,23 +54,8 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + _random.token_hex(3)
 
 
-def choose_reporter(progress: str) -> list[Sink]:
-    from .report import GitHubAnnotations, LiveReporter, PlainReporter, Quiet
-
-    github = os.environ.get("GITHUB_ACTIONS") == "true"
-    sinks: list[Sink] = []
-    if progress == "none":
-        sinks.append(Quiet())
-    elif progress == "rich" or (progress == "auto" and sys.stdout.isatty() and not github):
-        sinks.append(LiveReporter())
-    else:
-        sinks.append(PlainReporter())
-    if github and progress != "none":
-        sinks.append(GitHubAnnotations())
-    return sinks
-
-
-def run_pipeline(request: RunRequest) -> int:
+def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = False) -> int:
+    """`runner run`, or with `resume` (a run id) `runner resume`."""
     if request.executor == "process" and not request.dry_run:
         from .executors.process import warm_up
 
@@ -88,8 +73,17 @@ def run_pipeline(request: RunRequest) -> int:
     workers = request.workers or os.cpu_count() or 1
     if workers < 1:
         raise UsageError("--workers must be at least 1")
+    from .store import StoreSink, open_store
+
     state_dir = Path(request.state_dir)
-    run_id = new_run_id()
+    store = open_store(state_dir)
+    plan_json = plan_fingerprint(plan)
+    options = SchedulerOptions(fail_fast=request.fail_fast, only=request.only, grace=request.grace)
+    if resume is not None:
+        run_id = resume
+        options.preset, options.attempts_done = resume_state(store, run_id, plan_json, force)
+    else:
+        run_id = new_run_id()
     run_dir = state_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     from .executors import make_executor
@@ -97,31 +91,129 @@ def run_pipeline(request: RunRequest) -> int:
     executor = make_executor(
         request.executor, workers, list(secret_values.values()), scheduler=request.dask_scheduler
     )
-    sinks = choose_reporter(request.progress)
-    scheduler = Scheduler(
-        plan,
-        executor,
-        run_id,
-        run_dir,
-        secret_values,
-        sinks,
-        SchedulerOptions(fail_fast=request.fail_fast, only=request.only, grace=request.grace),
+    record = StoreSink(
+        store,
+        request_record(request),
+        plan_json,
+        _sha256(plan_json.encode()),
+        _sha256(Path(request.file).read_bytes()),
+        masker,
+        resumed=resume is not None,
     )
-    result = scheduler.run()
-    finish(result, request, masker)
+    # The store comes first: every turn is committed before any reporter shows it.
+    sinks: list[Sink] = [record]
+    if request.events:
+        from .exports import EventsFile
+
+        sinks.append(EventsFile(request.events, masker))
+    sinks.extend(choose_reporter(request.progress, masker))
+    scheduler = Scheduler(plan, executor, run_id, run_dir, secret_values, sinks, options)
+    try:
+        result = scheduler.run()
+    finally:
+        store.close()
+    finish(result, request, masker, plan)
     return result.exit_code
 
 
-def finish(result: RunResult, request: RunRequest, masker: Masker) -> None:
+def plan_fingerprint(plan: Plan) -> str:
+    """The plan as stored with the run, and compared by `resume`."""
+    from .graph import node_json
+
+    nodes = []
+    for node in plan.nodes.values():
+        data = node_json(node)
+        data.pop("location", None)
+        nodes.append(data)
+    return json.dumps({"name": plan.name, "params": plain(plan.params), "nodes": nodes},
+                      sort_keys=True, default=str)
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def request_record(request: RunRequest) -> dict[str, Any]:
+    """What `resume` needs to plan the same run again."""
+    return {
+        "file": os.path.abspath(request.file),
+        "params": dict(request.planner.params),
+        "params_file": os.path.abspath(request.planner.params_file)
+        if request.planner.params_file else None,
+        "max_file_size": request.planner.max_file_size,
+        "secrets_file": request.secrets_file,
+        "only": list(request.only),
+    }
+
+
+def resume_state(
+    store: Any, run_id: str, plan_json: str, force: bool
+) -> tuple[dict[str, tuple[Any, Any]], dict[str, int]]:
+    """What an earlier run of `run_id` finished (to reuse) and how many attempts each step had;
+    refuses when a step whose output would be reused is planned differently now."""
+    from .model import State
+
+    old_nodes = {n["id"]: n for n in json.loads(store.run(run_id)["plan_json"])["nodes"]}
+    new_nodes = {n["id"]: n for n in json.loads(plan_json)["nodes"]}
+    preset: dict[str, tuple[Any, Any]] = {}
+    attempts: dict[str, int] = {}
+    changed: list[str] = []
+    for row in store.steps(run_id):
+        sid = row["step_id"]
+        attempts[sid] = int(row["attempts"] or 0)
+        if row["kind"] != "step" or row["state"] not in ("succeeded", "cached"):
+            continue
+        if old_nodes.get(sid) != new_nodes.get(sid):
+            changed.append(sid)
+            continue
+        preset[sid] = (State(row["state"]), json.loads(row["output_json"] or "null"))
+    if changed and not force:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise UsageError(
+            f"the pipeline changed since run {run_id}: steps that had succeeded are planned "
+            f"differently now ({shown}); resuming would mix old and new results. "
+            "Start a new run, or pass --force to resume anyway (those steps run again)"
+        )
+    return preset, attempts
+
+
+def choose_reporter(progress: str, masker: Masker) -> list[Sink]:
+    from .report import GitHubAnnotations, LiveReporter, PlainReporter, Quiet
+
+    github = os.environ.get("GITHUB_ACTIONS") == "true"
+    sinks: list[Sink] = []
+    if progress == "none":
+        sinks.append(Quiet())
+    elif progress == "rich" or (progress == "auto" and sys.stdout.isatty() and not github):
+        sinks.append(LiveReporter())
+    else:
+        sinks.append(PlainReporter())
+    if github and progress != "none":
+        sinks.append(GitHubAnnotations())
+    return sinks
+
+
+def finish(result: RunResult, request: RunRequest, masker: Masker, plan: Plan) -> None:
     from .report import summary
 
+    if request.json_path or request.junit or request.trace:
+        from . import exports
+
+        if request.json_path:
+            exports.write_json(request.json_path, result, plan.name, masker)
+        if request.junit:
+            exports.write_junit(request.junit, result, plan.name, masker)
+        if request.trace:
+            exports.write_trace(request.trace, result, masker)
     if request.progress != "none":
         color = request.progress == "rich" or (request.progress == "auto" and sys.stdout.isatty())
         print(masker.text(summary(result, color)), end="")
         if result.outputs:
             print("outputs:")
             print(masker.text(json.dumps(result.outputs, indent=2, default=str)))
-        if result.status == "cancelled":
+        if result.status == "cancelled" or result.status == "failed":
             print(f"resume with: runner resume {result.run_id}")
     sys.stdout.flush()
 

@@ -64,6 +64,7 @@ class NodeRun:
     outputs: dict[str, Any] | None = None  # groups: key -> output
     attempts: list[Completion] = field(default_factory=list)
     reused: bool = False  # output taken from an earlier run (resume) or the cache
+    base: int = 0  # attempts made by earlier runs of the same run id (resume)
     task: Task | None = None
     log_path: str = ""
 
@@ -120,6 +121,7 @@ class Options:
     only: Sequence[str] = ()
     grace: float = 3.0
     preset: Mapping[str, tuple[State, Any]] = field(default_factory=dict)  # resume: done nodes
+    attempts_done: Mapping[str, int] = field(default_factory=dict)  # resume: attempts so far
     seed: int | None = None
 
 
@@ -203,6 +205,7 @@ class Scheduler:
                 continue
             nr = NodeRun(node, log_path=str(self.run_dir / "logs" / f"{nid}.log"))
             nr.waiting = sum(1 for n in node.needs if n in chosen)
+            nr.attempt = nr.base = self.options.attempts_done.get(nid, 0)
             if node.is_finally:
                 nr.waiting += 1  # released when every other node is done
             else:
@@ -448,10 +451,10 @@ class Scheduler:
         kind = nr.kind or "error"
         if (
             not self.cancelling
-            and nr.attempt <= policy.max
+            and nr.attempt - nr.base <= policy.max
             and policy.allows(kind, nr.exit_code)
         ):
-            delay = policy.delay_before(nr.attempt + 1, self.rng)
+            delay = policy.delay_before(nr.attempt - nr.base + 1, self.rng)
             heapq.heappush(self.timers, (time.monotonic() + delay, nr.id))
             self.set_state(nr, State.RETRYING)
             return

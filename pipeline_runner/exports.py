@@ -1,0 +1,202 @@
+"""Report files of a run: `--json` (summary), `--junit` (JUnit XML), `--events` (JSON lines,
+written as the run goes) and `--trace` (Chrome trace-event JSON for Perfetto).
+
+All of them go through the run's secret masker: a secret never reaches a report file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from .model import NodeKind, State
+from .report import log_tail
+from .scheduler import NodeRun, RunInfo, RunResult
+from .secrets import Masker
+
+
+def _write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def step_json(nr: NodeRun) -> dict[str, Any]:
+    duration = None
+    if nr.started is not None and nr.finished is not None:
+        duration = round(nr.finished - nr.started, 6)
+    return {
+        "id": nr.id,
+        "state": nr.state.value,
+        "attempts": nr.attempt,
+        "started": nr.started,
+        "finished": nr.finished,
+        "duration": duration,
+        "error_kind": nr.kind,
+        "error": nr.error or None,
+        "exit_code": nr.exit_code,
+        "worker": nr.worker,
+        "group": nr.node.group,
+        "key": nr.node.key,
+        "output": nr.output if nr.state in (State.SUCCEEDED, State.CACHED) else None,
+    }
+
+
+def summary_json(result: RunResult, plan_name: str, masker: Masker) -> dict[str, Any]:
+    steps = [step_json(nr) for nr in result.nodes.values() if nr.node.kind is NodeKind.STEP]
+    data = {
+        "run_id": result.run_id,
+        "pipeline": plan_name,
+        "status": result.status,
+        "exit_code": result.exit_code,
+        "started": result.started,
+        "finished": result.finished,
+        "duration": round(result.finished - result.started, 6),
+        "counts": result.counts,
+        "outputs": result.outputs,
+        "steps": steps,
+    }
+    return masker.value(data)  # type: ignore[no-any-return]
+
+
+def write_json(path: str, result: RunResult, plan_name: str, masker: Masker) -> None:
+    _write(path, json.dumps(summary_json(result, plan_name, masker), indent=2, default=str) + "\n")
+
+
+def _suite_of(nr: NodeRun, nodes: Mapping[str, NodeRun]) -> str:
+    """The template instance (or nested pipeline) a step belongs to, else the pipeline."""
+    group = nr.node.group
+    while group is not None and group in nodes:
+        node = nodes[group].node
+        if node.group_kind in ("template", "pipeline"):
+            return group
+        group = node.group
+    return ""
+
+
+def junit_xml(result: RunResult, plan_name: str, masker: Masker) -> str:
+    """One testsuite per template instance (the rest in one suite named after the pipeline),
+    one testcase per step; failures carry the error and the tail of the step's log."""
+    suites: dict[str, list[NodeRun]] = {}
+    for nr in result.nodes.values():
+        if nr.node.kind is NodeKind.STEP:
+            suites.setdefault(_suite_of(nr, result.nodes), []).append(nr)
+    root = ET.Element("testsuites", name=plan_name)
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for suite_name, members in suites.items():
+        suite = ET.SubElement(root, "testsuite", name=suite_name or plan_name)
+        counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+        elapsed = 0.0
+        for nr in members:
+            counts["tests"] += 1
+            seconds = (nr.finished - nr.started) if nr.started and nr.finished else 0.0
+            elapsed += seconds
+            case = ET.SubElement(
+                suite, "testcase", name=nr.id, classname=f"{plan_name}.{suite_name or plan_name}",
+                time=f"{seconds:.3f}",
+            )
+            if nr.state in (State.FAILED, State.FAILED_ALLOWED):
+                counts["failures"] += 1
+                failure = ET.SubElement(
+                    case, "failure", message=masker.text(nr.error or nr.state.value),
+                    type=nr.kind or "error",
+                )
+                failure.text = masker.text("\n".join(log_tail(nr.log_path, 50)))
+            elif nr.state in (State.UPSTREAM_FAILED, State.CANCELLED, State.SKIPPED):
+                counts["skipped"] += 1
+                ET.SubElement(case, "skipped", message=masker.text(nr.error or nr.state.value))
+        for key, value in counts.items():
+            suite.set(key, str(value))
+            totals[key] += value
+        suite.set("time", f"{elapsed:.3f}")
+    for key, value in totals.items():
+        root.set(key, str(value))
+    root.set("time", f"{result.finished - result.started:.3f}")
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_junit(path: str, result: RunResult, plan_name: str, masker: Masker) -> None:
+    _write(path, junit_xml(result, plan_name, masker))
+
+
+def trace_json(result: RunResult, masker: Masker) -> dict[str, Any]:
+    """Chrome trace events: one track (tid) per worker, one complete event per attempt."""
+    tids: dict[str, int] = {}
+    events: list[dict[str, Any]] = []
+    origin = result.started
+    for nr in result.nodes.values():
+        if nr.node.kind is not NodeKind.STEP:
+            continue
+        for number, attempt in enumerate(nr.attempts, start=1):
+            worker = attempt.worker or "runner"
+            tid = tids.setdefault(worker, len(tids) + 1)
+            events.append({
+                "name": nr.id,
+                "cat": nr.node.uses or "step",
+                "ph": "X",
+                "ts": round((attempt.started - origin) * 1e6, 1),
+                "dur": round(max(attempt.finished - attempt.started, 0) * 1e6, 1),
+                "pid": 1,
+                "tid": tid,
+                "args": {
+                    "attempt": number,
+                    "ok": attempt.ok,
+                    "error": masker.text(attempt.message) if not attempt.ok else None,
+                },
+            })
+    for worker, tid in tids.items():
+        events.append({"name": "thread_name", "ph": "M", "pid": 1, "tid": tid,
+                       "args": {"name": f"worker {worker}"}})
+    events.append({"name": "process_name", "ph": "M", "pid": 1, "tid": 0,
+                   "args": {"name": f"runner {result.run_id}"}})
+    return {"traceEvents": events, "displayTimeUnit": "ms"}
+
+
+def write_trace(path: str, result: RunResult, masker: Masker) -> None:
+    _write(path, json.dumps(trace_json(result, masker)) + "\n")
+
+
+class EventsFile:
+    """`--events FILE`: one JSON object a line per state change, flushed every turn."""
+
+    def __init__(self, path: str, masker: Masker) -> None:
+        self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        self.masker = masker
+        self.lines: list[str] = []
+        self.run_id = ""
+
+    def _emit(self, data: dict[str, Any]) -> None:
+        self.lines.append(self.masker.text(json.dumps(data, default=str)))
+
+    def run_started(self, run: RunInfo) -> None:
+        self.run_id = run.run_id
+        self._emit({"time": run.started, "run_id": run.run_id, "event": "run_started",
+                    "pipeline": run.plan.name})
+
+    def changed(self, nr: NodeRun, old: State) -> None:
+        data: dict[str, Any] = {
+            "time": time.time(), "run_id": self.run_id, "event": "state", "step": nr.id,
+            "state": nr.state.value, "previous": old.value, "attempt": nr.attempt,
+        }
+        if nr.error and nr.state in (State.FAILED, State.FAILED_ALLOWED, State.RETRYING,
+                                     State.UPSTREAM_FAILED):
+            data["error"] = nr.error
+        self._emit(data)
+
+    def turn(self) -> None:
+        if self.lines:
+            self.file.write("\n".join(self.lines) + "\n")
+            self.file.flush()
+            self.lines = []
+
+    def run_finished(self, result: RunResult) -> None:
+        self._emit({"time": result.finished, "run_id": result.run_id, "event": "run_finished",
+                    "status": result.status, "exit_code": result.exit_code})
+        self.turn()
+        self.file.close()

@@ -1,0 +1,405 @@
+"""The run store: an embedded SQLite database under the state folder.
+
+It holds runs (with the resolved plan of each), the state of every step, every attempt, and an
+append-only event log.  Write-ahead logging lets several runner processes share one store;
+each writer takes short transactions and retries when another holds the lock.
+
+Durability: the scheduler reports state changes as they happen; `StoreSink` collects them and
+writes them in one transaction at the end of each turn of the scheduler loop, and the reporters
+print only after that commit (they are later in the sink list).  So what the terminal shows is
+on disk, and a runner killed with SIGKILL loses at most the attempts that were running, which
+`runner resume` finds recorded as `running` and re-runs.
+
+Schema changes are migrations: `MIGRATIONS[n]` takes a store from version n to n+1, recorded in
+`PRAGMA user_version`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import RunNotFound, StoreError
+from .model import NodeKind, State
+
+DB_NAME = "runs.db"
+BUSY_TIMEOUT_MS = 250
+LOCK_RETRY_SECONDS = 60.0
+
+MIGRATIONS: list[str] = [
+    # 0 -> 1
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        pipeline TEXT NOT NULL,
+        file TEXT NOT NULL,
+        file_hash TEXT NOT NULL,
+        plan_hash TEXT NOT NULL,
+        plan_json TEXT NOT NULL,
+        request_json TEXT NOT NULL,
+        status TEXT NOT NULL,
+        exit_code INTEGER,
+        started REAL NOT NULL,
+        finished REAL,
+        pid INTEGER,
+        executor TEXT,
+        outputs_json TEXT
+    );
+    CREATE TABLE steps (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        step_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        started REAL,
+        finished REAL,
+        error_kind TEXT,
+        error TEXT,
+        exit_code INTEGER,
+        worker TEXT,
+        output_json TEXT,
+        log_path TEXT,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (run_id, step_id)
+    );
+    CREATE TABLE attempts (
+        run_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        started REAL,
+        finished REAL,
+        error_kind TEXT,
+        error TEXT,
+        exit_code INTEGER,
+        worker TEXT,
+        PRIMARY KEY (run_id, step_id, attempt)
+    );
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        time REAL NOT NULL,
+        step_id TEXT,
+        state TEXT NOT NULL,
+        attempt INTEGER,
+        message TEXT
+    );
+    CREATE INDEX events_run ON events(run_id, seq);
+    CREATE INDEX runs_started ON runs(started);
+    """,
+]
+
+
+def db_path(state_dir: Path) -> Path:
+    return state_dir / DB_NAME
+
+
+class Store:
+    """One connection to the store of a state folder."""
+
+    def __init__(self, state_dir: Path, *, create: bool = True) -> None:
+        self.state_dir = state_dir
+        self.path = db_path(state_dir)
+        if not create and not self.path.exists():
+            raise RunNotFound(f"no runs recorded in {state_dir} (no {DB_NAME})")
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                check_same_thread=False,
+            )
+            self.db.row_factory = sqlite3.Row
+            self._configure()
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise self.error(exc) from None
+        except OSError as exc:
+            raise StoreError(
+                f"run store {self.path} cannot be created: {exc.strerror or exc}; "
+                "check the folder's permissions and free space, or use --state-dir"
+            ) from None
+
+    def error(self, exc: BaseException) -> StoreError:
+        text = str(exc)
+        if isinstance(exc, sqlite3.DatabaseError) and (
+            "not a database" in text or "malformed" in text or "corrupt" in text
+        ):
+            return StoreError(
+                f"run store is corrupt: {self.path}: {text}; move the file aside to start a "
+                "new history (the run folders next to it are kept)"
+            )
+        if "readonly" in text or "read-only" in text or "unable to open" in text:
+            return StoreError(f"run store {self.path} cannot be written: {text}")
+        if "disk is full" in text or "disk I/O" in text:
+            return StoreError(f"run store {self.path} cannot be written: {text}; free some space")
+        return StoreError(f"run store {self.path}: {text}")
+
+    def _configure(self) -> None:
+        self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.DatabaseError(f"cannot use write-ahead logging (journal mode {mode})")
+        # WAL with synchronous=NORMAL: a commit survives the runner being killed at any moment
+        # (it is in the WAL before commit returns); only a power cut may lose the last ones.
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        self.db.execute("PRAGMA foreign_keys = ON")
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"run store {self.path} was written by a newer runner (schema {version}); "
+                    "upgrade pipeline-runner"
+                )
+            for number in range(version, len(MIGRATIONS)):
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+            self.db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, retried while another process holds the write lock."""
+        deadline = time.monotonic() + LOCK_RETRY_SECONDS
+        delay = 0.005
+        while True:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise self.error(exc) from None
+                if time.monotonic() > deadline:
+                    raise StoreError(f"run store {self.path} stayed locked for 60 s") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            except sqlite3.DatabaseError as exc:
+                raise self.error(exc) from None
+        try:
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if isinstance(exc, sqlite3.Error):
+                raise self.error(exc) from None
+            raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def resolve(self, prefix: str) -> str:
+        """A run id from a unique prefix of it."""
+        rows = self.db.execute(
+            "SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 3",
+            (prefix, prefix + "\uffff"),
+        ).fetchall()
+        if not rows:
+            raise RunNotFound(f"no run with id {prefix!r} in {self.state_dir} (see `runner runs`)")
+        if len(rows) > 1 and rows[0]["id"] != prefix:
+            raise RunNotFound(f"run id prefix {prefix!r} is ambiguous: {rows[0]['id']}, {rows[1]['id']}, ...")
+        return str(rows[0]["id"])
+
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            """SELECT r.*, (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.kind = 'step')
+                   AS steps,
+                  (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.kind = 'step'
+                   AND s.state IN ('failed', 'upstream_failed')) AS failed
+               FROM runs r ORDER BY r.id DESC LIMIT ?""",
+            (limit,),
+        ).fetchall()
+        return [dict(row) for row in rows]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        return dict(row)
+
+    def steps(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT * FROM steps WHERE run_id = ? ORDER BY position", (run_id,)
+        ).fetchall()
+        return [dict(row) for row in rows]
+
+    def attempts(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT * FROM attempts WHERE run_id = ? ORDER BY started, step_id, attempt", (run_id,)
+        ).fetchall()
+        return [dict(row) for row in rows]
+
+
+@dataclass
+class _Pending:
+    nr: Any
+    state: State
+    time: float
+
+
+class StoreSink:
+    """Records a run; one transaction per turn of the scheduler loop."""
+
+    def __init__(self, store: Store, request: Mapping[str, Any], plan_json: str,
+                 plan_hash: str, file_hash: str, masker: Any, resumed: bool = False) -> None:
+        self.store = store
+        self.request = request
+        self.plan_json = plan_json
+        self.plan_hash = plan_hash
+        self.file_hash = file_hash
+        self.masker = masker
+        self.resumed = resumed
+        self.pending: list[_Pending] = []
+        self.run_id = ""
+
+    def run_started(self, run: Any) -> None:
+        self.run_id = run.run_id
+        self.position = {nid: i for i, nid in enumerate(run.nodes)}
+        with self.store.transaction() as db:
+            if self.resumed:
+                db.execute(
+                    "UPDATE runs SET status = 'running', finished = NULL, exit_code = NULL, "
+                    "pid = ?, executor = ?, plan_json = ?, plan_hash = ?, file_hash = ? "
+                    "WHERE id = ?",
+                    (os.getpid(), run.executor, self.plan_json, self.plan_hash, self.file_hash,
+                     run.run_id),
+                )
+                db.execute(
+                    "UPDATE attempts SET state = 'lost', error_kind = 'lost', "
+                    "error = 'the runner stopped while this attempt ran' "
+                    "WHERE run_id = ? AND state = 'running'",
+                    (run.run_id,),
+                )
+            else:
+                db.execute(
+                    "INSERT INTO runs (id, pipeline, file, file_hash, plan_hash, plan_json, "
+                    "request_json, status, started, pid, executor) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (run.run_id, run.plan.name, os.path.abspath(run.plan.file), self.file_hash,
+                     self.plan_hash, self.plan_json, json.dumps(self.request), "running",
+                     run.started, os.getpid(), run.executor),
+                )
+            db.executemany(
+                "INSERT INTO steps (run_id, step_id, kind, state, position, log_path) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT (run_id, step_id) DO UPDATE SET "
+                "position = excluded.position",
+                [
+                    (run.run_id, nid, nr.node.kind.value, nr.state.value, self.position[nid],
+                     nr.log_path)
+                    for nid, nr in run.nodes.items()
+                ],
+            )
+            db.execute(
+                "INSERT INTO events (run_id, time, state, message) VALUES (?,?,?,?)",
+                (run.run_id, time.time(), "resumed" if self.resumed else "started", None),
+            )
+
+    def changed(self, nr: Any, old: State) -> None:
+        self.pending.append(_Pending(nr, nr.state, time.time()))
+
+    def turn(self) -> None:
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        mask = self.masker.text
+        step_rows: dict[str, tuple[Any, ...]] = {}
+        attempt_rows: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
+        for p in pending:
+            nr = p.nr
+            if nr.id not in self.position:
+                self.position[nr.id] = len(self.position)
+            error = mask(nr.error) if nr.error else None
+            step_rows[nr.id] = (
+                self.run_id, nr.id, nr.node.kind.value, nr.state.value, nr.attempt, nr.started,
+                nr.finished, nr.kind, error, nr.exit_code, nr.worker,
+                nr.output_json if nr.state in (State.SUCCEEDED, State.CACHED) else None,
+                nr.log_path, self.position[nr.id],
+            )
+            if nr.node.kind is NodeKind.STEP and nr.attempt > 0 and p.state in _ATTEMPT_STATES:
+                last = nr.attempts[-1] if nr.attempts and len(nr.attempts) == nr.attempt else None
+                attempt_rows.append((
+                    self.run_id, nr.id, nr.attempt, _attempt_state(p.state),
+                    last.started if last else p.time, last.finished if last else None,
+                    last.kind if last else None, mask(last.message) if last else None,
+                    last.exit_code if last else None, last.worker if last else None,
+                ))
+            events.append((self.run_id, p.time, nr.id, p.state.value, nr.attempt,
+                           error if p.state in _ERROR_STATES else None))
+        with self.store.transaction() as db:
+            db.executemany(
+                "INSERT INTO steps (run_id, step_id, kind, state, attempts, started, finished, "
+                "error_kind, error, exit_code, worker, output_json, log_path, position) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (run_id, step_id) DO UPDATE SET "
+                "state = excluded.state, attempts = excluded.attempts, started = excluded.started, "
+                "finished = excluded.finished, error_kind = excluded.error_kind, "
+                "error = excluded.error, exit_code = excluded.exit_code, worker = excluded.worker, "
+                "output_json = COALESCE(excluded.output_json, steps.output_json)",
+                list(step_rows.values()),
+            )
+            db.executemany(
+                "INSERT INTO attempts (run_id, step_id, attempt, state, started, finished, "
+                "error_kind, error, exit_code, worker) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET state = excluded.state, "
+                "finished = excluded.finished, error_kind = excluded.error_kind, "
+                "error = excluded.error, exit_code = excluded.exit_code, worker = excluded.worker",
+                attempt_rows,
+            )
+            db.executemany(
+                "INSERT INTO events (run_id, time, step_id, state, attempt, message) "
+                "VALUES (?,?,?,?,?,?)",
+                events,
+            )
+
+    def run_finished(self, result: Any) -> None:
+        self.turn()
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE runs SET status = ?, exit_code = ?, finished = ?, outputs_json = ? "
+                "WHERE id = ?",
+                (result.status, result.exit_code, result.finished,
+                 self.masker.text(json.dumps(result.outputs, default=str)), self.run_id),
+            )
+            db.execute(
+                "INSERT INTO events (run_id, time, state, message) VALUES (?,?,?,?)",
+                (self.run_id, result.finished, result.status, None),
+            )
+
+
+_ATTEMPT_STATES = {
+    State.RUNNING, State.RETRYING, State.SUCCEEDED, State.FAILED, State.FAILED_ALLOWED,
+    State.CANCELLED,
+}
+_ERROR_STATES = {State.FAILED, State.FAILED_ALLOWED, State.RETRYING, State.UPSTREAM_FAILED,
+                 State.CANCELLED}
+
+
+def _attempt_state(state: State) -> str:
+    if state is State.RETRYING:
+        return "failed"
+    if state is State.FAILED_ALLOWED:
+        return "failed"
+    return state.value
+
+
+def open_store(state_dir: Path, create: bool = True) -> Store:
+    return Store(Path(state_dir), create=create)
+
+
+def quick_check(path: Path) -> str:
+    db = sqlite3.connect(path)
+    try:
+        return str(db.execute("PRAGMA quick_check").fetchone()[0])
+    finally:
+        db.close()

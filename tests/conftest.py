@@ -1,0 +1,128 @@
+"""Shared test helpers: run the real `runner` command as a user would (a subprocess of the
+installed console script), and write pipeline files into a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PIPELINES = REPO / "pipelines"
+
+
+def runner_executable() -> str:
+    found = Path(sys.executable).with_name("runner")
+    if found.exists():
+        return str(found)
+    which = shutil.which("runner")
+    if which is None:
+        raise RuntimeError("the `runner` console script is not installed (run `make test`)")
+    return which
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+RunCli = Callable[..., Result]
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path) -> RunCli:
+    """`run_cli("run", "p.yaml", cwd=..., env={...}, timeout=...)` -> Result."""
+
+    def run(
+        *args: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        stdin: str | None = None,
+    ) -> Result:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+        full_env.pop("GITHUB_ACTIONS", None)
+        full_env.setdefault("RUNNER_STATE_DIR", str(tmp_path / "state"))
+        full_env.update(env or {})
+        proc = subprocess.run(
+            [runner_executable(), *args],
+            cwd=cwd or tmp_path,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=stdin if stdin is not None else "",
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+@pytest.fixture
+def write_pipeline(tmp_path: Path) -> Callable[..., Path]:
+    """`write_pipeline(yaml_text, name="p.yaml", files={"mod.py": "..."})` -> path."""
+
+    def write(text: str, name: str = "p.yaml", files: dict[str, str] | None = None) -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text).lstrip())
+        for fname, content in (files or {}).items():
+            (tmp_path / fname).write_text(textwrap.dedent(content).lstrip())
+        return path
+
+    return write
+
+
+def no_traceback(text: str) -> bool:
+    return "Traceback (most recent call last)" not in text
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> bool:
+    """Poll `predicate` until it holds or `timeout` passes (never a fixed sleep)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def processes_with(marker: str, exclude: Sequence[int] = ()) -> list[int]:
+    """Pids of live processes whose command line or environment holds `marker`."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in exclude or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z":
+            continue
+        if marker.encode() in cmd:
+            pids.append(int(entry))
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker.encode() in f.read():
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
