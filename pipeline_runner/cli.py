@@ -119,7 +119,10 @@ def main(ctx: click.Context, debug: bool) -> None:
 )
 @param_options
 def validate(
-    files: tuple[str, ...], fmt: str, params: tuple[str, ...], params_file: str | None,
+    files: tuple[str, ...],
+    fmt: str,
+    params: tuple[str, ...],
+    params_file: str | None,
     max_file_size: int,
 ) -> None:
     """Check pipeline files without running anything (every error, not only the first)."""
@@ -166,7 +169,11 @@ def validate(
 )
 @param_options
 def graph(
-    file: str, fmt: str, output: str | None, params: tuple[str, ...], params_file: str | None,
+    file: str,
+    fmt: str,
+    output: str | None,
+    params: tuple[str, ...],
+    params_file: str | None,
     max_file_size: int,
 ) -> None:
     """Print the planned DAG (templates, tenants and for_each expanded)."""
@@ -261,12 +268,18 @@ def state_dir_option(func: F) -> F:
     help="Where steps run.",
 )
 @click.option("--scheduler", "dask_scheduler", metavar="ADDRESS", help="Dask scheduler address.")
-@click.option("--only", multiple=True, metavar="SEL", help="Run these steps (id or glob) and their needs.")
-@click.option("--dry-run", is_flag=True, help="Print the plan and why each step would run; run nothing.")
+@click.option(
+    "--only", multiple=True, metavar="SEL", help="Run these steps (id or glob) and their needs."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan and why each step would run; run nothing."
+)
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failure.")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write a JSON summary.")
-@click.option("--events", type=click.Path(dir_okay=False), help="Write state changes as JSON lines.")
+@click.option(
+    "--events", type=click.Path(dir_okay=False), help="Write state changes as JSON lines."
+)
 @click.option("--trace", type=click.Path(dir_okay=False), help="Write a Chrome/Perfetto trace.")
 @click.option(
     "--progress",
@@ -276,8 +289,13 @@ def state_dir_option(func: F) -> F:
     help="Live view on a terminal, plain lines otherwise.",
 )
 @click.option("--secrets-file", type=click.Path(dir_okay=False), help="YAML file of secret values.")
-@click.option("--grace", type=float, default=3.0, show_default=True,
-              help="Seconds between SIGTERM and SIGKILL when stopping a step.")
+@click.option(
+    "--grace",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Seconds between SIGTERM and SIGKILL when stopping a step.",
+)
 @click.option("--no-cache", is_flag=True, help="Run every step, ignoring cached results.")
 @click.option("--no-compensate", is_flag=True, help="Do not run compensations on failure.")
 @state_dir_option
@@ -299,21 +317,38 @@ def run(file: str, **options: Any) -> None:
 @click.argument("run_id")
 @click.option("--only", multiple=True, metavar="SEL", help="Re-run only these steps (and needs).")
 @click.option("--force", is_flag=True, help="Resume even if steps that succeeded changed.")
-@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
-              help="Change a parameter for the steps that run again.")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Change a parameter for the steps that run again.",
+)
 @click.option("--workers", type=int, help="Parallel workers (default: the number of CPUs).")
-@click.option("--executor", type=click.Choice(["process", "thread", "inline", "dask"]),
-              default="process", show_default=True)
+@click.option(
+    "--executor",
+    type=click.Choice(["process", "thread", "inline", "dask"]),
+    default="process",
+    show_default=True,
+)
 @click.option("--scheduler", "dask_scheduler", metavar="ADDRESS", help="Dask scheduler address.")
 @click.option("--progress", type=click.Choice(["auto", "rich", "plain", "none"]), default="auto")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write a JSON summary.")
-@click.option("--events", type=click.Path(dir_okay=False), help="Write state changes as JSON lines.")
+@click.option(
+    "--events", type=click.Path(dir_okay=False), help="Write state changes as JSON lines."
+)
 @click.option("--trace", type=click.Path(dir_okay=False), help="Write a Chrome/Perfetto trace.")
 @click.option("--grace", type=float, default=3.0, show_default=True)
 @state_dir_option
-def resume(run_id: str, only: tuple[str, ...], force: bool, params: tuple[str, ...],
-           state_dir: str, **options: Any) -> None:
+def resume(
+    run_id: str,
+    only: tuple[str, ...],
+    force: bool,
+    params: tuple[str, ...],
+    state_dir: str,
+    **options: Any,
+) -> None:
     """Run again what did not succeed in a run, keeping what did."""
     from pathlib import Path
 
@@ -417,8 +452,7 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
             took = f"{step['finished'] - step['started']:.2f}s"
         error = f"  {safe(step['error'])}" if step["error"] else ""
         click.echo(
-            f"  {step['step_id']:<32} {step['state']:<16} {step['attempts']:>2} "
-            f"{took:>8}{error}"
+            f"  {step['step_id']:<32} {step['state']:<16} {step['attempts']:>2} {took:>8}{error}"
         )
 
 

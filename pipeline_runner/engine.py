@@ -125,8 +125,11 @@ def plan_fingerprint(plan: Plan) -> str:
         data = node_json(node)
         data.pop("location", None)
         nodes.append(data)
-    return json.dumps({"name": plan.name, "params": plain(plan.params), "nodes": nodes},
-                      sort_keys=True, default=str)
+    return json.dumps(
+        {"name": plan.name, "params": plain(plan.params), "nodes": nodes},
+        sort_keys=True,
+        default=str,
+    )
 
 
 def _sha256(data: bytes) -> str:
@@ -141,7 +144,8 @@ def request_record(request: RunRequest) -> dict[str, Any]:
         "file": os.path.abspath(request.file),
         "params": dict(request.planner.params),
         "params_file": os.path.abspath(request.planner.params_file)
-        if request.planner.params_file else None,
+        if request.planner.params_file
+        else None,
         "max_file_size": request.planner.max_file_size,
         "secrets_file": request.secrets_file,
         "only": list(request.only),
@@ -170,7 +174,9 @@ def resume_state(
             continue
         preset[sid] = (State(row["state"]), json.loads(row["output_json"] or "null"))
     if changed and not force:
-        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        shown = ", ".join(changed[:5]) + (
+            f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        )
         raise UsageError(
             f"the pipeline changed since run {run_id}: steps that had succeeded are planned "
             f"differently now ({shown}); resuming would mix old and new results. "

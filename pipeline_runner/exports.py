@@ -97,13 +97,18 @@ def junit_xml(result: RunResult, plan_name: str, masker: Masker) -> str:
             seconds = (nr.finished - nr.started) if nr.started and nr.finished else 0.0
             elapsed += seconds
             case = ET.SubElement(
-                suite, "testcase", name=nr.id, classname=f"{plan_name}.{suite_name or plan_name}",
+                suite,
+                "testcase",
+                name=nr.id,
+                classname=f"{plan_name}.{suite_name or plan_name}",
                 time=f"{seconds:.3f}",
             )
             if nr.state in (State.FAILED, State.FAILED_ALLOWED):
                 counts["failures"] += 1
                 failure = ET.SubElement(
-                    case, "failure", message=masker.text(nr.error or nr.state.value),
+                    case,
+                    "failure",
+                    message=masker.text(nr.error or nr.state.value),
                     type=nr.kind or "error",
                 )
                 failure.text = masker.text("\n".join(log_tail(nr.log_path, 50)))
@@ -136,25 +141,41 @@ def trace_json(result: RunResult, masker: Masker) -> dict[str, Any]:
         for number, attempt in enumerate(nr.attempts, start=1):
             worker = attempt.worker or "runner"
             tid = tids.setdefault(worker, len(tids) + 1)
-            events.append({
-                "name": nr.id,
-                "cat": nr.node.uses or "step",
-                "ph": "X",
-                "ts": round((attempt.started - origin) * 1e6, 1),
-                "dur": round(max(attempt.finished - attempt.started, 0) * 1e6, 1),
+            events.append(
+                {
+                    "name": nr.id,
+                    "cat": nr.node.uses or "step",
+                    "ph": "X",
+                    "ts": round((attempt.started - origin) * 1e6, 1),
+                    "dur": round(max(attempt.finished - attempt.started, 0) * 1e6, 1),
+                    "pid": 1,
+                    "tid": tid,
+                    "args": {
+                        "attempt": number,
+                        "ok": attempt.ok,
+                        "error": masker.text(attempt.message) if not attempt.ok else None,
+                    },
+                }
+            )
+    for worker, tid in tids.items():
+        events.append(
+            {
+                "name": "thread_name",
+                "ph": "M",
                 "pid": 1,
                 "tid": tid,
-                "args": {
-                    "attempt": number,
-                    "ok": attempt.ok,
-                    "error": masker.text(attempt.message) if not attempt.ok else None,
-                },
-            })
-    for worker, tid in tids.items():
-        events.append({"name": "thread_name", "ph": "M", "pid": 1, "tid": tid,
-                       "args": {"name": f"worker {worker}"}})
-    events.append({"name": "process_name", "ph": "M", "pid": 1, "tid": 0,
-                   "args": {"name": f"runner {result.run_id}"}})
+                "args": {"name": f"worker {worker}"},
+            }
+        )
+    events.append(
+        {
+            "name": "process_name",
+            "ph": "M",
+            "pid": 1,
+            "tid": 0,
+            "args": {"name": f"runner {result.run_id}"},
+        }
+    )
     return {"traceEvents": events, "displayTimeUnit": "ms"}
 
 
@@ -176,16 +197,31 @@ class EventsFile:
 
     def run_started(self, run: RunInfo) -> None:
         self.run_id = run.run_id
-        self._emit({"time": run.started, "run_id": run.run_id, "event": "run_started",
-                    "pipeline": run.plan.name})
+        self._emit(
+            {
+                "time": run.started,
+                "run_id": run.run_id,
+                "event": "run_started",
+                "pipeline": run.plan.name,
+            }
+        )
 
     def changed(self, nr: NodeRun, old: State) -> None:
         data: dict[str, Any] = {
-            "time": time.time(), "run_id": self.run_id, "event": "state", "step": nr.id,
-            "state": nr.state.value, "previous": old.value, "attempt": nr.attempt,
+            "time": time.time(),
+            "run_id": self.run_id,
+            "event": "state",
+            "step": nr.id,
+            "state": nr.state.value,
+            "previous": old.value,
+            "attempt": nr.attempt,
         }
-        if nr.error and nr.state in (State.FAILED, State.FAILED_ALLOWED, State.RETRYING,
-                                     State.UPSTREAM_FAILED):
+        if nr.error and nr.state in (
+            State.FAILED,
+            State.FAILED_ALLOWED,
+            State.RETRYING,
+            State.UPSTREAM_FAILED,
+        ):
             data["error"] = nr.error
         self._emit(data)
 
@@ -196,7 +232,14 @@ class EventsFile:
             self.lines = []
 
     def run_finished(self, result: RunResult) -> None:
-        self._emit({"time": result.finished, "run_id": result.run_id, "event": "run_finished",
-                    "status": result.status, "exit_code": result.exit_code})
+        self._emit(
+            {
+                "time": result.finished,
+                "run_id": result.run_id,
+                "event": "run_finished",
+                "status": result.status,
+                "exit_code": result.exit_code,
+            }
+        )
         self.turn()
         self.file.close()

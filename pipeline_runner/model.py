@@ -68,8 +68,12 @@ class Deferred:
 class Scope:
     """What a node's templates see besides the run-wide names."""
 
-    vars: Mapping[str, Any] = field(default_factory=lambda: EMPTY)  # template params, the `as` name; may hold Deferred
-    aliases: Mapping[str, str] = field(default_factory=lambda: EMPTY)  # step name as written -> qualified node id
+    vars: Mapping[str, Any] = field(
+        default_factory=lambda: EMPTY
+    )  # template params, the `as` name; may hold Deferred
+    aliases: Mapping[str, str] = field(
+        default_factory=lambda: EMPTY
+    )  # step name as written -> qualified node id
     parent: Scope | None = None  # where Deferred template params are rendered
 
 

@@ -729,9 +729,12 @@ class Planner:
         item: Any,
         has_item: bool,
     ) -> None:
-        node = self.step_node(f, step, path, scope, qid, needs, group, finally_, runtime=RUN_NAMES)
+        node = self.step_node(
+            f, step, path, scope, qid, needs, group, finally_, runtime=RUN_NAMES,
+            key=key, item=item, has_item=has_item,
+        )
         if node is not None:
-            self.nodes[qid] = _replace(node, key=key, item=item, has_item=has_item)
+            self.nodes[qid] = node
 
     def step_node(
         self,
@@ -745,6 +748,9 @@ class Planner:
         finally_: bool,
         *,
         runtime: frozenset[str],
+        key: str | None = None,
+        item: Any = None,
+        has_item: bool = False,
     ) -> Node | None:
         settings = {**f.defaults, **step}
         uses = step["uses"]
@@ -812,6 +818,9 @@ class Planner:
             cache=self.cache_spec(step.get("cache")),
             resources=MappingProxyType(dict(step.get("resources") or {})),
             is_finally=finally_,
+            key=key,
+            item=item,
+            has_item=has_item,
         )
 
     def check_with(

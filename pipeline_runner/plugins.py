@@ -35,6 +35,7 @@ def entry_points(group: str) -> Any:
         from importlib_metadata import entry_points as found
     return found(group=group)
 
+
 GROUP = "pipeline_runner.plugins"
 
 

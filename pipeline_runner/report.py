@@ -80,6 +80,7 @@ class PlainReporter:
     def __init__(self, out: TextIO | None = None, github: bool = False) -> None:
         self.out = out or sys.stdout
         self.github = github
+        self.pending: list[str] = []
 
     def run_started(self, run: RunInfo) -> None:
         steps = sum(1 for nr in run.nodes.values() if nr.node.kind is NodeKind.STEP)
@@ -87,8 +88,10 @@ class PlainReporter:
                   f"executor, {run.workers} workers")
 
     def line(self, text: str) -> None:
+        # Buffered until the end of the scheduler's turn: the store (an earlier sink) has
+        # committed the turn by the time these lines are printed.
         stamp = time.strftime("%H:%M:%S")
-        self.out.write(f"{stamp} {text}\n")
+        self.pending.append(f"{stamp} {text}\n")
 
     def changed(self, nr: NodeRun, old: State) -> None:
         if nr.node.kind is NodeKind.GROUP or nr.state is State.PENDING:
@@ -103,10 +106,13 @@ class PlainReporter:
         self.line(text)
 
     def turn(self) -> None:
+        if self.pending:
+            self.out.write("".join(self.pending))
+            self.pending.clear()
         self.out.flush()
 
     def run_finished(self, result: RunResult) -> None:
-        self.out.flush()
+        self.turn()
 
 
 class GitHubAnnotations:

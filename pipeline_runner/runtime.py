@@ -104,7 +104,10 @@ class Renderer:
         if isinstance(value, Deferred):
             compiled = compile_value(value.source, value.shell)
             if "secrets" in compiled.names and (value.shell or argv):
-                ctx = {**ctx, "secrets": _ShellSecrets(self.secrets) if value.shell else _NoSecrets()}
+                ctx = {
+                    **ctx,
+                    "secrets": _ShellSecrets(self.secrets) if value.shell else _NoSecrets(),
+                }
             return compiled.render(ctx)
         if isinstance(value, Mapping):
             return {

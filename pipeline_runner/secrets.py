@@ -51,7 +51,9 @@ def read_secrets(
         values[name] = text
     if missing:
         raise UsageError(
-            "missing secret" + ("s " if len(missing) > 1 else " ") + ", ".join(missing)
+            "missing secret"
+            + ("s " if len(missing) > 1 else " ")
+            + ", ".join(missing)
             + ": set the environment variable or pass --secrets-file; nothing was run"
         )
     return values

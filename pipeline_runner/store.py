@@ -112,7 +112,9 @@ class Store:
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
                 check_same_thread=False,
             )
             self.db.row_factory = sqlite3.Row
@@ -209,7 +211,9 @@ class Store:
         if not rows:
             raise RunNotFound(f"no run with id {prefix!r} in {self.state_dir} (see `runner runs`)")
         if len(rows) > 1 and rows[0]["id"] != prefix:
-            raise RunNotFound(f"run id prefix {prefix!r} is ambiguous: {rows[0]['id']}, {rows[1]['id']}, ...")
+            raise RunNotFound(
+                f"run id prefix {prefix!r} is ambiguous: {rows[0]['id']}, {rows[1]['id']}, ..."
+            )
         return str(rows[0]["id"])
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -252,8 +256,16 @@ class _Pending:
 class StoreSink:
     """Records a run; one transaction per turn of the scheduler loop."""
 
-    def __init__(self, store: Store, request: Mapping[str, Any], plan_json: str,
-                 plan_hash: str, file_hash: str, masker: Any, resumed: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        request: Mapping[str, Any],
+        plan_json: str,
+        plan_hash: str,
+        file_hash: str,
+        masker: Any,
+        resumed: bool = False,
+    ) -> None:
         self.store = store
         self.request = request
         self.plan_json = plan_json
@@ -273,8 +285,14 @@ class StoreSink:
                     "UPDATE runs SET status = 'running', finished = NULL, exit_code = NULL, "
                     "pid = ?, executor = ?, plan_json = ?, plan_hash = ?, file_hash = ? "
                     "WHERE id = ?",
-                    (os.getpid(), run.executor, self.plan_json, self.plan_hash, self.file_hash,
-                     run.run_id),
+                    (
+                        os.getpid(),
+                        run.executor,
+                        self.plan_json,
+                        self.plan_hash,
+                        self.file_hash,
+                        run.run_id,
+                    ),
                 )
                 db.execute(
                     "UPDATE attempts SET state = 'lost', error_kind = 'lost', "
@@ -286,17 +304,33 @@ class StoreSink:
                 db.execute(
                     "INSERT INTO runs (id, pipeline, file, file_hash, plan_hash, plan_json, "
                     "request_json, status, started, pid, executor) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (run.run_id, run.plan.name, os.path.abspath(run.plan.file), self.file_hash,
-                     self.plan_hash, self.plan_json, json.dumps(self.request), "running",
-                     run.started, os.getpid(), run.executor),
+                    (
+                        run.run_id,
+                        run.plan.name,
+                        os.path.abspath(run.plan.file),
+                        self.file_hash,
+                        self.plan_hash,
+                        self.plan_json,
+                        json.dumps(self.request),
+                        "running",
+                        run.started,
+                        os.getpid(),
+                        run.executor,
+                    ),
                 )
             db.executemany(
                 "INSERT INTO steps (run_id, step_id, kind, state, position, log_path) "
                 "VALUES (?,?,?,?,?,?) ON CONFLICT (run_id, step_id) DO UPDATE SET "
                 "position = excluded.position",
                 [
-                    (run.run_id, nid, nr.node.kind.value, nr.state.value, self.position[nid],
-                     nr.log_path)
+                    (
+                        run.run_id,
+                        nid,
+                        nr.node.kind.value,
+                        nr.state.value,
+                        self.position[nid],
+                        nr.log_path,
+                    )
                     for nid, nr in run.nodes.items()
                 ],
             )
@@ -322,21 +356,47 @@ class StoreSink:
                 self.position[nr.id] = len(self.position)
             error = mask(nr.error) if nr.error else None
             step_rows[nr.id] = (
-                self.run_id, nr.id, nr.node.kind.value, nr.state.value, nr.attempt, nr.started,
-                nr.finished, nr.kind, error, nr.exit_code, nr.worker,
+                self.run_id,
+                nr.id,
+                nr.node.kind.value,
+                nr.state.value,
+                nr.attempt,
+                nr.started,
+                nr.finished,
+                nr.kind,
+                error,
+                nr.exit_code,
+                nr.worker,
                 nr.output_json if nr.state in (State.SUCCEEDED, State.CACHED) else None,
-                nr.log_path, self.position[nr.id],
+                nr.log_path,
+                self.position[nr.id],
             )
             if nr.node.kind is NodeKind.STEP and nr.attempt > 0 and p.state in _ATTEMPT_STATES:
                 last = nr.attempts[-1] if nr.attempts and len(nr.attempts) == nr.attempt else None
-                attempt_rows.append((
-                    self.run_id, nr.id, nr.attempt, _attempt_state(p.state),
-                    last.started if last else p.time, last.finished if last else None,
-                    last.kind if last else None, mask(last.message) if last else None,
-                    last.exit_code if last else None, last.worker if last else None,
-                ))
-            events.append((self.run_id, p.time, nr.id, p.state.value, nr.attempt,
-                           error if p.state in _ERROR_STATES else None))
+                attempt_rows.append(
+                    (
+                        self.run_id,
+                        nr.id,
+                        nr.attempt,
+                        _attempt_state(p.state),
+                        last.started if last else p.time,
+                        last.finished if last else None,
+                        last.kind if last else None,
+                        mask(last.message) if last else None,
+                        last.exit_code if last else None,
+                        last.worker if last else None,
+                    )
+                )
+            events.append(
+                (
+                    self.run_id,
+                    p.time,
+                    nr.id,
+                    p.state.value,
+                    nr.attempt,
+                    error if p.state in _ERROR_STATES else None,
+                )
+            )
         with self.store.transaction() as db:
             db.executemany(
                 "INSERT INTO steps (run_id, step_id, kind, state, attempts, started, finished, "
@@ -368,8 +428,13 @@ class StoreSink:
             db.execute(
                 "UPDATE runs SET status = ?, exit_code = ?, finished = ?, outputs_json = ? "
                 "WHERE id = ?",
-                (result.status, result.exit_code, result.finished,
-                 self.masker.text(json.dumps(result.outputs, default=str)), self.run_id),
+                (
+                    result.status,
+                    result.exit_code,
+                    result.finished,
+                    self.masker.text(json.dumps(result.outputs, default=str)),
+                    self.run_id,
+                ),
             )
             db.execute(
                 "INSERT INTO events (run_id, time, state, message) VALUES (?,?,?,?)",
@@ -378,11 +443,20 @@ class StoreSink:
 
 
 _ATTEMPT_STATES = {
-    State.RUNNING, State.RETRYING, State.SUCCEEDED, State.FAILED, State.FAILED_ALLOWED,
+    State.RUNNING,
+    State.RETRYING,
+    State.SUCCEEDED,
+    State.FAILED,
+    State.FAILED_ALLOWED,
     State.CANCELLED,
 }
-_ERROR_STATES = {State.FAILED, State.FAILED_ALLOWED, State.RETRYING, State.UPSTREAM_FAILED,
-                 State.CANCELLED}
+_ERROR_STATES = {
+    State.FAILED,
+    State.FAILED_ALLOWED,
+    State.RETRYING,
+    State.UPSTREAM_FAILED,
+    State.CANCELLED,
+}
 
 
 def _attempt_state(state: State) -> str:
