@@ -52,6 +52,11 @@ class Group(click.Group):
         except KeyboardInterrupt:
             _echo_err("runner: interrupted")
             sys.exit(130)
+        except BrokenPipeError:
+            # The reader of our output went away; say nothing more on a closed pipe.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)
         except Exception as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()

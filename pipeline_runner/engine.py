@@ -202,8 +202,6 @@ def choose_reporter(progress: str, masker: Masker) -> list[Sink]:
 
 
 def finish(result: RunResult, request: RunRequest, masker: Masker, plan: Plan) -> None:
-    from .report import summary
-
     if request.json_path or request.junit or request.trace:
         from . import exports
 
@@ -215,13 +213,24 @@ def finish(result: RunResult, request: RunRequest, masker: Masker, plan: Plan) -
             exports.write_trace(request.trace, result, masker)
     if request.progress != "none":
         color = request.progress == "rich" or (request.progress == "auto" and sys.stdout.isatty())
+        _print_summary(result, masker, color)
+    sys.stdout.flush()
+
+
+def _print_summary(result: RunResult, masker: Masker, color: bool) -> None:
+    from .report import summary
+
+    try:
         print(masker.text(summary(result, color)), end="")
         if result.outputs:
             print("outputs:")
             print(masker.text(json.dumps(result.outputs, indent=2, default=str)))
         if result.status == "cancelled" or result.status == "failed":
             print(f"resume with: runner resume {result.run_id}")
-    sys.stdout.flush()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def dry_run_text(plan: Plan, only: Sequence[str]) -> str:

@@ -106,10 +106,17 @@ class PlainReporter:
         self.line(text)
 
     def turn(self) -> None:
-        if self.pending:
-            self.out.write("".join(self.pending))
-            self.pending.clear()
-        self.out.flush()
+        if not self.pending:
+            return
+        text = "".join(self.pending)
+        self.pending.clear()
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except (BrokenPipeError, ValueError):
+            # Whoever read our output went away (`runner run | head`): the run goes on and is
+            # recorded; only the printing stops.
+            self.out = open(os.devnull, "w")  # noqa: SIM115
 
     def run_finished(self, result: RunResult) -> None:
         self.turn()

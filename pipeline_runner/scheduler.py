@@ -214,12 +214,21 @@ class Scheduler:
             self.unfinished += 1
         for nid in list(self.dependents):
             self.dependents[nid] = [d for d in self.dependents[nid] if d in self.runs]
+        # Resume: steps that succeeded before keep their state and output.  All of them are
+        # marked first and counted after, so none is made ready by another's completion.
+        reused = []
         for nid, (state, output) in self.options.preset.items():
             nr = self.runs.get(nid)
             if nr is not None and self.plan.nodes[nid].kind is NodeKind.STEP:
                 nr.output, nr.output_json, nr.reused = output, json.dumps(output), True
-                self.set_state(nr, state)
-                self.done(nr)
+                nr.state = state
+                reused.append(nr)
+        for nr in reused:
+            self.unfinished -= 1
+            if not nr.node.is_finally:
+                self.main_unfinished -= 1
+            for dep in self.dependents.get(nr.id, ()):
+                self.runs[dep].waiting -= 1
 
     # -- the loop -------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ suggest quoting when YAML 1.x read a plain word as something else.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources
@@ -101,8 +102,59 @@ def describe(value: Any) -> str:
 def _expected(types: Any) -> str:
     if isinstance(types, str):
         types = [types]
-    names = [_TYPE_NAMES.get(t, t) for t in types]
-    return " or ".join(names)
+    names = [str(_TYPE_NAMES.get(t, t)) for t in types]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+_BOUNDS = {
+    "minimum": "a number of at least",
+    "maximum": "a number of at most",
+    "exclusiveMinimum": "a number greater than",
+    "exclusiveMaximum": "a number less than",
+    "minItems": "a list with at least this many items:",
+    "maxItems": "a list with at most this many items:",
+    "minLength": "a string with at least this many characters:",
+    "maxLength": "a string with at most this many characters:",
+}
+
+# Plain words that YAML 1.1 read as booleans; this loader reads them as strings (YAML 1.2).
+_YAML11_BOOLS = frozenset(
+    w for b in ("yes", "no", "on", "off", "y", "n") for w in (b, b.upper(), b.capitalize())
+)
+_ALTERNATION_RE = re.compile(r"^\^\(?((?:[A-Za-z0-9_-]+\|)+[A-Za-z0-9_-]+)\)?\$$")
+
+
+def _alternatives(pattern: str) -> list[str]:
+    """The words of a pattern that is only a choice of literal words (`^(a|b|c)$`), or []."""
+    match = _ALTERNATION_RE.match(pattern)
+    return match.group(1).split("|") if match else []
+
+
+def _yaml_note(source: SourceMap, path: Path_, value: Any) -> str:
+    """Say how YAML read a plain scalar when the text differs from the value (`3.10` -> 3.1)."""
+    text = source.texts.get(path)
+    if text is None or text == str(value):
+        return ""
+    return f" (YAML reads {text} as the {describe(value).split()[0]} {_plain(value)})"
+
+
+def _quote_hint(source: SourceMap, path: Path_, value: Any, types: Any) -> str:
+    """For a field that wants a string or a boolean: how to write what was meant."""
+    text = source.texts.get(path)
+    if text is not None and "string" in str(types):
+        kind = describe(value).split()[0]
+        article = "an" if kind == "integer" else "a"
+        return f" (YAML reads {text} as {article} {kind}; quote it: '{text}')"
+    if isinstance(value, str) and value in _YAML11_BOOLS and "boolean" in str(types):
+        truth = "true" if value.lower() in ("yes", "on", "y") else "false"
+        return f" (YAML 1.2 reads {value} as a string; write {truth})"
+    return ""
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
 
 
 def _schema_keys(schema: Mapping[str, Any]) -> list[str]:
@@ -117,8 +169,6 @@ def _message(error: Any, source: SourceMap, path: Path_) -> tuple[str, Path_, bo
     if kind in ("additionalProperties", "unevaluatedProperties") and isinstance(value, dict):
         allowed = _schema_keys(schema)
         patterns = list(schema.get("patternProperties", {}))
-        import re
-
         extra = [
             k for k in value if k not in allowed and not any(re.search(p, str(k)) for p in patterns)
         ]
@@ -131,13 +181,15 @@ def _message(error: Any, source: SourceMap, path: Path_) -> tuple[str, Path_, bo
             more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
             return f"unknown key '{key}'{hint}{more}", (*path, key), True
     if kind == "type":
-        text = source.texts.get(path)
-        message = f"expected {_expected(error.validator_value)}, found {describe(value)}"
-        if text is not None and "string" in str(error.validator_value):
-            message += f" (YAML reads {text} as {describe(value).split()[0]}; quote it: '{text}')"
-        elif text is not None and text != str(value):
-            message += f" (written {text})"
-        return message, path, False
+        # A `const` at the same place says more than its type ("expected 1"); the const
+        # error then words the same message and the duplicate is dropped.
+        wanted = (
+            json.dumps(schema["const"]) if "const" in schema else _expected(error.validator_value)
+        )
+        note = _quote_hint(source, path, value, error.validator_value) or _yaml_note(
+            source, path, value
+        )
+        return f"expected {wanted}, found {describe(value)}{note}", path, False
     if kind == "required":
         missing = [k for k in error.validator_value if isinstance(value, dict) and k not in value]
         name = missing[0] if missing else error.validator_value[0]
@@ -152,12 +204,25 @@ def _message(error: Any, source: SourceMap, path: Path_) -> tuple[str, Path_, bo
                 path,
                 False,
             )
+        words = _alternatives(error.validator_value)
+        if words:
+            hint = did_you_mean(str(value), words)
+            shown = ", ".join(words)
+            return f"expected one of {shown}, found {describe(value)}{hint}", path, False
+        if isinstance(schema.get("description"), str):
+            form = schema["description"].strip().rstrip(".")
+            return f"invalid value {value!r}: expected {form[:1].lower()}{form[1:]}", path, False
         return f"{value!r} does not match {error.validator_value}", path, False
     if kind == "const":
-        text = source.texts.get(path)
-        written = f" (written {text})" if text is not None and text != str(value) else ""
+        note = _yaml_note(source, path, value)
         return (
-            f"expected {json.dumps(error.validator_value)}, found {describe(value)}{written}",
+            f"expected {json.dumps(error.validator_value)}, found {describe(value)}{note}",
+            path,
+            False,
+        )
+    if kind in _BOUNDS:
+        return (
+            f"expected {_BOUNDS[kind]} {error.validator_value}, found {describe(value)}",
             path,
             False,
         )

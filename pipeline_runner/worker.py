@@ -212,7 +212,7 @@ def _run(
         return failure(task, "timeout", masker.text(str(exc)), started, worker)
     except BaseException as exc:  # a step's own KeyboardInterrupt/SystemExit is its failure
         message = masker.text(f"{type(exc).__name__}: {exc}")
-        tb = masker.text(traceback.format_exc())
+        tb = masker.text(user_traceback(exc))
         stream.write(tb.encode())
         return failure(task, "error", message, started, worker, tb, getattr(exc, "exit_code", None))
     try:
@@ -232,6 +232,19 @@ def _run(
         )
     text = masker.text(text)
     return Completion(task.attempt_id, True, text, None, "", "", None, started, time.time(), worker)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback without the runner's own frames in front of the step's code."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        if tb.tb_next is None:
+            break
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 # -- the worker process --------------------------------------------------------------------------
