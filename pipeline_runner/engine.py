@@ -78,7 +78,14 @@ def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = F
     state_dir = Path(request.state_dir)
     store = open_store(state_dir)
     plan_json = plan_fingerprint(plan)
-    options = SchedulerOptions(fail_fast=request.fail_fast, only=request.only, grace=request.grace)
+    options = SchedulerOptions(
+        fail_fast=request.fail_fast,
+        only=request.only,
+        grace=request.grace,
+        cache=store,
+        use_cache=not request.no_cache,
+        compensate=not request.no_compensate,
+    )
     if resume is not None:
         run_id = resume
         options.preset, options.attempts_done = resume_state(store, run_id, plan_json, force)
@@ -164,8 +171,17 @@ def resume_state(
     preset: dict[str, tuple[Any, Any]] = {}
     attempts: dict[str, int] = {}
     changed: list[str] = []
-    for row in store.steps(run_id):
+    rows = store.steps(run_id)
+    # A step whose compensation ran was undone: it runs again.
+    undone = {
+        r["step_id"].removesuffix(":compensate")
+        for r in rows
+        if r["step_id"].endswith(":compensate") and r["state"] == "succeeded"
+    }
+    for row in rows:
         sid = row["step_id"]
+        if sid in undone or sid.endswith(":compensate"):
+            continue
         attempts[sid] = int(row["attempts"] or 0)
         if row["kind"] != "step" or row["state"] not in ("succeeded", "cached"):
             continue

@@ -22,7 +22,7 @@ def dependents(nodes: Mapping[str, Node]) -> Mapping[str, tuple[str, ...]]:
 
 
 def find_cycles(nodes: Mapping[str, Node]) -> list[list[str]]:
-    """Each dependency cycle once, as `[a, b, c, a]` (a needs ... needs a, in need order)."""
+    """Each dependency cycle once, as `[a, b, c, a]`: b needs a, c needs b, a needs c."""
     indegree = {nid: 0 for nid in nodes}
     deps = dependents(nodes)
     for node in nodes.values():
@@ -60,8 +60,12 @@ def _walk_cycle(nodes: Mapping[str, Node], stuck: set[str], start: str) -> list[
             return None
         current = nxt
     loop = path[index[current] :]
-    # Print in reading order: a -> b means a needs b is confusing; show "runs before".
+    # Print in run order (`a -> b`: b needs a, as the graph's arrows point), starting at the
+    # step written first, so the same cycle always reads the same way.
     loop.reverse()
+    position = {nid: i for i, nid in enumerate(nodes)}
+    first = min(range(len(loop)), key=lambda i: position[loop[i]])
+    loop = loop[first:] + loop[:first]
     return [*loop, loop[0]]
 
 

@@ -184,16 +184,46 @@ def load_text(text: str, file: str = "<string>") -> Document:
     try:
         composer.run(yaml.parse(text, Loader=_Parser))
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
-        problem = exc.problem or exc.context or "invalid YAML"
-        context = f" ({exc.context})" if exc.context and exc.problem else ""
-        raise PipelineError.single(loc, "", f"YAML syntax error: {problem}{context}") from None
+        raise PipelineError([_syntax_error(exc, text, file)]) from None
     except yaml.YAMLError as exc:
         raise PipelineError.single(Location(file), "", f"YAML error: {exc}") from None
     if composer.documents == 0:
         raise PipelineError.single(Location(file, 1, 1), "", "file is empty (expected a mapping)")
     return Document(composer.result, composer.source, text, composer.problems)
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> Diagnostic:
+    """A YAML syntax error, placed where a person would look and worded for one."""
+    problem = exc.problem or exc.context or "invalid YAML"
+    mark, start = exc.problem_mark or exc.context_mark, exc.context_mark
+    context = exc.context if exc.problem else None
+    if mark is not None and problem.startswith("found character that cannot start"):
+        char = text[mark.index] if mark.index < len(text) else ""
+        if char == "\t":
+            problem, context = "found a tab; YAML is indented with spaces, not tabs", None
+        elif char:
+            problem = f"found character {char!r} that cannot start any token"
+            if char in "@`":
+                problem += f" ('{char}' is reserved in YAML: quote the value)"
+            context = None
+    if (
+        start is not None
+        and mark is not None
+        and (start.line, start.column)
+        != (
+            mark.line,
+            mark.column,
+        )
+    ):
+        if problem.startswith("found unexpected end of stream"):
+            # An unclosed quote or bracket: the place to fix is where it was opened.
+            what = (context or "a value").replace("while scanning ", "").replace("scalar", "string")
+            problem, mark, context = f"{what} is never closed", start, None
+        else:
+            context = f"{context}, which starts at line {start.line + 1}, column {start.column + 1}"
+    where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
+    suffix = f" ({context})" if context else ""
+    return Diagnostic(where, "", f"YAML syntax error: {problem}{suffix}")
 
 
 class _Composer:
@@ -266,7 +296,7 @@ class _Composer:
         if isinstance(key, (dict, list)):
             raise self.fail(pos, top.path, "a mapping key must be a plain value, not a collection")
         if not isinstance(key, str):
-            text = self.source.texts.pop(top.path + ("?",), str(key))
+            text = self.source.texts.pop((*top.path, "?"), str(key))
             quoted = f"'{text}'"
             raise self.fail(
                 pos,
@@ -324,11 +354,12 @@ class _Composer:
             return _resolve_plain(event.value) if plain else event.value
         if tag not in _SCALAR_TAGS:
             raise self.fail(pos, path, f"unsupported YAML tag '{_short_tag(tag)}'")
-        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        node = yaml.ScalarNode(tag, event.value, None, None, event.style)
         try:
             value = _constructor.yaml_constructors[tag](_constructor, node)
         except (yaml.YAMLError, ValueError, TypeError) as exc:
-            raise self.fail(pos, path, f"cannot read {event.value!r} as {_short_tag(tag)}: {exc}")
+            message = f"cannot read {event.value!r} as {_short_tag(tag)}: {exc}"
+            raise self.fail(pos, path, message) from None
         if isinstance(value, bytes):
             return base64.b64encode(value).decode("ascii")
         return value

@@ -116,6 +116,7 @@ class _File:
     defaults: Mapping[str, Any]
     templates: Mapping[str, Any]
     context: dict[str, Any]  # params, env, pipeline: the plan-time names of this file
+    env: dict[str, Any] = field(default_factory=dict)  # top-level env, Deferred values included
 
 
 @dataclass
@@ -126,6 +127,7 @@ class _RefCheck:
     name: str
     location: Location
     path: str
+    in_finally: bool = False
 
 
 class Planner:
@@ -141,6 +143,7 @@ class Planner:
         self.file_stack: list[str] = []
         self.template_stack: list[str] = []
         self._validated: set[tuple[str, str]] = set()
+        self.in_finally = False  # expanding `finally`: every main step is upstream of it
 
     # -- diagnostics -------------------------------------------------------------------------
 
@@ -170,6 +173,7 @@ class Planner:
         top_aliases = {s["id"]: s["id"] for s in data["steps"] if isinstance(s, dict)}
         final_ids: list[str] = []
         if data.get("finally"):
+            self.in_finally = True
             final_ids = self.expand(
                 f,
                 data["finally"],
@@ -180,6 +184,7 @@ class Planner:
                 None,
                 finally_=True,
             )
+            self.in_finally = False
         del top, final_ids
         outputs = self.process(
             f,
@@ -224,8 +229,13 @@ class Planner:
             data.get("templates") or {},
             context,
         )
-        env = self.process(f, data.get("env") or {}, ("env",), Scope(), runtime=RUN_NAMES)
-        context["env"] = {k: v for k, v in env.items() if not isinstance(v, Deferred)}
+        for name, value in (data.get("env") or {}).items():
+            rendered = self.process(f, value, ("env", name), Scope(), runtime=RUN_NAMES)
+            if rendered is not _INVALID:
+                f.env[name] = rendered
+        # Plan-time templates see the values known now; Deferred ones (`{{ run.id }}`,
+        # `{{ secrets.X }}`) are rendered for each step at run time.
+        context["env"] = {k: v for k, v in f.env.items() if not isinstance(v, Deferred)}
         return f
 
     # -- parameters --------------------------------------------------------------------------
@@ -777,8 +787,12 @@ class Planner:
             )
             if checked is _INVALID:
                 condition = None
-        env = {**f.context["env"], **(f.defaults.get("env") or {}), **(step.get("env") or {})}
-        env_values = self.process(f, env, (*path, "env"), scope, runtime=runtime, refs_for=needs)
+        own_env = {**(f.defaults.get("env") or {}), **(step.get("env") or {})}
+        env_values = self.process(
+            f, own_env, (*path, "env"), scope, runtime=runtime, refs_for=needs
+        )
+        if isinstance(env_values, dict):
+            env_values = {**f.env, **env_values}
         compensate = None
         if "compensate" in step:
             comp = step["compensate"]

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import graph
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, TemplateError
@@ -41,6 +41,9 @@ from .planner import default_key, key_problem
 from .runtime import Renderer, has_deferred
 from .templating import compile_value, evaluate_condition
 from .worker import Completion, Task
+
+if TYPE_CHECKING:
+    from .cache import CacheBackend
 
 
 @dataclass
@@ -65,6 +68,10 @@ class NodeRun:
     attempts: list[Completion] = field(default_factory=list)
     reused: bool = False  # output taken from an earlier run (resume) or the cache
     base: int = 0  # attempts made by earlier runs of the same run id (resume)
+    cache_key: str | None = None
+    cache_files: list[str] = field(default_factory=list)
+    completed_seq: int = 0  # order of success, for compensation in reverse
+    compensates: str | None = None  # a compensation node: the step it undoes
     task: Task | None = None
     log_path: str = ""
 
@@ -122,6 +129,9 @@ class Options:
     grace: float = 3.0
     preset: Mapping[str, tuple[State, Any]] = field(default_factory=dict)  # resume: done nodes
     attempts_done: Mapping[str, int] = field(default_factory=dict)  # resume: attempts so far
+    cache: CacheBackend | None = None  # where cached results are looked up
+    use_cache: bool = True  # False: --no-cache (run every step; still record results)
+    compensate: bool = True  # False: --no-compensate
     seed: int | None = None
 
 
@@ -161,6 +171,10 @@ class Scheduler:
         self.main_failed = False
         self.signals: list[int] = []
         self.finally_released = False
+        self.compensations: list[str] | None = None  # queued compensation nodes, once built
+        self.success_seq = 0
+        self.breaker_failures: dict[str, int] = {}
+        self.breaker_open_until: dict[str, float] = {}
         self.depth: dict[str, int] = {}
         env_base = {**plan.env, **secrets}
         self.step_env_base = {k: str(v) for k, v in env_base.items()}
@@ -327,6 +341,8 @@ class Scheduler:
         except TemplateError as exc:
             self.fail_now(nr, "error", f"template error: {exc}")
             return
+        if node.cache is not None and self.options.cache is not None and self.cached(nr, with_):
+            return
         nr.task = Task(
             attempt_id=0,
             node_id=node.id,
@@ -345,6 +361,29 @@ class Scheduler:
             scratch_dir=str(self.run_dir / "scratch" / node.id),
         )
         self.enqueue(nr)
+
+    def cached(self, nr: NodeRun, with_: Any) -> bool:
+        """Look the step up in the cache; on a hit it is done, with the stored output."""
+        from .cache import cache_key, outputs_present
+
+        node = nr.node
+        assert node.cache is not None and self.options.cache is not None
+        needs = {n: self.runs[n].output for n in node.needs if n in self.runs}
+        try:
+            nr.cache_key = cache_key(node.uses or "", with_, needs, node.cache, self.plan.pipeline_dir)
+        except OSError as exc:
+            self.fail_now(nr, "error", f"cache: cannot read an input file: {exc}")
+            return True
+        hit = self.options.cache.get(nr.cache_key) if self.options.use_cache else None
+        if hit is None or not outputs_present(hit[1], self.plan.pipeline_dir):
+            return False
+        nr.output, nr.cache_files = hit
+        nr.output_json = json.dumps(nr.output)
+        nr.reused = True
+        nr.started = nr.finished = time.time()
+        self.set_state(nr, State.CACHED)
+        self.done(nr)
+        return True
 
     def shell_fields(self, node: Node) -> frozenset[str]:
         if node.uses == "shell":
@@ -367,10 +406,45 @@ class Scheduler:
             if limit is not None:
                 heapq.heappush(self.blocked.setdefault(limit, []), entry)
                 continue
+            if self.breaker_open(nr):
+                continue
             batch.append(self.start_attempt(nr))
             capacity -= 1
         if batch:
             self.executor.submit(batch)
+
+    def breaker_open(self, nr: NodeRun) -> bool:
+        """A pool whose breaker is open fails its steps at once instead of calling them."""
+        pool = nr.node.pool
+        if pool is None or pool not in self.plan.breakers:
+            return False
+        until = self.breaker_open_until.get(pool, 0.0)
+        if time.monotonic() >= until:
+            return False  # closed, or half-open after the cooldown: let it try
+        failures, cooldown = self.plan.breakers[pool]
+        nr.attempt += 1
+        nr.finished = time.time()
+        nr.kind, nr.exit_code = "breaker", None
+        nr.error = (
+            f"circuit breaker of pool '{pool}' is open after {failures} failures in a row; "
+            f"not calling it for {cooldown:g}s"
+        )
+        self.set_state(nr, State.RUNNING)
+        self.final_failure(nr)
+        return True
+
+    def breaker_record(self, nr: NodeRun, ok: bool) -> None:
+        pool = nr.node.pool
+        if pool is None or pool not in self.plan.breakers:
+            return
+        if ok:
+            self.breaker_failures[pool] = 0
+            self.breaker_open_until.pop(pool, None)
+            return
+        failures, cooldown = self.plan.breakers[pool]
+        self.breaker_failures[pool] = self.breaker_failures.get(pool, 0) + 1
+        if self.breaker_failures[pool] >= failures:
+            self.breaker_open_until[pool] = time.monotonic() + cooldown
 
     def limit_reached(self, node: Node) -> str | None:
         pool = node.pool
@@ -443,6 +517,11 @@ class Scheduler:
             nr.output_json = event.output_json or "null"
             nr.output = json.loads(nr.output_json)
             nr.finished = event.finished
+            if nr.cache_key and nr.node.cache is not None:
+                from .cache import expand
+
+                nr.cache_files = expand(nr.node.cache.outputs, self.plan.pipeline_dir)
+            self.breaker_record(nr, True)
             self.set_state(nr, State.SUCCEEDED)
             self.done(nr)
             return
@@ -453,6 +532,7 @@ class Scheduler:
             self.set_state(nr, State.CANCELLED)
             self.done(nr, propagate=False)
             return
+        self.breaker_record(nr, False)
         self.attempt_failed(nr, event.finished)
 
     def attempt_failed(self, nr: NodeRun, finished: float) -> None:
@@ -468,6 +548,9 @@ class Scheduler:
             self.set_state(nr, State.RETRYING)
             return
         nr.finished = finished
+        self.final_failure(nr)
+
+    def final_failure(self, nr: NodeRun) -> None:
         if nr.node.continue_on_error:
             self.set_state(nr, State.FAILED_ALLOWED)
             self.done(nr)
@@ -479,15 +562,10 @@ class Scheduler:
             self.cancel()
 
     def fail_now(self, nr: NodeRun, kind: str, message: str) -> None:
+        """Fail a step without an attempt (a template that cannot render, a broken for_each)."""
         nr.kind, nr.error = kind, message
         nr.finished = time.time()
-        if nr.node.continue_on_error:
-            self.set_state(nr, State.FAILED_ALLOWED)
-            self.done(nr)
-            return
-        self.set_state(nr, State.FAILED)
-        self.failed = True
-        self.done(nr)
+        self.final_failure(nr)
 
     def fire_timers(self) -> None:
         now = time.monotonic()
@@ -502,6 +580,11 @@ class Scheduler:
         self.unfinished -= 1
         if not nr.node.is_finally:
             self.main_unfinished -= 1
+        if nr.state is State.SUCCEEDED:
+            self.success_seq += 1
+            nr.completed_seq = self.success_seq
+        if nr.compensates is not None:
+            self.next_compensation()
         if nr.state.ok:
             for dep in self.dependents.get(nr.id, ()):
                 child = self.runs[dep]
@@ -528,6 +611,10 @@ class Scheduler:
     def check_finally(self) -> None:
         if self.finally_released or self.main_unfinished > 0:
             return
+        if self.compensations is None and self.start_compensations():
+            return
+        if self.compensations:
+            return
         self.finally_released = True
         for nr in self.runs.values():
             if nr.node.is_finally and nr.state is State.PENDING:
@@ -539,6 +626,74 @@ class Scheduler:
                 nr.waiting -= 1
                 if nr.waiting == 0:
                     self.became_ready(nr)
+
+    # -- compensation (saga) ------------------------------------------------------------------
+
+    def start_compensations(self) -> bool:
+        """When the run failed, undo what succeeded: the `compensate` actions of succeeded
+        steps, one at a time, in reverse order of completion, within the template instances
+        that failed (a failure outside any instance undoes the whole run)."""
+        self.compensations = []
+        if not self.options.compensate or self.cancelling or not self.main_failed:
+            return False
+        scopes: set[str | None] = set()
+        for nr in self.runs.values():
+            if nr.state is State.FAILED and nr.compensates is None and not nr.node.is_finally:
+                scopes.add(self.instance_of(nr.node))
+        undo = [
+            nr
+            for nr in self.runs.values()
+            if nr.state is State.SUCCEEDED
+            and nr.node.compensate is not None
+            and (None in scopes or self.instance_of(nr.node) in scopes)
+        ]
+        undo.sort(key=lambda nr: nr.completed_seq, reverse=True)
+        for nr in undo:
+            comp = self.compensation_node(nr)
+            self.runs[comp.id] = NodeRun(comp, log_path=str(self.run_dir / "logs" / f"{comp.id}.log"))
+            self.runs[comp.id].compensates = nr.id
+            self.dependents[comp.id] = []
+            self.unfinished += 1
+            self.main_unfinished += 1
+            self.compensations.append(comp.id)
+            self.set_state(self.runs[comp.id], State.PENDING)
+        if not self.compensations:
+            return False
+        self.next_compensation()
+        return True
+
+    def next_compensation(self) -> None:
+        if self.compensations:
+            nid = self.compensations.pop(0)
+            self.prepare(self.runs[nid])
+
+    def instance_of(self, node: Node) -> str | None:
+        group = node.group
+        while group is not None:
+            owner = self.plan.nodes.get(group)
+            if owner is None:
+                return None
+            if owner.group_kind in ("template", "pipeline"):
+                return group
+            group = owner.group
+        return None
+
+    def compensation_node(self, nr: NodeRun) -> Node:
+        node = nr.node
+        assert node.compensate is not None
+        return dataclasses.replace(
+            node,
+            id=f"{node.id}:compensate",
+            uses=node.compensate.uses,
+            with_=node.compensate.with_,
+            needs=(),
+            condition=None,
+            cache=None,
+            compensate=None,
+            pool=None,
+            group=None,
+            order=len(self.plan.nodes) + len(self.runs),
+        )
 
     # -- groups ---------------------------------------------------------------------------------
 

@@ -93,9 +93,9 @@ def describe(value: Any) -> str:
         shown = value if len(value) <= 40 else value[:37] + "..."
         return f"string {shown!r}"
     if isinstance(value, dict):
-        return "a mapping"
+        return "a mapping" if value else "an empty mapping"
     if isinstance(value, list):
-        return "a list"
+        return "a list" if value else "an empty list"
     return type(value).__name__
 
 
@@ -107,14 +107,16 @@ def _expected(types: Any) -> str:
 
 
 _BOUNDS = {
-    "minimum": "a number of at least",
-    "maximum": "a number of at most",
-    "exclusiveMinimum": "a number greater than",
-    "exclusiveMaximum": "a number less than",
-    "minItems": "a list with at least this many items:",
-    "maxItems": "a list with at most this many items:",
-    "minLength": "a string with at least this many characters:",
-    "maxLength": "a string with at most this many characters:",
+    "minimum": "at least {}",
+    "maximum": "at most {}",
+    "exclusiveMinimum": "more than {}",
+    "exclusiveMaximum": "less than {}",
+    "minItems": "a list of at least {} item(s)",
+    "maxItems": "a list of at most {} item(s)",
+    "minLength": "at least {} character(s)",
+    "maxLength": "at most {} character(s)",
+    "minProperties": "at least {} key(s)",
+    "maxProperties": "at most {} key(s)",
 }
 
 # Plain words that YAML 1.1 read as booleans; this loader reads them as strings (YAML 1.2).
@@ -222,7 +224,7 @@ def _message(error: Any, source: SourceMap, path: Path_) -> tuple[str, Path_, bo
         )
     if kind in _BOUNDS:
         return (
-            f"expected {_BOUNDS[kind]} {error.validator_value}, found {describe(value)}",
+            f"expected {_BOUNDS[kind].format(error.validator_value)}, found {describe(value)}",
             path,
             False,
         )

@@ -94,6 +94,17 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_run ON events(run_id, seq);
     CREATE INDEX runs_started ON runs(started);
     """,
+    # 1 -> 2: the step cache
+    """
+    CREATE TABLE cache (
+        key TEXT PRIMARY KEY,
+        step_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        output_json TEXT NOT NULL,
+        files_json TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    """,
 ]
 
 
@@ -239,6 +250,15 @@ class Store:
         ).fetchall()
         return [dict(row) for row in rows]
 
+    def get(self, key: str) -> tuple[Any, list[str]] | None:
+        """A cached output and the output files it had, by cache key."""
+        row = self.db.execute(
+            "SELECT output_json, files_json FROM cache WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        return json.loads(row["output_json"]), list(json.loads(row["files_json"]))
+
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT * FROM attempts WHERE run_id = ? ORDER BY started, step_id, attempt", (run_id,)
@@ -350,6 +370,7 @@ class StoreSink:
         step_rows: dict[str, tuple[Any, ...]] = {}
         attempt_rows: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
+        cache_rows: list[tuple[Any, ...]] = []
         for p in pending:
             nr = p.nr
             if nr.id not in self.position:
@@ -397,6 +418,11 @@ class StoreSink:
                     error if p.state in _ERROR_STATES else None,
                 )
             )
+            if p.state is State.SUCCEEDED and nr.cache_key:
+                cache_rows.append(
+                    (nr.cache_key, nr.id, self.run_id, nr.output_json,
+                     json.dumps(nr.cache_files), p.time)
+                )
         with self.store.transaction() as db:
             db.executemany(
                 "INSERT INTO steps (run_id, step_id, kind, state, attempts, started, finished, "
@@ -421,6 +447,12 @@ class StoreSink:
                 "VALUES (?,?,?,?,?,?)",
                 events,
             )
+            if cache_rows:
+                db.executemany(
+                    "INSERT OR REPLACE INTO cache (key, step_id, run_id, output_json, "
+                    "files_json, created) VALUES (?,?,?,?,?,?)",
+                    cache_rows,
+                )
 
     def run_finished(self, result: Any) -> None:
         self.turn()

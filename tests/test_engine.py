@@ -232,8 +232,13 @@ def marker() -> str:
 
 def run(run_cli: RunCli, path: Path, *args: str, **kw: Any) -> Any:
     result = run_cli("run", str(path), "--progress", "plain", "--workers", "2", *args, **kw)
-    assert no_traceback(result.output), result.output
+    assert no_traceback(runner_text(result.output)), result.output
     return result
+
+
+def runner_text(output: str) -> str:
+    """What the runner wrote itself: without the step log lines it quotes behind `| `."""
+    return "\n".join(line for line in output.splitlines() if not line.lstrip().startswith("| "))
 
 
 # -- data flow ------------------------------------------------------------------------------------
