@@ -596,7 +596,17 @@ class Planner:
                 f, tpl["outputs"], ("templates", name, "outputs"), inner_scope, runtime=RUN_NAMES
             )
         self.add_group(
-            f, path, qid, members, group, "template", outputs, finally_, key, item, has_item,
+            f,
+            path,
+            qid,
+            members,
+            group,
+            "template",
+            outputs,
+            finally_,
+            key,
+            item,
+            has_item,
             inner_scope,
         )
 
@@ -702,7 +712,17 @@ class Planner:
             nested, doc.data.get("outputs") or {}, ("outputs",), inner_scope, runtime=RUN_NAMES
         )
         self.add_group(
-            f, path, qid, members, group, "pipeline", outputs, finally_, key, item, False,
+            f,
+            path,
+            qid,
+            members,
+            group,
+            "pipeline",
+            outputs,
+            finally_,
+            key,
+            item,
+            False,
             inner_scope,
         )
 
@@ -740,8 +760,18 @@ class Planner:
         has_item: bool,
     ) -> None:
         node = self.step_node(
-            f, step, path, scope, qid, needs, group, finally_, runtime=RUN_NAMES,
-            key=key, item=item, has_item=has_item,
+            f,
+            step,
+            path,
+            scope,
+            qid,
+            needs,
+            group,
+            finally_,
+            runtime=RUN_NAMES,
+            key=key,
+            item=item,
+            has_item=has_item,
         )
         if node is not None:
             self.nodes[qid] = node
@@ -843,10 +873,12 @@ class Planner:
         probe = _strip_deferred(with_)
         problems = check_schema(probe, schema, f.source, at, prefix=f"{uses}: ")
         for p in problems:
-            if _DEFERRED_MARK not in p.message:
-                if (p.location, p.message) not in self._seen_messages:
-                    self._seen_messages.add((p.location, p.message))
-                    self.diagnostics.append(p)
+            if (
+                _DEFERRED_MARK not in p.message
+                and (p.location, p.message) not in self._seen_messages
+            ):
+                self._seen_messages.add((p.location, p.message))
+                self.diagnostics.append(p)
 
     def retry_policy(self, f: _File, spec: Any, path: Path_) -> RetryPolicy:
         if spec is None:
@@ -944,8 +976,9 @@ class Planner:
             return _INVALID
         if not self.check_names(f, compiled, path, scope, runtime):
             return _INVALID
-        if refs_for is not None:
-            self.note_refs(f, compiled, path, scope, refs_for, self_id)
+        if not self.check_param_refs(f, compiled, path, scope):
+            return _INVALID
+        self.note_refs(f, compiled, path, scope, refs_for, self_id)
         if deferred or "*" in runtime or self.needs_runtime(compiled, scope, runtime):
             return Deferred(source, shell)
         try:
@@ -964,6 +997,20 @@ class Planner:
             ok = False
         return ok
 
+    def check_param_refs(self, f: _File, compiled: Compiled, path: Path_, scope: Scope) -> bool:
+        """`params.X` must name a declared parameter, in values rendered now or at run time."""
+        if "params" not in compiled.names or "params" in scope.vars:
+            return True
+        declared = f.context["params"]
+        ok = True
+        for name in sorted(compiled.param_refs - set(declared)):
+            hint = did_you_mean(name, declared) or (
+                f" (declared: {', '.join(sorted(declared)[:10]) or 'none'})"
+            )
+            self.error(f, path, f"unknown parameter '{name}' in params.{name}{hint}")
+            ok = False
+        return ok
+
     @staticmethod
     def needs_runtime(compiled: Compiled, scope: Scope, runtime: frozenset[str]) -> bool:
         if compiled.names & runtime:
@@ -976,10 +1023,12 @@ class Planner:
         compiled: Compiled,
         path: Path_,
         scope: Scope,
-        refs_for: tuple[str, ...],
+        refs_for: tuple[str, ...] | None,
         self_id: str | None,
     ) -> None:
-        if "steps" not in compiled.names or "steps" in scope.vars:
+        """Check that each `steps.X` names a step here, and note it for the upstream check
+        (`refs_for`: the reader's needs; None where every step is upstream, as in `outputs`)."""
+        if "steps" not in compiled.names or "steps" in scope.vars or not scope.aliases:
             return
         for name in sorted(compiled.step_refs):
             target = scope.aliases.get(name)
@@ -987,8 +1036,13 @@ class Planner:
                 hint = did_you_mean(name, scope.aliases)
                 self.error(f, path, f"unknown step '{name}' in steps.{name}{hint}")
                 continue
+            if refs_for is None:
+                continue
+            where = f.source.locate(path)
             self.ref_checks.append(
-                _RefCheck(refs_for, self_id, target, name, f.source.locate(path), format_path(path))
+                _RefCheck(
+                    refs_for, self_id, target, name, where, format_path(path), self.in_finally
+                )
             )
 
     def context(self, f: _File, scope: Scope) -> dict[str, Any]:
@@ -1001,17 +1055,21 @@ class Planner:
     def check_graph(self, f: _File) -> None:
         for cycle in graph.find_cycles(self.nodes):
             first = self.nodes[cycle[0]]
-            self.diagnostics.append(
-                Diagnostic(first.location, first.path, "dependency cycle: " + " -> ".join(cycle))
-            )
+            message = f"dependency cycle: {' -> '.join(cycle)} (each needs the one before it)"
+            self.diagnostics.append(Diagnostic(first.location, first.path, message))
         if any(d.message.startswith("dependency cycle") for d in self.diagnostics):
             return
         for check in self.ref_checks:
-            if check.target == check.self_id or graph.reaches(self.nodes, check.node_needs, check.target):
+            if check.target == check.self_id or graph.reaches(
+                self.nodes, check.node_needs, check.target
+            ):
                 continue
+            target = self.nodes.get(check.target)
+            if check.in_finally and target is not None and not target.is_finally:
+                continue  # `finally` steps start once every main step has finished
             message = (
-                f"steps.{check.name} is read here, but '{check.name}' is not upstream of this step; "
-                f"add it to `needs` (needs: [{check.name}])"
+                f"steps.{check.name} is read here, but '{check.name}' is not upstream of this "
+                f"step; add it to `needs` (needs: [{check.name}])"
             )
             if (check.location, message) not in self._seen_messages:
                 self._seen_messages.add((check.location, message))

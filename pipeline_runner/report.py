@@ -274,7 +274,7 @@ def summary(result: RunResult, color: bool) -> str:
 
     buffer = StringIO()
     console = Console(file=buffer, force_terminal=color, no_color=not color, width=110,
-                      highlight=False, soft_wrap=False)
+                      highlight=False, soft_wrap=True)
     steps = [nr for nr in result.nodes.values() if nr.node.kind is NodeKind.STEP]
     table = Table(title=None, box=None, pad_edge=False, show_edge=False)
     table.add_column("state")

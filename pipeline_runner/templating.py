@@ -167,7 +167,7 @@ class Sandbox(SandboxedEnvironment):
         except OverflowError as exc:
             raise TemplateError(f"arithmetic overflow: {exc}") from None
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         name = getattr(__obj, "__name__", "")
         if isinstance(getattr(__obj, "__self__", None), str) and name in _WIDENING:
             for value in (*args, *kwargs.values()):
@@ -202,6 +202,7 @@ class Compiled:
     step_refs: frozenset[str]  # X of every steps.X / steps['X']
     dynamic_steps: bool  # reads `steps[...]` with a computed key
     _run: Callable[[Mapping[str, Any]], Any]
+    param_refs: frozenset[str] = frozenset()  # X of every params.X / params['X']
 
     def render(self, context: Mapping[str, Any]) -> Any:
         token = _budget.set([MAX_RANGE_BUDGET])
@@ -248,19 +249,26 @@ def _streamed(template: jinja2.Template) -> Callable[[Mapping[str, Any]], str]:
     return run
 
 
-def _step_refs(ast: jinja2.nodes.Template) -> tuple[frozenset[str], bool]:
+def _refs(ast: jinja2.nodes.Template, name: str) -> tuple[frozenset[str], bool]:
+    """The keys X read as `name.X` or `name['X']`, and whether a key is computed.
+
+    A method call (`params.get('x')`) reads no key of its own."""
+    called = {id(c.node) for c in ast.find_all(jinja2.nodes.Call)}
     refs: set[str] = set()
     dynamic = False
     for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
-        target = node.node
-        if not (isinstance(target, jinja2.nodes.Name) and target.name == "steps"):
+        target = getattr(node, "node", None)
+        if not (isinstance(target, jinja2.nodes.Name) and target.name == name):
             continue
         if isinstance(node, jinja2.nodes.Getattr):
-            refs.add(node.attr)
-        elif isinstance(node.arg, jinja2.nodes.Const) and isinstance(node.arg.value, str):
-            refs.add(node.arg.value)
-        else:
-            dynamic = True
+            if id(node) not in called:
+                refs.add(node.attr)
+        elif isinstance(node, jinja2.nodes.Getitem):
+            arg = node.arg
+            if isinstance(arg, jinja2.nodes.Const) and isinstance(arg.value, str):
+                refs.add(arg.value)
+            else:
+                dynamic = True
     return frozenset(refs), dynamic
 
 
@@ -274,7 +282,8 @@ def compile_value(source: str, shell: bool = False) -> Compiled:
     try:
         ast = env.parse(source)
         names = frozenset(jinja2.meta.find_undeclared_variables(ast))
-        refs, dynamic = _step_refs(ast)
+        refs, dynamic = _refs(ast, "steps")
+        param_refs = _refs(ast, "params")[0]
         if expression and not shell:
             compiled_expr = env.compile_expression(expr or "", undefined_to_none=False)
             run: Callable[[Mapping[str, Any]], Any] = lambda ctx: _check_native(  # noqa: E731
@@ -291,7 +300,7 @@ def compile_value(source: str, shell: bool = False) -> Compiled:
         raise
     except Exception as exc:  # constant folding of a literal bomb can fail at compile time
         raise TemplateError(f"template cannot be compiled: {type(exc).__name__}: {exc}") from None
-    return Compiled(source, shell, expression and not shell, names, refs, dynamic, run)
+    return Compiled(source, shell, expression and not shell, names, refs, dynamic, run, param_refs)
 
 
 def render_value(source: str, context: Mapping[str, Any], shell: bool = False) -> Any:
