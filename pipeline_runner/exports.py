@@ -207,6 +207,8 @@ class EventsFile:
         )
 
     def changed(self, nr: NodeRun, old: State) -> None:
+        if old is nr.state:
+            return  # news about a step (its process started), not a change of state
         data: dict[str, Any] = {
             "time": time.time(),
             "run_id": self.run_id,

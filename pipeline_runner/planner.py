@@ -475,9 +475,13 @@ class Planner:
             key = default_key(item, index)
         problem = key_problem(key)
         if problem:
-            self.error(
-                f, (*path, "for_each"), f"invalid key {key!r} for item {describe(item)}: {problem}"
-            )
+            # A literal list: point at the item itself; otherwise at the expression.
+            at = (*path, "for_each")
+            if isinstance(step["for_each"], list) and "key" not in step:
+                at = (*at, index)
+            elif "key" in step:
+                at = (*path, "key")
+            self.error(f, at, f"invalid key {key!r} for item {describe(item)}: {problem}")
             return None
         return key
 
@@ -669,6 +673,10 @@ class Planner:
         if os.path.abspath(target) in self.file_stack:
             chain = " -> ".join([*self.file_stack, os.path.abspath(target)])
             self.error(f, (*at, "file"), f"pipeline includes itself: {chain}")
+            return
+        if not os.path.isfile(target):
+            # Said where the file is named: the user fixes the reference, not the file.
+            self.error(f, (*at, "file"), f"no pipeline file {rel!r} (looked for {target})")
             return
         try:
             doc = load_file(target, self.options.max_file_size)

@@ -53,6 +53,7 @@ class StepContext:
     pipeline_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     timeout: float | None = None  # seconds this attempt may take, for steps that start processes
+    grace: float = 3.0  # seconds between SIGTERM and SIGKILL when stopping its processes
     log_stream: BinaryIO | None = None  # the step's log file (plugins should prefer `log`)
     on_process: Callable[[int], None] | None = None  # report a started process group
     write_log: Callable[[bytes], None] | None = None  # write to the log, secrets masked

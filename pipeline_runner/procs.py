@@ -47,8 +47,43 @@ def kill_group(pgid: int, sig: int) -> bool:
         return False
 
 
+def process_start_time(pid: int) -> str:
+    """The start time of a process in clock ticks since boot ("" if it is gone): with the pid
+    it names one process, even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def kill_recorded_group(pgid: int, start_time: str) -> bool:
+    """SIGKILL a recorded step's process group if its leader is still that same process."""
+    if not start_time or process_start_time(pgid) != start_time:
+        return False
+    return kill_group(pgid, signal.SIGKILL)
+
+
 def group_alive(pgid: int) -> bool:
-    return kill_group(pgid, 0)
+    """Whether the group has a member that is not a zombie (a zombie is already dead; it only
+    waits for its parent to collect it)."""
+    if not kill_group(pgid, 0):
+        return False
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def stop_group(pgid: int, grace: float = GRACE) -> None:
@@ -113,7 +148,12 @@ def run_process(
                 elif not captured.pump(key.fileobj, key.data):  # type: ignore[arg-type]
                     sel.unregister(key.fileobj)
         if timed_out:
-            stop_group(proc.pid, grace)
+            kill_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)  # reap the leader, so it does not count as alive
+            except subprocess.TimeoutExpired:
+                pass
+            stop_group(proc.pid, max(grace - (time.monotonic() - deadline), 0.0))  # type: ignore[operator]
             proc.wait()
         else:
             # Reap the main process first (a zombie still counts as a group member), then stop

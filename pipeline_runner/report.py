@@ -94,7 +94,7 @@ class PlainReporter:
         self.pending.append(f"{stamp} {text}\n")
 
     def changed(self, nr: NodeRun, old: State) -> None:
-        if nr.node.kind is NodeKind.GROUP or nr.state is State.PENDING:
+        if nr.node.kind is NodeKind.GROUP or nr.state is State.PENDING or nr.state is old:
             return
         text = f"{SYMBOLS[nr.state]} {nr.state.value:<15} {safe(nr.id)}"
         if nr.state is State.RUNNING and nr.attempt > 1:
@@ -185,7 +185,7 @@ class LiveReporter:
         self.live.start()
 
     def changed(self, nr: NodeRun, old: State) -> None:
-        if nr.node.kind is not NodeKind.STEP:
+        if nr.node.kind is not NodeKind.STEP or (nr.state is old and old is not State.PENDING):
             return
         if old is State.PENDING and nr.id not in self.running and nr.state is State.PENDING:
             self.total += 1  # a run-time for_each instance

@@ -34,13 +34,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import graph
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, TemplateError
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_STORE, TemplateError
 from .executors import Event, Executor, Returned
 from .model import Node, NodeKind, Plan, Scope, State
 from .planner import default_key, key_problem
 from .runtime import Renderer, has_deferred
 from .templating import compile_value, evaluate_condition
-from .worker import Completion, Task
+from .worker import Completion, Started, Task
 
 if TYPE_CHECKING:
     from .cache import CacheBackend
@@ -72,6 +72,7 @@ class NodeRun:
     cache_files: list[str] = field(default_factory=list)
     completed_seq: int = 0  # order of success, for compensation in reverse
     compensates: str | None = None  # a compensation node: the step it undoes
+    process: tuple[int, str] | None = None  # the running attempt's process group and start
     task: Task | None = None
     log_path: str = ""
 
@@ -171,6 +172,7 @@ class Scheduler:
         self.main_failed = False
         self.signals: list[int] = []
         self.finally_released = False
+        self.storage_error: str | None = None
         self.compensations: list[str] | None = None  # queued compensation nodes, once built
         self.success_seq = 0
         self.breaker_failures: dict[str, int] = {}
@@ -359,6 +361,8 @@ class Scheduler:
             item=node.item,
             pipeline_dir=self.plan.pipeline_dir,
             scratch_dir=str(self.run_dir / "scratch" / node.id),
+            resources=dict(node.resources) or None,
+            grace=self.options.grace,
         )
         self.enqueue(nr)
 
@@ -490,6 +494,14 @@ class Scheduler:
     # -- completions ----------------------------------------------------------------------------
 
     def handle(self, event: Event) -> None:
+        if isinstance(event, Started):
+            nid = self.by_attempt.get(event.attempt_id)
+            if nid is not None:
+                nr = self.runs[nid]
+                nr.process = (event.pgid, event.start_time)
+                for sink in self.sinks:
+                    sink.changed(nr, nr.state)
+            return
         if isinstance(event, Returned):
             nid = self.by_attempt.pop(event.task.attempt_id, None)
             if nid is None:
@@ -513,6 +525,7 @@ class Scheduler:
         self.hold(nr.node, -1)
         nr.attempts.append(event)
         nr.worker = event.worker
+        nr.process = None
         if event.ok:
             nr.output_json = event.output_json or "null"
             nr.output = json.loads(nr.output_json)
@@ -538,6 +551,15 @@ class Scheduler:
     def attempt_failed(self, nr: NodeRun, finished: float) -> None:
         policy = nr.node.retries
         kind = nr.kind or "error"
+        if kind == "storage":
+            # The disk is full or a size limit was hit: retrying cannot help, and starting
+            # other steps would only fail the same way.  Stop the run; exit code 3.
+            self.storage_error = nr.error
+            nr.finished = finished
+            self.final_failure(nr)
+            if not self.cancelling:
+                self.cancel()
+            return
         if (
             not self.cancelling
             and nr.attempt - nr.base <= policy.max
@@ -850,9 +872,11 @@ class Scheduler:
     def finish(self, started: float) -> RunResult:
         signum = self.signals[0] if self.signals else None
         failed = any(nr.state in (State.FAILED, State.UPSTREAM_FAILED) for nr in self.runs.values())
-        if signum is not None:
+        if self.storage_error is not None:
+            status, code = "failed", EXIT_STORE
+        elif signum is not None:
             status = "cancelled"
-            code = EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
+            code = {signal.SIGTERM: EXIT_SIGTERM, signal.SIGINT: EXIT_SIGINT}.get(signum, 128 + signum)
         elif failed or self.cancelling:
             status, code = "failed", EXIT_FAILED
         else:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -104,6 +105,11 @@ MIGRATIONS: list[str] = [
         files_json TEXT NOT NULL,
         created REAL NOT NULL
     );
+    """,
+    # 2 -> 3: the process group of a running attempt, to stop it if it outlives its runner
+    """
+    ALTER TABLE attempts ADD COLUMN pgid INTEGER;
+    ALTER TABLE attempts ADD COLUMN pgid_start TEXT;
     """,
 ]
 
@@ -213,12 +219,30 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------------
 
+    def _rows(self, sql: str, args: tuple[Any, ...]) -> list[sqlite3.Row]:
+        """A read, retried while another process briefly locks the store (a WAL reader can
+        meet SQLITE_BUSY during a checkpoint or recovery); a damaged page met on the way is a
+        corrupt store (exit 3), not a crash."""
+        deadline = time.monotonic() + LOCK_RETRY_SECONDS
+        delay = 0.005
+        while True:
+            try:
+                return self.db.execute(sql, args).fetchall()
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() > deadline:
+                    raise self.error(exc) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            except sqlite3.DatabaseError as exc:
+                raise self.error(exc) from None
+
     def resolve(self, prefix: str) -> str:
         """A run id from a unique prefix of it."""
-        rows = self.db.execute(
+        rows = self._rows(
             "SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 3",
             (prefix, prefix + "\uffff"),
-        ).fetchall()
+        )
         if not rows:
             raise RunNotFound(f"no run with id {prefix!r} in {self.state_dir} (see `runner runs`)")
         if len(rows) > 1 and rows[0]["id"] != prefix:
@@ -228,41 +252,39 @@ class Store:
         return str(rows[0]["id"])
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
-        rows = self.db.execute(
+        rows = self._rows(
             """SELECT r.*, (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.kind = 'step')
                    AS steps,
                   (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.kind = 'step'
                    AND s.state IN ('failed', 'upstream_failed')) AS failed
                FROM runs r ORDER BY r.id DESC LIMIT ?""",
             (limit,),
-        ).fetchall()
+        )
         return [dict(row) for row in rows]
 
     def run(self, run_id: str) -> dict[str, Any]:
-        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        found = self._rows("SELECT * FROM runs WHERE id = ?", (run_id,))
+        row = found[0] if found else None
         if row is None:
             raise RunNotFound(f"no run {run_id!r}")
         return dict(row)
 
     def steps(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT * FROM steps WHERE run_id = ? ORDER BY position", (run_id,)
-        ).fetchall()
+        rows = self._rows("SELECT * FROM steps WHERE run_id = ? ORDER BY position", (run_id,))
         return [dict(row) for row in rows]
 
     def get(self, key: str) -> tuple[Any, list[str]] | None:
         """A cached output and the output files it had, by cache key."""
-        row = self.db.execute(
-            "SELECT output_json, files_json FROM cache WHERE key = ?", (key,)
-        ).fetchone()
-        if row is None:
+        found = self._rows("SELECT output_json, files_json FROM cache WHERE key = ?", (key,))
+        if not found:
             return None
+        row = found[0]
         return json.loads(row["output_json"]), list(json.loads(row["files_json"]))
 
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self.db.execute(
+        rows = self._rows(
             "SELECT * FROM attempts WHERE run_id = ? ORDER BY started, step_id, attempt", (run_id,)
-        ).fetchall()
+        )
         return [dict(row) for row in rows]
 
 
@@ -271,6 +293,7 @@ class _Pending:
     nr: Any
     state: State
     time: float
+    old: State
 
 
 class StoreSink:
@@ -301,6 +324,7 @@ class StoreSink:
         self.position = {nid: i for i, nid in enumerate(run.nodes)}
         with self.store.transaction() as db:
             if self.resumed:
+                self.stop_lost_attempts(db, run.run_id)
                 db.execute(
                     "UPDATE runs SET status = 'running', finished = NULL, exit_code = NULL, "
                     "pid = ?, executor = ?, plan_json = ?, plan_hash = ?, file_hash = ? "
@@ -359,8 +383,28 @@ class StoreSink:
                 (run.run_id, time.time(), "resumed" if self.resumed else "started", None),
             )
 
+    @staticmethod
+    def stop_lost_attempts(db: sqlite3.Connection, run_id: str) -> None:
+        """Attempts still `running` belong to a runner that died.  If a step process of one is
+        somehow still alive (same pid and start time as recorded), kill it before its step
+        runs again: never two live copies of one step."""
+        from .procs import kill_recorded_group
+
+        rows = db.execute(
+            "SELECT step_id, pgid, pgid_start FROM attempts "
+            "WHERE run_id = ? AND state = 'running' AND pgid IS NOT NULL",
+            (run_id,),
+        ).fetchall()
+        for row in rows:
+            if kill_recorded_group(int(row["pgid"]), str(row["pgid_start"] or "")):
+                print(
+                    f"runner: stopped process group {row['pgid']} of step {row['step_id']}, "
+                    "left running by the earlier runner",
+                    file=sys.stderr,
+                )
+
     def changed(self, nr: Any, old: State) -> None:
-        self.pending.append(_Pending(nr, nr.state, time.time()))
+        self.pending.append(_Pending(nr, nr.state, time.time(), old))
 
     def turn(self) -> None:
         if not self.pending:
@@ -393,7 +437,10 @@ class StoreSink:
                 self.position[nr.id],
             )
             if nr.node.kind is NodeKind.STEP and nr.attempt > 0 and p.state in _ATTEMPT_STATES:
-                last = nr.attempts[-1] if nr.attempts and len(nr.attempts) == nr.attempt else None
+                # nr.attempts holds this process's attempts; a resumed step's count goes on
+                # from the attempts of the earlier runs (nr.base).
+                current = bool(nr.attempts) and nr.base + len(nr.attempts) == nr.attempt
+                last = nr.attempts[-1] if current else None
                 attempt_rows.append(
                     (
                         self.run_id,
@@ -406,8 +453,12 @@ class StoreSink:
                         mask(last.message) if last else None,
                         last.exit_code if last else None,
                         last.worker if last else None,
+                        nr.process[0] if nr.process else None,
+                        nr.process[1] if nr.process else None,
                     )
                 )
+            if p.old is p.state:
+                continue  # news about a step (its process started), not a change of state
             events.append(
                 (
                     self.run_id,
@@ -436,10 +487,13 @@ class StoreSink:
             )
             db.executemany(
                 "INSERT INTO attempts (run_id, step_id, attempt, state, started, finished, "
-                "error_kind, error, exit_code, worker) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "error_kind, error, exit_code, worker, pgid, pgid_start) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET state = excluded.state, "
                 "finished = excluded.finished, error_kind = excluded.error_kind, "
-                "error = excluded.error, exit_code = excluded.exit_code, worker = excluded.worker",
+                "error = excluded.error, exit_code = excluded.exit_code, worker = excluded.worker, "
+                "pgid = COALESCE(excluded.pgid, attempts.pgid), "
+                "pgid_start = COALESCE(excluded.pgid_start, attempts.pgid_start)",
                 attempt_rows,
             )
             db.executemany(

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .plugins import PluginLoadError, StepContext, registry
+from .procs import process_start_time
 from .secrets import Masker, StreamMasker
 
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
@@ -48,6 +49,8 @@ class Task(NamedTuple):
     item: Any
     pipeline_dir: str
     scratch_dir: str
+    resources: dict[str, float] | None = None
+    grace: float = 3.0  # seconds between SIGTERM and SIGKILL when stopping the step
 
 
 class Completion(NamedTuple):
@@ -64,10 +67,12 @@ class Completion(NamedTuple):
 
 
 class Started(NamedTuple):
-    """A worker tells the runner the process group of a command a step started."""
+    """A worker tells the runner the process group of a command a step started, with the
+    process's start time, so that it can be found (and not mistaken for a reused pid) later."""
 
     attempt_id: int
     pgid: int
+    start_time: str = ""
 
 
 def failure(
@@ -118,27 +123,58 @@ _step_log.setLevel(logging.INFO)
 _step_log.propagate = False
 
 
+MAX_LOG_BYTES = 256 * 1024 * 1024
+
+
+class StorageError(Exception):
+    """The step's log could not be written (disk full, file size limit): not the step's fault,
+    and retrying will not help; the run stops (exit 3)."""
+
+
 class LazyLog:
     """The step's log file, created on the first byte the attempt writes (with the attempt's
-    header line before it): a step that prints nothing costs no file."""
+    header line before it): a step that prints nothing costs no file.  A log is cut at
+    MAX_LOG_BYTES with a marker line; what follows is counted, not written."""
 
     def __init__(self, task: Task, started: float) -> None:
         self.task = task
         self.started = started
         self.file: Any = None
+        self.size = 0
+        self.dropped = 0
 
     def _open(self) -> Any:
         if self.file is None:
-            self.file = open(self.task.log_path, "ab", buffering=0)  # noqa: SIM115
+            try:
+                self.file = open(self.task.log_path, "ab", buffering=0)  # noqa: SIM115
+                self.size = self.file.tell()
+            except OSError as exc:
+                raise StorageError(f"cannot write the log {self.task.log_path}: {exc}") from None
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started))
             header = f"--- attempt {self.task.attempt} of {self.task.node_id} at {stamp} ---\n"
-            self.file.write(header.encode())
+            self._raw(header.encode())
         return self.file
+
+    def _raw(self, data: bytes) -> None:
+        try:
+            self.file.write(data)
+        except OSError as exc:
+            raise StorageError(f"cannot write the log {self.task.log_path}: {exc}") from None
+        self.size += len(data)
 
     def write(self, data: bytes) -> int:
         if not data:
             return 0
-        return int(self._open().write(data))
+        self._open()
+        room = MAX_LOG_BYTES - self.size
+        if room <= 0:
+            self.dropped += len(data)
+            return len(data)
+        self._raw(data[:room])
+        if len(data) > room:
+            self.dropped += len(data) - room
+            self._raw(f"\n[log cut at {MAX_LOG_BYTES:,} bytes]\n".encode())
+        return len(data)
 
     def flush(self) -> None:
         if self.file is not None:
@@ -152,6 +188,11 @@ class LazyLog:
 
     def __exit__(self, *exc: object) -> None:
         if self.file is not None:
+            if self.dropped:
+                try:
+                    self.file.write(f"[{self.dropped:,} more bytes not written]\n".encode())
+                except OSError:
+                    pass
             self.file.close()
 
 
@@ -171,11 +212,14 @@ def execute(
             text = io.TextIOWrapper(_LogWriter(stream.write), write_through=True, errors="replace")
             sys.stdout = sys.stderr = text
         try:
-            return _run(task, masker, worker, started, stream, log, on_process)
+            done = _run(task, masker, worker, started, stream, log, on_process)
+            stream.flush()
+            return done
+        except StorageError as exc:
+            return failure(task, "storage", masker.text(str(exc)), started, worker)
         finally:
             if redirect_std:
                 sys.stdout, sys.stderr = saved
-            stream.flush()
 
 
 def _run(
@@ -198,6 +242,7 @@ def _run(
         pipeline_dir=Path(task.pipeline_dir),
         env=task.env,
         timeout=task.timeout,
+        grace=task.grace,
         log_stream=log,
         on_process=on_process,
         write_log=stream.write,
@@ -208,6 +253,8 @@ def _run(
         output = plugin.run(task.with_, ctx)
     except PluginLoadError as exc:
         return failure(task, "error", masker.text(str(exc)), started, worker)
+    except StorageError as exc:
+        return failure(task, "storage", masker.text(str(exc)), started, worker)
     except TimeoutError as exc:
         return failure(task, "timeout", masker.text(str(exc)), started, worker)
     except BaseException as exc:  # a step's own KeyboardInterrupt/SystemExit is its failure
@@ -247,17 +294,81 @@ def user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
+# -- leftovers ---------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(p) for p in f.read().split())
+    except OSError:
+        pass
+    return out
+
+
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:120]
+    except OSError:
+        return "?"
+
+
+def reap_leftovers() -> str:
+    """Kill what a finished attempt left behind, even processes that left its process group
+    (`setsid`): this worker is their subreaper, so they are its descendants.  Returns a
+    warning naming any that had to be killed this way, or ""."""
+    me = os.getpid()
+    found: list[int] = []
+    stack = _children(me)
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(_children(pid))
+    if not found:
+        return ""
+    named = []
+    for pid in found:
+        command = _command(pid)
+        try:
+            os.kill(pid, signal.SIGKILL)
+            if command:
+                named.append(f"{pid} ({command})")
+        except OSError:
+            pass
+    for pid in found:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # not our child: its own parent (also killed) or init reaps it
+    return f"; killed processes it left running: {', '.join(named)}" if named else ""
+
+
+def _note_survivors(task: Task, survivors: str) -> None:
+    try:
+        with open(task.log_path, "ab") as f:
+            f.write(f"[runner] warning{survivors}\n".encode())
+    except OSError:
+        pass
+
+
 # -- the worker process --------------------------------------------------------------------------
 
 _current_pgid: int | None = None
 
 
-def _set_parent_death_signal(sig: int) -> None:
+def _prctl(option: int, value: int) -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+        libc.prctl(option, value, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the pipe's EOF still ends the worker
         pass
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    _prctl(1, sig)  # PR_SET_PDEATHSIG
 
 
 def _on_term(signum: int, frame: Any) -> None:
@@ -277,8 +388,11 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
     except OSError:
         pass
     _set_parent_death_signal(signal.SIGTERM)
+    _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphans of a step come to us, not to init
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A file-size limit must fail the write (EFBIG), not kill the worker.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -287,7 +401,7 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
     def started(pid: int) -> None:
         global _current_pgid
         _current_pgid = pid
-        conn.send(Started(current.attempt_id, pid))
+        conn.send(Started(current.attempt_id, pid, process_start_time(pid)))
 
     # Completions go back in small batches while more work is queued here (one pipe write
     # for many cheap steps), and at once when this worker is about to go idle.
@@ -303,6 +417,11 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
         for index, current in enumerate(batch):
             done = execute(current, masker, name, started)
             _current_pgid = None
+            survivors = reap_leftovers()
+            if survivors:
+                if not done.ok:
+                    done = done._replace(message=done.message + survivors)
+                _note_survivors(current, survivors)
             if not unsent:
                 first = time.monotonic()
             unsent.append(done)

@@ -65,7 +65,13 @@ class Shell:
         write = ctx.write_log or _write_to(ctx)
         try:
             result = run_process(
-                argv, env=env, cwd=cwd, write=write, timeout=ctx.timeout, on_start=ctx.on_process
+                argv,
+                env=env,
+                cwd=cwd,
+                write=write,
+                timeout=ctx.timeout,
+                grace=ctx.grace,
+                on_start=ctx.on_process,
             )
         except FileNotFoundError as exc:
             raise StepFailed(f"command not found: {exc.filename}", 127) from None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Protocol
 
-from ..worker import Completion, Task
+from ..worker import Completion, Started, Task
 
 
 class Returned(NamedTuple):
@@ -26,7 +26,7 @@ class Returned(NamedTuple):
     task: Task
 
 
-Event = Completion | Returned
+Event = Completion | Returned | Started
 
 
 class Executor(Protocol):

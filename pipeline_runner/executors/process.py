@@ -150,7 +150,7 @@ class ProcessExecutor:
         if not worker.queue or worker.queue[0].timeout is None:
             return None
         task = worker.queue[0]
-        slack = GRACE + 1.0 if self.self_timed(task.uses) else 0.0
+        slack = task.grace + 1.0 if self.self_timed(task.uses) else 0.0
         return worker.head_started + float(task.timeout or 0) + slack
 
     def wait(self, timeout: float | None, wake_fd: int | None) -> list[Event]:
@@ -179,6 +179,7 @@ class ProcessExecutor:
                 message = worker.conn.recv()
                 if isinstance(message, Started):
                     worker.child_pgid = message.pgid
+                    events.append(message)
                     continue
                 for done in message:
                     self._completed(worker, done, events)
@@ -231,7 +232,8 @@ class ProcessExecutor:
             if worker.kill_at is None:
                 worker.kill_reason = worker.kill_reason or "timeout"
                 worker.stop(signal.SIGTERM)
-                worker.kill_at = now + GRACE
+                head = worker.queue[0] if worker.queue else None
+                worker.kill_at = now + (head.grace if head is not None else GRACE)
             else:
                 worker.stop(signal.SIGKILL)
 
