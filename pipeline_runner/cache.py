@@ -21,8 +21,9 @@ from .model import CacheSpec
 class CacheBackend(Protocol):
     def get(self, key: str) -> tuple[Any, list[str]] | None: ...
 
-    def put(self, key: str, step_id: str, run_id: str, output_json: str, files: list[str]) -> None:
-        ...
+    def put(
+        self, key: str, step_id: str, run_id: str, output_json: str, files: list[str]
+    ) -> None: ...
 
 
 def expand(patterns: Iterable[str], base: str) -> list[str]:

@@ -18,8 +18,19 @@ from typing import Any
 Check = Callable[[Any], bool]
 
 _IGNORED = {
-    "$schema", "$id", "$comment", "title", "description", "examples", "default", "$defs",
-    "definitions", "deprecated", "readOnly", "writeOnly", "format",
+    "$schema",
+    "$id",
+    "$comment",
+    "title",
+    "description",
+    "examples",
+    "default",
+    "$defs",
+    "definitions",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "format",
 }
 _TYPES: dict[str, Callable[[Any], bool]] = {
     "object": lambda v: isinstance(v, dict),
@@ -28,8 +39,10 @@ _TYPES: dict[str, Callable[[Any], bool]] = {
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
-    or (isinstance(v, float) and v.is_integer()),
+    "integer": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool))
+        or (isinstance(v, float) and v.is_integer())
+    ),
 }
 
 
@@ -99,14 +112,11 @@ class _Compiler:
         def check(v: Any) -> bool:
             if not isinstance(v, dict):
                 return True
-            for k, c in props.items():
-                if k in v and not c(v[k]):
-                    return False
-            return True
+            return all(c(v[k]) for k, c in props.items() if k in v)
 
         return check
 
-    def k_patternProperties(self, value: Mapping[str, Any], schema: Any) -> Check:  # noqa: N802
+    def k_patternProperties(self, value: Mapping[str, Any], schema: Any) -> Check:
         pats = [(re.compile(p), self.compile(s)) for p, s in value.items()]
 
         def check(v: Any) -> bool:
@@ -116,7 +126,7 @@ class _Compiler:
 
         return check
 
-    def k_additionalProperties(self, value: Any, schema: Any) -> Check:  # noqa: N802
+    def k_additionalProperties(self, value: Any, schema: Any) -> Check:
         known = set(schema.get("properties", {}))
         pats = [re.compile(p) for p in schema.get("patternProperties", {})]
         extra = self.compile(value)
@@ -158,48 +168,48 @@ class _Compiler:
     def k_maximum(self, value: float, schema: Any) -> Check:
         return lambda v: not _is_number(v) or v <= value
 
-    def k_exclusiveMinimum(self, value: float, schema: Any) -> Check:  # noqa: N802
+    def k_exclusiveMinimum(self, value: float, schema: Any) -> Check:
         return lambda v: not _is_number(v) or v > value
 
-    def k_minItems(self, value: int, schema: Any) -> Check:  # noqa: N802
+    def k_minItems(self, value: int, schema: Any) -> Check:
         return lambda v: not isinstance(v, list) or len(v) >= value
 
-    def k_maxItems(self, value: int, schema: Any) -> Check:  # noqa: N802
+    def k_maxItems(self, value: int, schema: Any) -> Check:
         return lambda v: not isinstance(v, list) or len(v) <= value
 
-    def k_minLength(self, value: int, schema: Any) -> Check:  # noqa: N802
+    def k_minLength(self, value: int, schema: Any) -> Check:
         return lambda v: not isinstance(v, str) or len(v) >= value
 
-    def k_maxLength(self, value: int, schema: Any) -> Check:  # noqa: N802
+    def k_maxLength(self, value: int, schema: Any) -> Check:
         return lambda v: not isinstance(v, str) or len(v) <= value
 
-    def k_minProperties(self, value: int, schema: Any) -> Check:  # noqa: N802
+    def k_minProperties(self, value: int, schema: Any) -> Check:
         return lambda v: not isinstance(v, dict) or len(v) >= value
 
-    def k_uniqueItems(self, value: bool, schema: Any) -> Check | None:  # noqa: N802
+    def k_uniqueItems(self, value: bool, schema: Any) -> Check | None:
         if not value:
             return None
         return lambda v: not isinstance(v, list) or len({_key(x) for x in v}) == len(v)
 
-    def k_propertyNames(self, value: Any, schema: Any) -> Check:  # noqa: N802
+    def k_propertyNames(self, value: Any, schema: Any) -> Check:
         sub = self.compile(value)
         return lambda v: not isinstance(v, dict) or all(sub(k) for k in v)
 
-    def k_maxProperties(self, value: int, schema: Any) -> Check:  # noqa: N802
+    def k_maxProperties(self, value: int, schema: Any) -> Check:
         return lambda v: not isinstance(v, dict) or len(v) <= value
 
-    def k_exclusiveMaximum(self, value: float, schema: Any) -> Check:  # noqa: N802
+    def k_exclusiveMaximum(self, value: float, schema: Any) -> Check:
         return lambda v: not _is_number(v) or v < value
 
-    def k_anyOf(self, value: list[Any], schema: Any) -> Check:  # noqa: N802
+    def k_anyOf(self, value: list[Any], schema: Any) -> Check:
         subs = [self.compile(s) for s in value]
         return lambda v: any(c(v) for c in subs)
 
-    def k_allOf(self, value: list[Any], schema: Any) -> Check:  # noqa: N802
+    def k_allOf(self, value: list[Any], schema: Any) -> Check:
         subs = [self.compile(s) for s in value]
         return lambda v: all(c(v) for c in subs)
 
-    def k_oneOf(self, value: list[Any], schema: Any) -> Check:  # noqa: N802
+    def k_oneOf(self, value: list[Any], schema: Any) -> Check:
         subs = [self.compile(s) for s in value]
         return lambda v: sum(1 for c in subs if c(v)) == 1
 

@@ -350,7 +350,7 @@ class Planner:
             if name == step["id"]:
                 self.error(f, at, f"step '{name}' needs itself")
             elif name not in aliases:
-                self.error(f, at, f"unknown step '{name}'{did_you_mean(name, aliases)}")
+                self.error(f, at, f"unknown step '{name}'{_step_hint(name, aliases)}")
             else:
                 out.append(aliases[name])
         return tuple(out)
@@ -434,7 +434,9 @@ class Planner:
                 continue
             inst = f"{qid}.{key}"
             if inst in members:
-                self.error(f, at, f"two items have the key '{key}'; set `key:` to tell them apart")
+                where = (*at, index) if isinstance(step["for_each"], list) else at
+                message = f"two items have the key '{key}'; set `key:` to tell them apart"
+                self.error(f, where, message)
                 continue
             members.append(inst)
             inner = Scope(
@@ -671,7 +673,7 @@ class Planner:
             return
         target = os.path.normpath(os.path.join(os.path.dirname(f.path), str(rel)))
         if os.path.abspath(target) in self.file_stack:
-            chain = " -> ".join([*self.file_stack, os.path.abspath(target)])
+            chain = " -> ".join(relative_to_cwd(p) for p in [*self.file_stack, target])
             self.error(f, (*at, "file"), f"pipeline includes itself: {chain}")
             return
         if not os.path.isfile(target):
@@ -1041,7 +1043,7 @@ class Planner:
         for name in sorted(compiled.step_refs):
             target = scope.aliases.get(name)
             if target is None:
-                hint = did_you_mean(name, scope.aliases)
+                hint = _step_hint(name, scope.aliases)
                 self.error(f, path, f"unknown step '{name}' in steps.{name}{hint}")
                 continue
             if refs_for is None:
@@ -1091,6 +1093,11 @@ class _Invalid:
 
 _INVALID: Any = _Invalid()
 _DEFERRED_MARK = "<deferred value 7f3a>"
+
+
+def _step_hint(name: str, known: Mapping[str, str]) -> str:
+    """A did-you-mean, or else the names that can be used here."""
+    return did_you_mean(name, known) or f" (steps here: {', '.join(list(known)[:10]) or 'none'})"
 
 
 def _has_deferred(value: Any) -> bool:

@@ -84,8 +84,10 @@ class PlainReporter:
 
     def run_started(self, run: RunInfo) -> None:
         steps = sum(1 for nr in run.nodes.values() if nr.node.kind is NodeKind.STEP)
-        self.line(f"run {run.run_id}: {run.plan.name}, {steps} steps, {run.executor} "
-                  f"executor, {run.workers} workers")
+        self.line(
+            f"run {run.run_id}: {run.plan.name}, {steps} steps, {run.executor} "
+            f"executor, {run.workers} workers"
+        )
 
     def line(self, text: str) -> None:
         # Buffered until the end of the scheduler's turn: the store (an earlier sink) has
@@ -103,6 +105,8 @@ class PlainReporter:
             text += f" ({duration(nr)})"
         if nr.state in (State.FAILED, State.FAILED_ALLOWED, State.RETRYING) and nr.error:
             text += f": {safe(nr.error)}"
+            if nr.kind not in (None, "error"):  # what `retries.on` matches: crash, timeout
+                text += f" [{nr.kind}]"
         self.line(text)
 
     def turn(self) -> None:
@@ -143,7 +147,9 @@ class GitHubAnnotations:
                 continue
             message = _gh_escape(f"{nr.id}: {nr.error}")
             loc = nr.node.location
-            self.out.write(f"::error file={loc.file},line={loc.line},title=step failed::{message}\n")
+            self.out.write(
+                f"::error file={loc.file},line={loc.line},title=step failed::{message}\n"
+            )
             self.out.write(f"::group::log of {_gh_escape(nr.id)}\n")
             for line in log_tail(nr.log_path, 50):
                 self.out.write(f"  | {line}\n")
@@ -220,11 +226,21 @@ class LiveReporter:
 
         done = sum(n for s, n in self.counts.items() if s.finished)
         header = Text(f"{done}/{self.total} steps  ")
-        for state in (State.RUNNING, State.RETRYING, State.SUCCEEDED, State.CACHED, State.FAILED,
-                      State.UPSTREAM_FAILED, State.SKIPPED, State.CANCELLED):
+        for state in (
+            State.RUNNING,
+            State.RETRYING,
+            State.SUCCEEDED,
+            State.CACHED,
+            State.FAILED,
+            State.UPSTREAM_FAILED,
+            State.SKIPPED,
+            State.CANCELLED,
+        ):
             if self.counts[state] > 0:
-                header.append(f"{SYMBOLS[state]} {self.counts[state]} {state.value}  ",
-                              style=COLORS.get(state, ""))
+                header.append(
+                    f"{SYMBOLS[state]} {self.counts[state]} {state.value}  ",
+                    style=COLORS.get(state, ""),
+                )
         table = Table.grid(padding=(0, 1))
         now = time.monotonic()
         for nid, since in list(self.running.items())[:10]:
@@ -233,8 +249,11 @@ class LiveReporter:
             table.add_row("", Text(f"... and {len(self.running) - 10} more running"), "")
         bars = Table.grid(padding=(0, 1))
         for name, (finished, total) in list(self.groups.items())[:8]:
-            bars.add_row(Text(safe(name)), ProgressBar(total=max(total, 1), completed=finished,
-                         width=30), Text(f"{finished}/{total}"))
+            bars.add_row(
+                Text(safe(name)),
+                ProgressBar(total=max(total, 1), completed=finished, width=30),
+                Text(f"{finished}/{total}"),
+            )
         return Group(header, table, bars)
 
     def run_finished(self, result: RunResult) -> None:
@@ -273,8 +292,14 @@ def summary(result: RunResult, color: bool) -> str:
     from rich.table import Table
 
     buffer = StringIO()
-    console = Console(file=buffer, force_terminal=color, no_color=not color, width=110,
-                      highlight=False, soft_wrap=True)
+    console = Console(
+        file=buffer,
+        force_terminal=color,
+        no_color=not color,
+        width=110,
+        highlight=False,
+        soft_wrap=True,
+    )
     steps = [nr for nr in result.nodes.values() if nr.node.kind is NodeKind.STEP]
     table = Table(title=None, box=None, pad_edge=False, show_edge=False)
     table.add_column("state")
@@ -283,13 +308,20 @@ def summary(result: RunResult, color: bool) -> str:
         n = sum(1 for nr in steps if nr.state is state)
         if n:
             style = COLORS.get(state, "") if color else ""
-            table.add_row(f"[{style}]{SYMBOLS[state]} {state.value}[/]" if style else
-                          f"{SYMBOLS[state]} {state.value}", str(n))
+            table.add_row(
+                f"[{style}]{SYMBOLS[state]} {state.value}[/]"
+                if style
+                else f"{SYMBOLS[state]} {state.value}",
+                str(n),
+            )
     console.print(table)
     failed = [nr for nr in steps if nr.state in (State.FAILED, State.FAILED_ALLOWED)]
     for nr in failed[:20]:
-        console.print(f"{SYMBOLS[nr.state]} {safe(nr.id)} ({nr.state.value}, attempt "
-                      f"{nr.attempt}): {safe(nr.error)}", markup=False)
+        console.print(
+            f"{SYMBOLS[nr.state]} {safe(nr.id)} ({nr.state.value}, attempt "
+            f"{nr.attempt}): {safe(nr.error)}",
+            markup=False,
+        )
         for line in log_tail(nr.log_path):
             console.print(f"    | {line}", markup=False)
     if len(failed) > 20:

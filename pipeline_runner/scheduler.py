@@ -186,8 +186,13 @@ class Scheduler:
             self.lookup,
         )
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.logs_dir = str(run_dir / "logs")
+        self.scratch_dir = str(run_dir / "scratch")
 
     # -- set-up ---------------------------------------------------------------------------------
+
+    def log_path(self, nid: str) -> str:
+        return f"{self.logs_dir}/{nid}.log"
 
     def lookup(self, nid: str) -> Mapping[str, Any]:
         return self.runs[nid].view()
@@ -219,7 +224,7 @@ class Scheduler:
         for nid, node in self.plan.nodes.items():
             if nid not in chosen:
                 continue
-            nr = NodeRun(node, log_path=str(self.run_dir / "logs" / f"{nid}.log"))
+            nr = NodeRun(node, log_path=self.log_path(nid))
             nr.waiting = sum(1 for n in node.needs if n in chosen)
             nr.attempt = nr.base = self.options.attempts_done.get(nid, 0)
             if node.is_finally:
@@ -252,8 +257,13 @@ class Scheduler:
         started = time.time()
         self.setup()
         info = RunInfo(
-            self.run_id, self.plan, self.run_dir, self.executor.name,
-            getattr(self.executor, "size", 1), MappingProxyType(self.runs), started,
+            self.run_id,
+            self.plan,
+            self.run_dir,
+            self.executor.name,
+            getattr(self.executor, "size", 1),
+            MappingProxyType(self.runs),
+            started,
         )
         for sink in self.sinks:
             sink.run_started(info)
@@ -267,6 +277,7 @@ class Scheduler:
                 if nr.state is State.PENDING and nr.waiting == 0:
                     self.became_ready(nr)
             self.check_finally()
+            self.dispatch()
             self.flush()
             while self.unfinished > 0:
                 self.turn(wake_r)
@@ -278,8 +289,9 @@ class Scheduler:
         return self.finish(started)
 
     def turn(self, wake_r: int) -> None:
-        if not self.cancelling:
-            self.dispatch()
+        """Wait, apply what happened, hand out what became ready, then commit it all at once:
+        the store learns of new attempts in the same transaction as the completions that made
+        them ready, before the loop waits again."""
         timeout = None
         if self.timers:
             timeout = max(self.timers[0][0] - time.monotonic(), 0.0)
@@ -293,6 +305,8 @@ class Scheduler:
         self.fire_timers()
         if self.signals and not self.cancelling:
             self.cancel()
+        if not self.cancelling:
+            self.dispatch()
         self.flush()
 
     def stall(self) -> None:
@@ -360,7 +374,7 @@ class Scheduler:
             key=node.key,
             item=node.item,
             pipeline_dir=self.plan.pipeline_dir,
-            scratch_dir=str(self.run_dir / "scratch" / node.id),
+            scratch_dir=f"{self.scratch_dir}/{node.id}",
             resources=dict(node.resources) or None,
             grace=self.options.grace,
         )
@@ -374,7 +388,9 @@ class Scheduler:
         assert node.cache is not None and self.options.cache is not None
         needs = {n: self.runs[n].output for n in node.needs if n in self.runs}
         try:
-            nr.cache_key = cache_key(node.uses or "", with_, needs, node.cache, self.plan.pipeline_dir)
+            nr.cache_key = cache_key(
+                node.uses or "", with_, needs, node.cache, self.plan.pipeline_dir
+            )
         except OSError as exc:
             self.fail_now(nr, "error", f"cache: cannot read an input file: {exc}")
             return True
@@ -396,7 +412,9 @@ class Scheduler:
 
     def enqueue(self, nr: NodeRun) -> None:
         node = nr.node
-        heapq.heappush(self.ready, (-node.priority, -self.depth.get(node.id, 0), node.order, node.id))
+        heapq.heappush(
+            self.ready, (-node.priority, -self.depth.get(node.id, 0), node.order, node.id)
+        )
 
     # -- dispatch -------------------------------------------------------------------------------
 
@@ -621,7 +639,9 @@ class Scheduler:
         stack = list(self.dependents.get(nr.id, ()))
         while stack:
             child = self.runs[stack.pop()]
-            if child.state is not State.PENDING or (child.node.is_finally and not nr.node.is_finally):
+            if child.state is not State.PENDING or (
+                child.node.is_finally and not nr.node.is_finally
+            ):
                 continue
             child.error = f"needs {nr.id}, which {nr.state.value.replace('_', ' ')}"
             self.set_state(child, State.UPSTREAM_FAILED)
@@ -672,7 +692,9 @@ class Scheduler:
         undo.sort(key=lambda nr: nr.completed_seq, reverse=True)
         for nr in undo:
             comp = self.compensation_node(nr)
-            self.runs[comp.id] = NodeRun(comp, log_path=str(self.run_dir / "logs" / f"{comp.id}.log"))
+            self.runs[comp.id] = NodeRun(
+                comp, log_path=self.log_path(comp.id)
+            )
             self.runs[comp.id].compensates = nr.id
             self.dependents[comp.id] = []
             self.unfinished += 1
@@ -759,7 +781,7 @@ class Scheduler:
         nr.members = [inst.id for inst in instances]
         nr.waiting = len(instances)
         for inst in instances:
-            child = NodeRun(inst, log_path=str(self.run_dir / "logs" / f"{inst.id}.log"))
+            child = NodeRun(inst, log_path=self.log_path(inst.id))
             self.runs[inst.id] = child
             self.dependents[inst.id] = [node.id]
             self.depth[inst.id] = self.depth.get(node.id, 1)
@@ -774,7 +796,9 @@ class Scheduler:
         spec = node.for_each
         assert spec is not None
         if spec.key is not None:
-            scope = Scope({**node.scope.vars, spec.as_name: item}, node.scope.aliases, node.scope.parent)
+            scope = Scope(
+                {**node.scope.vars, spec.as_name: item}, node.scope.aliases, node.scope.parent
+            )
             ctx = self.renderer.context(scope, self.run_context(self.runs[node.id]))
             key = str(compile_value(spec.key).render(ctx))
         else:
@@ -876,7 +900,9 @@ class Scheduler:
             status, code = "failed", EXIT_STORE
         elif signum is not None:
             status = "cancelled"
-            code = {signal.SIGTERM: EXIT_SIGTERM, signal.SIGINT: EXIT_SIGINT}.get(signum, 128 + signum)
+            code = {signal.SIGTERM: EXIT_SIGTERM, signal.SIGINT: EXIT_SIGINT}.get(
+                signum, 128 + signum
+            )
         elif failed or self.cancelling:
             status, code = "failed", EXIT_FAILED
         else:
@@ -885,8 +911,9 @@ class Scheduler:
         if status == "succeeded" and self.plan.outputs:
             scope = Scope(aliases=self.plan.aliases)
             try:
-                outputs = self.renderer.value(dict(self.plan.outputs), scope, {"run": {
-                    "id": self.run_id, "status": status}})
+                outputs = self.renderer.value(
+                    dict(self.plan.outputs), scope, {"run": {"id": self.run_id, "status": status}}
+                )
             except TemplateError as exc:
                 outputs = {"error": f"outputs could not be rendered: {exc}"}
                 status, code = "failed", EXIT_FAILED
@@ -895,8 +922,15 @@ class Scheduler:
             if nr.node.kind is NodeKind.STEP:
                 counts[nr.state.value] = counts.get(nr.state.value, 0) + 1
         result = RunResult(
-            self.run_id, status, code, MappingProxyType(self.runs), outputs, started, time.time(),
-            signum, counts,
+            self.run_id,
+            status,
+            code,
+            MappingProxyType(self.runs),
+            outputs,
+            started,
+            time.time(),
+            signum,
+            counts,
         )
         for sink in self.sinks:
             sink.run_finished(result)

@@ -257,7 +257,7 @@ class Store:
                    AS steps,
                   (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.kind = 'step'
                    AND s.state IN ('failed', 'upstream_failed')) AS failed
-               FROM runs r ORDER BY r.id DESC LIMIT ?""",
+               FROM runs r ORDER BY r.started DESC, r.id DESC LIMIT ?""",
             (limit,),
         )
         return [dict(row) for row in rows]
@@ -339,9 +339,13 @@ class StoreSink:
                     ),
                 )
                 db.execute(
-                    "UPDATE attempts SET state = 'lost', error_kind = 'lost', "
-                    "error = 'the runner stopped while this attempt ran' "
-                    "WHERE run_id = ? AND state = 'running'",
+                    "INSERT INTO attempts (run_id, step_id, attempt, state, started, "
+                    "error_kind, error) SELECT run_id, step_id, attempts, 'lost', started, "
+                    "'lost', 'the runner stopped while this attempt ran' FROM steps "
+                    "WHERE run_id = ? AND state IN ('running', 'retrying') AND attempts > 0 "
+                    "AND kind = 'step' ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET "
+                    "state = 'lost', error_kind = 'lost', error = excluded.error "
+                    "WHERE attempts.state = 'running'",
                     (run.run_id,),
                 )
             else:
@@ -436,7 +440,11 @@ class StoreSink:
                 nr.log_path,
                 self.position[nr.id],
             )
-            if nr.node.kind is NodeKind.STEP and nr.attempt > 0 and p.state in _ATTEMPT_STATES:
+            # An attempt gets its row when it ends (or when its process group is known, so a
+            # later `resume` can stop it); while it runs, the step row says `running`.
+            if nr.node.kind is NodeKind.STEP and nr.attempt > 0 and (
+                p.state in _ATTEMPT_STATES or (p.state is State.RUNNING and nr.process)
+            ):
                 # nr.attempts holds this process's attempts; a resumed step's count goes on
                 # from the attempts of the earlier runs (nr.base).
                 current = bool(nr.attempts) and nr.base + len(nr.attempts) == nr.attempt
@@ -471,8 +479,14 @@ class StoreSink:
             )
             if p.state is State.SUCCEEDED and nr.cache_key:
                 cache_rows.append(
-                    (nr.cache_key, nr.id, self.run_id, nr.output_json,
-                     json.dumps(nr.cache_files), p.time)
+                    (
+                        nr.cache_key,
+                        nr.id,
+                        self.run_id,
+                        nr.output_json,
+                        json.dumps(nr.cache_files),
+                        p.time,
+                    )
                 )
         with self.store.transaction() as db:
             db.executemany(
@@ -529,7 +543,6 @@ class StoreSink:
 
 
 _ATTEMPT_STATES = {
-    State.RUNNING,
     State.RETRYING,
     State.SUCCEEDED,
     State.FAILED,

@@ -87,8 +87,8 @@ def _spend(amount: int, what: str) -> None:
     budget[0] -= amount
     if budget[0] < 0:
         raise TemplateError(
-            f"{what}; a template may loop, call or draw from range() at most "
-            f"{MAX_RANGE_BUDGET:,} times in all"
+            f"{what}, over a template's work limit of {MAX_RANGE_BUDGET:,} "
+            "(loop turns, range() items and calls, in all)"
         )
 
 

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -76,7 +76,12 @@ class Started(NamedTuple):
 
 
 def failure(
-    task: Task, kind: str, message: str, started: float, worker: str, tb: str = "",
+    task: Task,
+    kind: str,
+    message: str,
+    started: float,
+    worker: str,
+    tb: str = "",
     exit_code: int | None = None,
 ) -> Completion:
     return Completion(
@@ -116,7 +121,8 @@ class _StepLogTarget(io.RawIOBase):
 
 _target = _StepLogTarget()
 _step_log = logging.getLogger("pipeline_runner.step")
-_handler = logging.StreamHandler(io.TextIOWrapper(_target, write_through=True))
+# A raw stream is buffer enough for a write-through wrapper (typeshed asks for a buffered one).
+_handler = logging.StreamHandler(io.TextIOWrapper(_target, write_through=True))  # type: ignore[type-var]
 _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
 _step_log.addHandler(_handler)
 _step_log.setLevel(logging.INFO)
@@ -208,9 +214,12 @@ def execute(
     with LazyLog(task, started) as log:
         stream = StreamMasker(masker, log.write)
         saved = (sys.stdout, sys.stderr)
-        if redirect_std:
-            text = io.TextIOWrapper(_LogWriter(stream.write), write_through=True, errors="replace")
+        restore_env: dict[str, str | None] = {}
+        if redirect_std:  # the attempt has this process to itself: give it its environment too
+            raw = _LogWriter(stream.write)
+            text = io.TextIOWrapper(raw, write_through=True, errors="replace")  # type: ignore[type-var]
             sys.stdout = sys.stderr = text
+            restore_env = _apply_environ(task.env)
         try:
             done = _run(task, masker, worker, started, stream, log, on_process)
             stream.flush()
@@ -220,6 +229,18 @@ def execute(
         finally:
             if redirect_std:
                 sys.stdout, sys.stderr = saved
+                _apply_environ(restore_env)
+
+
+def _apply_environ(env: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Set (or, for None, remove) variables in os.environ; returns what undoes it."""
+    undo = {name: os.environ.get(name) for name in env}
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    return undo
 
 
 def _run(
@@ -240,7 +261,7 @@ def _run(
         log=_step_log,
         scratch_path=Path(task.scratch_dir),
         pipeline_dir=Path(task.pipeline_dir),
-        env=task.env,
+        env={**os.environ, **task.env},  # a step inherits the runner's environment
         timeout=task.timeout,
         grace=task.grace,
         log_stream=log,

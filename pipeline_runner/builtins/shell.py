@@ -91,7 +91,9 @@ class Shell:
             try:
                 return json.loads(text)
             except json.JSONDecodeError as exc:
-                raise StepFailed(f"stdout is not JSON ({exc}); first bytes: {text[:80]!r}") from None
+                raise StepFailed(
+                    f"stdout is not JSON ({exc}); first bytes: {text[:80]!r}"
+                ) from None
         if parse == "lines":
             return text.splitlines()
         return text

@@ -476,10 +476,9 @@ def _dask_context() -> tuple[str, Any]:
     running this attempt is still wanted (not cancelled, its client not gone)."""
     try:
         from distributed import get_worker
-        from distributed.worker import thread_state
 
         worker = get_worker()
-        state = worker.state.tasks.get(thread_state.key)
+        state = worker.state.tasks.get(worker.get_current_task())
     except Exception:  # not in a Dask task (tests call run_attempt directly)
         return f"pid{os.getpid()}", lambda: True
     name = worker.name

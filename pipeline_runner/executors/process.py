@@ -130,7 +130,9 @@ class ProcessExecutor:
         now = time.monotonic()
         del depth
         for task in tasks:
-            worker = min(live, key=lambda w: (len(w.queue) + len(batches.get(w.index, ())), w.index))
+            worker = min(
+                live, key=lambda w: (len(w.queue) + len(batches.get(w.index, ())), w.index)
+            )
             batches.setdefault(worker.index, []).append(task)
         for worker in live:
             batch = batches.get(worker.index)
@@ -212,7 +214,10 @@ class ProcessExecutor:
     def _death_completion(self, worker: _Worker, task: Task, code: int | None) -> Completion:
         started = time.time() - (time.monotonic() - worker.head_started)
         if worker.kill_reason == "timeout":
-            kind, message = "timeout", f"timed out after {task.timeout:g}s; its processes were stopped"
+            kind, message = (
+                "timeout",
+                f"timed out after {task.timeout:g}s; its processes were stopped",
+            )
         elif worker.kill_reason == "cancelled":
             kind, message = "cancelled", "cancelled; its processes were stopped"
         elif code is not None and code < 0:
@@ -320,4 +325,3 @@ def pid_of_forkserver() -> int | None:  # used by tests looking for orphans
 
     pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
     return int(pid) if pid else None
-
