@@ -4,7 +4,7 @@ The public API is small: load and plan a file, and the types a plugin author mee
 """
 
 from .errors import Diagnostic, Location, PipelineError, RunnerError
-from .plugins import Plugin, StepContext
+from .plugins import Plugin, StepContext, StepFailed
 
 __all__ = [
     "Diagnostic",
@@ -13,4 +13,5 @@ __all__ = [
     "Plugin",
     "RunnerError",
     "StepContext",
+    "StepFailed",
 ]

@@ -19,11 +19,10 @@ from .model import CacheSpec
 
 
 class CacheBackend(Protocol):
-    def get(self, key: str) -> tuple[Any, list[str]] | None: ...
+    """Where the scheduler looks results up.  Entries are written by the store's sink, in the
+    same transaction as the state of the step that produced them."""
 
-    def put(
-        self, key: str, step_id: str, run_id: str, output_json: str, files: list[str]
-    ) -> None: ...
+    def get(self, key: str) -> tuple[Any, list[str]] | None: ...
 
 
 def expand(patterns: Iterable[str], base: str) -> list[str]:

@@ -56,6 +56,7 @@ def new_run_id() -> str:
 
 def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = False) -> int:
     """`runner run`, or with `resume` (a run id) `runner resume`."""
+    absolute_paths(request)
     if request.executor == "process" and not request.dry_run:
         from .executors.process import warm_up
 
@@ -70,9 +71,9 @@ def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = F
 
             Path(request.json_path).write_text(masker.text(to_json(plan)))
         return EXIT_OK
+    if request.workers is not None and request.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {request.workers}")
     workers = request.workers or os.cpu_count() or 1
-    if workers < 1:
-        raise UsageError("--workers must be at least 1")
     from .store import StoreSink, open_store
 
     state_dir = Path(request.state_dir)
@@ -121,6 +122,16 @@ def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = F
         store.close()
     finish(result, request, masker, plan)
     return result.exit_code
+
+
+def absolute_paths(request: RunRequest) -> None:
+    """Paths the user gave, fixed against the current folder now: steps run in the
+    pipeline's folder (and with the inline executor, in this very process)."""
+    request.state_dir = os.path.abspath(request.state_dir)
+    for name in ("junit", "json_path", "events", "trace", "secrets_file"):
+        value = getattr(request, name)
+        if value:
+            setattr(request, name, os.path.abspath(value))
 
 
 def plan_fingerprint(plan: Plan) -> str:

@@ -55,7 +55,18 @@ def _is_number(v: Any) -> bool:
 
 
 def _key(v: Any) -> str:
-    return json.dumps(v, sort_keys=True) + type(v).__name__
+    """A key equal for values JSON Schema calls equal: `1 == 1.0`, but `true != 1`."""
+    return json.dumps(_integral(v), sort_keys=True)
+
+
+def _integral(v: Any) -> Any:
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, list):
+        return [_integral(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _integral(x) for k, x in v.items()}
+    return v
 
 
 class _Compiler:

@@ -164,7 +164,7 @@ class Planner:
         self.diagnostics.extend(doc.problems)
         schema_problems = validate_document(doc.data, doc.source)
         if schema_problems:
-            raise PipelineError(self.diagnostics + schema_problems)
+            raise PipelineError(in_file_order(self.diagnostics + schema_problems))
         data: dict[str, Any] = doc.data
         f = self.open_file(doc, self.merged_params(data, doc.source))
         self.file_stack.append(os.path.abspath(doc.source.file))
@@ -196,7 +196,7 @@ class Planner:
         )
         self.check_graph(f)
         if self.diagnostics:
-            raise PipelineError(self.diagnostics)
+            raise PipelineError(in_file_order(self.diagnostics))
         nodes = MappingProxyType(self.nodes)
         return Plan(
             name=data["name"],
@@ -849,7 +849,8 @@ class Planner:
                 compensate = Compensation(comp["uses"], comp_with)
         pool = settings.get("pool")
         if pool is not None and pool not in self.pools:
-            self.error(f, (*path, "pool"), f"unknown pool '{pool}'{did_you_mean(pool, self.pools)}")
+            hint = did_you_mean(pool, self.pools) or f" (pools: {', '.join(self.pools) or 'none'})"
+            self.error(f, (*path, "pool"), f"unknown pool '{pool}'{hint}")
         return Node(
             id=qid,
             kind=NodeKind.STEP,
@@ -1093,6 +1094,16 @@ class _Invalid:
 
 _INVALID: Any = _Invalid()
 _DEFERRED_MARK = "<deferred value 7f3a>"
+
+
+def in_file_order(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """Each file's problems by line and column; files in the order their first problem came."""
+    rank: dict[str, int] = {}
+    for d in diagnostics:
+        rank.setdefault(d.location.file, len(rank))
+    return sorted(
+        diagnostics, key=lambda d: (rank[d.location.file], d.location.line, d.location.column)
+    )
 
 
 def _step_hint(name: str, known: Mapping[str, str]) -> str:

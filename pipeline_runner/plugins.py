@@ -72,6 +72,15 @@ class Plugin(Protocol):
     def run(self, with_: Mapping[str, Any], ctx: StepContext) -> Any: ...
 
 
+class StepFailed(Exception):
+    """Raise it from a plugin to fail the attempt with a plain message (no traceback);
+    `exit_code` lets `retries.on` match exit codes."""
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class PluginLoadError(Exception):
     """A plugin could not be imported or does not follow the protocol."""
 

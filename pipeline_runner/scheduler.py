@@ -173,6 +173,7 @@ class Scheduler:
         self.signals: list[int] = []
         self.finally_released = False
         self.storage_error: str | None = None
+        self.hard_cancel = False
         self.compensations: list[str] | None = None  # queued compensation nodes, once built
         self.success_seq = 0
         self.breaker_failures: dict[str, int] = {}
@@ -273,9 +274,11 @@ class Scheduler:
         previous = self.install_signals(wake_w)
         try:
             self.executor.start()
-            for nr in list(self.runs.values()):
-                if nr.state is State.PENDING and nr.waiting == 0:
-                    self.became_ready(nr)
+            # Roots only, taken before any is started: a root that finishes at once (skipped,
+            # cached) readies its dependents itself.
+            roots = [nr for nr in self.runs.values() if nr.state is State.PENDING and nr.waiting == 0]
+            for nr in roots:
+                self.became_ready(nr)
             self.check_finally()
             self.dispatch()
             self.flush()
@@ -295,7 +298,7 @@ class Scheduler:
         timeout = None
         if self.timers:
             timeout = max(self.timers[0][0] - time.monotonic(), 0.0)
-        if not self.running and not self.ready and not self.timers and not self.cancelling:
+        if not self.running and not self.ready and not self.timers:
             self.stall()
             return
         events = self.executor.wait(timeout, wake_r)
@@ -303,9 +306,9 @@ class Scheduler:
         for event in events:
             self.handle(event)
         self.fire_timers()
-        if self.signals and not self.cancelling:
+        if self.signals and (not self.cancelling or (self.hard_signal() and not self.hard_cancel)):
             self.cancel()
-        if not self.cancelling:
+        if not self.cancelling or (self.finally_released and not self.hard_cancel):
             self.dispatch()
         self.flush()
 
@@ -629,7 +632,9 @@ class Scheduler:
             for dep in self.dependents.get(nr.id, ()):
                 child = self.runs[dep]
                 child.waiting -= 1
-                if child.waiting == 0 and child.state is State.PENDING and not self.cancelling:
+                if child.waiting == 0 and child.state is State.PENDING and (
+                    not self.cancelling or child.node.is_finally
+                ):
                     self.became_ready(child)
         elif propagate:
             self.fail_downstream(nr)
@@ -660,11 +665,6 @@ class Scheduler:
         self.finally_released = True
         for nr in self.runs.values():
             if nr.node.is_finally and nr.state is State.PENDING:
-                if self.cancelling:
-                    nr.error = "run was cancelled"
-                    self.set_state(nr, State.CANCELLED)
-                    self.unfinished -= 1
-                    continue
                 nr.waiting -= 1
                 if nr.waiting == 0:
                     self.became_ready(nr)
@@ -860,13 +860,20 @@ class Scheduler:
         except BlockingIOError:
             pass
 
+    def hard_signal(self) -> bool:
+        return self.signals.count(signal.SIGINT) >= 2
+
     def cancel(self) -> None:
-        """Stop scheduling; stop running attempts; what never started is cancelled."""
+        """Stop scheduling; stop running attempts; what never started is cancelled.  `finally`
+        steps still run afterwards, unless a second Ctrl-C asked to stop at once."""
         self.cancelling = True
-        grace = 0.0 if self.signals.count(signal.SIGINT) >= 2 else self.options.grace
+        self.hard_cancel = self.hard_signal()
+        grace = 0.0 if self.hard_cancel else self.options.grace
         for event in self.executor.cancel(grace):
             self.handle(event)
         for nr in self.runs.values():
+            if nr.node.is_finally and not self.hard_cancel:
+                continue
             if nr.state in (State.PENDING, State.RETRYING, State.RUNNING):
                 nr.error = nr.error or "run was cancelled"
                 if nr.state is State.RUNNING:
@@ -875,8 +882,10 @@ class Scheduler:
                 self.unfinished -= 1
                 if not nr.node.is_finally:
                     self.main_unfinished -= 1
-        self.ready.clear()
+        self.ready = [e for e in self.ready if not self.hard_cancel and self.runs[e[3]].node.is_finally]
+        heapq.heapify(self.ready)
         self.timers.clear()
+        self.check_finally()
 
     # -- state and the end ----------------------------------------------------------------------
 

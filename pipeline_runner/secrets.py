@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import re
+import threading
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -120,24 +121,27 @@ class StreamMasker:
         self.masker = masker
         self.sink = sink
         self.pending = b""
+        self.lock = threading.Lock()  # a step's print() and its file descriptors both write
 
     def write(self, chunk: bytes) -> None:
-        if not self.masker:
-            self.sink(chunk)
-            return
-        data = self.pending + chunk
-        data = self.masker.data(data)
-        # Keep back what could still grow into a secret: at most longest-1 bytes.
-        keep = self.masker.longest - 1
-        cut = max(len(data) - keep, 0)
-        out, self.pending = data[:cut], data[cut:]
-        if out:
-            self.sink(out)
+        with self.lock:
+            if not self.masker:
+                self.sink(chunk)
+                return
+            data = self.pending + chunk
+            data = self.masker.data(data)
+            # Keep back what could still grow into a secret: at most longest-1 bytes.
+            keep = self.masker.longest - 1
+            cut = max(len(data) - keep, 0)
+            out, self.pending = data[:cut], data[cut:]
+            if out:
+                self.sink(out)
 
     def flush(self) -> None:
-        if self.pending:
-            self.sink(self.masker.data(self.pending))
-            self.pending = b""
+        with self.lock:
+            if self.pending:
+                self.sink(self.masker.data(self.pending))
+                self.pending = b""
 
 
 def environ_masker(names: Iterable[str]) -> Masker:

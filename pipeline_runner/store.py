@@ -170,14 +170,22 @@ class Store:
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute("PRAGMA foreign_keys = ON")
 
+    def _version(self) -> int:
+        version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"run store {self.path} was written by a newer runner (schema {version}); "
+                "upgrade pipeline-runner"
+            )
+        return version
+
     def _migrate(self) -> None:
+        # A store that is up to date is not written at all: opening one to read takes no write
+        # lock, and a damaged file is left exactly as it was.
+        if self._version() == len(MIGRATIONS):
+            return
         with self.transaction():
-            version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
-            if version > len(MIGRATIONS):
-                raise StoreError(
-                    f"run store {self.path} was written by a newer runner (schema {version}); "
-                    "upgrade pipeline-runner"
-                )
+            version = self._version()  # another runner may have migrated it meanwhile
             for number in range(version, len(MIGRATIONS)):
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
@@ -563,7 +571,7 @@ def _attempt_state(state: State) -> str:
         return "failed"
     if state is State.FAILED_ALLOWED:
         return "failed"
-    return state.value
+    return str(state.value)
 
 
 def open_store(state_dir: Path, create: bool = True) -> Store:

@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .plugins import PluginLoadError, StepContext, registry
-from .procs import process_start_time
+from .plugins import PluginLoadError, StepContext, StepFailed, registry
+from .procs import GRACE, process_start_time, stop_group
 from .secrets import Masker, StreamMasker
 
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
@@ -202,6 +202,90 @@ class LazyLog:
             self.file.close()
 
 
+class FdPump:
+    """Carries what a worker's file descriptors 1 and 2 receive (a C extension, `os.system`,
+    a subprocess that inherited them) into the current attempt's masked log.
+
+    The pipe is read by one thread; each read and its delivery happen under a lock, so after
+    `drain()` sees the pipe empty under that lock, everything written before is in the log."""
+
+    def __init__(self) -> None:
+        self.read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 1)
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        self.lock = threading.Lock()
+        self.target: Callable[[bytes], None] | None = None
+        threading.Thread(target=self._loop, name="fd-pump", daemon=True).start()
+
+    def _loop(self) -> None:
+        import select
+
+        while True:
+            select.select([self.read_fd], [], [])
+            with self.lock:
+                data = os.read(self.read_fd, 65536)
+                if not data:
+                    return
+                if self.target is not None:
+                    self.target(data)
+
+    def attach(self, target: Callable[[bytes], None] | None) -> None:
+        self.drain()
+        with self.lock:
+            self.target = target
+
+    def drain(self, limit: float = 1.0) -> None:
+        import fcntl
+        import termios
+
+        buf = bytearray(4)
+        deadline = time.monotonic() + limit
+        while True:
+            with self.lock:
+                fcntl.ioctl(self.read_fd, termios.FIONREAD, buf)
+                if int.from_bytes(buf, sys.byteorder) == 0:
+                    return
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.0005)
+
+
+_pump: FdPump | None = None
+
+
+class ThreadRouter(io.TextIOBase):
+    """sys.stdout/sys.stderr for the thread executor: what a step's thread prints goes to that
+    step's masked log; other threads write where they always did."""
+
+    def __init__(self, fallback: Any) -> None:
+        self.fallback = fallback
+        self.local = threading.local()
+
+    def write(self, text: str) -> int:
+        target = getattr(self.local, "write", None)
+        if target is None:
+            return int(self.fallback.write(text))
+        target(text.encode("utf-8", errors="replace"))
+        return len(text)
+
+    def flush(self) -> None:
+        if getattr(self.local, "write", None) is None:
+            self.fallback.flush()
+
+    def isatty(self) -> bool:
+        return bool(self.fallback.isatty())
+
+    def fileno(self) -> int:
+        return int(self.fallback.fileno())
+
+
+def _route(write: Callable[[bytes], None] | None) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, ThreadRouter):
+            stream.local.write = write
+
+
 def execute(
     task: Task,
     masker: Masker,
@@ -211,6 +295,10 @@ def execute(
 ) -> Completion:
     """Run one attempt; never raises (bar BaseExceptions the caller must see)."""
     started = time.time()
+    if os.getcwd() != task.pipeline_dir:
+        # Every step works in the pipeline's folder, as shell steps always did: relative paths
+        # in a pipeline mean the same thing whoever runs it from wherever.
+        os.chdir(task.pipeline_dir)
     with LazyLog(task, started) as log:
         stream = StreamMasker(masker, log.write)
         saved = (sys.stdout, sys.stderr)
@@ -220,13 +308,21 @@ def execute(
             text = io.TextIOWrapper(raw, write_through=True, errors="replace")  # type: ignore[type-var]
             sys.stdout = sys.stderr = text
             restore_env = _apply_environ(task.env)
+        if _pump is not None:
+            _pump.attach(stream.write)
+        if not redirect_std:
+            _route(stream.write)
         try:
             done = _run(task, masker, worker, started, stream, log, on_process)
+            if _pump is not None:
+                _pump.attach(None)
             stream.flush()
             return done
         except StorageError as exc:
             return failure(task, "storage", masker.text(str(exc)), started, worker)
         finally:
+            if not redirect_std:
+                _route(None)
             if redirect_std:
                 sys.stdout, sys.stderr = saved
                 _apply_environ(restore_env)
@@ -278,6 +374,10 @@ def _run(
         return failure(task, "storage", masker.text(str(exc)), started, worker)
     except TimeoutError as exc:
         return failure(task, "timeout", masker.text(str(exc)), started, worker)
+    except StepFailed as exc:  # an expected failure, explained by its message
+        message = masker.text(str(exc))
+        stream.write(f"[runner] {message}\n".encode())
+        return failure(task, "error", message, started, worker, "", exc.exit_code)
     except BaseException as exc:  # a step's own KeyboardInterrupt/SystemExit is its failure
         message = masker.text(f"{type(exc).__name__}: {exc}")
         tb = masker.text(user_traceback(exc))
@@ -378,6 +478,7 @@ def _note_survivors(task: Task, survivors: str) -> None:
 # -- the worker process --------------------------------------------------------------------------
 
 _current_pgid: int | None = None
+_current_grace: float = GRACE
 
 
 def _prctl(option: int, value: int) -> None:
@@ -393,11 +494,12 @@ def _set_parent_death_signal(sig: int) -> None:
 
 
 def _on_term(signum: int, frame: Any) -> None:
+    """Stopped (cancelled, timed out, or the runner is gone): stop the running command as at a
+    timeout, SIGTERM to its group and SIGKILL after its grace period, then what it left, then
+    exit.  The runner SIGKILLs this worker if it takes longer."""
     if _current_pgid is not None:
-        try:
-            os.killpg(_current_pgid, signal.SIGKILL)
-        except OSError:
-            pass
+        stop_group(_current_pgid, _current_grace)
+    reap_leftovers()
     os._exit(128 + signum)
 
 
@@ -408,7 +510,19 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
         os.setpgid(0, 0)
     except OSError:
         pass
-    _set_parent_death_signal(signal.SIGTERM)
+    _set_parent_death_signal(signal.SIGTERM)  # first: the runner's death is never missed
+    # Forkserver children inherit the write end of the pipe by which the forkserver learns
+    # that the runner is gone; holding it would keep the forkserver (and so us) alive after
+    # the runner is killed.  Workers start no processes through the forkserver: let it go.
+    from multiprocessing import forkserver
+
+    alive_fd = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
+    if alive_fd is not None:
+        try:
+            os.close(alive_fd)
+        except OSError:
+            pass
+        forkserver._forkserver._forkserver_alive_fd = None
     _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphans of a step come to us, not to init
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -417,11 +531,13 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
+    global _pump
+    _pump = FdPump()
     masker = Masker(secret_values)
 
     def started(pid: int) -> None:
-        global _current_pgid
-        _current_pgid = pid
+        global _current_pgid, _current_grace
+        _current_pgid, _current_grace = pid, current.grace
         conn.send(Started(current.attempt_id, pid, process_start_time(pid)))
 
     # Completions go back in small batches while more work is queued here (one pipe write

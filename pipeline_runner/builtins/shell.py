@@ -13,17 +13,9 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..plugins import StepContext
+from ..plugins import StepContext, StepFailed
 from ..procs import run_process, signal_name
 from ..templating import to_text
-
-
-class StepFailed(Exception):
-    """A step's command failed; `exit_code` lets `retries.on` match exit codes."""
-
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class Shell:

@@ -67,7 +67,7 @@ from ..worker import Completion, Started, Task, failure
 from . import Event, Returned
 
 INSTALL_HINT = "pip install 'pipeline-runner[dask]'"
-QUEUE_PER_THREAD = 2  # tasks handed to Dask per worker thread
+QUEUE_PER_THREAD = 4  # tasks handed to Dask per worker thread: Dask's own round trip is ~10 ms
 INFO_MAX_AGE = 1.0  # seconds between refreshes of the cluster's size and resources
 CONNECT_TIMEOUT = 10.0
 LOG_SHIP_LIMIT = 32 * 1024 * 1024  # at most this much of one attempt's log travels back
@@ -127,8 +127,11 @@ class DaskExecutor:
         self.threads = 0
         self.resources: list[dict[str, float]] = []
         self.info_at = 0.0
+        self.added = threading.Event()  # set by submit(): the pump has something to wait for
+        self.closing = False
         self._connect(max(1, workers))
         self.size = max(1, self.threads)
+        self.pump = threading.Thread(target=self._pump, name="runner-dask-results", daemon=True)
 
     # -- the cluster ----------------------------------------------------------------------------
 
@@ -155,6 +158,11 @@ class DaskExecutor:
             where = f"the Dask scheduler at {self.address}" if self.address else "a local cluster"
             raise UsageError(f"cannot use {where}: {type(exc).__name__}: {exc}") from None
         self._refresh(force=True)
+        # Results are fetched in the client's event loop as soon as each task finishes
+        # (`as_completed(with_results=True)`); the pump thread moves them to `done`.
+        self.completed = distributed.as_completed(
+            [], loop=self.client.loop, with_results=True, raise_errors=False
+        )
 
     def _refresh(self, force: bool = False) -> None:
         """The cluster's threads and each worker's resources, at most once a second."""
@@ -170,7 +178,20 @@ class DaskExecutor:
         self.resources = [dict(w.get("resources") or {}) for w in workers.values()]
 
     def start(self) -> None:
-        pass  # connected (or the local cluster started) in __init__: errors come before the run
+        # Connected (or the local cluster started) in __init__, so errors come before the run.
+        self.pump.start()
+
+    def _pump(self) -> None:
+        while not self.closing:
+            try:
+                batch = self.completed.next_batch(block=True)
+            except StopIteration:  # nothing in flight: sleep until submit() adds something
+                self.added.wait(0.5)
+                self.added.clear()
+                continue
+            for item in batch:
+                self.done.put(item)
+            self._notify()
 
     def capacity(self) -> int:
         self._refresh()
@@ -202,7 +223,8 @@ class DaskExecutor:
             )
             self.futures[task.attempt_id] = _Pending(task, future, time.time())
             self.by_key[key] = task.attempt_id
-            future.add_done_callback(self._on_done)
+            self.completed.add(future)
+        self.added.set()
 
     def _offered(self, wanted: dict[str, float]) -> bool:
         self._refresh()
@@ -232,10 +254,6 @@ class DaskExecutor:
             self.self_timed[uses] = bool(getattr(plugin, "enforces_timeout", False))
         return GRACE + 1.0 if self.self_timed[uses] else 0.0
 
-    def _on_done(self, future: Any) -> None:  # a thread of Dask's
-        self.done.put(future)
-        self._notify()
-
     def _notify(self) -> None:
         try:
             os.write(self.notify_w, b"x")
@@ -251,56 +269,31 @@ class DaskExecutor:
     def _collect(self) -> list[Event]:
         _drain(self.notify_r)
         events: list[Event] = []
-        finished: list[_Pending] = []
         while True:
             try:
                 item = self.done.get_nowait()
             except queue.Empty:
-                break
+                return events
             if isinstance(item, Completion):
                 events.append(item)
                 continue
-            pending = self.futures.get(self.by_key.get(item.key, -1))
-            if pending is None or pending.future is not item:
+            future, result = item
+            pending = self.futures.get(self.by_key.get(future.key, -1))
+            if pending is None or pending.future is not future:
                 continue  # handed back or given up already
-            if item.status == "finished":
-                finished.append(pending)
-            else:
-                events.append(self._lost(pending))
-        if finished:
-            events.extend(self._gather(finished))
-        return events
-
-    def _gather(self, finished: list[_Pending]) -> list[Completion]:
-        try:
-            results = self.client.gather([p.future for p in finished])
-        except Exception:  # one result could not be fetched: take them one by one
-            results = []
-            for p in finished:
-                try:
-                    results.append(p.future.result())
-                except Exception as exc:
-                    results.append(exc)
-        out = []
-        for pending, result in zip(finished, results, strict=True):
+            self._forget(pending)
             if isinstance(result, AttemptResult):
                 _store_log(pending.task.log_path, result)
-                out.append(result.completion)
-                self._forget(pending)
+                events.append(result.completion)
             else:
-                out.append(self._lost(pending, result))
-        return out
+                events.append(self._lost(pending, result))
 
-    def _lost(self, pending: _Pending, exc: BaseException | None = None) -> Completion:
-        """A future that did not give an AttemptResult: its workers died, or Dask dropped it."""
+    def _lost(self, pending: _Pending, result: Any) -> Completion:
+        """A task that gave no AttemptResult: its workers died, or Dask dropped it.  `result`
+        is what `as_completed` gives then: (type, exception, traceback) or an exception."""
         future = pending.future
-        self._forget(pending)
-        if exc is None and future.status == "error":
-            try:
-                exc = future.exception(timeout=5)
-            except Exception as err:
-                exc = err
-        if exc is None:
+        exc = result[1] if isinstance(result, tuple) and len(result) == 3 else result
+        if not isinstance(exc, BaseException) or type(exc).__name__ == "CancelledError":
             message = f"Dask dropped the task ({future.status}): the scheduler restarted or lost it"
         elif type(exc).__name__ == "KilledWorker":
             message = f"the Dask workers running this attempt died ({exc})"
@@ -373,6 +366,8 @@ class DaskExecutor:
         self.killing = True
 
     def close(self) -> None:
+        self.closing = True
+        self.added.set()
         if self.client is not None:
             try:
                 self.client.run(_retire_hosts, self.token, on_error="ignore")

@@ -10,13 +10,37 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import time
-from typing import Any
 
 from ..secrets import Masker
 from ..worker import Completion, Task, execute
 from . import Event
+
+
+class EmptyStdin:
+    """While steps run in the runner's own process, its stdin (fd 0, inherited by what they
+    start) is /dev/null: a step reading stdin gets end-of-file at once, never the runner's."""
+
+    def __init__(self) -> None:
+        self.saved: int | None = None
+
+    def enter(self) -> None:
+        try:
+            self.saved = os.dup(0)
+        except OSError:  # no stdin at all: /dev/null takes fd 0 below
+            self.saved = None
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        if devnull != 0:
+            os.dup2(devnull, 0)
+            os.close(devnull)
+
+    def exit(self) -> None:
+        if self.saved is not None:
+            os.dup2(self.saved, 0)
+            os.close(self.saved)
+            self.saved = None
 
 
 class InlineExecutor:
@@ -25,9 +49,10 @@ class InlineExecutor:
     def __init__(self, secrets: list[str]) -> None:
         self.masker = Masker(secrets)
         self.done: list[Event] = []
+        self.stdin = EmptyStdin()
 
     def start(self) -> None:
-        pass
+        self.stdin.enter()
 
     def capacity(self) -> int:
         return 0 if self.done else 1
@@ -49,7 +74,7 @@ class InlineExecutor:
         pass
 
     def close(self) -> None:
-        pass
+        self.stdin.exit()
 
 
 def _sleep_or_wake(timeout: float, wake_fd: int | None) -> None:
@@ -74,8 +99,15 @@ class ThreadExecutor:
         self.lock = threading.Lock()
         self.threads: list[threading.Thread] = []
         self.notify_r, self.notify_w = os.pipe()
+        self.stdin = EmptyStdin()
 
     def start(self) -> None:
+        from ..worker import ThreadRouter
+
+        self.stdin.enter()
+        self.saved_std = (sys.stdout, sys.stderr)
+        sys.stdout = ThreadRouter(sys.stdout)  # type: ignore[assignment]
+        sys.stderr = ThreadRouter(sys.stderr)  # type: ignore[assignment]
         for i in range(self.size):
             thread = threading.Thread(target=self._loop, args=(f"t{i}",), daemon=True)
             thread.start()
@@ -165,12 +197,15 @@ class ThreadExecutor:
         self.cancel(0)
 
     def close(self) -> None:
+        if hasattr(self, "saved_std"):
+            sys.stdout, sys.stderr = self.saved_std
         for _ in self.threads:
             self.tasks.put(None)
         for thread in self.threads:
             thread.join(timeout=0.5)
         os.close(self.notify_r)
         os.close(self.notify_w)
+        self.stdin.exit()
 
 
 def _abandoned(task: Task, kind: str, message: str) -> Completion:
@@ -178,4 +213,4 @@ def _abandoned(task: Task, kind: str, message: str) -> Completion:
     return Completion(task.attempt_id, False, None, kind, message, "", None, now, now, "thread")
 
 
-__all__ = ["InlineExecutor", "ThreadExecutor", "Any"]
+__all__ = ["EmptyStdin", "InlineExecutor", "ThreadExecutor"]
