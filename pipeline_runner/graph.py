@@ -178,13 +178,17 @@ def to_dot(plan: Plan) -> str:
 
 
 def _sinks(plan: Plan, nid: str) -> list[str]:
-    """The drawable nodes standing for `nid`: itself, or a group's members, recursively."""
+    """The drawable nodes standing for `nid` as a need: itself, or the last steps of a group
+    (its members that no other member needs), recursively."""
     node = plan.nodes[nid]
     if node.kind is not NodeKind.GROUP:
         return [nid]
+    members = set(node.members)
+    needed = {n for m in node.members for n in plan.nodes[m].needs if n in members}
     out: list[str] = []
     for member in node.members:
-        out.extend(_sinks(plan, member))
+        if member not in needed:
+            out.extend(_sinks(plan, member))
     return out
 
 

@@ -917,7 +917,9 @@ class Scheduler:
         else:
             status, code = "succeeded", EXIT_OK
         outputs: dict[str, Any] = {}
-        if status == "succeeded" and self.plan.outputs:
+        # With --only, the pipeline's outputs may read steps that were not selected: a partial
+        # run has no outputs, and that is not a failure.
+        if status == "succeeded" and self.plan.outputs and not self.options.only:
             scope = Scope(aliases=self.plan.aliases)
             try:
                 outputs = self.renderer.value(
