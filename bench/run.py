@@ -10,6 +10,8 @@ rotated every round, so machine drift hits the runner and its peers alike.
 Tools per workload:
 
 - ``runner``: the project's CLI, ``runner run FILE --progress none --state-dir D --workers 2``.
+- ``runner (dask)`` (W1-W5): the same with ``--executor dask``, which starts a local Dask
+  cluster of that many worker processes (needs ``pipeline-runner[dask]`` in the runner's venv).
 - peers (installed on first use into ``bench/.venv-peers``): ``doit`` (parallel process mode)
   and ``dask`` (multiprocessing scheduler; the threaded scheduler as an extra row).
 - baselines (plain Python, standard library): a serial loop and a ``ProcessPoolExecutor``
@@ -561,13 +563,23 @@ def runner_cells(tools: Tools, tool: str, args: Callable[[Path], list[str]]) -> 
 
 
 def dag_cells(
-    tools: Tools, wdir: Path, workers: int, serial_label: str = "serial loop"
+    tools: Tools,
+    wdir: Path,
+    workers: int,
+    serial_label: str = "serial loop",
+    with_dask: bool = False,
 ) -> list[Cell]:
-    """runner, doit, dask (processes, threads), serial loop and ProcessPoolExecutor cells."""
+    """runner (and runner on a local Dask cluster), doit, dask (processes, threads), serial loop
+    and ProcessPoolExecutor cells."""
     py, ppy = tools.python, str(tools.peers_python) if tools.peers_python else None
     pipeline = str(wdir / "pipeline.yaml")
     run_opts = ["--progress", "none", "--workers", str(workers), "--state-dir"]
     cells = runner_cells(tools, "runner", lambda d: ["run", pipeline, *run_opts, str(d / "state")])
+    if with_dask:
+        dask_opts = ["--executor", "dask", *run_opts]
+        cells += runner_cells(
+            tools, "runner (dask)", lambda d: ["run", pipeline, *dask_opts, str(d / "state")]
+        )
     if tools.doit and ppy:
         doit_run = [str(tools.doit), "-f", str(wdir / "dodo.py"), "-n", str(workers)]
         doit_run += ["-P", "process", "--reporter", "zero", "--backend", "sqlite3"]
@@ -642,7 +654,7 @@ DAG_SPECS = (
 def dag_workload(spec: DagSpec, root: Path, tools: Tools) -> Workload:
     dag = spec.dag()
     wdir = write_workload_dir(root, spec.name, dag, pipeline_yaml(spec.name.lower(), dag))
-    cells = dag_cells(tools, wdir, spec.workers, spec.serial_label)
+    cells = dag_cells(tools, wdir, spec.workers, spec.serial_label, with_dask=True)
     return Workload(spec.name, spec.title, len(dag.ids), spec.ideal_s, cells)
 
 

@@ -5,20 +5,24 @@ Two halves live here, one on each side of the network.
 The runner's side, `DaskExecutor`, starts a `LocalCluster` (no `--scheduler`) or connects a
 `Client` to one, and submits one Dask task per attempt: `run_attempt(task, ...)`, a top-level
 function the workers import from this module, so pipeline-runner must be installed on them.
-A done-callback (run by Dask in a thread of its own) puts every finished future on a queue and
-writes a byte to a pipe; `wait` selects on that pipe and the scheduler's signal pipe, then gathers
-the finished results in one round trip.  Capacity is twice the cluster's threads, so a worker
-finishing a step finds the next one already there while the runner's loop turns.
+Results are fetched by the client's event loop as each task finishes (`as_completed` with
+results); a small thread moves them to a queue and writes a byte to a pipe, so `wait` selects on
+that pipe and the scheduler's signal pipe and never waits on a network round trip itself.
+Capacity is four tasks per worker thread: Dask's own round trip per task (~10 ms) is longer than
+a trivial step, so a worker that finishes one finds the next already there (the Dask scheduler
+hands them to threads as they free up, highest priority first: the runner's order).
 
 The worker's side, `run_attempt`, never runs a step in the Dask worker's own process: a thread
 cannot be stopped, and a step that hangs or swallows exceptions must be.  It hands the attempt to
 a *host*, a child process running the process pool's own `worker_main` loop over a socket: the
 same `execute` (plugin by name, log file, output checks, secret masking), so a step behaves the
 same under both executors.  Hosts are started once and reused for the attempts of the same run
-(imports stay warm); an idle host of another run is stopped after a minute.  `run_attempt` waits
+(imports stay warm); the runner stops its run's hosts when it closes, and an idle host left by a
+runner that died is stopped a minute later.  `run_attempt` waits
 for the host's answer and enforces the attempt's timeout itself: SIGTERM to the host's process
 group and to the group of the command it started, SIGKILL after the grace period (a plugin that
-stops its own processes, like `shell`, gets a grace period longer first).  A host that dies
+stops its own processes at the timeout, like `shell`, is given a grace period more to do so).
+A host that dies
 gives a `crash` (or `timeout`/`cancelled` when it was stopped on purpose).  Hosts are started
 from one long-lived thread and ask the kernel to SIGTERM them when it goes
 (PR_SET_PDEATHSIG), so they, and the commands they run, die with the Dask worker.
@@ -27,7 +31,8 @@ Logs: an attempt writes its log into the run's folder when that path is writable
 worker (a shared file system, or the local cluster: the log is live), else into a temporary file;
 either way the bytes travel back with the `Completion` and the runner appends them to the step's
 log unless its file already holds exactly them.  So `runner logs` works whether the workers share
-the runner's disk or not.
+the runner's disk or not.  Without the run's folder, a step's scratch folder is a temporary
+one on the worker; without the pipeline's folder, steps run in the worker's current folder.
 
 Stopping: `cancel` asks every worker (out of band, `Client.run`) to stop this run's attempts
 and to refuse new ones, waits up to the grace period for the stopped attempts to report, and
@@ -35,9 +40,9 @@ hands tasks that never started back as `Returned`.  A host also checks that its 
 wanted, so attempts stop when the runner is gone (its client's futures are released).
 
 Worker loss: Dask re-runs a task whose worker died on another worker (up to its
-`allowed-failures`), and the scheduler sees only the one `Completion` of the attempt that
-finished; past that limit the future errs (`KilledWorker`) and becomes a `crash`, which the
-step's retry policy handles.
+`allowed-failures`, 3 by default), and the scheduler sees only the one `Completion` of the
+attempt that finished; past that limit the future errs (`KilledWorker`) and becomes a `crash`,
+which the step's retry policy handles.
 """
 
 from __future__ import annotations
@@ -139,21 +144,24 @@ class DaskExecutor:
         distributed = self.distributed
         try:
             if self.address is None:
-                self.cluster = distributed.LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                )
+                from .process import _without_main_module
+
+                with _without_main_module():  # the workers need nothing from our __main__
+                    self.cluster = distributed.LocalCluster(
+                        n_workers=workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        host="127.0.0.1",
+                        dashboard_address=None,
+                        silence_logs=logging.ERROR,
+                    )
                 self.client = distributed.Client(self.cluster, set_as_default=False)
                 self.client.wait_for_workers(workers, timeout=60)
             else:
                 self.client = distributed.Client(
                     self.address, timeout=CONNECT_TIMEOUT, set_as_default=False
                 )
-        except (OSError, TimeoutError, ValueError) as exc:
+        except (OSError, TimeoutError, ValueError, RuntimeError) as exc:
             self.close()
             where = f"the Dask scheduler at {self.address}" if self.address else "a local cluster"
             raise UsageError(f"cannot use {where}: {type(exc).__name__}: {exc}") from None
@@ -648,7 +656,9 @@ class _Slot:
                 self.stop("cancelled", GRACE)
             if self.kill_at is not None and now >= self.kill_at:
                 host.signal(signal.SIGKILL)
-            limits = [now + POLL] + [t for t in (deadline, self.kill_at) if t is not None]
+                self.kill_at = now + 1.0  # again, should it not be gone in a second
+            pending = (deadline if self.reason is None else None, self.kill_at)
+            limits = [now + POLL] + [t for t in pending if t is not None]
             objects: list[Any] = [host.pidfd] if host.eof else [host.conn, host.pidfd]
             ready = wait_ready(objects, max(min(limits) - now, 0.0))
             if host.conn in ready:
