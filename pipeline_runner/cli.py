@@ -411,6 +411,10 @@ def runs(as_json: bool, limit: int, state_dir: str) -> None:
     finally:
         store.close()
     if as_json:
+        for row in rows:
+            row.pop("plan_json", None)
+            row["request"] = json.loads(row.pop("request_json") or "{}")
+            row["outputs"] = json.loads(row.pop("outputs_json") or "null")
         click.echo(json.dumps(rows, indent=2, default=str))
         return
     if not rows:

@@ -63,10 +63,35 @@ def _walk_cycle(nodes: Mapping[str, Node], stuck: set[str], start: str) -> list[
     # Print in run order (`a -> b`: b needs a, as the graph's arrows point), starting at the
     # step written first, so the same cycle always reads the same way.
     loop.reverse()
+    loop = _as_written(nodes, loop)
     position = {nid: i for i, nid in enumerate(nodes)}
     first = min(range(len(loop)), key=lambda i: position[loop[i]])
     loop = loop[first:] + loop[:first]
     return [*loop, loop[0]]
+
+
+def _as_written(nodes: Mapping[str, Node], loop: list[str]) -> list[str]:
+    """Drop the hops a group adds (`etl.x -> etl`: a group needs its members), so the cycle
+    reads as the needs the user wrote (`etl -> report -> etl`)."""
+
+    def ancestors(nid: str) -> set[str]:
+        found: set[str] = set()
+        group = nodes[nid].group
+        while group is not None and group in nodes and group not in found:
+            found.add(group)
+            group = nodes[group].group
+        return found
+
+    out = list(loop)
+    changed = True
+    while changed and len(out) > 2:
+        changed = False
+        for i, nid in enumerate(out):
+            if out[(i + 1) % len(out)] in ancestors(nid):
+                del out[i]
+                changed = True
+                break
+    return out if len(out) >= 2 else loop
 
 
 def reaches(nodes: Mapping[str, Node], needs: Iterable[str], target: str) -> bool:

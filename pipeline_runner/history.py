@@ -13,14 +13,31 @@ from .store import open_store
 
 
 def _steps(state_dir: Path, run_id: str) -> tuple[str, list[dict[str, object]], str]:
+    """The run's full id, its steps, and its status (`running` only while its runner lives:
+    a runner killed with SIGKILL leaves its run `running` in the store)."""
     store = open_store(state_dir, create=False)
     try:
         full_id = store.resolve(run_id)
         steps = [s for s in store.steps(full_id) if s["kind"] != "group"]
-        status = str(store.run(full_id)["status"])
+        run = store.run(full_id)
     finally:
         store.close()
+    status = str(run["status"])
+    if status == "running" and not _alive(run.get("pid")):
+        status = "stopped"
     return full_id, steps, status
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return True  # not known: assume it goes on
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_logs(state_dir: Path, run_id: str, step: str | None) -> dict[str, str]:
@@ -50,7 +67,7 @@ def follow_logs(
     """Print new log lines as they are written, until the run is no longer running."""
     offsets: dict[str, int] = {}
     while True:
-        full_id, steps, status = _steps(state_dir, run_id)
+        _, steps, status = _steps(state_dir, run_id)
         for s in steps:
             if step is not None and s["step_id"] != step:
                 continue

@@ -351,7 +351,14 @@ class _Composer:
         tag = event.tag
         if tag is None or tag == "!":
             plain = event.implicit[0] and not event.style
-            return _resolve_plain(event.value) if plain else event.value
+            if not plain:
+                return event.value
+            try:
+                return _resolve_plain(event.value)
+            except ValueError:  # Python refuses ints of more than 4,300 digits
+                raise self.fail(
+                    pos, path, f"number of {len(event.value):,} digits is too large; quote it"
+                ) from None
         if tag not in _SCALAR_TAGS:
             raise self.fail(pos, path, f"unsupported YAML tag '{_short_tag(tag)}'")
         node = yaml.ScalarNode(tag, event.value, None, None, event.style)

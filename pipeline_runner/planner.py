@@ -15,6 +15,7 @@ reports every problem, not only the first.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -55,12 +56,17 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 def parse_duration(value: Any) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"invalid duration {value!r}: too long")
         return float(value)
     text = str(value).strip()
     parts = _DURATION_RE.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
         raise ValueError(f"invalid duration {value!r}: expected e.g. 500ms, 30s, 5m, 2h, 1h30m")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {value!r}: too long")
+    return seconds
 
 
 def key_problem(key: str) -> str | None:
@@ -330,7 +336,17 @@ class Planner:
         for i, step in enumerate(steps):
             path = (*base, i)
             qid = prefix + step["id"]
-            if qid in self.nodes or qid in created:
+            if qid in created:
+                continue  # a duplicate id, reported above
+            if qid in self.nodes:
+                # A `finally` step named like a main step: the same id would mean two steps.
+                other = self.nodes[qid]
+                self.error(
+                    f,
+                    (*path, "id"),
+                    f"duplicate step id '{step['id']}' (first used by {other.path} on line "
+                    f"{other.location.line})",
+                )
                 continue
             # Outer needs go to the roots of the list only; the rest reach them through those.
             own = self.resolve_needs(f, step, path, aliases)
@@ -366,6 +382,11 @@ class Planner:
         group: str | None,
         finally_: bool,
     ) -> None:
+        if step.get("as") in BASE_NAMES:
+            name = step["as"]
+            message = f"`as: {name}` would hide `{name}` inside the step; choose another name"
+            self.error(f, (*path, "as"), message)
+            return
         if ("uses" in step) == ("template" in step):
             which = (
                 "both 'uses' and 'template'" if "uses" in step else "neither 'uses' nor 'template'"
@@ -989,6 +1010,8 @@ class Planner:
             return _INVALID
         if not self.check_param_refs(f, compiled, path, scope):
             return _INVALID
+        if not self.check_secret_refs(f, compiled, path, scope):
+            return _INVALID
         self.note_refs(f, compiled, path, scope, refs_for, self_id)
         if deferred or "*" in runtime or self.needs_runtime(compiled, scope, runtime):
             return Deferred(source, shell)
@@ -1019,6 +1042,18 @@ class Planner:
                 f" (declared: {', '.join(sorted(declared)[:10]) or 'none'})"
             )
             self.error(f, path, f"unknown parameter '{name}' in params.{name}{hint}")
+            ok = False
+        return ok
+
+    def check_secret_refs(self, f: _File, compiled: Compiled, path: Path_, scope: Scope) -> bool:
+        """`secrets.X` must name a secret the file declares (it is read before the run)."""
+        if "secrets" not in compiled.names or "secrets" in scope.vars:
+            return True
+        declared = [str(s) for s in f.data.get("secrets") or ()]
+        ok = True
+        for name in sorted(compiled.secret_refs - set(declared)):
+            hint = did_you_mean(name, declared) or f"; declare it: `secrets: [{name}]`"
+            self.error(f, path, f"unknown secret '{name}' in secrets.{name}{hint}")
             ok = False
         return ok
 

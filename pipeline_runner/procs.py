@@ -16,7 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 GRACE = 3.0
 _CHUNK = 65536
@@ -162,7 +162,8 @@ def run_process(
             stop_group(proc.pid, min(grace, 1.0))
         # Read what is left without waiting on a pipe held open by an escaped process.
         end = time.monotonic() + 0.5
-        for stream, is_out in ((proc.stdout, True), (proc.stderr, False)):
+        leftovers = ((proc.stdout, True), (proc.stderr, False))
+        for stream, is_out in leftovers:
             while time.monotonic() < end and captured.pump(stream, is_out):
                 pass
     finally:
@@ -190,7 +191,7 @@ class _Capture:
         self.chunks: list[bytes] = []
         self.size = 0
 
-    def pump(self, stream: BinaryIO, is_out: bool) -> bool:
+    def pump(self, stream: IO[bytes], is_out: bool) -> bool:
         """Move what is readable now; False at end-of-file."""
         data = _read(stream)
         if data is None:
@@ -205,7 +206,7 @@ class _Capture:
         return True
 
 
-def _read(stream: BinaryIO) -> bytes | None:
+def _read(stream: IO[bytes]) -> bytes | None:
     """A chunk, b"" at end-of-file, None when nothing is there yet."""
     try:
         return os.read(stream.fileno(), _CHUNK)

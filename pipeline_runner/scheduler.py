@@ -240,11 +240,11 @@ class Scheduler:
         # marked first and counted after, so none is made ready by another's completion.
         reused = []
         for nid, (state, output) in self.options.preset.items():
-            nr = self.runs.get(nid)
-            if nr is not None and self.plan.nodes[nid].kind is NodeKind.STEP:
-                nr.output, nr.output_json, nr.reused = output, json.dumps(output), True
-                nr.state = state
-                reused.append(nr)
+            found = self.runs.get(nid)
+            if found is not None and self.plan.nodes[nid].kind is NodeKind.STEP:
+                found.output, found.output_json, found.reused = output, json.dumps(output), True
+                found.state = state
+                reused.append(found)
         for nr in reused:
             self.unfinished -= 1
             if not nr.node.is_finally:
@@ -456,6 +456,7 @@ class Scheduler:
         )
         self.set_state(nr, State.RUNNING)
         self.final_failure(nr)
+        self.release("pool:" + pool)  # it held no slot: let the next waiting step come through
         return True
 
     def breaker_record(self, nr: NodeRun, ok: bool) -> None:
@@ -909,9 +910,8 @@ class Scheduler:
             status, code = "failed", EXIT_STORE
         elif signum is not None:
             status = "cancelled"
-            code = {signal.SIGTERM: EXIT_SIGTERM, signal.SIGINT: EXIT_SIGINT}.get(
-                signum, 128 + signum
-            )
+            exits = {int(signal.SIGTERM): EXIT_SIGTERM, int(signal.SIGINT): EXIT_SIGINT}
+            code = exits.get(int(signum), 128 + int(signum))
         elif failed or self.cancelling:
             status, code = "failed", EXIT_FAILED
         else:

@@ -76,7 +76,21 @@ def forms(value: str) -> set[str]:
         stripped = base64.b64encode(raw).decode().rstrip("=")
         if len(stripped) >= MIN_SECRET_LENGTH:
             out.add(stripped)
+        out |= _base64_lines(raw)
     return {f for f in out if len(f) >= MIN_SECRET_LENGTH}
+
+
+def _base64_lines(raw: bytes) -> set[str]:
+    """The base64 of a secret followed by anything (`echo "$X" | base64` adds a newline), as
+    tools wrap it: `base64` at 76 columns, PEM and `openssl base64` at 64.  Only the 4-character
+    groups that encode secret bytes alone are kept, so whatever follows the secret cannot
+    change them; what is left unmasked at the end encodes at most two bytes of it."""
+    full = base64.b64encode(raw[: len(raw) // 3 * 3]).decode()
+    lines = {full} if len(full) >= 8 else set()
+    for width in (64, 76):
+        if len(full) > width:
+            lines.update(full[i : i + width] for i in range(0, len(full), width))
+    return {line for line in lines if len(line) >= 8}
 
 
 class Masker:
@@ -131,8 +145,11 @@ class StreamMasker:
             data = self.pending + chunk
             data = self.masker.data(data)
             # Keep back what could still grow into a secret: at most longest-1 bytes.
+            # No single-line form of a secret crosses a newline (a multi-line secret is also
+            # masked line by line), so everything up to the last newline can go now: a step
+            # killed mid-attempt loses none of its finished lines.
             keep = self.masker.longest - 1
-            cut = max(len(data) - keep, 0)
+            cut = max(len(data) - keep, data.rfind(b"\n") + 1, 0)
             out, self.pending = data[:cut], data[cut:]
             if out:
                 self.sink(out)

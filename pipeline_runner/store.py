@@ -450,8 +450,10 @@ class StoreSink:
             )
             # An attempt gets its row when it ends (or when its process group is known, so a
             # later `resume` can stop it); while it runs, the step row says `running`.
-            if nr.node.kind is NodeKind.STEP and nr.attempt > 0 and (
-                p.state in _ATTEMPT_STATES or (p.state is State.RUNNING and nr.process)
+            if (
+                nr.node.kind is NodeKind.STEP
+                and nr.attempt > 0
+                and (p.state in _ATTEMPT_STATES or (p.state is State.RUNNING and nr.process))
             ):
                 # nr.attempts holds this process's attempts; a resumed step's count goes on
                 # from the attempts of the earlier runs (nr.base).

@@ -8,8 +8,10 @@ exception that cannot be pickled cannot break the pool.
 `worker_main` is the loop of a process-pool worker: it receives batches of `Task`s on its pipe,
 runs them in order and sends one `Completion` per task.  It makes itself a process group leader,
 asks the kernel to SIGTERM it when its parent dies (PR_SET_PDEATHSIG; the forkserver, which
-exits when the runner does), and on SIGTERM kills the
-process group of the command it is running before it exits, so nothing outlives the runner.
+exits when the runner does), and on SIGTERM stops the process group of the command it is
+running (SIGTERM, SIGKILL after the step's grace period) before it exits, so nothing outlives
+the runner.  An attempt in a worker has the process to itself: its `env` is set in os.environ
+(on top of the runner's, which every step inherits) and its stdin is /dev/null.
 """
 
 from __future__ import annotations
@@ -522,7 +524,7 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
             os.close(alive_fd)
         except OSError:
             pass
-        forkserver._forkserver._forkserver_alive_fd = None
+        forkserver._forkserver._forkserver_alive_fd = None  # type: ignore[attr-defined]
     _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphans of a step come to us, not to init
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -3,20 +3,40 @@
 `inline` runs one attempt at a time in the scheduler's thread: what a debugger or a profiler
 wants.  `thread` runs attempts on a pool of threads: for steps that mostly wait on I/O.  Neither
 can stop a `python` step at its timeout (a thread cannot be killed): the attempt is reported as
-timed out and its thread is abandoned; `shell` steps stop their processes as everywhere.
+timed out and its thread is abandoned; `shell` steps stop their processes as everywhere, at
+a timeout or when the run is cancelled.  While they run, the runner's stdin is /dev/null.
+With `thread`, a `python` step sees its `env` in `ctx.env` only (os.environ is shared).
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from ..procs import group_alive, kill_group
 from ..secrets import Masker
 from ..worker import Completion, Task, execute
 from . import Event
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stop_groups(groups: Iterable[int], grace: float, term: bool = True) -> None:
+    """SIGTERM each process group (unless already done), then SIGKILL those still there
+    after `grace` seconds."""
+    alive = [g for g in groups if kill_group(g, signal.SIGTERM if term else 0)]
+    deadline = time.monotonic() + grace
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [g for g in alive if group_alive(g)]
+    for group in alive:
+        kill_group(group, signal.SIGKILL)
 
 
 class EmptyStdin:
@@ -44,12 +64,19 @@ class EmptyStdin:
 
 
 class InlineExecutor:
+    """Runs each attempt in the scheduler's own thread.  A signal arriving meanwhile reaches
+    the scheduler's handler as usual, and also stops the command the attempt is running (as
+    for a timeout: SIGTERM to its group, SIGKILL after the grace period), so Ctrl-C works here
+    too; a second Ctrl-C kills it at once.  A `python` step cannot be stopped this way."""
+
     name = "inline"
 
     def __init__(self, secrets: list[str]) -> None:
         self.masker = Masker(secrets)
         self.done: list[Event] = []
         self.stdin = EmptyStdin()
+        self.group: int | None = None  # the process group the current attempt started
+        self.stopped = False
 
     def start(self) -> None:
         self.stdin.enter()
@@ -59,7 +86,41 @@ class InlineExecutor:
 
     def submit(self, tasks: list[Task]) -> None:
         for task in tasks:
-            self.done.append(execute(task, self.masker, "inline"))
+            self.done.append(self._execute(task))
+
+    def _execute(self, task: Task) -> Completion:
+        def started(pid: int) -> None:
+            self.group = pid
+
+        def on_signal(signum: int, frame: Any) -> None:
+            handler = previous.get(signum)
+            if callable(handler):
+                handler(signum, frame)
+            if self.group is not None and not self.stopped:
+                self.stopped = True
+                kill_group(self.group, signal.SIGTERM)
+                timer = threading.Timer(task.grace, kill_group, (self.group, signal.SIGKILL))
+                timer.daemon = True
+                timer.start()
+                timers.append(timer)
+
+        timers: list[threading.Timer] = []
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {sig: signal.signal(sig, on_signal) for sig in _STOP_SIGNALS}
+        self.stopped = False
+        try:
+            done = execute(task, self.masker, "inline", started)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for timer in timers:  # the group is gone: its number must not be signalled later
+                timer.cancel()
+            self.group = None
+        if self.stopped:  # whatever its command made of the SIGTERM, it did not finish its work
+            message = "cancelled; its processes were stopped"
+            done = done._replace(ok=False, output_json=None, kind="cancelled", message=message)
+        return done
 
     def wait(self, timeout: float | None, wake_fd: int | None) -> list[Event]:
         if not self.done and timeout:
@@ -71,7 +132,8 @@ class InlineExecutor:
         return []
 
     def kill(self) -> None:
-        pass
+        if self.group is not None:
+            kill_group(self.group, signal.SIGKILL)
 
     def close(self) -> None:
         self.stdin.exit()
@@ -100,14 +162,16 @@ class ThreadExecutor:
         self.threads: list[threading.Thread] = []
         self.notify_r, self.notify_w = os.pipe()
         self.stdin = EmptyStdin()
+        self.groups: dict[int, int] = {}  # attempt id -> process group its command runs in
+        self.stop_grace: float | None = None  # set once cancelled: commands are stopped
 
     def start(self) -> None:
         from ..worker import ThreadRouter
 
         self.stdin.enter()
         self.saved_std = (sys.stdout, sys.stderr)
-        sys.stdout = ThreadRouter(sys.stdout)  # type: ignore[assignment]
-        sys.stderr = ThreadRouter(sys.stderr)  # type: ignore[assignment]
+        sys.stdout = ThreadRouter(sys.stdout)
+        sys.stderr = ThreadRouter(sys.stderr)
         for i in range(self.size):
             thread = threading.Thread(target=self._loop, args=(f"t{i}",), daemon=True)
             thread.start()
@@ -120,13 +184,24 @@ class ThreadExecutor:
                 return
             with self.lock:
                 self.running[task.attempt_id] = (task, time.monotonic())
-            done = execute(task, self.masker, name, redirect_std=False)
+            done = execute(task, self.masker, name, self._on_process(task), redirect_std=False)
             with self.lock:
                 self.running.pop(task.attempt_id, None)
+                self.groups.pop(task.attempt_id, None)
                 if task.attempt_id in self.abandoned:
                     continue
             self.results.put(done)
             os.write(self.notify_w, b"x")
+
+    def _on_process(self, task: Task) -> Callable[[int], None]:
+        def started(pid: int) -> None:
+            with self.lock:
+                self.groups[task.attempt_id] = pid
+                late = self.stop_grace is not None
+            if late:  # started while the run was being cancelled: close() finishes it off
+                kill_group(pid, signal.SIGTERM)
+
+        return started
 
     def capacity(self) -> int:
         with self.lock:
@@ -186,17 +261,27 @@ class ThreadExecutor:
                 if aid not in self.abandoned:
                     self.abandoned.add(aid)
                     out.append(_abandoned(task, "cancelled", "cancelled"))
+            groups = list(self.groups.values())
+            self.stop_grace = grace
         while True:
             try:
                 self.tasks.get_nowait()
             except queue.Empty:
                 break
+        stop_groups(groups, grace)  # the threads themselves cannot be stopped
         return out
 
     def kill(self) -> None:
-        self.cancel(0)
+        # Called from a signal handler, perhaps while this thread holds the lock: no lock.
+        self.stop_grace = 0.0
+        for group in list(self.groups.values()):
+            kill_group(group, signal.SIGKILL)
 
     def close(self) -> None:
+        if self.stop_grace is not None:  # commands that started while cancel() stopped others
+            with self.lock:
+                late = list(self.groups.values())
+            stop_groups(late, self.stop_grace, term=False)
         if hasattr(self, "saved_std"):
             sys.stdout, sys.stderr = self.saved_std
         for _ in self.threads:

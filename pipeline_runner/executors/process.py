@@ -22,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.connection
-import sys
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -35,6 +35,7 @@ from ..worker import Completion, Started, Task, worker_main
 from . import Event, Returned
 
 TARGET_BATCH_SECONDS = 0.002
+MARGIN = 0.5  # after a worker's own grace period, before it is SIGKILLed from here
 MAX_DEPTH = 64
 
 
@@ -56,8 +57,10 @@ class _Worker:
         return int(self.process.pid)
 
     def stop(self, sig: int) -> None:
+        """SIGTERM asks the worker, which stops its step's command itself (SIGTERM to the
+        command's group, SIGKILL after the grace period); SIGKILL ends both at once."""
         kill_group(self.pid, sig)
-        if self.child_pgid is not None:
+        if sig == signal.SIGKILL and self.child_pgid is not None:
             kill_group(self.child_pgid, sig)
 
 
@@ -238,7 +241,7 @@ class ProcessExecutor:
                 worker.kill_reason = worker.kill_reason or "timeout"
                 worker.stop(signal.SIGTERM)
                 head = worker.queue[0] if worker.queue else None
-                worker.kill_at = now + (head.grace if head is not None else GRACE)
+                worker.kill_at = now + (head.grace if head is not None else GRACE) + MARGIN
             else:
                 worker.stop(signal.SIGKILL)
 
@@ -250,7 +253,7 @@ class ProcessExecutor:
         for worker in busy:
             worker.kill_reason = "cancelled"
             worker.stop(signal.SIGTERM)
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + (grace + MARGIN if grace > 0 else 0.0)
         pending = {w.process.sentinel: w for w in busy}
         while pending and time.monotonic() < deadline:
             ready = multiprocessing.connection.wait(list(pending), deadline - time.monotonic())
