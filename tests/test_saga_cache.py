@@ -312,11 +312,6 @@ steps:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scheduler.breaker_open() fails a step without releasing the pool's blocked queue, "
-    "so the steps waiting for a pool slot stall and end `cancelled`",
-)
 def test_an_open_breaker_stops_calling_a_failing_pool(
     write_pipeline: WritePipeline, run_cli: RunCli, tmp_path: Path
 ) -> None:
