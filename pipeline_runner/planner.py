@@ -91,8 +91,6 @@ def default_key(item: Any, index: int) -> str:
         for field_name in ("name", "id"):
             if field_name in item:
                 return str(item[field_name])
-    if isinstance(item, (int, float)) and not isinstance(item, bool):
-        return str(item)
     return str(index)
 
 
