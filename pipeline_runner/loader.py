@@ -182,7 +182,7 @@ def load_text(text: str, file: str = "<string>") -> Document:
         raise PipelineError.single(Location(file, line, 1), "", "file contains a NUL byte")
     composer = _Composer(file)
     try:
-        composer.run(yaml.parse(text, Loader=_Parser))
+        composer.run(yaml.parse(_join_surrogates(text), Loader=_Parser))
     except yaml.MarkedYAMLError as exc:
         raise PipelineError([_syntax_error(exc, text, file)]) from None
     except yaml.YAMLError as exc:
@@ -190,6 +190,26 @@ def load_text(text: str, file: str = "<string>") -> Document:
     if composer.documents == 0:
         raise PipelineError.single(Location(file, 1, 1), "", "file is empty (expected a mapping)")
     return Document(composer.result, composer.source, text, composer.problems)
+
+
+# JSON writes characters beyond U+FFFF as surrogate pairs (`"\ud83d\ude00"`, as json.dump does
+# by default); libyaml refuses those escapes, so inside double-quoted strings they are rewritten
+# to YAML's own `\U0001f600` (an escaped backslash is matched first and kept).
+_DOUBLE_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_SURROGATE_PAIR = re.compile(r"(\\\\)|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})", re.IGNORECASE)
+
+
+def _join_surrogates(text: str) -> str:
+    if "\\u" not in text:
+        return text
+
+    def pair(match: re.Match[str]) -> str:
+        if match.group(1):
+            return match.group(1)
+        high, low = int(match.group(2), 16), int(match.group(3), 16)
+        return f"\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08x}"
+
+    return _DOUBLE_QUOTED.sub(lambda m: _SURROGATE_PAIR.sub(pair, m.group(0)), text)
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> Diagnostic:

@@ -957,9 +957,12 @@ class Planner:
         self_id: str | None = None,
         shell_fields: frozenset[str] = frozenset(),
         depth: int = 0,
+        argv: bool = False,
     ) -> Any:
         """Render what can be rendered now; keep the rest as Deferred; check names.
 
+        `argv`: the value is (inside) the argv list of a shell field, which shows on the
+        command line, so no secret may go there.
         Returns `_INVALID` (and records a diagnostic) when the value is broken.
         """
         if isinstance(value, dict):
@@ -976,6 +979,7 @@ class Planner:
                     self_id=self_id,
                     depth=depth + 1,
                     shell_fields=frozenset({k}) if shell else frozenset(),
+                    argv=argv or (depth == 0 and k in shell_fields and not isinstance(v, str)),
                 )
                 out[k] = rendered
             return _INVALID if any(v is _INVALID for v in out.values()) else out
@@ -990,6 +994,7 @@ class Planner:
                     refs_for=refs_for,
                     self_id=self_id,
                     depth=depth + 1,
+                    argv=argv,
                 )
                 for i, v in enumerate(value)
             ]
@@ -1009,6 +1014,15 @@ class Planner:
         if not self.check_param_refs(f, compiled, path, scope):
             return _INVALID
         if not self.check_secret_refs(f, compiled, path, scope):
+            return _INVALID
+        if argv and compiled.secret_refs and "secrets" not in scope.vars:
+            name = sorted(compiled.secret_refs)[0]
+            self.error(
+                f,
+                path,
+                f"secrets.{name} cannot go into an argv list (it would show on the command "
+                f"line); read ${name} from the environment instead, or use a cmd string",
+            )
             return _INVALID
         self.note_refs(f, compiled, path, scope, refs_for, self_id)
         if deferred or "*" in runtime or self.needs_runtime(compiled, scope, runtime):

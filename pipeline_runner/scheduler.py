@@ -14,7 +14,8 @@ completions (or the next retry, or a signal), apply them, then tell the sinks (t
 once per turn, the reporters print).  Retries wait on a timer heap, never in a worker.
 
 Signals: the first SIGINT/SIGTERM/SIGHUP stops scheduling and cancels running attempts (SIGTERM
-to their process groups, SIGKILL after the grace period); a second SIGINT kills at once.
+to their process groups, SIGKILL after the grace period); a second one (Ctrl-C again, or the
+SIGTERM a CI system sends after its SIGINT) kills at once.
 """
 
 from __future__ import annotations
@@ -272,24 +273,38 @@ class Scheduler:
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
         previous = self.install_signals(wake_w)
+        # The handlers stay until the end of the run is recorded: a signal arriving while the
+        # workers close or the store commits is noted (a second one still kills the workers at
+        # once), never a KeyboardInterrupt or a default SIGTERM death that leaves the run
+        # `running` in the store.
         try:
-            self.executor.start()
-            # Roots only, taken before any is started: a root that finishes at once (skipped,
-            # cached) readies its dependents itself.
-            roots = [nr for nr in self.runs.values() if nr.state is State.PENDING and nr.waiting == 0]
-            for nr in roots:
-                self.became_ready(nr)
-            self.check_finally()
-            self.dispatch()
-            self.flush()
-            while self.unfinished > 0:
-                self.turn(wake_r)
+            try:
+                self.executor.start()
+                # Roots only, taken before any is started: a root that finishes at once
+                # (skipped, cached) readies its dependents itself.
+                roots = [
+                    nr for nr in self.runs.values() if nr.state is State.PENDING and nr.waiting == 0
+                ]
+                for nr in roots:
+                    self.became_ready(nr)
+                self.check_finally()
+                self.dispatch()
+                self.flush()
+                while self.unfinished > 0:
+                    self.turn(wake_r)
+                stopped_by = self.signals[0] if self.signals else None
+            except BaseException:
+                # The run cannot go on (its store cannot be written): stop what runs and what
+                # workers hold queued, as for a Ctrl-C, rather than let it finish unrecorded.
+                self.abandon()
+                raise
+            finally:
+                self.executor.close()
+            return self.finish(started, stopped_by)
         finally:
             self.restore_signals(previous)
             os.close(wake_r)
             os.close(wake_w)
-            self.executor.close()
-        return self.finish(started)
 
     def turn(self, wake_r: int) -> None:
         """Wait, apply what happened, hand out what became ready, then commit it all at once:
@@ -311,6 +326,12 @@ class Scheduler:
         if not self.cancelling or (self.finally_released and not self.hard_cancel):
             self.dispatch()
         self.flush()
+
+    def abandon(self) -> None:
+        try:
+            self.executor.cancel(self.options.grace)
+        except Exception:  # the error on its way out matters more than this one
+            pass
 
     def stall(self) -> None:
         """Nothing runs and nothing can: a bug, but never a hang. Cancel what is left."""
@@ -633,8 +654,10 @@ class Scheduler:
             for dep in self.dependents.get(nr.id, ()):
                 child = self.runs[dep]
                 child.waiting -= 1
-                if child.waiting == 0 and child.state is State.PENDING and (
-                    not self.cancelling or child.node.is_finally
+                if (
+                    child.waiting == 0
+                    and child.state is State.PENDING
+                    and (not self.cancelling or child.node.is_finally)
                 ):
                     self.became_ready(child)
         elif propagate:
@@ -693,9 +716,7 @@ class Scheduler:
         undo.sort(key=lambda nr: nr.completed_seq, reverse=True)
         for nr in undo:
             comp = self.compensation_node(nr)
-            self.runs[comp.id] = NodeRun(
-                comp, log_path=self.log_path(comp.id)
-            )
+            self.runs[comp.id] = NodeRun(comp, log_path=self.log_path(comp.id))
             self.runs[comp.id].compensates = nr.id
             self.dependents[comp.id] = []
             self.unfinished += 1
@@ -837,7 +858,7 @@ class Scheduler:
 
         def handler(signum: int, frame: Any) -> None:
             self.signals.append(signum)
-            if signum == signal.SIGINT and self.signals.count(signal.SIGINT) >= 2:
+            if self.hard_signal():
                 self.executor.kill()
 
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -862,7 +883,11 @@ class Scheduler:
             pass
 
     def hard_signal(self) -> bool:
-        return self.signals.count(signal.SIGINT) >= 2
+        """A second stop signal, of any kind, means stop now: a second Ctrl-C, or the SIGTERM
+        a CI system sends when its SIGINT did not end the job soon enough (GitHub Actions
+        SIGKILLs the tree 2.5 s later; with a long `--grace` the first signal's cancellation
+        would still be waiting, and nothing of it would be recorded)."""
+        return len(self.signals) >= 2
 
     def cancel(self) -> None:
         """Stop scheduling; stop running attempts; what never started is cancelled.  `finally`
@@ -883,7 +908,9 @@ class Scheduler:
                 self.unfinished -= 1
                 if not nr.node.is_finally:
                     self.main_unfinished -= 1
-        self.ready = [e for e in self.ready if not self.hard_cancel and self.runs[e[3]].node.is_finally]
+        self.ready = [
+            e for e in self.ready if not self.hard_cancel and self.runs[e[3]].node.is_finally
+        ]
         heapq.heapify(self.ready)
         self.timers.clear()
         self.check_finally()
@@ -903,8 +930,9 @@ class Scheduler:
             return "cancelled"
         return "failed" if self.main_failed else "succeeded"
 
-    def finish(self, started: float) -> RunResult:
-        signum = self.signals[0] if self.signals else None
+    def finish(self, started: float, signum: int | None) -> RunResult:
+        """Record and return the result; `signum` is the signal that stopped the run, if one
+        came before its last step finished."""
         failed = any(nr.state in (State.FAILED, State.UPSTREAM_FAILED) for nr in self.runs.values())
         if self.storage_error is not None:
             status, code = "failed", EXIT_STORE

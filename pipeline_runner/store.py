@@ -157,8 +157,33 @@ class Store:
         if "readonly" in text or "read-only" in text or "unable to open" in text:
             return StoreError(f"run store {self.path} cannot be written: {text}")
         if "disk is full" in text or "disk I/O" in text:
-            return StoreError(f"run store {self.path} cannot be written: {text}; free some space")
+            return StoreError(
+                f"run store {self.path} cannot be written: {text}{self._write_failure_reason()}; "
+                "free some space (or raise the limit), then `runner resume` continues the run"
+            )
         return StoreError(f"run store {self.path}: {text}")
+
+    def _write_failure_reason(self) -> str:
+        """What SQLite's "disk I/O error" most likely was: a file size limit (EFBIG) or a full
+        disk (it reports ENOSPC as "disk is full" only for some writes)."""
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY:
+            largest = 0
+            for name in (self.path, Path(f"{self.path}-wal")):
+                try:
+                    largest = max(largest, name.stat().st_size)
+                except OSError:
+                    pass
+            if largest + (1 << 20) >= soft:
+                return f" (the file size limit, ulimit -f, of {soft:,} bytes is reached)"
+        try:
+            stat = os.statvfs(self.state_dir)
+        except OSError:
+            return ""
+        free = stat.f_bavail * stat.f_frsize
+        return f" (the disk is full: {free:,} bytes free)" if free < (16 << 20) else ""
 
     def _configure(self) -> None:
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

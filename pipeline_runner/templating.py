@@ -87,8 +87,8 @@ def _spend(amount: int, what: str) -> None:
     budget[0] -= amount
     if budget[0] < 0:
         raise TemplateError(
-            f"{what}, over a template's work limit of {MAX_RANGE_BUDGET:,} "
-            "(loop turns, range() items and calls, in all)"
+            f"{what}; a template may loop, call or draw from range() at most "
+            f"{MAX_RANGE_BUDGET:,} times in all"
         )
 
 
@@ -147,7 +147,7 @@ def _check_weight(value: Any, what: str) -> None:
 def _concat(parts: list[Any]) -> str:
     """`a ~ b`: checked before it is built."""
     _check_weight(parts, "'~'")
-    return "".join(to_text(p) if not isinstance(p, str) else p for p in parts)
+    return "".join(str(p) for p in parts)  # as Jinja's own `~`
 
 
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
@@ -184,7 +184,7 @@ def _checked_join(items: Any, d: str = "", attribute: Any = None) -> str:
         getter = jinja2.filters.make_attrgetter(_ENVS.get(False) or environment(), attribute)
         values = [getter(v) for v in values]
     _check_weight([values, d * len(values)], "join")
-    return str(d).join(to_text(v) if not isinstance(v, str) else v for v in values)
+    return str(d).join(str(v) for v in values)  # as Jinja's own `join`
 
 
 def _checked_text(convert: Callable[..., str]) -> Callable[..., str]:

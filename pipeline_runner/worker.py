@@ -381,13 +381,13 @@ def _run(
         stream.write(f"[runner] {message}\n".encode())
         return failure(task, "error", message, started, worker, "", exc.exit_code)
     except BaseException as exc:  # a step's own KeyboardInterrupt/SystemExit is its failure
-        message = masker.text(f"{type(exc).__name__}: {exc}")
+        message = masker.text(describe(exc))
         tb = masker.text(user_traceback(exc))
         stream.write(tb.encode())
         return failure(task, "error", message, started, worker, tb, getattr(exc, "exit_code", None))
     try:
         text = json.dumps(output, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         kind = type(output).__name__
         return failure(
             task, "error", f"output is not JSON-serialisable ({kind}): {exc}", started, worker
@@ -405,6 +405,15 @@ def _run(
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message`, even for an exception whose `__str__` itself raises."""
+    try:
+        text = str(exc)
+    except Exception as inner:
+        text = f"<str() of the exception failed: {type(inner).__name__}>"
+    return f"{type(exc).__name__}: {text}"
 
 
 def user_traceback(exc: BaseException) -> str:

@@ -1176,11 +1176,6 @@ def yaml_quoted(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loader: a JSON params file as json.dump writes it (astral characters as "
-    "surrogate-pair escapes) is refused as 'invalid Unicode character escape code'",
-)
 def test_a_json_params_file_with_astral_characters_is_read(
     run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
 ) -> None:

@@ -374,11 +374,6 @@ def test_a_secret_in_an_argv_list_is_refused_with_a_clear_error(
     assert not leaks(result.output)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner.py lets a secret in an argv-list cmd through to run time (the step fails "
-    "then); it should be a plan-time error found by `validate`",
-)
 def test_a_secret_in_an_argv_list_is_found_by_validate(
     write_pipeline: WritePipeline, run_cli: RunCli
 ) -> None:
