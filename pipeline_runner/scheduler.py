@@ -665,19 +665,29 @@ class Scheduler:
         self.check_finally()
 
     def fail_downstream(self, nr: NodeRun) -> None:
-        stack = list(self.dependents.get(nr.id, ()))
+        """Mark everything that needs `nr` (directly or not) upstream_failed.  A `finally`
+        step is not failed by a main step: that need only gives it the step's output, so it
+        just stops waiting for it."""
+        stack = [(nr, dep) for dep in self.dependents.get(nr.id, ())]
         while stack:
-            child = self.runs[stack.pop()]
-            if child.state is not State.PENDING or (
-                child.node.is_finally and not nr.node.is_finally
-            ):
+            parent, child_id = stack.pop()
+            child = self.runs[child_id]
+            if child.state is not State.PENDING:
+                continue
+            if child.node.is_finally and not parent.node.is_finally:
+                self.need_finished(child)
                 continue
             child.error = f"needs {nr.id}, which {nr.state.value.replace('_', ' ')}"
             self.set_state(child, State.UPSTREAM_FAILED)
             self.unfinished -= 1
             if not child.node.is_finally:
                 self.main_unfinished -= 1
-            stack.extend(self.dependents.get(child.id, ()))
+            stack.extend((child, dep) for dep in self.dependents.get(child.id, ()))
+
+    def need_finished(self, child: NodeRun) -> None:
+        child.waiting -= 1
+        if child.waiting == 0 and child.state is State.PENDING:
+            self.became_ready(child)
 
     def check_finally(self) -> None:
         if self.finally_released or self.main_unfinished > 0:
@@ -908,6 +918,9 @@ class Scheduler:
                 self.unfinished -= 1
                 if not nr.node.is_finally:
                     self.main_unfinished -= 1
+                    for dep in self.dependents.get(nr.id, ()):
+                        if self.runs[dep].node.is_finally:
+                            self.need_finished(self.runs[dep])
         self.ready = [
             e for e in self.ready if not self.hard_cancel and self.runs[e[3]].node.is_finally
         ]
