@@ -49,7 +49,8 @@ def pipeline(journal: str) -> str:
             need = f"\n    needs: c{chain}s{i - 1}" if i else ""
             lines.append(
                 f"  - id: {sid}\n    uses: python{need}\n"
-                f"    with: {{call: 'soak_lib:step', args: ['{journal}', '{sid}', {chain * 100 + i}]}}"
+                f"    with: {{call: 'soak_lib:step', "
+                f"args: ['{journal}', '{sid}', {chain * 100 + i}]}}"
             )
     return "\n".join(lines) + "\n"
 
@@ -111,8 +112,9 @@ def one_round(runner: str, rng: random.Random, number: int) -> list[str]:
         marker = f"SOAK_MARKER_{os.getpid()}_{number}"
         env = {**os.environ, "RUNNER_STATE_DIR": str(state), marker: "1"}
         cmd = [runner, "run", "p.yaml", "--progress", "none", "--workers", "2"]
-        proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            cmd, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         db = state / "runs.db"
         deadline = time.monotonic() + 30
         while not db.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -142,15 +144,23 @@ def one_round(runner: str, rng: random.Random, number: int) -> list[str]:
         for _ in range(3):
             resumed = subprocess.run(
                 [runner, "resume", run_ids[0], "--progress", "none", "--workers", "2"],
-                cwd=folder, env=env, capture_output=True, text=True, timeout=120,
+                cwd=folder,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
             if resumed.returncode == 0:
                 break
         else:
             problems.append(f"resume failed: {resumed.returncode} {resumed.stderr[-300:]}")
         shown = subprocess.run(
-            [runner, "show", run_ids[0], "--json"], cwd=folder, env=env, capture_output=True,
-            text=True, timeout=60,
+            [runner, "show", run_ids[0], "--json"],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         data = json.loads(shown.stdout)
         if data["run"]["status"] != "succeeded":
@@ -185,7 +195,8 @@ def main() -> int:
         if one_round(args.runner, rng, number):
             failures += 1
     took = time.monotonic() - started
-    print(f"soak: {args.rounds - failures} of {args.rounds} rounds kept every promise ({took:.0f}s)")
+    kept = args.rounds - failures
+    print(f"soak: {kept} of {args.rounds} rounds kept every promise ({took:.0f}s)")
     return 1 if failures else 0
 
 
