@@ -9,12 +9,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# Editable installs are not byte-compiled by pip; compile once so every `runner` start does not
+# compile the package again (PYTHONDONTWRITEBYTECODE would otherwise make that permanent).
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e .
+	$(BIN)/python -m compileall -q pipeline_runner > /dev/null
 	touch $@
 
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml plugins/runner-sqlite/pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]' -e plugins/runner-sqlite
+	$(BIN)/python -m compileall -q pipeline_runner > /dev/null
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
@@ -29,6 +33,7 @@ lint: $(VENV)/.installed-dev
 
 test: $(VENV)/.installed-dev lint
 	$(BIN)/python tests/ensure_graphviz.py
+	$(BIN)/python -m compileall -q pipeline_runner > /dev/null
 	$(BIN)/pytest -q
 
 bench: $(VENV)/.installed

@@ -516,11 +516,26 @@ def discover_tools(args: argparse.Namespace, log: Callable[[str], None]) -> Tool
     doit = peers_python.parent / "doit" if peers_python else None
     db_flag, doit_help = doit_flags(doit) if doit else ("--db-file", [])
     runner_python = str(runner.parent / "python") if runner else None
+    if runner_python:
+        compile_runner(runner_python, log)
     yaml_python = find_yaml_python([runner_python, str(peers_python) if peers_python else None])
     versions = peer_versions(peers_python) if peers_python else ""
     return Tools(
         runner, sys.executable, peers_python, doit, db_flag, doit_help, yaml_python, versions
     )
+
+
+def compile_runner(python: str, log: Callable[[str], None]) -> None:
+    """Byte-compile the runner's package, as `pip install` does for the peers: an editable
+    checkout (or PYTHONDONTWRITEBYTECODE) would otherwise compile every module on every run,
+    and the table would measure the compiler."""
+    code = (
+        "import compileall, os, pipeline_runner; "
+        "compileall.compile_dir(os.path.dirname(pipeline_runner.__file__), quiet=1)"
+    )
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        _run_quiet([python, "-c", code], 120)
+        log("byte-compiled the runner's package")
 
 
 def peer_versions(python: Path) -> str:

@@ -437,7 +437,7 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
     """Show a run's steps: state, attempts, duration, error."""
     from pathlib import Path
 
-    from .report import safe
+    from .report import one_line
     from .store import open_store
 
     store = open_store(Path(state_dir), create=False)
@@ -459,7 +459,7 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
         took = ""
         if step["started"] and step["finished"]:
             took = f"{step['finished'] - step['started']:.2f}s"
-        error = f"  {safe(step['error'])}" if step["error"] else ""
+        error = f"  {one_line(step['error'])}" if step["error"] else ""
         click.echo(
             f"  {step['step_id']:<32} {step['state']:<16} {step['attempts']:>2} {took:>8}{error}"
         )

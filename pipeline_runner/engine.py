@@ -57,10 +57,6 @@ def new_run_id() -> str:
 def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = False) -> int:
     """`runner run`, or with `resume` (a run id) `runner resume`."""
     absolute_paths(request)
-    if request.executor == "process" and not request.dry_run:
-        from .executors.process import warm_up
-
-        warm_up()  # the forkserver imports the worker code while we plan
     plan = plan_file(request.file, request.planner)
     secret_values = read_secrets(plan.secrets, os.environ, request.secrets_file)
     masker = Masker(secret_values.values())
@@ -74,6 +70,32 @@ def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = F
     if request.workers is not None and request.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {request.workers}")
     workers = request.workers or os.cpu_count() or 1
+    from .executors import make_executor
+
+    executor = make_executor(
+        request.executor, workers, list(secret_values.values()), scheduler=request.dask_scheduler
+    )
+    if request.executor == "process":
+        executor.start()  # now, while this process has one thread (see executors/process.py)
+    handed_over: list[bool] = []
+    try:
+        return _run(request, plan, executor, secret_values, masker, resume, force, handed_over)
+    except BaseException:
+        if not handed_over:  # the scheduler closes the executor once it has it
+            executor.close()
+        raise
+
+
+def _run(
+    request: RunRequest,
+    plan: Plan,
+    executor: Any,
+    secret_values: dict[str, str],
+    masker: Masker,
+    resume: str | None,
+    force: bool,
+    handed_over: list[bool],
+) -> int:
     from .store import StoreSink, open_store
 
     state_dir = Path(request.state_dir)
@@ -94,11 +116,6 @@ def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = F
         run_id = new_run_id()
     run_dir = state_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    from .executors import make_executor
-
-    executor = make_executor(
-        request.executor, workers, list(secret_values.values()), scheduler=request.dask_scheduler
-    )
     record = StoreSink(
         store,
         request_record(request),
@@ -116,6 +133,7 @@ def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = F
         sinks.append(EventsFile(request.events, masker))
     sinks.extend(choose_reporter(request.progress, masker))
     scheduler = Scheduler(plan, executor, run_id, run_dir, secret_values, sinks, options)
+    handed_over.append(True)
     try:
         result = scheduler.run()
     finally:

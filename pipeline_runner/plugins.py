@@ -49,7 +49,7 @@ class StepContext:
     key: str | None
     item: Any
     log: logging.Logger
-    scratch_path: Path  # see scratch_dir
+    scratch_path: str  # see scratch_dir
     pipeline_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     timeout: float | None = None  # seconds this attempt may take, for steps that start processes
@@ -61,8 +61,9 @@ class StepContext:
     @property
     def scratch_dir(self) -> Path:
         """A folder of this step's own in the run's folder, created on first use."""
-        self.scratch_path.mkdir(parents=True, exist_ok=True)
-        return self.scratch_path
+        path = Path(self.scratch_path)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
 
 @runtime_checkable

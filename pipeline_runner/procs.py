@@ -90,14 +90,28 @@ def stop_group(pgid: int, grace: float = GRACE) -> None:
     """SIGTERM the group, then SIGKILL whatever is left after `grace` seconds."""
     if not kill_group(pgid, signal.SIGTERM):
         return
-    deadline = time.monotonic() + grace
+    if not _wait_gone(pgid, grace):
+        kill_group(pgid, signal.SIGKILL)
+        _wait_gone(pgid, 1.0)
+
+
+def kill_group_now(pgid: int) -> None:
+    """SIGKILL the group and wait (briefly) until its members are dead, so that nothing
+    killed here is later taken for a process that escaped."""
+    if kill_group(pgid, signal.SIGKILL):
+        _wait_gone(pgid, 1.0)
+
+
+def _wait_gone(pgid: int, timeout: float) -> bool:
+    """Whether the group is gone (its members dead) within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
     delay = 0.005
-    while time.monotonic() < deadline:
-        if not group_alive(pgid):
-            return
+    while group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
-    kill_group(pgid, signal.SIGKILL)
+    return True
 
 
 def run_process(
@@ -171,9 +185,10 @@ def run_process(
         os.close(pidfd)
         proc.stdout.close()
         proc.stderr.close()
-        if proc.returncode is None:
+        if proc.returncode is None:  # the log could not be written, or a bug: stop it all
             kill_group(proc.pid, signal.SIGKILL)
             proc.wait()
+            kill_group_now(proc.pid)
     code = proc.returncode
     return ProcessResult(
         exit_code=code if code >= 0 else None,

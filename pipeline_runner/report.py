@@ -52,6 +52,14 @@ def safe(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def one_line(text: str) -> str:
+    """`safe`, on one line: a message shown within a line of the runner's own (a state change,
+    the summary, `runner show`) keeps its line breaks as a visible `\\n`, so that no line of it
+    (`::add-mask::`, `::error::`, `::stop-commands::`) starts a line a CI system would read as
+    a command, or one that passes for the runner's."""
+    return safe(text).replace("\n", "\\n")
+
+
 def log_tail(path: str, lines: int = TAIL_LINES) -> list[str]:
     """The last lines of a log, read from its end (a huge log costs nothing)."""
     try:
@@ -104,7 +112,7 @@ class PlainReporter:
         if nr.state.finished and duration(nr):
             text += f" ({duration(nr)})"
         if nr.state in (State.FAILED, State.FAILED_ALLOWED, State.RETRYING) and nr.error:
-            text += f": {safe(nr.error)}"
+            text += f": {one_line(nr.error)}"
             if nr.kind not in (None, "error"):  # what `retries.on` matches: crash, timeout
                 text += f" [{nr.kind}]"
         self.line(text)
@@ -209,8 +217,12 @@ class LiveReporter:
             if top is not None:
                 self.groups[top][0] += 1
         if nr.state is State.FAILED:
-            self.failures.append(f"{nr.id}: {safe(nr.error)}")
-            self.console.print(f"[red]✗ {safe(nr.id)}[/]: {safe(nr.error)}", highlight=False)
+            from rich.text import Text
+
+            self.failures.append(f"{nr.id}: {one_line(nr.error)}")
+            # A Text, not markup: a message holding `[/]` or `[link=...]` is shown as it is.
+            line = Text.assemble((f"✗ {safe(nr.id)}", "red"), f": {one_line(nr.error)}")
+            self.console.print(line, highlight=False, soft_wrap=True)  # no line breaks added
 
     def turn(self) -> None:
         now = time.monotonic()
@@ -319,7 +331,7 @@ def summary(result: RunResult, color: bool) -> str:
     for nr in failed[:20]:
         console.print(
             f"{SYMBOLS[nr.state]} {safe(nr.id)} ({nr.state.value}, attempt "
-            f"{nr.attempt}): {safe(nr.error)}",
+            f"{nr.attempt}): {one_line(nr.error)}",
             markup=False,
         )
         for line in log_tail(nr.log_path):

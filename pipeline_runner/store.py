@@ -84,7 +84,7 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, step_id, attempt)
     );
     CREATE TABLE events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq INTEGER PRIMARY KEY,  -- rowid order: the table is only appended to
         run_id TEXT NOT NULL,
         time REAL NOT NULL,
         step_id TEXT,

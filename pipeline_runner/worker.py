@@ -17,6 +17,7 @@ the runner.  An attempt in a worker has the process to itself: its `env` is set 
 from __future__ import annotations
 
 import ctypes
+import functools
 import io
 import json
 import logging
@@ -309,6 +310,7 @@ def execute(
             raw = _LogWriter(stream.write)
             text = io.TextIOWrapper(raw, write_through=True, errors="replace")  # type: ignore[type-var]
             sys.stdout = sys.stderr = text
+            _base_environ()  # taken before any attempt changes os.environ
             restore_env = _apply_environ(task.env)
         if _pump is not None:
             _pump.attach(stream.write)
@@ -341,6 +343,23 @@ def _apply_environ(env: Mapping[str, str | None]) -> dict[str, str | None]:
     return undo
 
 
+@functools.lru_cache(maxsize=16)
+def _path(folder: str) -> Path:
+    return Path(folder)
+
+
+_environ_copy: tuple[int, dict[str, str]] | None = None
+
+
+def _base_environ() -> dict[str, str]:
+    """A copy of this process's environment, made once per process (os.environ is slow to
+    iterate, and a step's attempt only adds its own variables on top)."""
+    global _environ_copy
+    if _environ_copy is None or _environ_copy[0] != os.getpid():
+        _environ_copy = (os.getpid(), dict(os.environ))
+    return _environ_copy[1]
+
+
 def _run(
     task: Task,
     masker: Masker,
@@ -357,9 +376,9 @@ def _run(
         key=task.key,
         item=task.item,
         log=_step_log,
-        scratch_path=Path(task.scratch_dir),
-        pipeline_dir=Path(task.pipeline_dir),
-        env={**os.environ, **task.env},  # a step inherits the runner's environment
+        scratch_path=task.scratch_dir,
+        pipeline_dir=_path(task.pipeline_dir),
+        env={**_base_environ(), **task.env},  # a step inherits the runner's environment
         timeout=task.timeout,
         grace=task.grace,
         log_stream=log,
@@ -440,12 +459,20 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _command(pid: int) -> str:
+def _command(pid: int) -> str | None:
+    """`pid (command line)`, or None for a process that is gone or a zombie (already dead).
+    Right after an exec the command line can read as empty for a moment (the kernel lets a
+    vfork parent run on before it has set the new arguments up): the name from `stat` then."""
     try:
+        with open(f"/proc/{pid}/stat") as f:
+            head, _, tail = f.read().rpartition(")")
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:120]
+            command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:120]
     except OSError:
-        return "?"
+        return None
+    if tail.split()[:1] == ["Z"]:
+        return None
+    return f"{pid} ({command or head.partition('(')[2]})"
 
 
 def reap_leftovers() -> str:
@@ -466,10 +493,10 @@ def reap_leftovers() -> str:
         command = _command(pid)
         try:
             os.kill(pid, signal.SIGKILL)
-            if command:
-                named.append(f"{pid} ({command})")
         except OSError:
-            pass
+            continue
+        if command is not None:
+            named.append(command)
     for pid in found:
         try:
             os.waitpid(pid, 0)
@@ -481,7 +508,7 @@ def reap_leftovers() -> str:
 def _note_survivors(task: Task, survivors: str) -> None:
     try:
         with open(task.log_path, "ab") as f:
-            f.write(f"[runner] warning{survivors}\n".encode())
+            f.write(f"[runner] warning: {survivors.removeprefix('; ')}\n".encode())
     except OSError:
         pass
 

@@ -11,10 +11,14 @@ workers in batches; how many a worker may hold is set from the measured step dur
 milliseconds of work each), so cheap steps stream and slow steps are dealt one at a time and
 balance across workers.
 
-Start method: forkserver.  The runner has threads (the live display, Dask's client), and forking
-a threaded process can copy a lock held by another thread into the child; the forkserver is a
-fresh single-threaded process that imported the worker code once, so forking from it is safe and
-starting (or replacing) a worker costs about a millisecond.
+Start method, chosen deliberately.  The runner has threads at times (the live display's refresher,
+Dask's client), and forking a process while another thread holds a lock copies that lock, held,
+into the child.  So the pool is started by `fork` only while the runner has a single thread (the
+engine starts it right after planning, before the store is opened and before any reporter
+starts a thread): the workers then begin with every module already imported, at a cost of about
+a millisecond each.  Whenever another thread exists (a worker replaced during a run with the live
+display on), workers come from a forkserver instead: a fresh single-threaded process that
+imported the worker code once, from which forking is safe.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import multiprocessing
 import multiprocessing.connection
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -70,7 +75,6 @@ class ProcessExecutor:
     def __init__(self, workers: int, secrets: list[str]) -> None:
         self.size = max(1, workers)
         self.secrets = secrets
-        self.ctx = warm_up()
         self.workers: list[_Worker] = []
         self.durations: deque[float] = deque(maxlen=31)
         self._self_timed: dict[str, bool] = {}
@@ -78,13 +82,22 @@ class ProcessExecutor:
     # -- pool ---------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.workers:
+            return  # the engine started the pool early
         for index in range(self.size):
             self.workers.append(self._spawn(index, 0))
 
+    @staticmethod
+    def _context() -> Any:
+        if threading.active_count() == 1:
+            return multiprocessing.get_context("fork")
+        return warm_up()
+
     def _spawn(self, index: int, generation: int) -> _Worker:
-        parent, child = self.ctx.Pipe(duplex=True)
+        ctx = self._context()
+        parent, child = ctx.Pipe(duplex=True)
         name = f"w{index}" if generation == 0 else f"w{index}.{generation}"
-        process = self.ctx.Process(
+        process = ctx.Process(
             target=worker_main, args=(child, name, self.secrets), name=f"runner-{name}", daemon=True
         )
         with _without_main_module():
