@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import graph
 from .errors import Diagnostic, Location, PipelineError, TemplateError, did_you_mean
@@ -43,7 +43,10 @@ from .model import (
 from .plugins import PluginLoadError, Registry, registry
 from .schema import check as check_schema
 from .schema import describe, validate_document
-from .templating import Compiled, compile_value, is_template
+from .templating_text import is_template
+
+if TYPE_CHECKING:  # jinja2 is imported only when a file has templates
+    from .templating import Compiled
 
 RUN_NAMES = frozenset({"steps", "run", "secrets"})
 BASE_NAMES = frozenset({"params", "env", "pipeline"}) | RUN_NAMES
@@ -1005,6 +1008,8 @@ class Planner:
             return value
         shell = bool(shell_fields) or (isinstance(value, Deferred) and value.shell)
         try:
+            from .templating import compile_value
+
             compiled = compile_value(source, shell)
         except TemplateError as exc:
             self.error(f, path, str(exc))

@@ -13,11 +13,13 @@ list it is an error.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import TemplateError
 from .model import Deferred, Scope
-from .templating import RawValue, compile_value
+
+if TYPE_CHECKING:
+    from .templating import RawValue
 
 StepLookup = Callable[[str], Mapping[str, Any]]
 
@@ -46,6 +48,8 @@ class _ShellSecrets(Mapping[str, Any]):
     def __getitem__(self, name: str) -> RawValue:
         if name not in self._names:
             raise KeyError(name)
+        from .templating import RawValue
+
         return RawValue(f'"${{{name}}}"')
 
     def __iter__(self) -> Iterator[str]:
@@ -102,6 +106,8 @@ class Renderer:
         self, value: Any, ctx: dict[str, Any], shell_fields: frozenset[str], depth: int, argv: bool
     ) -> Any:
         if isinstance(value, Deferred):
+            from .templating import compile_value
+
             compiled = compile_value(value.source, value.shell)
             if "secrets" in compiled.names and (value.shell or argv):
                 ctx = {

@@ -40,7 +40,6 @@ from .executors import Event, Executor, Returned
 from .model import Node, NodeKind, Plan, Scope, State
 from .planner import default_key, key_problem
 from .runtime import Renderer, has_deferred
-from .templating import compile_value, evaluate_condition
 from .worker import Completion, Started, Task
 
 if TYPE_CHECKING:
@@ -372,6 +371,8 @@ class Scheduler:
                 extra = self.run_context(nr)
                 if node.condition is not None:
                     ctx = self.renderer.context(node.scope, extra)
+                    from .templating import evaluate_condition
+
                     if not evaluate_condition(node.condition, ctx):
                         self.set_state(nr, State.SKIPPED)
                         self.done(nr)
@@ -832,6 +833,8 @@ class Scheduler:
                 {**node.scope.vars, spec.as_name: item}, node.scope.aliases, node.scope.parent
             )
             ctx = self.renderer.context(scope, self.run_context(self.runs[node.id]))
+            from .templating import compile_value
+
             key = str(compile_value(spec.key).render(ctx))
         else:
             key = default_key(item, index)

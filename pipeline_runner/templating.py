@@ -334,10 +334,6 @@ def environment(shell: bool = False) -> Sandbox:
     return _ENVS[shell]
 
 
-def is_template(value: str) -> bool:
-    return "{{" in value or "{%" in value or "{#" in value
-
-
 @dataclass(frozen=True, eq=False)
 class Compiled:
     """A parsed template value."""
