@@ -442,6 +442,7 @@ def test_retries_on_timeout_only_do_not_retry_an_error(
 # -- timeouts and crashes -------------------------------------------------------------------------
 
 
+@pytest.mark.fault(3)
 def test_timeout_stops_the_step_and_its_background_grandchild(
     run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path, marker: str
 ) -> None:
@@ -473,6 +474,7 @@ def test_timeout_stops_the_step_and_its_background_grandchild(
     assert wait_for(lambda: not processes_with(marker), timeout=10), processes_with(marker)
 
 
+@pytest.mark.fault(6)
 def test_a_crashed_worker_fails_the_attempt_as_a_crash_and_is_retried(
     run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
 ) -> None:
@@ -506,6 +508,8 @@ def test_a_crashed_worker_fails_the_attempt_as_a_crash_and_is_retried(
     assert outputs_of(result.stdout) == {"crashy": "recovered", "sibling": "fine"}
 
 
+@pytest.mark.fault(1)
+@pytest.mark.fault(6)
 def test_a_step_killed_with_sigkill_is_a_crash_and_siblings_go_on(
     write_pipeline: WritePipeline, tmp_path: Path, popen: list[subprocess.Popen[str]]
 ) -> None:
@@ -556,6 +560,7 @@ def test_a_step_killed_with_sigkill_is_a_crash_and_siblings_go_on(
     assert "first attempt" not in stdout
 
 
+@pytest.mark.fault(5)
 def test_a_python_step_swallowing_every_exception_still_times_out(
     write_pipeline: WritePipeline, tmp_path: Path, popen: list[subprocess.Popen[str]]
 ) -> None:
@@ -593,6 +598,8 @@ def test_a_python_step_swallowing_every_exception_still_times_out(
     assert wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=10)
 
 
+@pytest.mark.fault(7)
+@pytest.mark.fault(8)
 def test_an_exception_that_cannot_be_pickled_fails_only_its_step(
     run_cli: RunCli, write_pipeline: WritePipeline
 ) -> None:
@@ -967,6 +974,7 @@ outputs:
 """
 
 
+@pytest.mark.fault(32)
 @pytest.mark.parametrize(
     "value",
     [
@@ -988,6 +996,7 @@ def test_parameter_values_never_inject_commands(
     assert outputs_of(result.stdout) == {"out": value}
 
 
+@pytest.mark.fault(32)
 def test_step_outputs_never_inject_commands(
     run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
 ) -> None:
@@ -1040,6 +1049,7 @@ def test_plain_output_has_no_escape_codes_and_ends_with_the_summary(
         assert re.search(r"run \S+ succeeded in [\d.]+s$", before_outputs), before_outputs
 
 
+@pytest.mark.fault(35)
 @pytest.mark.parametrize("github", [False, True])
 def test_terminal_escapes_and_ci_commands_from_a_step_are_not_interpreted(
     run_cli: RunCli, write_pipeline: WritePipeline, github: bool
@@ -1069,6 +1079,7 @@ def test_terminal_escapes_and_ci_commands_from_a_step_are_not_interpreted(
     assert "RuntimeError" in result.stdout
 
 
+@pytest.mark.fault(10)
 @pytest.mark.parametrize("executor", ["process", "thread", "inline"])
 def test_steps_read_an_empty_stdin(
     write_pipeline: WritePipeline,
@@ -1230,6 +1241,7 @@ def text():
     # Every character but NUL (which no argv can hold) and lone surrogates (not text).
     TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
 
+    @pytest.mark.fault(32)
     @settings(
         max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
     )

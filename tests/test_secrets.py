@@ -174,6 +174,7 @@ def files_under(folder: Path) -> Iterator[Path]:
     return (p for p in folder.rglob("*") if p.is_file())
 
 
+@pytest.mark.fault(34)
 @pytest.mark.slow
 def test_a_secret_shows_nowhere_in_any_form(
     write_pipeline: WritePipeline, run_cli: RunCli, tmp_path: Path
@@ -251,6 +252,7 @@ steps:
 """
 
 
+@pytest.mark.fault(34)
 def test_a_secret_is_never_on_a_command_line(
     write_pipeline: WritePipeline,
     tmp_path: Path,

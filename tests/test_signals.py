@@ -70,6 +70,8 @@ def start_and_wait(
     return proc
 
 
+@pytest.mark.fault(11)
+@pytest.mark.fault(13)
 @pytest.mark.parametrize(
     ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, None)]
 )
@@ -99,6 +101,7 @@ def test_interrupt_stops_running_steps_and_says_how_to_resume(
     assert wait_for(lambda: not processes_with(marker), timeout=10), processes_with(marker)
 
 
+@pytest.mark.fault(12)
 def test_a_second_ctrl_c_stops_at_once_even_when_steps_ignore_sigterm(
     write_pipeline: WritePipeline,
     tmp_path: Path,
@@ -121,6 +124,7 @@ def test_a_second_ctrl_c_stops_at_once_even_when_steps_ignore_sigterm(
     assert wait_for(lambda: not processes_with(marker), timeout=10), processes_with(marker)
 
 
+@pytest.mark.fault(2)
 @pytest.mark.slow
 def test_a_step_ignoring_sigterm_is_killed_after_the_grace_period(
     write_pipeline: WritePipeline,
@@ -159,6 +163,7 @@ def test_a_step_ignoring_sigterm_is_killed_after_the_grace_period(
     assert wait_for(lambda: not processes_with(marker), timeout=10), processes_with(marker)
 
 
+@pytest.mark.fault(14)
 def test_a_runner_killed_with_sigkill_leaves_no_orphans(
     write_pipeline: WritePipeline,
     tmp_path: Path,
@@ -190,6 +195,7 @@ steps:
 """
 
 
+@pytest.mark.fault(11)
 @pytest.mark.parametrize("executor", ["process", "thread", "inline"])
 def test_ctrl_c_gives_a_command_its_grace_period_to_clean_up(
     write_pipeline: WritePipeline,
@@ -212,6 +218,7 @@ def test_ctrl_c_gives_a_command_its_grace_period_to_clean_up(
     assert wait_for(lambda: not processes_with(marker), timeout=10), processes_with(marker)
 
 
+@pytest.mark.fault(12)
 @pytest.mark.parametrize("executor", ["thread", "inline"])
 def test_a_second_ctrl_c_kills_a_stubborn_command_in_the_runner_process(
     write_pipeline: WritePipeline,

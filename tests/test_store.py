@@ -73,6 +73,7 @@ def indexes(path: Path) -> list[int]:
     return [int(x) for x in path.read_text().split()] if path.exists() else []
 
 
+@pytest.mark.fault(14)
 def test_sigkill_mid_run_loses_only_running_attempts_and_resume_finishes(
     write_pipeline: WritePipeline,
     run_cli: RunCli,
@@ -155,6 +156,7 @@ steps:
 """
 
 
+@pytest.mark.fault(21)
 def test_two_runs_at_once_share_a_state_dir_and_both_are_recorded(
     write_pipeline: WritePipeline,
     run_cli: RunCli,
@@ -264,6 +266,7 @@ steps:
 """
 
 
+@pytest.mark.fault(16)
 def test_resume_refuses_when_a_succeeded_step_changed_unless_forced(
     write_pipeline: WritePipeline, run_cli: RunCli, tmp_path: Path
 ) -> None:
@@ -475,6 +478,7 @@ def _damaged_pages(db: Path) -> None:
         f.write(bytes(range(256)) * 48)
 
 
+@pytest.mark.fault(20)
 @pytest.mark.parametrize(
     "damage", [_random_bytes, _truncated, _header_only, _damaged_pages], ids=lambda f: f.__name__
 )
@@ -509,6 +513,7 @@ def test_a_corrupt_store_exits_3_and_is_never_replaced(
     assert db.stat().st_ino == inode
 
 
+@pytest.mark.fault(19)
 def test_a_state_dir_that_cannot_be_created_exits_3_with_a_message(
     write_pipeline: WritePipeline, run_cli: RunCli, tmp_path: Path
 ) -> None:
@@ -524,6 +529,7 @@ def test_a_state_dir_that_cannot_be_created_exits_3_with_a_message(
     assert not (tmp_path / "RAN").exists()
 
 
+@pytest.mark.fault(19)
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
 def test_a_read_only_state_dir_exits_3_with_a_message(
     write_pipeline: WritePipeline, run_cli: RunCli, tmp_path: Path
