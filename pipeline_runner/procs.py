@@ -29,6 +29,7 @@ class ProcessResult:
     stdout: bytes
     timed_out: bool
     stdout_too_big: bool
+    stdout_size: int = 0  # bytes the command wrote to stdout, kept or not
 
 
 def signal_name(signum: int) -> str:
@@ -196,6 +197,7 @@ def run_process(
         stdout=b"".join(captured.chunks),
         timed_out=timed_out,
         stdout_too_big=captured.size > max_stdout,
+        stdout_size=captured.size,
     )
 
 

@@ -76,7 +76,10 @@ class Shell:
         if result.exit_code:
             raise StepFailed(f"command exited with code {result.exit_code}", result.exit_code)
         if result.stdout_too_big:
-            raise StepFailed("stdout is larger than 16 MiB; write big results to a file")
+            raise StepFailed(
+                f"stdout is {result.stdout_size:,} bytes, larger than 16 MiB (16,777,216 bytes); "
+                "write big results to a file"
+            )
         text = result.stdout.decode("utf-8", errors="replace").removesuffix("\n")
         parse = with_.get("parse", "text")
         if parse == "json":

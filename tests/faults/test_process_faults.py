@@ -322,11 +322,6 @@ def test_outputs_that_are_not_json_or_too_big_fail_saying_what_and_the_runner_st
     assert printed_states(stdout)["probe"] == "succeeded"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="builtins/shell.py says `stdout is larger than 16 MiB` without the size; it should "
-    "say how big, as the python plugin's output check does (ProcessResult could carry it)",
-)
 def test_a_shell_step_with_too_much_stdout_says_how_big(
     write_pipeline: WritePipeline, run_cli: RunCli
 ) -> None:
