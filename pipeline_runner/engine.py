@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets as _random
 import sys
 import time
 from collections.abc import Sequence
@@ -51,7 +50,7 @@ class RunRequest:
 
 def new_run_id() -> str:
     """Sortable by time: 20261121T231808-3fa2c1."""
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + _random.token_hex(3)
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
 
 
 def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = False) -> int:
@@ -161,10 +160,10 @@ def plan_fingerprint(plan: Plan) -> str:
         data = node_json(node)
         data.pop("location", None)
         nodes.append(data)
+    # No sort_keys: the planner builds every node in a fixed order, and `resume` compares the
+    # parsed nodes, not the text.
     return json.dumps(
-        {"name": plan.name, "params": plain(plan.params), "nodes": nodes},
-        sort_keys=True,
-        default=str,
+        {"name": plan.name, "params": plain(plan.params), "nodes": nodes}, default=str
     )
 
 

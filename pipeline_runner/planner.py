@@ -334,11 +334,13 @@ class Planner:
             aliases[sid] = prefix + sid
         sibling_scope = Scope(scope.vars, MappingProxyType(aliases), scope.parent)
         created: list[str] = []
+        seen: set[str] = set()
         for i, step in enumerate(steps):
             path = (*base, i)
             qid = prefix + step["id"]
-            if qid in created:
+            if qid in seen:
                 continue  # a duplicate id, reported above
+            seen.add(qid)
             if qid in self.nodes:
                 # A `finally` step named like a main step: the same id would mean two steps.
                 other = self.nodes[qid]

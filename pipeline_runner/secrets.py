@@ -14,7 +14,6 @@ import json
 import os
 import re
 import threading
-import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -62,6 +61,8 @@ def read_secrets(
 
 def forms(value: str) -> set[str]:
     """Every spelling of a secret that masking must catch."""
+    import urllib.parse
+
     out = {value}
     for line in value.splitlines():
         if len(line.strip()) >= MIN_SECRET_LENGTH:

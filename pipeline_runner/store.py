@@ -82,7 +82,7 @@ MIGRATIONS: list[str] = [
         exit_code INTEGER,
         worker TEXT,
         PRIMARY KEY (run_id, step_id, attempt)
-    );
+    ) WITHOUT ROWID;
     CREATE TABLE events (
         seq INTEGER PRIMARY KEY,  -- rowid order: the table is only appended to
         run_id TEXT NOT NULL,
@@ -92,7 +92,6 @@ MIGRATIONS: list[str] = [
         attempt INTEGER,
         message TEXT
     );
-    CREATE INDEX events_run ON events(run_id, seq);
     CREATE INDEX runs_started ON runs(started);
     """,
     # 1 -> 2: the step cache
