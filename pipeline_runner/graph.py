@@ -193,11 +193,7 @@ def to_dot(plan: Plan) -> str:
                 out.append(f"{indent}{_dot_id(node.id)} [label={json.dumps(_label(node))}];")
 
     emit(None, "  ")
-    for node in plan.nodes.values():
-        if node.kind is NodeKind.GROUP:
-            continue
-        for need in _drawn_needs(plan, node):
-            out.append(f"  {_dot_id(need)} -> {_dot_id(node.id)};")
+    out.extend(f"  {_dot_id(need)} -> {_dot_id(nid)};" for need, nid in _edges(plan))
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -215,6 +211,14 @@ def _sinks(plan: Plan, nid: str) -> list[str]:
         if member not in needed:
             out.extend(_sinks(plan, member))
     return out
+
+
+def _edges(plan: Plan) -> Iterable[tuple[str, str]]:
+    """The edges drawn: (need, step) between steps, groups replaced by their last steps."""
+    for node in plan.nodes.values():
+        if node.kind is not NodeKind.GROUP:
+            for need in _drawn_needs(plan, node):
+                yield need, node.id
 
 
 def _drawn_needs(plan: Plan, node: Node) -> list[str]:
@@ -247,11 +251,7 @@ def to_mermaid(plan: Plan) -> str:
                 out.append(f'{indent}{ids[node.id]}["{_mm(_label(node))}"]')
 
     emit(None, "  ")
-    for node in plan.nodes.values():
-        if node.kind is NodeKind.GROUP:
-            continue
-        for need in _drawn_needs(plan, node):
-            out.append(f"  {ids[need]} --> {ids[node.id]}")
+    out.extend(f"  {ids[need]} --> {ids[nid]}" for need, nid in _edges(plan))
     return "\n".join(out) + "\n"
 
 
