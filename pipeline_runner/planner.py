@@ -1197,11 +1197,6 @@ def plan_file(path: str, options: Options | None = None) -> Plan:
     return Planner(options).plan_file(path)
 
 
-def iter_plans(paths: Iterable[str], options: Options | None = None) -> Iterable[Plan]:
-    for path in paths:
-        yield plan_file(path, options)
-
-
 def relative_to_cwd(path: str) -> str:
     try:
         return str(Path(path).resolve().relative_to(Path.cwd()))

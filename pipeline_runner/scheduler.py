@@ -28,7 +28,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -168,7 +168,6 @@ class Scheduler:
         self.main_unfinished = 0
         self.running = 0
         self.cancelling = False
-        self.failed = False
         self.main_failed = False
         self.signals: list[int] = []
         self.finally_released = False
@@ -622,7 +621,6 @@ class Scheduler:
             self.done(nr)
             return
         self.set_state(nr, State.FAILED)
-        self.failed = True
         self.done(nr)
         if self.options.fail_fast and not self.cancelling:
             self.cancel()
@@ -1002,7 +1000,3 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def steps_of(runs: Iterable[NodeRun]) -> list[NodeRun]:
-    return [nr for nr in runs if nr.node.kind is NodeKind.STEP]

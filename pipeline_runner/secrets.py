@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -160,7 +159,3 @@ class StreamMasker:
             if self.pending:
                 self.sink(self.masker.data(self.pending))
                 self.pending = b""
-
-
-def environ_masker(names: Iterable[str]) -> Masker:
-    return Masker(os.environ[n] for n in names if n in os.environ)

@@ -334,10 +334,3 @@ def _safe_load(name: str) -> Any:
         return registry().load(name)
     except Exception:
         return None
-
-
-def pid_of_forkserver() -> int | None:  # used by tests looking for orphans
-    from multiprocessing import forkserver
-
-    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
-    return int(pid) if pid else None
