@@ -127,15 +127,7 @@ class Store:
             raise RunNotFound(f"no runs recorded in {state_dir} (no {DB_NAME})")
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            self.db.row_factory = sqlite3.Row
-            self._configure()
-            self._migrate()
+            self._open()
         except sqlite3.DatabaseError as exc:
             raise self.error(exc) from None
         except OSError as exc:
@@ -143,6 +135,31 @@ class Store:
                 f"run store {self.path} cannot be created: {exc.strerror or exc}; "
                 "check the folder's permissions and free space, or use --state-dir"
             ) from None
+
+    def _open(self) -> None:
+        """Connect, switch to WAL and migrate, retried while another runner is creating the
+        same store: switching a new file to WAL needs an exclusive lock, and SQLite answers
+        "database is locked" at once, without waiting, to a connection that meets it."""
+        deadline = time.monotonic() + LOCK_RETRY_SECONDS
+        delay = 0.005
+        while True:
+            self.db = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self.db.row_factory = sqlite3.Row
+            try:
+                self._configure()
+                self._migrate()
+                return
+            except (sqlite3.OperationalError, StoreError) as exc:
+                self.db.close()
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     def error(self, exc: BaseException) -> StoreError:
         text = str(exc)
@@ -226,7 +243,7 @@ class Store:
                 self.db.execute("BEGIN IMMEDIATE")
                 break
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if not _is_busy(exc):
                     raise self.error(exc) from None
                 if time.monotonic() > deadline:
                     raise StoreError(f"run store {self.path} stayed locked for 60 s") from None
@@ -261,8 +278,7 @@ class Store:
             try:
                 return self.db.execute(sql, args).fetchall()
             except sqlite3.OperationalError as exc:
-                busy = "locked" in str(exc) or "busy" in str(exc)
-                if not busy or time.monotonic() > deadline:
+                if not _is_busy(exc) or time.monotonic() > deadline:
                     raise self.error(exc) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
@@ -598,6 +614,12 @@ def _attempt_state(state: State) -> str:
     if state is State.FAILED_ALLOWED:
         return "failed"
     return str(state.value)
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY: another connection holds a lock this one needs."""
+    text = str(exc)
+    return "database is locked" in text or "busy" in text
 
 
 def open_store(state_dir: Path, create: bool = True) -> Store:

@@ -185,6 +185,29 @@ def test_two_runs_at_once_share_a_state_dir_and_both_are_recorded(
         assert set(step_states(data).values()) == {"succeeded"}
 
 
+@pytest.mark.fault(21)
+def test_opening_a_store_another_runner_is_still_creating_waits_for_it(tmp_path: Path) -> None:
+    """Switching a new file to WAL takes an exclusive lock, and SQLite answers "database is
+    locked" without waiting to the connection that meets it: two runners creating one state
+    dir at the same moment must not fail on that."""
+    from pipeline_runner.store import Store, db_path
+
+    state = tmp_path / "state"
+    state.mkdir()
+    creator = sqlite3.connect(db_path(state), isolation_level=None, check_same_thread=False)
+    creator.execute("BEGIN IMMEDIATE")
+    creator.execute("CREATE TABLE being_created (x)")
+    release = threading.Timer(0.5, lambda: creator.execute("COMMIT"))
+    release.start()
+    try:
+        store = Store(state)
+    finally:
+        release.join()
+        creator.close()
+    assert store.runs() == []
+    store.close()
+
+
 # -- resuming a failed run after a fix ----------------------------------------------------------
 
 READS_DATA = """
