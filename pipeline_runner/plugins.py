@@ -16,22 +16,102 @@ The built-in plugins are registered through the same entry points as any other.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping
+import importlib
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from importlib.metadata import EntryPoint
+    import logging
 
 
-def entry_points(group: str) -> Any:
-    """Installed entry points of a group.  The standard library's importlib.metadata (3.10+)
-    is used rather than the importlib-metadata backport: it imports in half the time."""
-    from importlib.metadata import entry_points as found
+class EntryPoint:
+    """One advertised plugin: `name = module:attribute` in a distribution's entry_points.txt."""
 
-    return found(group=group)
+    __slots__ = ("metadata_dir", "name", "value")
+
+    def __init__(self, name: str, value: str, metadata_dir: str) -> None:
+        self.name = name
+        self.value = value
+        self.metadata_dir = metadata_dir
+
+    def load(self) -> Any:
+        module, _, attribute = self.value.partition("[")[0].partition(":")
+        obj: Any = importlib.import_module(module.strip())
+        for part in attribute.strip().split("."):
+            if part:
+                obj = getattr(obj, part)
+        return obj
+
+    def distribution(self) -> tuple[str, str]:
+        """The distribution's name and version, from its metadata's header."""
+        found = {"Name": "?", "Version": "?"}
+        for file in ("METADATA", "PKG-INFO"):
+            try:
+                with open(os.path.join(self.metadata_dir, file), encoding="utf-8") as f:
+                    for line in f:
+                        if not line.strip():
+                            break
+                        key, _, value = line.partition(":")
+                        if key in found and found[key] == "?":
+                            found[key] = value.strip()
+                return found["Name"], found["Version"]
+            except OSError:
+                continue
+        return found["Name"], found["Version"]
+
+
+def entry_points(group: str) -> list[EntryPoint]:
+    """The entry points of `group` of the distributions on sys.path, in the order and with the
+    precedence of importlib.metadata (path order; the first distribution of a name shadows the
+    later ones).  Only the entry_points.txt files are read: importlib.metadata itself would
+    add ~40 ms (email, zipfile, csv) to every run for the same answer."""
+    found: list[EntryPoint] = []
+    seen: set[str] = set()
+    for entry in sys.path:
+        folder = entry or "."
+        try:
+            names = os.listdir(folder)
+        except OSError:  # a zip file, or a folder that does not exist
+            continue
+        for name in names:
+            stem, dot, suffix = name.rpartition(".")
+            if not dot or suffix not in ("dist-info", "egg-info"):
+                continue
+            distribution = _normalize(stem.partition("-")[0])
+            if distribution in seen:
+                continue
+            seen.add(distribution)
+            metadata_dir = os.path.join(folder, name)
+            try:
+                with open(os.path.join(metadata_dir, "entry_points.txt"), encoding="utf-8") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            found.extend(_parse_entry_points(text, group, metadata_dir))
+    return found
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _parse_entry_points(text: str, group: str, metadata_dir: str) -> Iterator[EntryPoint]:
+    section = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+        elif section == group:
+            name, eq, value = line.partition("=")
+            if eq:
+                yield EntryPoint(name.strip(), value.strip(), metadata_dir)
 
 
 GROUP = "pipeline_runner.plugins"
@@ -94,13 +174,6 @@ class PluginInfo:
     error: str | None = None
 
 
-def _describe(ep: EntryPoint) -> tuple[str, str]:
-    dist = getattr(ep, "dist", None)
-    if dist is None:
-        return "?", "?"
-    return str(dist.metadata["Name"] or dist.name), str(dist.version)
-
-
 def summary_of(obj: object) -> str:
     text = getattr(obj, "summary", None) or (obj.__doc__ or "")
     return str(text).strip().splitlines()[0] if str(text).strip() else ""
@@ -145,10 +218,10 @@ class Registry:
         if name in self._errors:
             raise PluginLoadError(self._errors[name])
         ep = self._eps[name]
-        dist, version = _describe(ep)
         try:
             plugin = check_plugin(name, ep.load())
         except Exception as exc:
+            dist, version = ep.distribution()
             message = f"plugin '{name}' from {dist} {version} failed to load: {exc}"
             self._errors[name] = message
             raise PluginLoadError(message) from exc
@@ -159,7 +232,7 @@ class Registry:
         out = []
         for name in self.names():
             ep = self._eps[name]
-            dist, version = _describe(ep)
+            dist, version = ep.distribution()
             try:
                 summary, error = summary_of(self.load(name)), None
             except PluginLoadError as exc:

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from .errors import Diagnostic, did_you_mean
@@ -40,7 +40,7 @@ _PATTERN_HELP = {
 
 
 def schema_text() -> str:
-    return resources.files("pipeline_runner").joinpath("data/pipeline.schema.json").read_text()
+    return (Path(__file__).parent / "data" / "pipeline.schema.json").read_text(encoding="utf-8")
 
 
 @cache

@@ -39,11 +39,11 @@ import jinja2.visitor
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import TemplateError, did_you_mean
+from .templating_text import MAX_SEQUENCE, check_weight, to_text, weight
 
 MAX_OUTPUT = 1024 * 1024
 MAX_RANGE_BUDGET = 1_000_000
 MAX_INT_BITS = 100_000
-MAX_SEQUENCE = 1024 * 1024
 
 _EXPR_RE = re.compile(r"^\s*\{\{-?(?P<expr>.*?)-?\}\}\s*$", re.DOTALL)
 _budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("range_budget")
@@ -51,18 +51,6 @@ _budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("range_budge
 
 class RawValue(str):
     """A value marked by `| raw`: inserted into a shell command without quoting."""
-
-
-def to_text(value: Any) -> str:
-    """How a value reads when inserted into a string."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list, tuple)):
-        _check_weight(value, "this value as text")
-        return json.dumps(value, default=str)
-    return str(value)
 
 
 def _shell_word(value: Any) -> str:
@@ -112,41 +100,9 @@ def _budgeted_loop(items: Any) -> Iterator[Any]:
 _CALL_COST = 20
 
 
-_SAMPLE = 16
-
-
-def _weight(value: Any, depth: int = 3) -> int:
-    """About how many characters `value` renders to.  Containers are sampled, so the cost is
-    bounded and a list of many references to one big string weighs what it renders to."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value.bit_length() // 3 + 1
-    if isinstance(value, (list, tuple, dict)):
-        n = len(value)
-        if n == 0 or depth == 0:
-            return n
-        if isinstance(value, dict):
-            sample = [x for pair in list(value.items())[:_SAMPLE] for x in pair]
-            per = sum(_weight(x, depth - 1) for x in sample) / min(n, _SAMPLE)
-        else:
-            picks = sorted({i * n // _SAMPLE for i in range(_SAMPLE)} | {n - 1})
-            per = sum(_weight(value[i], depth - 1) for i in picks) / len(picks)
-        return n + int(per * n)
-    return 1
-
-
-def _check_weight(value: Any, what: str) -> None:
-    size = _weight(value)
-    if size > MAX_SEQUENCE:
-        raise TemplateError(
-            f"{what} would build about {size:,} characters, over the limit of {MAX_SEQUENCE:,}"
-        )
-
-
 def _concat(parts: list[Any]) -> str:
     """`a ~ b`: checked before it is built."""
-    _check_weight(parts, "'~'")
+    check_weight(parts, "'~'")
     return "".join(str(p) for p in parts)  # as Jinja's own `~`
 
 
@@ -167,7 +123,7 @@ def _check_format(fmt: str, args: Any, kind: str) -> None:
                 raise TemplateError(f"a format width over the limit of {MAX_SEQUENCE:,}")
         for digits in re.findall(r"\d+", spec):
             _check_size(int(digits) if len(digits) < 20 else MAX_SEQUENCE + 1, "a format width")
-    _check_weight([fmt, args], f"formatting with {kind}")
+    check_weight([fmt, args], f"formatting with {kind}")
 
 
 def _checked_format(value: Any, *args: Any, **kwargs: Any) -> str:
@@ -183,7 +139,7 @@ def _checked_join(items: Any, d: str = "", attribute: Any = None) -> str:
     if attribute is not None:
         getter = jinja2.filters.make_attrgetter(_ENVS.get(False) or environment(), attribute)
         values = [getter(v) for v in values]
-    _check_weight([values, d * len(values)], "join")
+    check_weight([values, d * len(values)], "join")
     return str(d).join(str(v) for v in values)  # as Jinja's own `join`
 
 
@@ -191,7 +147,7 @@ def _checked_text(convert: Callable[..., str]) -> Callable[..., str]:
     """A filter that turns a whole value into text (`string`, `tojson`, `pprint`)."""
 
     def checked(value: Any, *args: Any, **kwargs: Any) -> str:
-        _check_weight(value, "this value as text")
+        check_weight(value, "this value as text")
         return convert(value, *args, **kwargs)
 
     return checked
@@ -297,7 +253,7 @@ class Sandbox(SandboxedEnvironment):
             if _int_bits(left) + _int_bits(right) > MAX_INT_BITS:
                 raise TemplateError("multiplication result is too large to compute")
         if operator == "+" and isinstance(left, (str, list, tuple)) and type(left) is type(right):
-            _check_weight([left, right], "'+'")
+            check_weight([left, right], "'+'")
         if operator == "%" and isinstance(left, str):
             _check_format(left, right, "%")
         try:
@@ -320,7 +276,7 @@ class Sandbox(SandboxedEnvironment):
             return _checked_replace(owner, *args)
         if isinstance(owner, str) and name == "join" and args:
             values = list(args[0])
-            _check_weight([values, owner * len(values)], "str.join")
+            check_weight([values, owner * len(values)], "str.join")
             args = (values, *args[1:])
         return super().call(__context, __obj, *args, **kwargs)
 
@@ -375,8 +331,8 @@ def _check_native(value: Any) -> Any:
         value._fail_with_undefined_error()
     if isinstance(value, str) and len(value) > MAX_OUTPUT:
         raise TemplateError(f"value renders to {len(value):,} characters, over 1 MiB")
-    if isinstance(value, (list, tuple, dict)) and _weight(value) > MAX_OUTPUT:
-        raise TemplateError(f"value would take about {_weight(value):,} characters, over 1 MiB")
+    if isinstance(value, (list, tuple, dict)) and weight(value) > MAX_OUTPUT:
+        raise TemplateError(f"value would take about {weight(value):,} characters, over 1 MiB")
     return value
 
 

@@ -20,7 +20,6 @@ import ctypes
 import functools
 import io
 import json
-import logging
 import os
 import signal
 import sys
@@ -29,7 +28,10 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
+
+if TYPE_CHECKING:
+    import logging
 
 from .plugins import PluginLoadError, StepContext, StepFailed, registry
 from .procs import GRACE, process_start_time, stop_group
@@ -123,13 +125,32 @@ class _StepLogTarget(io.RawIOBase):
 
 
 _target = _StepLogTarget()
-_step_log = logging.getLogger("pipeline_runner.step")
-# A raw stream is buffer enough for a write-through wrapper (typeshed asks for a buffered one).
-_handler = logging.StreamHandler(io.TextIOWrapper(_target, write_through=True))  # type: ignore[type-var]
-_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-_step_log.addHandler(_handler)
-_step_log.setLevel(logging.INFO)
-_step_log.propagate = False
+
+
+@functools.cache
+def _step_logger() -> logging.Logger:
+    """The `pipeline_runner.step` logger, writing to the current attempt's log."""
+    import logging
+
+    logger = logging.getLogger("pipeline_runner.step")
+    # A raw stream is buffer enough for a write-through wrapper (typeshed asks for a buffered one).
+    handler = logging.StreamHandler(io.TextIOWrapper(_target, write_through=True))  # type: ignore[type-var]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+class _LazyStepLogger:
+    """`ctx.log`: the step logger, set up on first use (the logging module takes longer to
+    import than most steps take to run, and most steps never log)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_step_logger(), name)
+
+
+_STEP_LOG = cast("logging.Logger", _LazyStepLogger())
 
 
 MAX_LOG_BYTES = 256 * 1024 * 1024
@@ -375,7 +396,7 @@ def _run(
         attempt=task.attempt,
         key=task.key,
         item=task.item,
-        log=_step_log,
+        log=_STEP_LOG,
         scratch_path=task.scratch_dir,
         pipeline_dir=_path(task.pipeline_dir),
         env={**_base_environ(), **task.env},  # a step inherits the runner's environment

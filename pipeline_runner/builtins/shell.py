@@ -15,7 +15,7 @@ from typing import Any
 
 from ..plugins import StepContext, StepFailed
 from ..procs import run_process, signal_name
-from ..templating import to_text
+from ..templating_text import to_text
 
 
 class Shell:
