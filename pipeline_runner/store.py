@@ -549,22 +549,24 @@ class StoreSink:
                 "output_json = COALESCE(excluded.output_json, steps.output_json)",
                 list(step_rows.values()),
             )
-            db.executemany(
-                "INSERT INTO attempts (run_id, step_id, attempt, state, started, finished, "
-                "error_kind, error, exit_code, worker, pgid, pgid_start) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET state = excluded.state, "
-                "finished = excluded.finished, error_kind = excluded.error_kind, "
-                "error = excluded.error, exit_code = excluded.exit_code, worker = excluded.worker, "
-                "pgid = COALESCE(excluded.pgid, attempts.pgid), "
-                "pgid_start = COALESCE(excluded.pgid_start, attempts.pgid_start)",
-                attempt_rows,
-            )
-            db.executemany(
-                "INSERT INTO events (run_id, time, step_id, state, attempt, message) "
-                "VALUES (?,?,?,?,?,?)",
-                events,
-            )
+            if attempt_rows:
+                db.executemany(
+                    "INSERT INTO attempts (run_id, step_id, attempt, state, started, finished, "
+                    "error_kind, error, exit_code, worker, pgid, pgid_start) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET state = excluded.state, "
+                    "finished = excluded.finished, error_kind = excluded.error_kind, "
+                    "error = excluded.error, exit_code = excluded.exit_code, "
+                    "worker = excluded.worker, pgid = COALESCE(excluded.pgid, attempts.pgid), "
+                    "pgid_start = COALESCE(excluded.pgid_start, attempts.pgid_start)",
+                    attempt_rows,
+                )
+            if events:
+                db.executemany(
+                    "INSERT INTO events (run_id, time, step_id, state, attempt, message) "
+                    "VALUES (?,?,?,?,?,?)",
+                    events,
+                )
             if cache_rows:
                 db.executemany(
                     "INSERT OR REPLACE INTO cache (key, step_id, run_id, output_json, "

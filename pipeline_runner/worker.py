@@ -21,6 +21,7 @@ import functools
 import io
 import json
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -562,6 +563,13 @@ def _on_term(signum: int, frame: Any) -> None:
     os._exit(128 + signum)
 
 
+def dumps_message(message: Any) -> bytes:
+    """A message for the runner's pipe.  Plain pickle: `Connection.send` builds a
+    multiprocessing ForkingPickler (a copy of its reducer table) for every message, and
+    nothing sent here needs its reducers; `Connection.recv` reads either."""
+    return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+
+
 def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
     """The loop of one pool worker (runs in a child process)."""
     global _current_pgid
@@ -597,7 +605,7 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
     def started(pid: int) -> None:
         global _current_pgid, _current_grace
         _current_pgid, _current_grace = pid, current.grace
-        conn.send(Started(current.attempt_id, pid, process_start_time(pid)))
+        conn.send_bytes(dumps_message(Started(current.attempt_id, pid, process_start_time(pid))))
 
     # Completions go back in small batches while more work is queued here (one pipe write
     # for many cheap steps), and at once when this worker is about to go idle.
@@ -624,7 +632,7 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
             last = index == len(batch) - 1
             if last or len(unsent) >= 32 or time.monotonic() - first > 0.002:
                 try:
-                    conn.send(unsent)
+                    conn.send_bytes(dumps_message(unsent))
                 except (BrokenPipeError, OSError):
                     return
                 unsent = []

@@ -24,8 +24,10 @@ imported the worker code once, from which forking is safe.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import multiprocessing.connection
+import select
 import signal
 import sys
 import threading
@@ -36,7 +38,7 @@ from typing import Any
 
 from ..plugins import registry
 from ..procs import GRACE, kill_group, signal_name
-from ..worker import Completion, Started, Task, worker_main
+from ..worker import Completion, Started, Task, dumps_message, worker_main
 from . import Event, Returned
 
 TARGET_BATCH_SECONDS = 0.002
@@ -78,6 +80,8 @@ class ProcessExecutor:
         self.workers: list[_Worker] = []
         self.durations: deque[float] = deque(maxlen=31)
         self._self_timed: dict[str, bool] = {}
+        self._poller: Any = None
+        self._polled_wake: int | None = None
 
     # -- pool ---------------------------------------------------------------------------------
 
@@ -110,6 +114,7 @@ class ProcessExecutor:
         worker.conn.close()
         worker.process.join(timeout=0)
         self.workers[position] = self._spawn(worker.index, worker.generation + 1)
+        self._poller = None
 
     def self_timed(self, uses: str) -> bool:
         """Whether the plugin stops its own processes at the timeout (then the runner waits a
@@ -158,7 +163,7 @@ class ProcessExecutor:
                 worker.head_started = now
             worker.queue.extend(batch)
             try:
-                worker.conn.send(batch)
+                worker.conn.send_bytes(dumps_message(batch))
             except (BrokenPipeError, OSError):
                 pass  # its sentinel fires next; the tasks come back as Returned
 
@@ -177,23 +182,37 @@ class ProcessExecutor:
         if deadlines:
             until = max(min(deadlines) - now, 0.0)
             timeout = until if timeout is None else min(timeout, until)
-        objects: list[Any] = [w.conn for w in self.workers]
-        objects += [w.process.sentinel for w in self.workers]
-        if wake_fd is not None:
-            objects.append(wake_fd)
-        ready = set(multiprocessing.connection.wait(objects, timeout))
+        if self._poller is None or self._polled_wake != wake_fd:
+            self._poller = self._make_poller(wake_fd)
+        ms = None if timeout is None else math.ceil(timeout * 1000)
+        try:
+            ready = {fd for fd, _ in self._poller.poll(ms)}
+        except InterruptedError:  # a signal; its handler has written to wake_fd
+            ready = set()
         events: list[Event] = []
         for worker in list(self.workers):
-            if worker.conn in ready or worker.process.sentinel in ready:
+            if worker.conn.fileno() in ready or worker.process.sentinel in ready:
                 self._drain(worker, events)
             if worker.process.sentinel in ready:
                 self._died(worker, events)
         self._enforce_deadlines()
         return events
 
+    def _make_poller(self, wake_fd: int | None) -> Any:
+        """One poll set for the whole run (multiprocessing.connection.wait builds a selector on
+        every call, a noticeable cost per step), made again when a worker is replaced."""
+        poller = select.poll()
+        for worker in self.workers:
+            poller.register(worker.conn.fileno(), select.POLLIN)
+            poller.register(worker.process.sentinel, select.POLLIN)
+        if wake_fd is not None:
+            poller.register(wake_fd, select.POLLIN)
+        self._polled_wake = wake_fd
+        return poller
+
     def _drain(self, worker: _Worker, events: list[Event]) -> None:
         try:
-            while worker.conn.poll():
+            while _readable(worker.conn.fileno()):
                 message = worker.conn.recv()
                 if isinstance(message, Started):
                     worker.child_pgid = message.pgid
@@ -334,3 +353,10 @@ def _safe_load(name: str) -> Any:
         return registry().load(name)
     except Exception:
         return None
+
+
+def _readable(fd: int) -> bool:
+    """Whether a read from `fd` would not block (Connection.poll builds a selector to ask)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
