@@ -28,7 +28,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -75,6 +75,7 @@ class NodeRun:
     process: tuple[int, str] | None = None  # the running attempt's process group and start
     task: Task | None = None
     log_path: str = ""
+    follow_id: int = 0  # an attempt queued to run right after the step it needs (see follow_up)
 
     @property
     def id(self) -> str:
@@ -163,6 +164,8 @@ class Scheduler:
         self.pool_busy: dict[str, int] = {}
         self.group_busy: dict[str, int] = {}
         self.by_attempt: dict[int, str] = {}
+        self.followers: dict[int, str] = {}  # follow-up attempts not started yet
+        self.can_follow: Callable[[int], bool] | None = getattr(executor, "can_follow", None)
         self.next_attempt_id = 1
         self.unfinished = 0
         self.main_unfinished = 0
@@ -350,6 +353,9 @@ class Scheduler:
         node = nr.node
         if nr.state is not State.PENDING:
             return
+        if nr.follow_id:
+            self.start_follow_up(nr)
+            return
         if node.kind is NodeKind.GROUP:
             self.complete_group(nr)
         elif node.kind is NodeKind.MAPPED and not nr.members:
@@ -383,7 +389,12 @@ class Scheduler:
             return
         if node.cache is not None and self.options.cache is not None and self.cached(nr, with_):
             return
-        nr.task = Task(
+        nr.task = self.make_task(nr, with_, env)
+        self.enqueue(nr)
+
+    def make_task(self, nr: NodeRun, with_: Any, env: Mapping[str, Any]) -> Task:
+        node = nr.node
+        return Task(
             attempt_id=0,
             node_id=node.id,
             uses=node.uses or "noop",
@@ -402,7 +413,6 @@ class Scheduler:
             resources=dict(node.resources) or None,
             grace=self.options.grace,
         )
-        self.enqueue(nr)
 
     def cached(self, nr: NodeRun, with_: Any) -> bool:
         """Look the step up in the cache; on a hit it is done, with the stored output."""
@@ -456,6 +466,9 @@ class Scheduler:
                 continue
             batch.append(self.start_attempt(nr))
             capacity -= 1
+            follow = self.follow_up(nr, batch[-1].attempt_id, placed=False)
+            if follow is not None:
+                batch.append(follow)
         if batch:
             self.executor.submit(batch)
 
@@ -534,6 +547,76 @@ class Scheduler:
         self.set_state(nr, State.RUNNING)
         return task
 
+    def follow_up(self, nr: NodeRun, attempt_id: int, placed: bool = True) -> Task | None:
+        """The sole dependent of `nr`, queued now on the worker of `nr`'s attempt to run right
+        after it if it succeeds (the worker skips it otherwise), when nothing about it waits on
+        the runner: no condition or template left to render, no cache, pool, resources or
+        group limit, and no other step waiting for a worker.  A chain then runs without a
+        round trip to the runner between its steps; the runner records each start when it
+        learns that the step before succeeded, as it would have started it then."""
+        if self.can_follow is None or self.cancelling or self.ready:
+            return None
+        dependents = self.dependents.get(nr.id, ())
+        if len(dependents) != 1:
+            return None
+        child = self.runs[dependents[0]]
+        node = child.node
+        if (
+            child.state is not State.PENDING
+            or child.waiting != 1
+            or child.follow_id
+            or node.kind is not NodeKind.STEP
+            or node.is_finally
+            or child.compensates is not None
+            or node.condition is not None
+            or node.cache is not None
+            or node.pool is not None
+            or node.resources
+            or self.group_limit(node) is not None
+            or has_deferred(node.with_)
+            or has_deferred(node.env)
+            or (placed and not self.can_follow(attempt_id))
+        ):
+            return None
+        follow_id = self.next_attempt_id
+        self.next_attempt_id += 1
+        child.task = self.make_task(child, node.with_, node.env)
+        child.follow_id = follow_id
+        self.followers[follow_id] = child.id
+        return child.task._replace(
+            attempt_id=follow_id, attempt=child.attempt + 1, after=attempt_id
+        )
+
+    def group_limit(self, node: Node) -> int | None:
+        group = self.runs.get(node.group) if node.group is not None else None
+        if group is None:
+            return None
+        if group.node.max_parallel is not None:
+            return group.node.max_parallel
+        return group.node.for_each.max_parallel if group.node.for_each else None
+
+    def start_follow_up(self, nr: NodeRun) -> None:
+        """The step before `nr` succeeded: its worker has started `nr` already."""
+        attempt_id, nr.follow_id = nr.follow_id, 0
+        self.followers.pop(attempt_id, None)
+        nr.attempt += 1
+        self.by_attempt[attempt_id] = nr.id
+        self.running += 1
+        self.hold(nr.node, +1)
+        nr.started = nr.started or time.time()
+        self.set_state(nr, State.RUNNING)
+        follow = self.follow_up(nr, attempt_id)
+        if follow is not None:
+            self.executor.submit([follow])
+
+    def drop_follow_ups(self, nr: NodeRun) -> None:
+        """`nr`'s attempt did not succeed: its worker skips what was queued to follow it."""
+        for dep in self.dependents.get(nr.id, ()):
+            child = self.runs[dep]
+            if child.follow_id:
+                self.followers.pop(child.follow_id, None)
+                child.follow_id = 0
+
     # -- completions ----------------------------------------------------------------------------
 
     def handle(self, event: Event) -> None:
@@ -546,10 +629,15 @@ class Scheduler:
                     sink.changed(nr, nr.state)
             return
         if isinstance(event, Returned):
+            follower = self.followers.pop(event.task.attempt_id, None)
+            if follower is not None:
+                self.runs[follower].follow_id = 0
+                return
             nid = self.by_attempt.pop(event.task.attempt_id, None)
             if nid is None:
                 return
             nr = self.runs[nid]
+            self.drop_follow_ups(nr)
             self.running -= 1
             self.hold(nr.node, -1)
             nr.attempt -= 1
@@ -567,6 +655,8 @@ class Scheduler:
         self.running -= 1
         self.hold(nr.node, -1)
         nr.attempts.append(event)
+        if self.can_follow is not None and (nr.started is None or event.started < nr.started):
+            nr.started = event.started  # a follow-up started before the runner learned of it
         nr.worker = event.worker
         nr.process = None
         if event.ok:
@@ -581,6 +671,7 @@ class Scheduler:
             self.set_state(nr, State.SUCCEEDED)
             self.done(nr)
             return
+        self.drop_follow_ups(nr)
         nr.kind, nr.error, nr.traceback = event.kind, event.message, event.traceback
         nr.exit_code = event.exit_code
         if event.kind == "cancelled":
@@ -656,7 +747,7 @@ class Scheduler:
                 if (
                     child.waiting == 0
                     and child.state is State.PENDING
-                    and (not self.cancelling or child.node.is_finally)
+                    and (not self.cancelling or child.node.is_finally or child.follow_id)
                 ):
                     self.became_ready(child)
         elif propagate:

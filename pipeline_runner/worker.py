@@ -57,6 +57,9 @@ class Task(NamedTuple):
     scratch_dir: str
     resources: dict[str, float] | None = None
     grace: float = 3.0  # seconds between SIGTERM and SIGKILL when stopping the step
+    # A follow-up: run only if the attempt with this id, queued before it in the same
+    # worker, succeeded (0: a task of its own).
+    after: int = 0
 
 
 class Completion(NamedTuple):
@@ -570,6 +573,14 @@ def dumps_message(message: Any) -> bytes:
     return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
 
 
+def _send(conn: Any, completions: list[Completion]) -> bool:
+    try:
+        conn.send_bytes(dumps_message(completions))
+        return True
+    except (BrokenPipeError, OSError):
+        return False
+
+
 def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
     """The loop of one pool worker (runs in a child process)."""
     global _current_pgid
@@ -609,6 +620,7 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
 
     # Completions go back in small batches while more work is queued here (one pipe write
     # for many cheap steps), and at once when this worker is about to go idle.
+    outcomes: dict[int, bool] = {}  # recent attempts here: did they succeed?
     while True:
         try:
             batch = conn.recv()
@@ -619,6 +631,20 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
         unsent: list[Completion] = []
         first = 0.0
         for index, current in enumerate(batch):
+            last = index == len(batch) - 1
+            if current.after and not outcomes.get(current.after, False):
+                # A follow-up of an attempt that did not succeed: the runner drops it too.
+                if last and unsent:
+                    if not _send(conn, unsent):
+                        return
+                    unsent = []
+                continue
+            if current.after and unsent:
+                # The runner records a follow-up as started when it learns that the attempt
+                # before it succeeded: tell it now, not after the follow-up has run.
+                if not _send(conn, unsent):
+                    return
+                unsent = []
             done = execute(current, masker, name, started)
             _current_pgid = None
             survivors = reap_leftovers()
@@ -626,13 +652,13 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
                 if not done.ok:
                     done = done._replace(message=done.message + survivors)
                 _note_survivors(current, survivors)
+            outcomes[current.attempt_id] = done.ok
+            if len(outcomes) > 256:
+                del outcomes[next(iter(outcomes))]
             if not unsent:
                 first = time.monotonic()
             unsent.append(done)
-            last = index == len(batch) - 1
             if last or len(unsent) >= 32 or time.monotonic() - first > 0.002:
-                try:
-                    conn.send_bytes(dumps_message(unsent))
-                except (BrokenPipeError, OSError):
+                if not _send(conn, unsent):
                     return
                 unsent = []

@@ -81,6 +81,7 @@ class ProcessExecutor:
         self.durations: deque[float] = deque(maxlen=31)
         self._self_timed: dict[str, bool] = {}
         self._poller: Any = None
+        self._returned: list[Event] = []  # follow-ups that could not be placed
         self._polled_wake: int | None = None
 
     # -- pool ---------------------------------------------------------------------------------
@@ -145,15 +146,23 @@ class ProcessExecutor:
     # -- work ---------------------------------------------------------------------------------
 
     def submit(self, tasks: list[Task]) -> None:
-        depth = self.depth()
         batches: dict[int, list[Task]] = {}
         live = [w for w in self.workers if w.kill_reason is None]
+        placed: dict[int, _Worker] = {}
         now = time.monotonic()
-        del depth
         for task in tasks:
-            worker = min(
-                live, key=lambda w: (len(w.queue) + len(batches.get(w.index, ())), w.index)
-            )
+            if task.after:
+                # A follow-up goes to the worker of the attempt it follows, or nowhere.
+                found = placed.get(task.after) or self._holder(task.after)
+                if found is None:
+                    self._returned.append(Returned(task))
+                    continue
+                worker = found
+            else:
+                worker = min(
+                    live, key=lambda w: (len(w.queue) + len(batches.get(w.index, ())), w.index)
+                )
+            placed[task.attempt_id] = worker
             batches.setdefault(worker.index, []).append(task)
         for worker in live:
             batch = batches.get(worker.index)
@@ -166,6 +175,18 @@ class ProcessExecutor:
                 worker.conn.send_bytes(dumps_message(batch))
             except (BrokenPipeError, OSError):
                 pass  # its sentinel fires next; the tasks come back as Returned
+
+    def _holder(self, attempt_id: int) -> _Worker | None:
+        for worker in self.workers:
+            if worker.kill_reason is None and any(t.attempt_id == attempt_id for t in worker.queue):
+                return worker
+        return None
+
+    def can_follow(self, attempt_id: int) -> bool:
+        """Whether a task may be queued to run right after this attempt, on its worker, if the
+        attempt succeeds (the worker skips it otherwise): a chain of steps then goes on without
+        waiting for the runner between them."""
+        return self._holder(attempt_id) is not None
 
     def _deadline(self, worker: _Worker) -> float | None:
         if worker.kill_at is not None:
@@ -182,6 +203,8 @@ class ProcessExecutor:
         if deadlines:
             until = max(min(deadlines) - now, 0.0)
             timeout = until if timeout is None else min(timeout, until)
+        if self._returned:
+            timeout = 0.0
         if self._poller is None or self._polled_wake != wake_fd:
             self._poller = self._make_poller(wake_fd)
         ms = None if timeout is None else math.ceil(timeout * 1000)
@@ -189,7 +212,7 @@ class ProcessExecutor:
             ready = {fd for fd, _ in self._poller.poll(ms)}
         except InterruptedError:  # a signal; its handler has written to wake_fd
             ready = set()
-        events: list[Event] = []
+        events, self._returned = self._returned, []
         for worker in list(self.workers):
             if worker.conn.fileno() in ready or worker.process.sentinel in ready:
                 self._drain(worker, events)
@@ -227,6 +250,9 @@ class ProcessExecutor:
         if not worker.queue or worker.queue[0].attempt_id != done.attempt_id:
             return  # a late message from a worker we already gave up on
         worker.queue.popleft()
+        if not done.ok and any(t.after == done.attempt_id for t in worker.queue):
+            # The worker skips the follow-ups of a failed attempt; so do we.
+            worker.queue = deque(t for t in worker.queue if t.after != done.attempt_id)
         worker.child_pgid = None
         now = time.monotonic()
         self.durations.append(max(done.finished - done.started, 0.0))

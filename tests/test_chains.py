@@ -1,0 +1,161 @@
+"""Chains of steps: a step's sole dependent is queued on the same worker to run right after it
+(a follow-up), and skipped there when the step does not succeed.  These tests check that the
+shortcut never changes what runs: order, exactly-once, failures, retries and timeouts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from conftest import RunCli, no_traceback, wait_for
+from test_engine import WritePipeline, popen, start_runner  # noqa: F401
+
+LIB = """
+import os
+import time
+
+
+def record(journal, name, fail_until=0):
+    # Append `name` to the journal; fail while fewer than `fail_until` attempts were made.
+    with open(journal, "a") as f:
+        f.write(name + "\\n")
+    with open(journal) as f:
+        made = sum(1 for line in f if line.strip() == name)
+    if made <= fail_until:
+        raise RuntimeError(f"{name} fails on attempt {made}")
+    return name
+
+
+def hang(journal, name):
+    with open(journal, "a") as f:
+        f.write(name + "\\n")
+    time.sleep(300)
+"""
+
+
+def chain(
+    n: int, extra: dict[int, str] | None = None, retries: dict[int, str] | None = None
+) -> str:
+    """A pipeline of `n` python steps, each needing the one before."""
+    lines = ["version: 1", "name: chain", "params: {journal: journal.txt}", "steps:"]
+    for i in range(n):
+        lines.append(f"  - id: s{i:02}")
+        if i:
+            lines.append(f"    needs: s{i - 1:02}")
+        if retries and i in retries:
+            lines.append(f"    retries: {retries[i]}")
+        lines.append("    uses: python")
+        call = (extra or {}).get(
+            i, f'{{call: "lib:record", args: ["{{{{ params.journal }}}}", "s{i:02}"]}}'
+        )
+        lines.append(f"    with: {call}")
+    return "\n".join(lines) + "\n"
+
+
+def journal(tmp_path: Path) -> list[str]:
+    path = tmp_path / "journal.txt"
+    return path.read_text().split() if path.exists() else []
+
+
+def show(run_cli: RunCli) -> dict[str, Any]:
+    runs = run_cli("runs", "--json")
+    assert runs.code == 0, runs.output
+    run_id = json.loads(runs.stdout)[0]["id"]
+    shown = run_cli("show", run_id, "--json")
+    assert shown.code == 0, shown.output
+    return dict(json.loads(shown.stdout))
+
+
+def test_a_chain_runs_every_step_once_in_order(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    # A step that reads its predecessor's output is rendered by the runner (no follow-up);
+    # the chain goes on around it.
+    text = chain(40, extra={20: '{call: "builtins:str", args: ["{{ steps.s19.output }}"]}'})
+    path = write_pipeline(text, files={"lib.py": LIB})
+    result = run_cli("run", str(path), "--workers", "2", "--progress", "plain")
+    assert result.code == 0, result.output
+    assert no_traceback(result.output)
+    expected = [f"s{i:02}" for i in range(40) if i != 20]
+    assert journal(tmp_path) == expected
+    data = show(run_cli)
+    steps = {s["step_id"]: s for s in data["steps"]}
+    assert steps["s20"]["output"] == "s19"
+    for step in steps.values():
+        assert step["state"] == "succeeded", step
+        assert step["attempts"] == 1, step
+        assert step["started"] <= step["finished"], step
+    # Each step started after the one it needs had finished.
+    for i in range(1, 40):
+        assert steps[f"s{i:02}"]["started"] >= steps[f"s{i - 1:02}"]["finished"] - 0.001
+
+
+def test_a_failed_step_in_a_chain_stops_what_follows_it(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    text = chain(
+        8,
+        extra={3: '{call: "lib:record", args: ["{{ params.journal }}", "s03", 99]}'},
+    )
+    path = write_pipeline(text, files={"lib.py": LIB})
+    result = run_cli("run", str(path), "--workers", "2", "--progress", "plain")
+    assert result.code == 1, result.output
+    # The worker held s04 queued behind s03: it must not have run it.
+    assert journal(tmp_path) == ["s00", "s01", "s02", "s03"]
+    steps = {s["step_id"]: s["state"] for s in show(run_cli)["steps"]}
+    assert steps["s03"] == "failed"
+    assert all(steps[f"s{i:02}"] == "upstream_failed" for i in range(4, 8)), steps
+
+
+def test_a_retried_step_in_a_chain_is_followed_once_it_succeeds(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    text = chain(
+        6,
+        extra={2: '{call: "lib:record", args: ["{{ params.journal }}", "s02", 2]}'},
+        retries={2: "{max: 2, delay: 50ms}"},
+    )
+    path = write_pipeline(text, files={"lib.py": LIB})
+    result = run_cli("run", str(path), "--workers", "2", "--progress", "plain")
+    assert result.code == 0, result.output
+    assert journal(tmp_path) == ["s00", "s01", "s02", "s02", "s02", "s03", "s04", "s05"]
+    steps = {s["step_id"]: s for s in show(run_cli)["steps"]}
+    assert steps["s02"]["attempts"] == 3
+    assert all(s["state"] == "succeeded" for s in steps.values())
+
+
+def test_a_step_that_times_out_in_a_chain_stops_what_follows_it(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    text = chain(5, extra={1: '{call: "lib:hang", args: ["{{ params.journal }}", "s01"]}'})
+    text = text.replace("  - id: s01\n", "  - id: s01\n    timeout: 1s\n")
+    path = write_pipeline(text, files={"lib.py": LIB})
+    result = run_cli("run", str(path), "--workers", "1", "--grace", "0.5", "--progress", "plain")
+    assert result.code == 1, result.output
+    assert journal(tmp_path) == ["s00", "s01"]
+    steps = {s["step_id"]: s for s in show(run_cli)["steps"]}
+    assert steps["s01"]["state"] == "failed"
+    assert steps["s01"]["error_kind"] == "timeout"
+    assert all(steps[f"s{i:02}"]["state"] == "upstream_failed" for i in range(2, 5))
+
+
+def test_ctrl_c_in_a_chain_never_starts_the_queued_follow_up(
+    run_cli: RunCli,
+    write_pipeline: WritePipeline,
+    tmp_path: Path,
+    popen: list[subprocess.Popen[str]],  # noqa: F811
+) -> None:
+    text = chain(4, extra={1: '{call: "lib:hang", args: ["{{ params.journal }}", "s01"]}'})
+    path = write_pipeline(text, files={"lib.py": LIB})
+    proc = start_runner(tmp_path, path, "--workers", "1", "--grace", "1")
+    popen.append(proc)
+    assert wait_for(lambda: "s01" in journal(tmp_path), timeout=60), "s01 never started"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert journal(tmp_path) == ["s00", "s01"]
+    steps = {s["step_id"]: s["state"] for s in show(run_cli)["steps"]}
+    assert steps == {"s00": "succeeded", "s01": "cancelled", "s02": "cancelled", "s03": "cancelled"}
