@@ -6,6 +6,7 @@ them, so `runner --help` stays fast.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -43,6 +44,14 @@ class Group(click.Group):
     """Turns the library's errors into messages and exit codes, and hides tracebacks."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return self._invoke(ctx)
+        finally:
+            # Nothing made so far is garbage the collector could free before exit; freezing it
+            # spares the interpreter's last collections (~20 ms of every command's exit).
+            gc.freeze()
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except RunnerError as exc:
