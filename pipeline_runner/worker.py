@@ -573,12 +573,69 @@ def dumps_message(message: Any) -> bytes:
     return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
 
 
-def _send(conn: Any, completions: list[Completion]) -> bool:
-    try:
-        conn.send_bytes(dumps_message(completions))
-        return True
-    except (BrokenPipeError, OSError):
-        return False
+class _Outbox:
+    """What a worker tells the runner.  Completions of cheap steps go back in small batches
+    (one pipe write for many), but none waits longer than `delay`: while a long step runs after
+    short ones, a thread sends theirs, so that their dependents start without waiting for it.
+    A `Started` goes at once, after the completions before it (the runner reads them in order).
+    """
+
+    def __init__(self, conn: Any, delay: float = 0.002) -> None:
+        self.conn = conn
+        self.delay = delay
+        self.lock = threading.Condition()
+        self.unsent: list[Completion] = []
+        self.first = 0.0
+        self.broken = False
+        threading.Thread(target=self._flusher, name="runner-outbox", daemon=True).start()
+
+    def send(self, message: Any) -> bool:
+        with self.lock:
+            return self._flush() and self._write(message)
+
+    def complete(self, done: Completion, idle: bool) -> bool:
+        """Queue a completion; sent now when this worker is about to wait for work (`idle`),
+        or the batch is full or old enough."""
+        with self.lock:
+            if not self.unsent:
+                self.first = time.monotonic()
+                self.lock.notify()
+            self.unsent.append(done)
+            if idle or len(self.unsent) >= 32 or time.monotonic() - self.first > self.delay:
+                return self._flush()
+            return True
+
+    def flush(self) -> bool:
+        with self.lock:
+            return self._flush()
+
+    def _flush(self) -> bool:
+        if not self.unsent:
+            return not self.broken
+        batch, self.unsent = self.unsent, []
+        return self._write(batch)
+
+    def _write(self, message: Any) -> bool:
+        if self.broken:
+            return False
+        try:
+            self.conn.send_bytes(dumps_message(message))
+            return True
+        except (BrokenPipeError, OSError):
+            self.broken = True
+            return False
+
+    def _flusher(self) -> None:
+        with self.lock:
+            while True:
+                if not self.unsent:
+                    self.lock.wait()
+                    continue
+                wait = self.first + self.delay - time.monotonic()
+                if wait > 0:
+                    self.lock.wait(wait)
+                    continue
+                self._flush()
 
 
 def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
@@ -613,13 +670,13 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
     _pump = FdPump()
     masker = Masker(secret_values)
 
+    outbox = _Outbox(conn)
+
     def started(pid: int) -> None:
         global _current_pgid, _current_grace
         _current_pgid, _current_grace = pid, current.grace
-        conn.send_bytes(dumps_message(Started(current.attempt_id, pid, process_start_time(pid))))
+        outbox.send(Started(current.attempt_id, pid, process_start_time(pid)))
 
-    # Completions go back in small batches while more work is queued here (one pipe write
-    # for many cheap steps), and at once when this worker is about to go idle.
     outcomes: dict[int, bool] = {}  # recent attempts here: did they succeed?
     while True:
         try:
@@ -628,23 +685,17 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
             return
         if batch is None:
             return
-        unsent: list[Completion] = []
-        first = 0.0
         for index, current in enumerate(batch):
             last = index == len(batch) - 1
             if current.after and not outcomes.get(current.after, False):
                 # A follow-up of an attempt that did not succeed: the runner drops it too.
-                if last and unsent:
-                    if not _send(conn, unsent):
-                        return
-                    unsent = []
-                continue
-            if current.after and unsent:
-                # The runner records a follow-up as started when it learns that the attempt
-                # before it succeeded: tell it now, not after the follow-up has run.
-                if not _send(conn, unsent):
+                if last and not outbox.flush():
                     return
-                unsent = []
+                continue
+            # The runner records a follow-up as started when it learns that the attempt before
+            # it succeeded: tell it now, not after the follow-up has run.
+            if current.after and not outbox.flush():
+                return
             done = execute(current, masker, name, started)
             _current_pgid = None
             survivors = reap_leftovers()
@@ -655,10 +706,5 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
             outcomes[current.attempt_id] = done.ok
             if len(outcomes) > 256:
                 del outcomes[next(iter(outcomes))]
-            if not unsent:
-                first = time.monotonic()
-            unsent.append(done)
-            if last or len(unsent) >= 32 or time.monotonic() - first > 0.002:
-                if not _send(conn, unsent):
-                    return
-                unsent = []
+            if not outbox.complete(done, idle=last):
+                return

@@ -159,3 +159,34 @@ def test_ctrl_c_in_a_chain_never_starts_the_queued_follow_up(
     assert journal(tmp_path) == ["s00", "s01"]
     steps = {s["step_id"]: s["state"] for s in show(run_cli)["steps"]}
     assert steps == {"s00": "succeeded", "s01": "cancelled", "s02": "cancelled", "s03": "cancelled"}
+
+
+def test_a_short_step_batched_before_a_long_one_is_reported_without_waiting_for_it(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    """Cheap steps go to a worker in batches, and their completions come back in batches; a
+    long step later in the same batch must not hold back the news that `marker` succeeded
+    (and so its dependents) until it ends."""
+    # Many cheap steps first (by priority), so that the worker's batches grow long.
+    quick = "".join(f"  - {{id: q{i}, needs: root, uses: noop, priority: 20}}\n" for i in range(40))
+    path = write_pipeline(
+        "version: 1\n"
+        "name: batch\n"
+        "steps:\n"
+        "  - {id: root, uses: noop}\n"
+        "  - {id: marker, needs: root, uses: noop, priority: 10}\n"
+        "  - id: slow\n"
+        "    needs: root\n"
+        "    priority: 5\n"
+        "    uses: shell\n"
+        "    with: {cmd: [sleep, '3']}\n" + quick
+    )
+    events = tmp_path / "events.jsonl"
+    result = run_cli("run", str(path), "--workers", "1", "--events", str(events))
+    assert result.code == 0, result.output
+    times = {}
+    for line in events.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("state") == "succeeded" and event.get("step"):
+            times[event["step"]] = event["time"]
+    assert times["slow"] - times["marker"] > 2.0, times
