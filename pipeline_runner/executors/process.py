@@ -9,7 +9,9 @@ are handed back unstarted, and a new worker takes its place.
 Throughput: a ready step costs no process start and no round trip of its own.  Tasks go to
 workers in batches; how many a worker may hold is set from the measured step duration (a few
 milliseconds of work each), so cheap steps stream and slow steps are dealt one at a time and
-balance across workers.
+balance across workers.  A task may be a follow-up (`Task.after`): queued behind the attempt it
+needs on that attempt's worker, run there only if that attempt succeeded, so that a chain needs
+no round trip between its steps (the scheduler decides when; see `Scheduler.follow_up`).
 
 Start method, chosen deliberately.  The runner has threads at times (the live display's refresher,
 Dask's client), and forking a process while another thread holds a lock copies that lock, held,
