@@ -155,11 +155,7 @@ def plan_fingerprint(plan: Plan) -> str:
     """The plan as stored with the run, and compared by `resume`."""
     from .graph import node_json
 
-    nodes = []
-    for node in plan.nodes.values():
-        data = node_json(node)
-        data.pop("location", None)
-        nodes.append(data)
+    nodes = [node_json(node, location=False) for node in plan.nodes.values()]
     # No sort_keys: the planner builds every node in a fixed order, and `resume` compares the
     # parsed nodes, not the text.
     return json.dumps(

@@ -270,27 +270,26 @@ def plain(value: Any) -> Any:
     return value
 
 
-def node_json(node: Node) -> dict[str, Any]:
+def node_json(node: Node, location: bool = True) -> dict[str, Any]:
+    """A node as JSON data; without its `location` it is what `resume` compares."""
     data: dict[str, Any] = {
         "id": node.id,
         "kind": node.kind.value,
         "needs": list(node.needs),
         "group": node.group,
-        "location": str(node.location),
     }
+    if location:
+        data["location"] = str(node.location)
     if node.kind is NodeKind.GROUP:
         data["members"] = list(node.members)
         data["group_kind"] = node.group_kind
     else:
-        data.update(
-            uses=node.uses,
-            with_=plain(node.with_),
-            timeout=node.timeout,
-            retries=node.retries.max,
-            pool=node.pool,
-            priority=node.priority,
-        )
-        data["with"] = data.pop("with_")
+        data["uses"] = node.uses
+        data["with"] = plain(node.with_)
+        data["timeout"] = node.timeout
+        data["retries"] = node.retries.max
+        data["pool"] = node.pool
+        data["priority"] = node.priority
         if node.condition is not None:
             data["if"] = node.condition
     if node.key is not None:
