@@ -5,7 +5,8 @@ jsonschema is the reference: it explains what is wrong, with paths.  It is also 
 once into nested closures that answer only "valid?" (a few µs a step); `schema.check` asks
 jsonschema for the errors only when this says no.  A schema with a keyword this module does not
 know compiles to None, and jsonschema does all the work.  A test checks that both agree on
-generated documents.
+generated documents.  The closures loop rather than call all()/any() over a generator: on a
+10,000-step file that halves the check's time (hence the `noqa: SIM110`s).
 """
 
 from __future__ import annotations
@@ -140,10 +141,15 @@ class _Compiler:
     def k_properties(self, value: Mapping[str, Any], schema: Any) -> Check:
         props = {k: self.compile(s) for k, s in value.items()}
 
+        checks = tuple(props.items())
+
         def check(v: Any) -> bool:
             if not isinstance(v, dict):
                 return True
-            return all(c(v[k]) for k, c in props.items() if k in v)
+            for k, c in checks:  # noqa: SIM110
+                if k in v and not c(v[k]):
+                    return False
+            return True
 
         return check
 
@@ -153,7 +159,11 @@ class _Compiler:
         def check(v: Any) -> bool:
             if not isinstance(v, dict):
                 return True
-            return all(c(item) for k, item in v.items() for p, c in pats if p.search(k))
+            for k, item in v.items():
+                for p, c in pats:
+                    if p.search(k) and not c(item):
+                        return False
+            return True
 
         return check
 
@@ -166,7 +176,7 @@ class _Compiler:
             if not isinstance(v, dict):
                 return True
             for k, item in v.items():
-                if k in known or any(p.search(k) for p in pats):
+                if k in known or (pats and _matches_any(pats, k)):
                     continue
                 if not extra(item):
                     return False
@@ -175,11 +185,21 @@ class _Compiler:
         return check
 
     def k_required(self, value: list[str], schema: Any) -> Check:
-        return lambda v: not isinstance(v, dict) or all(k in v for k in value)
+        names = frozenset(value)
+        return lambda v: not isinstance(v, dict) or names.issubset(v)
 
     def k_items(self, value: Any, schema: Any) -> Check:
         item = self.compile(value)
-        return lambda v: not isinstance(v, list) or all(item(i) for i in v)
+
+        def check(v: Any) -> bool:
+            if not isinstance(v, list):
+                return True
+            for i in v:  # noqa: SIM110
+                if not item(i):
+                    return False
+            return True
+
+        return check
 
     def k_enum(self, value: list[Any], schema: Any) -> Check:
         keys = {_key(x) for x in value}
@@ -224,7 +244,16 @@ class _Compiler:
 
     def k_propertyNames(self, value: Any, schema: Any) -> Check:
         sub = self.compile(value)
-        return lambda v: not isinstance(v, dict) or all(sub(k) for k in v)
+
+        def check(v: Any) -> bool:
+            if not isinstance(v, dict):
+                return True
+            for k in v:  # noqa: SIM110
+                if not sub(k):
+                    return False
+            return True
+
+        return check
 
     def k_maxProperties(self, value: int, schema: Any) -> Check:
         return lambda v: not isinstance(v, dict) or len(v) <= value
@@ -233,8 +262,15 @@ class _Compiler:
         return lambda v: not _is_number(v) or v < value
 
     def k_anyOf(self, value: list[Any], schema: Any) -> Check:
-        subs = [self.compile(s) for s in value]
-        return lambda v: any(c(v) for c in subs)
+        subs = tuple(self.compile(s) for s in value)
+
+        def check(v: Any) -> bool:
+            for c in subs:  # noqa: SIM110
+                if c(v):
+                    return True
+            return False
+
+        return check
 
     def k_allOf(self, value: list[Any], schema: Any) -> Check:
         subs = [self.compile(s) for s in value]
@@ -247,6 +283,13 @@ class _Compiler:
     def k_not(self, value: Any, schema: Any) -> Check:
         sub = self.compile(value)
         return lambda v: not sub(v)
+
+
+def _matches_any(patterns: list[re.Pattern[str]], key: str) -> bool:
+    for p in patterns:  # noqa: SIM110
+        if p.search(key):
+            return True
+    return False
 
 
 def compile_schema(schema: Mapping[str, Any]) -> Check | None:
