@@ -29,8 +29,10 @@ import contextlib
 import math
 import multiprocessing
 import multiprocessing.connection
+import os
 import select
 import signal
+import struct
 import sys
 import threading
 import time
@@ -56,6 +58,7 @@ class _Worker:
         self.process = process
         self.conn = conn
         self.queue: deque[Task] = deque()
+        self.outgoing: deque[memoryview] = deque()  # framed messages not yet in the pipe
         self.head_started = 0.0
         self.child_pgid: int | None = None
         self.kill_reason: str | None = None
@@ -173,10 +176,35 @@ class ProcessExecutor:
             if not worker.queue:
                 worker.head_started = now
             worker.queue.extend(batch)
-            try:
-                worker.conn.send_bytes(dumps_message(batch))
-            except (BrokenPipeError, OSError):
-                pass  # its sentinel fires next; the tasks come back as Returned
+            self._send(worker, dumps_message(batch))
+
+    def _send(self, worker: _Worker, payload: bytes) -> None:
+        """Queue a message for a worker and write what the pipe takes now, never waiting: a
+        worker busy with its batch reads no more tasks until it is done, and may itself be
+        waiting for the runner to read a large output; a blocking write would hang both."""
+        worker.outgoing.append(memoryview(_frame(payload)))
+        self._write_out(worker)
+
+    def _write_out(self, worker: _Worker) -> None:
+        fd = worker.conn.fileno()
+        os.set_blocking(fd, False)
+        try:
+            while worker.outgoing:
+                head = worker.outgoing[0]
+                written = os.write(fd, head)
+                if written < len(head):
+                    worker.outgoing[0] = head[written:]
+                else:
+                    worker.outgoing.popleft()
+        except BlockingIOError:
+            pass
+        except OSError:
+            worker.outgoing.clear()  # its sentinel fires next; the tasks come back as Returned
+        finally:
+            os.set_blocking(fd, True)
+        if self._poller is not None:
+            flags = select.POLLIN | (select.POLLOUT if worker.outgoing else 0)
+            self._poller.modify(fd, flags)
 
     def _holder(self, attempt_id: int) -> _Worker | None:
         for worker in self.workers:
@@ -211,12 +239,15 @@ class ProcessExecutor:
             self._poller = self._make_poller(wake_fd)
         ms = None if timeout is None else math.ceil(timeout * 1000)
         try:
-            ready = {fd for fd, _ in self._poller.poll(ms)}
+            ready = dict(self._poller.poll(ms))
         except InterruptedError:  # a signal; its handler has written to wake_fd
-            ready = set()
+            ready = {}
         events, self._returned = self._returned, []
         for worker in list(self.workers):
-            if worker.conn.fileno() in ready or worker.process.sentinel in ready:
+            conn = ready.get(worker.conn.fileno(), 0)
+            if conn & select.POLLOUT:
+                self._write_out(worker)
+            if conn & ~select.POLLOUT or worker.process.sentinel in ready:
                 self._drain(worker, events)
             if worker.process.sentinel in ready:
                 self._died(worker, events)
@@ -228,7 +259,8 @@ class ProcessExecutor:
         every call, a noticeable cost per step), made again when a worker is replaced."""
         poller = select.poll()
         for worker in self.workers:
-            poller.register(worker.conn.fileno(), select.POLLIN)
+            writing = select.POLLOUT if worker.outgoing else 0
+            poller.register(worker.conn.fileno(), select.POLLIN | writing)
             poller.register(worker.process.sentinel, select.POLLIN)
         if wake_fd is not None:
             poller.register(wake_fd, select.POLLIN)
@@ -333,10 +365,8 @@ class ProcessExecutor:
 
     def close(self) -> None:
         for worker in self.workers:
-            try:
-                worker.conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
+            # An idle worker reads the None that ends it; one that does not is killed below.
+            self._send(worker, dumps_message(None))
         deadline = time.monotonic() + 2.0
         for worker in self.workers:
             worker.process.join(timeout=max(deadline - time.monotonic(), 0))
@@ -381,6 +411,14 @@ def _safe_load(name: str) -> Any:
         return registry().load(name)
     except Exception:
         return None
+
+
+def _frame(payload: bytes) -> bytes:
+    """A message as multiprocessing's Connection.recv reads it: a 4-byte big-endian length
+    (or -1 and an 8-byte length past 2 GiB), then the bytes."""
+    if len(payload) > 0x7FFFFFFF:
+        return struct.pack("!iQ", -1, len(payload)) + payload
+    return struct.pack("!i", len(payload)) + payload
 
 
 def _readable(fd: int) -> bool:
