@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 Check = Callable[[Any], bool]
@@ -190,16 +190,7 @@ class _Compiler:
 
     def k_items(self, value: Any, schema: Any) -> Check:
         item = self.compile(value)
-
-        def check(v: Any) -> bool:
-            if not isinstance(v, list):
-                return True
-            for i in v:  # noqa: SIM110
-                if not item(i):
-                    return False
-            return True
-
-        return check
+        return lambda v: not isinstance(v, list) or _each(item, v)
 
     def k_enum(self, value: list[Any], schema: Any) -> Check:
         keys = {_key(x) for x in value}
@@ -244,16 +235,7 @@ class _Compiler:
 
     def k_propertyNames(self, value: Any, schema: Any) -> Check:
         sub = self.compile(value)
-
-        def check(v: Any) -> bool:
-            if not isinstance(v, dict):
-                return True
-            for k in v:  # noqa: SIM110
-                if not sub(k):
-                    return False
-            return True
-
-        return check
+        return lambda v: not isinstance(v, dict) or _each(sub, v)
 
     def k_maxProperties(self, value: int, schema: Any) -> Check:
         return lambda v: not isinstance(v, dict) or len(v) <= value
@@ -283,6 +265,13 @@ class _Compiler:
     def k_not(self, value: Any, schema: Any) -> Check:
         sub = self.compile(value)
         return lambda v: not sub(v)
+
+
+def _each(check: Check, values: Iterable[Any]) -> bool:
+    for value in values:  # noqa: SIM110
+        if not check(value):
+            return False
+    return True
 
 
 def _matches_any(patterns: list[re.Pattern[str]], key: str) -> bool:
