@@ -510,13 +510,9 @@ class Scheduler:
         pool = node.pool
         if pool is not None and self.pool_busy.get(pool, 0) >= self.plan.pools.get(pool, 1 << 30):
             return "pool:" + pool
-        group = node.group
-        if group is not None:
-            limit = self.runs[group].node.max_parallel if group in self.runs else None
-            if limit is None and group in self.runs and self.runs[group].node.for_each:
-                limit = self.runs[group].node.for_each.max_parallel  # type: ignore[union-attr]
-            if limit is not None and self.group_busy.get(group, 0) >= limit:
-                return "group:" + group
+        limit = self.group_limit(node)
+        if limit is not None and self.group_busy.get(node.group or "", 0) >= limit:
+            return f"group:{node.group}"
         return None
 
     def hold(self, node: Node, delta: int) -> None:
@@ -588,6 +584,7 @@ class Scheduler:
         )
 
     def group_limit(self, node: Node) -> int | None:
+        """`max_parallel` of the group `node` is in (a for_each's, or its template's)."""
         group = self.runs.get(node.group) if node.group is not None else None
         if group is None:
             return None
