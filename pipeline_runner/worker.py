@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import logging
 
 from .plugins import PluginLoadError, StepContext, StepFailed, registry
-from .procs import GRACE, process_start_time, stop_group
+from .procs import GRACE, process_start_time, signal_name, stop_group
 from .secrets import Masker, StreamMasker
 
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
@@ -82,6 +82,22 @@ class Started(NamedTuple):
     attempt_id: int
     pgid: int
     start_time: str = ""
+
+
+def death(
+    task: Task, reason: str | None, code: int | None, what: str, started: float, worker: str
+) -> Completion:
+    """The failed attempt of a process that ended before it reported: stopped by the runner
+    (`reason` "timeout" or "cancelled") or dead on its own (`code`, negative for a signal)."""
+    if reason == "timeout":
+        kind, message = "timeout", f"timed out after {task.timeout:g}s; its processes were stopped"
+    elif reason == "cancelled":
+        kind, message = "cancelled", "cancelled; its processes were stopped"
+    elif code is not None and code < 0:
+        kind, message = "crash", f"{what} died: killed by {signal_name(-code)}"
+    else:
+        kind, message = "crash", f"{what} died: exit code {code}"
+    return failure(task, kind, message, started, worker)
 
 
 def failure(

@@ -67,8 +67,8 @@ from multiprocessing.connection import wait as wait_ready
 from typing import Any, NamedTuple
 
 from ..errors import UsageError
-from ..procs import GRACE, kill_group, signal_name
-from ..worker import Completion, Started, Task, failure
+from ..procs import GRACE, kill_group
+from ..worker import Completion, Started, Task, death, failure
 from . import Event, Returned
 
 INSTALL_HINT = "pip install 'pipeline-runner[dask]'"
@@ -688,19 +688,7 @@ class _Slot:
         code = host.proc.wait()
         host.eof = True
         host.signal(signal.SIGKILL)  # whatever the step left behind in its groups
-        task = self.task
-        if self.reason == "timeout":
-            kind, message = (
-                "timeout",
-                f"timed out after {task.timeout:g}s; its processes were stopped",
-            )
-        elif self.reason == "cancelled":
-            kind, message = "cancelled", "cancelled; its processes were stopped"
-        elif code < 0:
-            kind, message = "crash", f"attempt process died: killed by {signal_name(-code)}"
-        else:
-            kind, message = "crash", f"attempt process died: exit code {code}"
-        return failure(task, kind, message, started, worker)
+        return death(self.task, self.reason, code, "attempt process", started, worker)
 
 
 def _spawner_thread() -> ThreadPoolExecutor:

@@ -41,8 +41,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..plugins import registry
-from ..procs import GRACE, kill_group, signal_name
-from ..worker import Completion, Started, Task, dumps_message, worker_main
+from ..procs import GRACE, kill_group
+from ..worker import Completion, Started, Task, death, dumps_message, worker_main
 from . import Event, Returned
 
 TARGET_BATCH_SECONDS = 0.002
@@ -308,20 +308,7 @@ class ProcessExecutor:
 
     def _death_completion(self, worker: _Worker, task: Task, code: int | None) -> Completion:
         started = time.time() - (time.monotonic() - worker.head_started)
-        if worker.kill_reason == "timeout":
-            kind, message = (
-                "timeout",
-                f"timed out after {task.timeout:g}s; its processes were stopped",
-            )
-        elif worker.kill_reason == "cancelled":
-            kind, message = "cancelled", "cancelled; its processes were stopped"
-        elif code is not None and code < 0:
-            kind, message = "crash", f"worker process died: killed by {signal_name(-code)}"
-        else:
-            kind, message = "crash", f"worker process died: exit code {code}"
-        return Completion(
-            task.attempt_id, False, None, kind, message, "", None, started, time.time(), worker.name
-        )
+        return death(task, worker.kill_reason, code, "worker process", started, worker.name)
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
