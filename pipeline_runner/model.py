@@ -64,6 +64,17 @@ class Deferred:
     shell: bool = False
 
 
+def has_deferred(value: Any) -> bool:
+    """Whether a value holds a Deferred anywhere (so it must be rendered at run time)."""
+    if isinstance(value, Deferred):
+        return True
+    if isinstance(value, Mapping):
+        return any(has_deferred(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_deferred(v) for v in value)
+    return False
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Scope:
     """What a node's templates see besides the run-wide names."""

@@ -39,6 +39,7 @@ from .model import (
     Plan,
     RetryPolicy,
     Scope,
+    has_deferred,
 )
 from .plugins import PluginLoadError, Registry, registry
 from .schema import check as check_schema
@@ -1080,7 +1081,7 @@ class Planner:
     def needs_runtime(compiled: Compiled, scope: Scope, runtime: frozenset[str]) -> bool:
         if compiled.names & runtime:
             return True
-        return any(_has_deferred(scope.vars[n]) for n in compiled.names if n in scope.vars)
+        return any(has_deferred(scope.vars[n]) for n in compiled.names if n in scope.vars)
 
     def note_refs(
         self,
@@ -1163,16 +1164,6 @@ def in_file_order(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
 def _step_hint(name: str, known: Mapping[str, str]) -> str:
     """A did-you-mean, or else the names that can be used here."""
     return did_you_mean(name, known) or f" (steps here: {', '.join(list(known)[:10]) or 'none'})"
-
-
-def _has_deferred(value: Any) -> bool:
-    if isinstance(value, Deferred):
-        return True
-    if isinstance(value, dict):
-        return any(_has_deferred(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_deferred(v) for v in value)
-    return False
 
 
 def _strip_deferred(value: Any) -> Any:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import TemplateError
-from .model import Deferred, Scope
+from .model import Deferred, Scope, has_deferred
 
 if TYPE_CHECKING:
     from .templating import RawValue
@@ -84,7 +84,7 @@ class Renderer:
         ctx["secrets"] = self.secrets
         ctx["steps"] = StepsView(scope.aliases, self.lookup)
         for name, value in scope.vars.items():
-            ctx[name] = self.value(value, scope.parent or Scope()) if _deferred(value) else value
+            ctx[name] = self.value(value, scope.parent or Scope()) if has_deferred(value) else value
         if extra:
             ctx.update(extra)
         return ctx
@@ -97,7 +97,7 @@ class Renderer:
         shell_fields: frozenset[str] = frozenset(),
     ) -> Any:
         """Render every Deferred inside `value` (a with/env/outputs tree)."""
-        if not _deferred(value):
+        if not has_deferred(value):
             return value
         ctx = self.context(scope, extra)
         return self._walk(value, ctx, shell_fields, 0, False)
@@ -123,16 +123,3 @@ class Renderer:
         if isinstance(value, list):
             return [self._walk(v, ctx, shell_fields, depth + 1, argv) for v in value]
         return value
-
-
-def _deferred(value: Any) -> bool:
-    if isinstance(value, Deferred):
-        return True
-    if isinstance(value, Mapping):
-        return any(_deferred(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_deferred(v) for v in value)
-    return False
-
-
-has_deferred = _deferred
