@@ -140,8 +140,7 @@ class Store:
         """Connect, switch to WAL and migrate, retried while another runner is creating the
         same store: switching a new file to WAL needs an exclusive lock, and SQLite answers
         "database is locked" at once, without waiting, to a connection that meets it."""
-        deadline = time.monotonic() + LOCK_RETRY_SECONDS
-        delay = 0.005
+        backoff = _Backoff()
         while True:
             self.db = sqlite3.connect(
                 self.path,
@@ -156,10 +155,8 @@ class Store:
                 return
             except (sqlite3.OperationalError, StoreError) as exc:
                 self.db.close()
-                if not _is_busy(exc) or time.monotonic() > deadline:
+                if not _is_busy(exc) or not backoff.wait():
                     raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
 
     def error(self, exc: BaseException) -> StoreError:
         text = str(exc)
@@ -236,8 +233,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, retried while another process holds the write lock."""
-        deadline = time.monotonic() + LOCK_RETRY_SECONDS
-        delay = 0.005
+        backoff = _Backoff()
         while True:
             try:
                 self.db.execute("BEGIN IMMEDIATE")
@@ -245,10 +241,8 @@ class Store:
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise self.error(exc) from None
-                if time.monotonic() > deadline:
+                if not backoff.wait():
                     raise StoreError(f"run store {self.path} stayed locked for 60 s") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
             except sqlite3.DatabaseError as exc:
                 raise self.error(exc) from None
         try:
@@ -272,16 +266,13 @@ class Store:
         """A read, retried while another process briefly locks the store (a WAL reader can
         meet SQLITE_BUSY during a checkpoint or recovery); a damaged page met on the way is a
         corrupt store (exit 3), not a crash."""
-        deadline = time.monotonic() + LOCK_RETRY_SECONDS
-        delay = 0.005
+        backoff = _Backoff()
         while True:
             try:
                 return self.db.execute(sql, args).fetchall()
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
+                if not _is_busy(exc) or not backoff.wait():
                     raise self.error(exc) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
             except sqlite3.DatabaseError as exc:
                 raise self.error(exc) from None
 
@@ -616,6 +607,23 @@ def _attempt_state(state: State) -> str:
     if state is State.FAILED_ALLOWED:
         return "failed"
     return str(state.value)
+
+
+class _Backoff:
+    """Pauses between tries while another connection holds a lock: 5 ms, doubling up to
+    100 ms, for LOCK_RETRY_SECONDS in all."""
+
+    def __init__(self) -> None:
+        self.deadline = time.monotonic() + LOCK_RETRY_SECONDS
+        self.delay = 0.005
+
+    def wait(self) -> bool:
+        """Sleep before the next try; False (no sleep) once the time is up."""
+        if time.monotonic() > self.deadline:
+            return False
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, 0.1)
+        return True
 
 
 def _is_busy(exc: BaseException) -> bool:
