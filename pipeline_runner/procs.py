@@ -9,6 +9,7 @@ watches the child through a pidfd, not the pipe's end-of-file.
 
 from __future__ import annotations
 
+import functools
 import os
 import selectors
 import signal
@@ -130,7 +131,7 @@ def run_process(
     """Run `argv` with stdin empty; stdout is captured, and both streams go to `write`."""
     proc = subprocess.Popen(
         list(argv),
-        stdin=subprocess.DEVNULL,
+        stdin=_devnull(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=dict(env),
@@ -199,6 +200,12 @@ def run_process(
         stdout_too_big=captured.size > max_stdout,
         stdout_size=captured.size,
     )
+
+
+@functools.cache
+def _devnull() -> int:
+    """One /dev/null for the stdin of every command (subprocess.DEVNULL opens it each time)."""
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
 class _Capture:

@@ -520,6 +520,10 @@ def reap_leftovers() -> str:
     """Kill what a finished attempt left behind, even processes that left its process group
     (`setsid`): this worker is their subreaper, so they are its descendants.  Returns a
     warning naming any that had to be killed this way, or ""."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return ""  # no child at all, so no descendant either (orphans are reparented to us)
     me = os.getpid()
     found: list[int] = []
     stack = _children(me)
@@ -590,36 +594,42 @@ def dumps_message(message: Any) -> bytes:
 
 
 class _Outbox:
-    """What a worker tells the runner.  Completions of cheap steps go back in small batches
-    (one pipe write for many), but none waits longer than `delay`: while a long step runs after
-    short ones, a thread sends theirs, so that their dependents start without waiting for it.
-    A `Started` goes at once, after the completions before it (the runner reads them in order).
+    """What a worker tells the runner, in batches (one pipe write for many messages) of which
+    none waits longer than `delay`: while a long step runs after short ones, a thread sends
+    theirs, so that their dependents start without waiting for it.  A `Started` waits like a
+    completion (the runner reads a batch in order); when the attempt's completion catches up
+    with it in the same batch it is not sent at all: a command that ended needs no stopping,
+    and most commands end within the delay.
     """
 
     def __init__(self, conn: Any, delay: float = 0.002) -> None:
         self.conn = conn
         self.delay = delay
         self.lock = threading.Condition()
-        self.unsent: list[Completion] = []
+        self.unsent: list[Completion | Started] = []
         self.first = 0.0
         self.broken = False
         threading.Thread(target=self._flusher, name="runner-outbox", daemon=True).start()
 
-    def send(self, message: Any) -> bool:
+    def started(self, message: Started) -> bool:
         with self.lock:
-            return self._flush() and self._write(message)
+            self._queue(message)
+            return not self.broken
 
     def complete(self, done: Completion, idle: bool) -> bool:
         """Queue a completion; sent now when this worker is about to wait for work (`idle`),
         or the batch is full or old enough."""
         with self.lock:
-            if not self.unsent:
-                self.first = time.monotonic()
-                self.lock.notify()
-            self.unsent.append(done)
+            self._queue(done)
             if idle or len(self.unsent) >= 32 or time.monotonic() - self.first > self.delay:
                 return self._flush()
             return True
+
+    def _queue(self, message: Completion | Started) -> None:
+        if not self.unsent:
+            self.first = time.monotonic()
+            self.lock.notify()
+        self.unsent.append(message)
 
     def flush(self) -> bool:
         with self.lock:
@@ -629,7 +639,8 @@ class _Outbox:
         if not self.unsent:
             return not self.broken
         batch, self.unsent = self.unsent, []
-        return self._write(batch)
+        ended = {m.attempt_id for m in batch if type(m) is Completion}
+        return self._write([m for m in batch if type(m) is Completion or m.attempt_id not in ended])
 
     def _write(self, message: Any) -> bool:
         if self.broken:
@@ -691,7 +702,7 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
     def started(pid: int) -> None:
         global _current_pgid, _current_grace
         _current_pgid, _current_grace = pid, current.grace
-        outbox.send(Started(current.attempt_id, pid, process_start_time(pid)))
+        outbox.started(Started(current.attempt_id, pid, process_start_time(pid)))
 
     outcomes: dict[int, bool] = {}  # recent attempts here: did they succeed?
     while True:

@@ -45,7 +45,7 @@ from ..procs import GRACE, kill_group
 from ..worker import Completion, Started, Task, death, dumps_message, worker_main
 from . import Event, Returned
 
-TARGET_BATCH_SECONDS = 0.002
+TARGET_BATCH_SECONDS = 0.01
 MARGIN = 0.5  # after a worker's own grace period, before it is SIGKILLed from here
 MAX_DEPTH = 64
 
@@ -270,13 +270,12 @@ class ProcessExecutor:
     def _drain(self, worker: _Worker, events: list[Event]) -> None:
         try:
             while _readable(worker.conn.fileno()):
-                message = worker.conn.recv()
-                if isinstance(message, Started):
-                    worker.child_pgid = message.pgid
-                    events.append(message)
-                    continue
-                for done in message:
-                    self._completed(worker, done, events)
+                for message in worker.conn.recv():
+                    if type(message) is Started:
+                        worker.child_pgid = message.pgid
+                        events.append(message)
+                    else:
+                        self._completed(worker, message, events)
         except (EOFError, OSError):
             pass
 
