@@ -9,10 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import os
-import shutil
-import subprocess
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -68,6 +65,8 @@ class Group(click.Group):
             sys.exit(141)
         except Exception as exc:
             if ctx.obj and ctx.obj.get("debug"):
+                import traceback
+
                 traceback.print_exc()
             else:
                 _echo_err(
@@ -215,6 +214,9 @@ def graph(
 
 
 def render_graphviz(dot: str, output: str, ext: str) -> None:
+    import shutil
+    import subprocess
+
     exe = shutil.which("dot")
     if exe is None:
         raise UsageError(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,12 +180,17 @@ def load_text(text: str, file: str = "<string>") -> Document:
         line = text[: text.index("\x00")].count("\n") + 1
         raise PipelineError.single(Location(file, line, 1), "", "file contains a NUL byte")
     composer = _Composer(file)
+    parser = None
     try:
-        composer.run(yaml.parse(_join_surrogates(text), Loader=_Parser))
+        parser = _Parser(_join_surrogates(text))
+        composer.run(parser)
     except yaml.MarkedYAMLError as exc:
         raise PipelineError([_syntax_error(exc, text, file)]) from None
     except yaml.YAMLError as exc:
         raise PipelineError.single(Location(file), "", f"YAML error: {exc}") from None
+    finally:
+        if parser is not None:
+            parser.dispose()
     if composer.documents == 0:
         raise PipelineError.single(Location(file, 1, 1), "", "file is empty (expected a mapping)")
     return Document(composer.result, composer.source, text, composer.problems)
@@ -263,7 +267,9 @@ class _Composer:
     def fail(self, pos: tuple[int, int], path: Path_, message: str) -> PipelineError:
         return PipelineError.single(Location(self.file, pos[0], pos[1]), format_path(path), message)
 
-    def run(self, events: Iterator[yaml.Event]) -> None:
+    def run(self, parser: Any) -> None:
+        """Compose the events of `parser` (read one by one: `yaml.parse` wraps the same calls
+        in a generator that costs more than most events' handling)."""
         handlers: dict[type, Any] = {
             yaml.ScalarEvent: self.scalar,
             yaml.MappingStartEvent: lambda e: self.open(e, "map", {}),
@@ -273,8 +279,13 @@ class _Composer:
             yaml.AliasEvent: self.alias,
             yaml.DocumentStartEvent: self.document,
         }
-        for event in events:
-            handler = handlers.get(type(event))
+        get_event, end = parser.get_event, yaml.StreamEndEvent
+        while True:
+            event = get_event()
+            kind = type(event)
+            if kind is end or event is None:
+                return
+            handler = handlers.get(kind)
             if handler is not None:
                 handler(event)
 

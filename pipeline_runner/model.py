@@ -17,13 +17,15 @@ step-name aliases) they must be rendered in.
 from __future__ import annotations
 
 import enum
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import Location
+
+if TYPE_CHECKING:
+    import random
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -106,7 +108,11 @@ class RetryPolicy:
         """Seconds to wait before `attempt` (2 is the first retry)."""
         base = min(self.delay * self.backoff ** max(attempt - 2, 0), self.max_delay)
         if self.jitter:
-            base *= (rng or random).uniform(0.5, 1.5)
+            if rng is None:
+                import random
+
+                rng = random.Random()
+            base *= rng.uniform(0.5, 1.5)
         return float(base)
 
 

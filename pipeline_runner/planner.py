@@ -15,6 +15,7 @@ reports every problem, not only the first.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -144,6 +145,9 @@ class Planner:
         self.plugins = plugins or registry()
         self.diagnostics: list[Diagnostic] = []
         self._seen_messages: set[tuple[Location, str]] = set()
+        # `with` values a plugin's schema accepted: many steps share theirs (a template's steps
+        # across tenants, generated steps), and a valid one needs checking once.
+        self._valid_with: set[tuple[str, str]] = set()
         self.nodes: dict[str, Node] = {}
         self.ref_checks: list[_RefCheck] = []
         self.pools: dict[str, int] = {}
@@ -907,7 +911,15 @@ class Planner:
         self, f: _File, uses: str, schema: Mapping[str, Any], with_: Any, at: Path_
     ) -> None:
         probe = _strip_deferred(with_)
+        try:
+            seen: tuple[str, str] | None = (uses, json.dumps(probe, sort_keys=True))
+        except (TypeError, ValueError, RecursionError):
+            seen = None
+        if seen in self._valid_with:
+            return
         problems = check_schema(probe, schema, f.source, at, prefix=f"{uses}: ")
+        if not problems and seen is not None:
+            self._valid_with.add(seen)
         for p in problems:
             if (
                 _DEFERRED_MARK not in p.message

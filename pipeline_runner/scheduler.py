@@ -25,7 +25,6 @@ import fnmatch
 import heapq
 import json
 import os
-import random
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +42,8 @@ from .runtime import Renderer
 from .worker import Completion, Started, Task
 
 if TYPE_CHECKING:
+    import random
+
     from .cache import CacheBackend
 
 
@@ -155,7 +156,7 @@ class Scheduler:
         self.secrets = dict(secrets)
         self.sinks = list(sinks)
         self.options = options or Options()
-        self.rng = random.Random(self.options.seed)
+        self.rng: random.Random | None = None  # made when a retry first needs jitter
         self.runs: dict[str, NodeRun] = {}
         self.dependents: dict[str, list[str]] = {k: list(v) for k, v in plan.dependents.items()}
         self.ready: list[tuple[int, int, int, str]] = []
@@ -696,6 +697,10 @@ class Scheduler:
             and nr.attempt - nr.base <= policy.max
             and policy.allows(kind, nr.exit_code)
         ):
+            if self.rng is None:
+                import random
+
+                self.rng = random.Random(self.options.seed)
             delay = policy.delay_before(nr.attempt - nr.base + 1, self.rng)
             heapq.heappush(self.timers, (time.monotonic() + delay, nr.id))
             self.set_state(nr, State.RETRYING)

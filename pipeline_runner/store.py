@@ -23,7 +23,6 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -327,14 +326,6 @@ class Store:
         return [dict(row) for row in rows]
 
 
-@dataclass
-class _Pending:
-    nr: Any
-    state: State
-    time: float
-    old: State
-
-
 class StoreSink:
     """Records a run; one transaction per turn of the scheduler loop."""
 
@@ -355,7 +346,8 @@ class StoreSink:
         self.file_hash = file_hash
         self.masker = masker
         self.resumed = resumed
-        self.pending: list[_Pending] = []
+        # (node run, its new state, when, its old state), in order
+        self.pending: list[tuple[Any, State, float, State]] = []
         self.run_id = ""
 
     def run_started(self, run: Any) -> None:
@@ -413,8 +405,8 @@ class StoreSink:
                     (
                         run.run_id,
                         nid,
-                        nr.node.kind.value,
-                        nr.state.value,
+                        _KIND_TEXT[nr.node.kind],
+                        _STATE_TEXT[nr.state],
                         self.position[nid],
                         nr.log_path,
                     )
@@ -447,27 +439,29 @@ class StoreSink:
                 )
 
     def changed(self, nr: Any, old: State) -> None:
-        self.pending.append(_Pending(nr, nr.state, time.time(), old))
+        self.pending.append((nr, nr.state, time.time(), old))
 
     def turn(self) -> None:
         if not self.pending:
             return
         pending, self.pending = self.pending, []
         mask = self.masker.text
+        run_id, position = self.run_id, self.position
         step_rows: dict[str, tuple[Any, ...]] = {}
         attempt_rows: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
         cache_rows: list[tuple[Any, ...]] = []
-        for p in pending:
-            nr = p.nr
-            if nr.id not in self.position:
-                self.position[nr.id] = len(self.position)
+        for nr, state, when, old in pending:
+            nid = nr.node.id
+            if nid not in position:
+                position[nid] = len(position)
             error = mask(nr.error) if nr.error else None
-            step_rows[nr.id] = (
-                self.run_id,
-                nr.id,
-                nr.node.kind.value,
-                nr.state.value,
+            is_step = nr.node.kind is NodeKind.STEP
+            step_rows[nid] = (
+                run_id,
+                nid,
+                _KIND_TEXT[nr.node.kind],
+                _STATE_TEXT[nr.state],
                 nr.attempt,
                 nr.started,
                 nr.finished,
@@ -475,16 +469,16 @@ class StoreSink:
                 error,
                 nr.exit_code,
                 nr.worker,
-                nr.output_json if nr.state in (State.SUCCEEDED, State.CACHED) else None,
+                nr.output_json if nr.state in _OUTPUT_STATES else None,
                 nr.log_path,
-                self.position[nr.id],
+                position[nid],
             )
             # An attempt gets its row when it ends (or when its process group is known, so a
             # later `resume` can stop it); while it runs, the step row says `running`.
             if (
-                nr.node.kind is NodeKind.STEP
+                is_step
                 and nr.attempt > 0
-                and (p.state in _ATTEMPT_STATES or (p.state is State.RUNNING and nr.process))
+                and (state in _ATTEMPT_STATES or (state is State.RUNNING and nr.process))
             ):
                 # nr.attempts holds this process's attempts; a resumed step's count goes on
                 # from the attempts of the earlier runs (nr.base).
@@ -492,11 +486,11 @@ class StoreSink:
                 last = nr.attempts[-1] if current else None
                 attempt_rows.append(
                     (
-                        self.run_id,
-                        nr.id,
+                        run_id,
+                        nid,
                         nr.attempt,
-                        _attempt_state(p.state),
-                        last.started if last else p.time,
+                        _attempt_state(state),
+                        last.started if last else when,
                         last.finished if last else None,
                         last.kind if last else None,
                         mask(last.message) if last else None,
@@ -506,27 +500,27 @@ class StoreSink:
                         nr.process[1] if nr.process else None,
                     )
                 )
-            if p.old is p.state:
+            if old is state:
                 continue  # news about a step (its process started), not a change of state
             events.append(
                 (
-                    self.run_id,
-                    p.time,
-                    nr.id,
-                    p.state.value,
+                    run_id,
+                    when,
+                    nid,
+                    _STATE_TEXT[state],
                     nr.attempt,
-                    error if p.state in _ERROR_STATES else None,
+                    error if state in _ERROR_STATES else None,
                 )
             )
-            if p.state is State.SUCCEEDED and nr.cache_key:
+            if state is State.SUCCEEDED and nr.cache_key:
                 cache_rows.append(
                     (
                         nr.cache_key,
-                        nr.id,
-                        self.run_id,
+                        nid,
+                        run_id,
                         nr.output_json,
                         json.dumps(nr.cache_files),
-                        p.time,
+                        when,
                     )
                 )
         with self.store.transaction() as db:
@@ -602,11 +596,15 @@ _ERROR_STATES = {
 
 
 def _attempt_state(state: State) -> str:
-    if state is State.RETRYING:
+    if state is State.RETRYING or state is State.FAILED_ALLOWED:
         return "failed"
-    if state is State.FAILED_ALLOWED:
-        return "failed"
-    return str(state.value)
+    return _STATE_TEXT[state]
+
+
+# Enum `.value` is a descriptor call; the store reads these for every row it writes.
+_STATE_TEXT = {state: str(state.value) for state in State}
+_KIND_TEXT = {kind: str(kind.value) for kind in NodeKind}
+_OUTPUT_STATES = frozenset({State.SUCCEEDED, State.CACHED})
 
 
 class _Backoff:

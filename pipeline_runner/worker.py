@@ -16,7 +16,6 @@ the runner.  An attempt in a worker has the process to itself: its `env` is set 
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import io
 import json
@@ -565,6 +564,8 @@ _current_grace: float = GRACE
 
 
 def _prctl(option: int, value: int) -> None:
+    import ctypes  # here: the runner itself never needs it
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(option, value, 0, 0, 0)
@@ -676,15 +677,14 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
     # Forkserver children inherit the write end of the pipe by which the forkserver learns
     # that the runner is gone; holding it would keep the forkserver (and so us) alive after
     # the runner is killed.  Workers start no processes through the forkserver: let it go.
-    from multiprocessing import forkserver
-
-    alive_fd = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
+    server: Any = getattr(sys.modules.get("multiprocessing.forkserver"), "_forkserver", None)
+    alive_fd = getattr(server, "_forkserver_alive_fd", None)
     if alive_fd is not None:
         try:
             os.close(alive_fd)
         except OSError:
             pass
-        forkserver._forkserver._forkserver_alive_fd = None  # type: ignore[attr-defined]
+        server._forkserver_alive_fd = None
     _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphans of a step come to us, not to init
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
