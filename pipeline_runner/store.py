@@ -405,8 +405,8 @@ class StoreSink:
                     (
                         run.run_id,
                         nid,
-                        _KIND_TEXT[nr.node.kind],
-                        _STATE_TEXT[nr.state],
+                        nr.node.kind._value_,
+                        nr.state._value_,
                         self.position[nid],
                         nr.log_path,
                     )
@@ -460,8 +460,8 @@ class StoreSink:
             step_rows[nid] = (
                 run_id,
                 nid,
-                _KIND_TEXT[nr.node.kind],
-                _STATE_TEXT[nr.state],
+                nr.node.kind._value_,
+                nr.state._value_,
                 nr.attempt,
                 nr.started,
                 nr.finished,
@@ -507,7 +507,7 @@ class StoreSink:
                     run_id,
                     when,
                     nid,
-                    _STATE_TEXT[state],
+                    state._value_,
                     nr.attempt,
                     error if state in _ERROR_STATES else None,
                 )
@@ -579,32 +579,30 @@ class StoreSink:
             )
 
 
-_ATTEMPT_STATES = {
+# Tuples, not sets: the store tests every row's state against these, and hashing an enum
+# member runs Python code where `in` on a tuple compares identities first.
+_ATTEMPT_STATES = (
     State.RETRYING,
     State.SUCCEEDED,
     State.FAILED,
     State.FAILED_ALLOWED,
     State.CANCELLED,
-}
-_ERROR_STATES = {
+)
+_ERROR_STATES = (
     State.FAILED,
     State.FAILED_ALLOWED,
     State.RETRYING,
     State.UPSTREAM_FAILED,
     State.CANCELLED,
-}
+)
+_OUTPUT_STATES = (State.SUCCEEDED, State.CACHED)
 
 
 def _attempt_state(state: State) -> str:
     if state is State.RETRYING or state is State.FAILED_ALLOWED:
         return "failed"
-    return _STATE_TEXT[state]
+    return str(state._value_)  # not `.value`: a descriptor call for every row written
 
-
-# Enum `.value` is a descriptor call; the store reads these for every row it writes.
-_STATE_TEXT = {state: str(state.value) for state in State}
-_KIND_TEXT = {kind: str(kind.value) for kind in NodeKind}
-_OUTPUT_STATES = frozenset({State.SUCCEEDED, State.CACHED})
 
 
 class _Backoff:
