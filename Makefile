@@ -37,7 +37,6 @@ test: $(VENV)/.installed-dev lint
 	$(BIN)/pytest -q
 
 bench: $(VENV)/.installed
-	$(BIN)/python -m compileall -q pipeline_runner > /dev/null
 	$(BIN)/python bench/run.py
 
 clean:

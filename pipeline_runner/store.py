@@ -604,7 +604,6 @@ def _attempt_state(state: State) -> str:
     return str(state._value_)  # not `.value`: a descriptor call for every row written
 
 
-
 class _Backoff:
     """Pauses between tries while another connection holds a lock: 5 ms, doubling up to
     100 ms, for LOCK_RETRY_SECONDS in all."""

@@ -600,7 +600,8 @@ class _Outbox:
     theirs, so that their dependents start without waiting for it.  A `Started` waits like a
     completion (the runner reads a batch in order); when the attempt's completion catches up
     with it in the same batch it is not sent at all: a command that ended needs no stopping,
-    and most commands end within the delay.
+    and most commands end within the delay.  The process's start time is read when it is sent
+    (the process is still there: its completion is not).
     """
 
     def __init__(self, conn: Any, delay: float = 0.002) -> None:
@@ -640,8 +641,14 @@ class _Outbox:
         if not self.unsent:
             return not self.broken
         batch, self.unsent = self.unsent, []
-        ended = {m.attempt_id for m in batch if type(m) is Completion}
-        return self._write([m for m in batch if type(m) is Completion or m.attempt_id not in ended])
+        ended = {m.attempt_id for m in batch if isinstance(m, Completion)}
+        out: list[Completion | Started] = []
+        for m in batch:
+            if isinstance(m, Completion):
+                out.append(m)
+            elif m.attempt_id not in ended:
+                out.append(m._replace(start_time=process_start_time(m.pgid)))
+        return self._write(out)
 
     def _write(self, message: Any) -> bool:
         if self.broken:
@@ -702,7 +709,7 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
     def started(pid: int) -> None:
         global _current_pgid, _current_grace
         _current_pgid, _current_grace = pid, current.grace
-        outbox.started(Started(current.attempt_id, pid, process_start_time(pid)))
+        outbox.started(Started(current.attempt_id, pid))
 
     outcomes: dict[int, bool] = {}  # recent attempts here: did they succeed?
     while True:

@@ -217,6 +217,36 @@ def test_resources_choose_the_worker(cluster: Cluster, run_cli: RunCli, tmp_path
     )
 
 
+def test_commands_outlasting_the_start_report(
+    cluster: Cluster, run_cli: RunCli, tmp_path: Path
+) -> None:
+    """A command still running when its host reports the process group (a few ms after the
+    start) arrives in a later message than that report: the attempt waits for its completion
+    and takes its output."""
+    cluster.wait_ready()
+    path = pipeline(
+        tmp_path,
+        """
+        version: 1
+        name: slow-commands
+        steps:
+          - id: wait
+            for_each: [a, b, c, d]
+            uses: shell
+            with: {cmd: "sleep 0.3; echo waited {{ item }}"}
+        """,
+    )
+    out = tmp_path / "out.json"
+    result = run_cli(
+        "run", str(path), "--executor", "dask", "--scheduler", cluster.address,
+        "--json", str(out), "--progress", "plain", timeout=60,
+    )  # fmt: skip
+    assert result.code == 0, result.output
+    steps = steps_by_id(summary(out))
+    for key in "abcd":
+        assert steps[f"wait.{key}"]["output"] == f"waited {key}"
+
+
 KILL_MODULE = """
 import os
 import time

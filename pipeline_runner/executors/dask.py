@@ -672,14 +672,12 @@ class _Slot:
         """Take what the host sent; this attempt's Completion if it is there."""
         try:
             while not host.eof and host.conn.poll():
-                message = host.conn.recv()
-                if isinstance(message, Started):
-                    host.step_pgid = message.pgid
-                    continue
-                for done in message:
-                    if done.attempt_id == self.task.attempt_id:
+                for message in host.conn.recv():  # a batch of Started and Completion
+                    if isinstance(message, Started):
+                        host.step_pgid = message.pgid
+                    elif message.attempt_id == self.task.attempt_id:
                         host.step_pgid = None
-                        return done  # type: ignore[no-any-return]
+                        return message  # type: ignore[no-any-return]
         except (EOFError, OSError):
             host.eof = True
         return None
