@@ -6,6 +6,7 @@ others (the scheduler of processes, the executors of the plan, the reporters of 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -57,6 +58,8 @@ def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = F
     """`runner run`, or with `resume` (a run id) `runner resume`."""
     absolute_paths(request)
     plan = plan_file(request.file, request.planner)
+    # The plan lives as long as the run: keep the collector's passes during the run off it.
+    gc.freeze()
     secret_values = read_secrets(plan.secrets, os.environ, request.secrets_file)
     masker = Masker(secret_values.values())
     if request.dry_run:

@@ -55,9 +55,13 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _key(v: Any) -> str:
-    """A key equal for values JSON Schema calls equal: `1 == 1.0`, but `true != 1`."""
-    return json.dumps(_integral(v), sort_keys=True)
+def _key(v: Any) -> Any:
+    """A key equal for values JSON Schema calls equal: `1 == 1.0`, but `true != 1`.  A string
+    is its own key (most lists checked for unique items are lists of names), never equal to
+    the JSON text that keys anything else."""
+    if type(v) is str:
+        return v
+    return (json.dumps(_integral(v), sort_keys=True),)
 
 
 def _integral(v: Any) -> Any:

@@ -363,20 +363,43 @@ class _Composer:
     # -- events ----------------------------------------------------------------------------
 
     def scalar(self, event: yaml.ScalarEvent) -> None:
-        pos = _pos(event)
-        path = self.next_path()
+        # The hottest path of loading (most events are scalars): `_pos`, `next_path` and the
+        # plain-word case of `construct_scalar` written out.
+        mark = event.start_mark
+        pos = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         self.nodes += 1
-        value = self.construct_scalar(event, pos, path)
-        if self.stack and self.stack[-1].kind == "map" and not self.stack[-1].has_key:
+        top = self.stack[-1] if self.stack else None
+        is_key = top is not None and top.kind == "map" and not top.has_key
+        if top is None:
+            path: Path_ = ()
+        elif is_key:
+            path = top.path  # a key: its own position is recorded under the value's path
+        elif top.kind == "seq":
+            path = (*top.path, len(top.value))
+        else:
+            path = (*top.path, _path_key(top.pending_key))
+        text = event.value
+        if event.tag is None and (
+            event.style or not event.implicit[0] or (text and text[0] not in _MAYBE_NOT_STR)
+        ):
+            value: Any = text  # quoted, or a plain word: a string as written
+        else:
+            value = self.construct_scalar(event, pos, path)
+        if is_key:
             if not isinstance(value, str) and not event.style:
-                self.source.texts[(*path, "?")] = event.value
+                self.source.texts[(*path, "?")] = text
         else:
             self.source.values[path] = pos
             if not isinstance(value, str) and value is not None and not event.style:
-                self.source.texts[path] = event.value
+                self.source.texts[path] = text
         if event.anchor:
             self.anchors[event.anchor] = (value, 1)
-        self.add(value, pos, path)
+        if top is None or (not is_key and top.kind == "map"):
+            self.add(value, pos, path)
+        elif is_key:
+            self.set_key(top, value, pos)
+        else:
+            top.value.append(value)
 
     def construct_scalar(self, event: yaml.ScalarEvent, pos: tuple[int, int], path: Path_) -> Any:
         tag = event.tag

@@ -15,6 +15,7 @@ reports every problem, not only the first.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -900,7 +901,7 @@ class Planner:
             group=group,
             compensate=compensate,
             cache=self.cache_spec(step.get("cache")),
-            resources=MappingProxyType(dict(step.get("resources") or {})),
+            resources=MappingProxyType(dict(step["resources"])) if step.get("resources") else EMPTY,
             is_finally=finally_,
             key=key,
             item=item,
@@ -930,7 +931,7 @@ class Planner:
 
     def retry_policy(self, f: _File, spec: Any, path: Path_) -> RetryPolicy:
         if spec is None:
-            return RetryPolicy()
+            return _NO_RETRIES
         if isinstance(spec, int):
             return RetryPolicy(max=spec)
         at = (*path, "retries")
@@ -1178,6 +1179,9 @@ def _step_hint(name: str, known: Mapping[str, str]) -> str:
     return did_you_mean(name, known) or f" (steps here: {', '.join(list(known)[:10]) or 'none'})"
 
 
+_NO_RETRIES = RetryPolicy()  # frozen: one for every step without `retries`
+
+
 def _strip_deferred(value: Any) -> Any:
     """A copy for schema checks: a Deferred leaf becomes a marker whose errors are ignored."""
     if isinstance(value, Deferred):
@@ -1196,8 +1200,18 @@ def _replace(node: Node, **changes: Any) -> Node:
 
 
 def plan_file(path: str, options: Options | None = None) -> Plan:
-    """Load, validate and plan one pipeline file; raises PipelineError with every problem."""
-    return Planner(options).plan_file(path)
+    """Load, validate and plan one pipeline file; raises PipelineError with every problem.
+
+    The cycle collector is paused meanwhile: planning builds many small objects that all live
+    on (the plan) or die by reference count (the document), and the collector's passes over
+    them cost about a twentieth of the planning time of a big file."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return Planner(options).plan_file(path)
+    finally:
+        if paused:
+            gc.enable()
 
 
 def relative_to_cwd(path: str) -> str:
