@@ -595,13 +595,12 @@ def dumps_message(message: Any) -> bytes:
 
 
 class _Outbox:
-    """What a worker tells the runner, in batches (one pipe write for many messages) of which
-    none waits longer than `delay`: while a long step runs after short ones, a thread sends
-    theirs, so that their dependents start without waiting for it.  A `Started` waits like a
-    completion (the runner reads a batch in order); when the attempt's completion catches up
-    with it in the same batch it is not sent at all: a command that ended needs no stopping,
-    and most commands end within the delay.  The process's start time is read when it is sent
-    (the process is still there: its completion is not).
+    """What a worker tells the runner, in batches (one pipe write for many messages).
+    Completions of cheap steps wait for company, but none longer than `delay`: while a long
+    step runs after short ones, a thread sends theirs, so that their dependents start without
+    waiting for it.  A `Started` goes at once, with the completions before it (the runner reads
+    a batch in order): until the runner has the command's process group, a worker killed now
+    would leave the command running where nothing could stop it.
     """
 
     def __init__(self, conn: Any, delay: float = 0.002) -> None:
@@ -615,23 +614,20 @@ class _Outbox:
 
     def started(self, message: Started) -> bool:
         with self.lock:
-            self._queue(message)
-            return not self.broken
+            self.unsent.append(message)
+            return self._flush()
 
     def complete(self, done: Completion, idle: bool) -> bool:
         """Queue a completion; sent now when this worker is about to wait for work (`idle`),
         or the batch is full or old enough."""
         with self.lock:
-            self._queue(done)
+            if not self.unsent:
+                self.first = time.monotonic()
+                self.lock.notify()
+            self.unsent.append(done)
             if idle or len(self.unsent) >= 32 or time.monotonic() - self.first > self.delay:
                 return self._flush()
             return True
-
-    def _queue(self, message: Completion | Started) -> None:
-        if not self.unsent:
-            self.first = time.monotonic()
-            self.lock.notify()
-        self.unsent.append(message)
 
     def flush(self) -> bool:
         with self.lock:
@@ -641,14 +637,7 @@ class _Outbox:
         if not self.unsent:
             return not self.broken
         batch, self.unsent = self.unsent, []
-        ended = {m.attempt_id for m in batch if isinstance(m, Completion)}
-        out: list[Completion | Started] = []
-        for m in batch:
-            if isinstance(m, Completion):
-                out.append(m)
-            elif m.attempt_id not in ended:
-                out.append(m._replace(start_time=process_start_time(m.pgid)))
-        return self._write(out)
+        return self._write(batch)
 
     def _write(self, message: Any) -> bool:
         if self.broken:
@@ -709,7 +698,7 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
     def started(pid: int) -> None:
         global _current_pgid, _current_grace
         _current_pgid, _current_grace = pid, current.grace
-        outbox.started(Started(current.attempt_id, pid))
+        outbox.started(Started(current.attempt_id, pid, process_start_time(pid)))
 
     outcomes: dict[int, bool] = {}  # recent attempts here: did they succeed?
     while True:
