@@ -47,6 +47,9 @@ if TYPE_CHECKING:
     from .cache import CacheBackend
 
 
+CHAIN_AHEAD = 8  # follow-ups queued behind a running step of a chain (see follow_chain)
+
+
 @dataclass
 class NodeRun:
     """The mutable run state of one node (owned by the scheduler)."""
@@ -467,9 +470,7 @@ class Scheduler:
                 continue
             batch.append(self.start_attempt(nr))
             capacity -= 1
-            follow = self.follow_up(nr, batch[-1].attempt_id, placed=False)
-            if follow is not None:
-                batch.append(follow)
+            batch.extend(self.follow_chain(nr, batch[-1].attempt_id, CHAIN_AHEAD, placed=False))
         if batch:
             self.executor.submit(batch)
 
@@ -584,6 +585,20 @@ class Scheduler:
             attempt_id=follow_id, attempt=child.attempt + 1, after=attempt_id
         )
 
+    def follow_chain(
+        self, nr: NodeRun, attempt_id: int, limit: int, placed: bool = True
+    ) -> list[Task]:
+        """Up to `limit` follow-ups, each queued behind the one before: the next links of a
+        chain, so that its worker goes on for a while without waiting for the runner."""
+        tasks: list[Task] = []
+        while len(tasks) < limit:
+            follow = self.follow_up(nr, attempt_id, placed=placed and not tasks)
+            if follow is None:
+                break
+            tasks.append(follow)
+            nr, attempt_id = self.runs[follow.node_id], follow.attempt_id
+        return tasks
+
     def group_limit(self, node: Node) -> int | None:
         """`max_parallel` of the group `node` is in (a for_each's, or its template's)."""
         group = self.runs.get(node.group) if node.group is not None else None
@@ -603,17 +618,30 @@ class Scheduler:
         self.hold(nr.node, +1)
         nr.started = nr.started or time.time()
         self.set_state(nr, State.RUNNING)
-        follow = self.follow_up(nr, attempt_id)
-        if follow is not None:
-            self.executor.submit([follow])
+        # Keep the chain CHAIN_AHEAD links ahead of what runs: queue one behind its last link.
+        tail, tail_id, ahead = nr, attempt_id, 0
+        while (child := self.queued_follower(tail)) is not None:
+            tail, tail_id, ahead = child, child.follow_id, ahead + 1
+        follows = self.follow_chain(tail, tail_id, CHAIN_AHEAD - ahead)
+        if follows:
+            self.executor.submit(follows)
+
+    def queued_follower(self, nr: NodeRun) -> NodeRun | None:
+        """The step queued to follow `nr` on its worker, if any."""
+        dependents = self.dependents.get(nr.id, ())
+        if len(dependents) == 1 and self.runs[dependents[0]].follow_id:
+            return self.runs[dependents[0]]
+        return None
 
     def drop_follow_ups(self, nr: NodeRun) -> None:
-        """`nr`'s attempt did not succeed: its worker skips what was queued to follow it."""
+        """`nr`'s attempt did not succeed: its worker skips what was queued to follow it, and
+        what was queued to follow those."""
         for dep in self.dependents.get(nr.id, ()):
             child = self.runs[dep]
             if child.follow_id:
                 self.followers.pop(child.follow_id, None)
                 child.follow_id = 0
+                self.drop_follow_ups(child)
 
     # -- completions ----------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ shortcut never changes what runs: order, exactly-once, failures, retries and tim
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -26,6 +27,17 @@ def record(journal, name, fail_until=0):
         made = sum(1 for line in f if line.strip() == name)
     if made <= fail_until:
         raise RuntimeError(f"{name} fails on attempt {made}")
+    return name
+
+
+def die_once(journal, name, pid_file):
+    # The first attempt records its worker's pid and waits to be killed with it.
+    with open(journal, "a") as f:
+        f.write(name + "\\n")
+    if not os.path.exists(pid_file):
+        with open(pid_file, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(300)
     return name
 
 
@@ -140,6 +152,30 @@ def test_a_step_that_times_out_in_a_chain_stops_what_follows_it(
     assert steps["s01"]["state"] == "failed"
     assert steps["s01"]["error_kind"] == "timeout"
     assert all(steps[f"s{i:02}"]["state"] == "upstream_failed" for i in range(2, 5))
+
+
+def test_a_chain_queued_behind_a_killed_worker_comes_back_and_runs_once(
+    write_pipeline: WritePipeline,
+    run_cli: RunCli,
+    tmp_path: Path,
+    popen: list[subprocess.Popen[str]],  # noqa: F811
+) -> None:
+    """The links queued behind a step whose worker is SIGKILLed return to the runner; the
+    step is retried and the rest of the chain runs after it, each link once."""
+    pid_file = tmp_path / "worker.pid"
+    call = f'{{call: "lib:die_once", args: ["{{{{ params.journal }}}}", "s02", "{pid_file}"]}}'
+    text = chain(12, extra={2: call}, retries={2: "{max: 1, delay: 50ms}"})
+    path = write_pipeline(text, files={"lib.py": LIB})
+    proc = start_runner(tmp_path, path, "--workers", "1")
+    popen.append(proc)
+    assert wait_for(lambda: pid_file.exists() and pid_file.read_text(), timeout=60)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stdout + stderr
+    assert journal(tmp_path) == ["s00", "s01", "s02", "s02"] + [f"s{i:02}" for i in range(3, 12)]
+    steps = {s["step_id"]: s for s in show(run_cli)["steps"]}
+    assert steps["s02"]["attempts"] == 2
+    assert all(s["state"] == "succeeded" and s["started"] for s in steps.values()), steps
 
 
 def test_ctrl_c_in_a_chain_never_starts_the_queued_follow_up(

@@ -284,8 +284,15 @@ class ProcessExecutor:
             return  # a late message from a worker we already gave up on
         worker.queue.popleft()
         if not done.ok and any(t.after == done.attempt_id for t in worker.queue):
-            # The worker skips the follow-ups of a failed attempt; so do we.
-            worker.queue = deque(t for t in worker.queue if t.after != done.attempt_id)
+            # The worker skips the follow-ups of a failed attempt, and theirs; so do we.
+            skipped = {done.attempt_id}
+            kept: deque[Task] = deque()
+            for task in worker.queue:
+                if task.after in skipped:
+                    skipped.add(task.attempt_id)
+                else:
+                    kept.append(task)
+            worker.queue = kept
         worker.child_pgid = None
         now = time.monotonic()
         self.durations.append(max(done.finished - done.started, 0.0))
