@@ -131,8 +131,10 @@ class ProcessExecutor:
         return self._self_timed[uses]
 
     def depth(self) -> int:
-        """How many tasks a worker may hold: a couple of milliseconds of work, judged by the
-        median duration of recent steps (one slow first import does not skew it)."""
+        """How many tasks a worker may hold: about 10 ms of work (commands of a millisecond go
+        ten at a time, and at most that much is left on one worker when another runs out),
+        judged by the median duration of recent steps (one slow first import does not skew
+        it)."""
         if not self.durations:
             return 1
         typical = sorted(self.durations)[len(self.durations) // 2]
