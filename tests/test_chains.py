@@ -1,6 +1,7 @@
 """Chains of steps: a step's sole dependent is queued on the same worker to run right after it
-(a follow-up), and skipped there when the step does not succeed.  These tests check that the
-shortcut never changes what runs: order, exactly-once, failures, retries and timeouts."""
+(a follow-up; a chain's next links, up to eight, each behind the one before), and skipped there
+when the step before it does not succeed.  These tests check that the shortcut never changes
+what runs: order, exactly-once, failures, retries, timeouts, Ctrl-C and a killed worker."""
 
 from __future__ import annotations
 
