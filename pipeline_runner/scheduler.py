@@ -636,12 +636,10 @@ class Scheduler:
     def drop_follow_ups(self, nr: NodeRun) -> None:
         """`nr`'s attempt did not succeed: its worker skips what was queued to follow it, and
         what was queued to follow those."""
-        for dep in self.dependents.get(nr.id, ()):
-            child = self.runs[dep]
-            if child.follow_id:
-                self.followers.pop(child.follow_id, None)
-                child.follow_id = 0
-                self.drop_follow_ups(child)
+        while (child := self.queued_follower(nr)) is not None:
+            self.followers.pop(child.follow_id, None)
+            child.follow_id = 0
+            nr = child
 
     # -- completions ----------------------------------------------------------------------------
 
