@@ -31,6 +31,7 @@ from .errors import Diagnostic, Location, PipelineError
 
 DEFAULT_MAX_FILE_SIZE = 10 * 1024 * 1024
 MAX_DEPTH = 64
+MAX_DEPTH_MESSAGE = f"nesting is deeper than the limit of {MAX_DEPTH} levels"
 MAX_ALIAS_NODES = 100_000
 
 Path_ = tuple[str | int, ...]
@@ -174,26 +175,58 @@ def load_file(path: str, max_size: int = DEFAULT_MAX_FILE_SIZE) -> Document:
     return load_text(read_text(path, max_size), path)
 
 
-def load_text(text: str, file: str = "<string>") -> Document:
-    """Compose `text` into plain data with a source map; raise PipelineError on bad YAML."""
+def load_text(text: str, file: str = "<string>", *, parser_class: Any = None) -> Document:
+    """Compose `text` into plain data with a source map; raise PipelineError on bad YAML.
+
+    `parser_class` is PyYAML's C parser where it is built (the pure-Python one otherwise);
+    either gives the same document and the same diagnostics."""
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
         raise PipelineError.single(Location(file, line, 1), "", "file contains a NUL byte")
+    composer = _compose(text, file, parser_class or _Parser)
+    if composer.documents == 0:
+        raise PipelineError.single(Location(file, 1, 1), "", "file is empty (expected a mapping)")
+    return Document(composer.result, composer.source, text, composer.problems)
+
+
+# Where the parser stops on a limit of its own (libyaml refuses nesting past 1,000 flow levels
+# while it scans ahead, before a single event reaches the composer), the text up to that point is
+# composed again by the pure-Python parser, which has no such limit, so the user gets this
+# program's located diagnostic whatever the installed version does. Only a prefix up to this
+# size is composed again (the pure-Python parser reads about a megabyte a second).
+_RECHECK_PREFIX = 1024 * 1024
+
+
+def _compose(text: str, file: str, parser_class: Any) -> _Composer:
     composer = _Composer(file)
     parser = None
     try:
-        parser = _Parser(_join_surrogates(text))
+        parser = parser_class(_join_surrogates(text))
         composer.run(parser)
     except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        if parser_class is not yaml.SafeLoader and mark is not None:
+            _recheck_depth(text, mark.index, file)
         raise PipelineError([_syntax_error(exc, text, file)]) from None
     except yaml.YAMLError as exc:
         raise PipelineError.single(Location(file), "", f"YAML error: {exc}") from None
     finally:
         if parser is not None:
             parser.dispose()
-    if composer.documents == 0:
-        raise PipelineError.single(Location(file, 1, 1), "", "file is empty (expected a mapping)")
-    return Document(composer.result, composer.source, text, composer.problems)
+    return composer
+
+
+def _recheck_depth(text: str, end: int, file: str) -> None:
+    """Raise this program's depth diagnostic if the text before a parser error (at `end`) nests
+    deeper than MAX_DEPTH; return quietly otherwise, for the parser's own error to be reported."""
+    if end > _RECHECK_PREFIX:
+        return
+    try:
+        _compose(text[:end], file, yaml.SafeLoader)
+    except PipelineError as err:
+        deep = [d for d in err.diagnostics if d.message == MAX_DEPTH_MESSAGE]
+        if deep:
+            raise PipelineError(deep) from None
 
 
 # JSON writes characters beyond U+FFFF as surrogate pairs (`"\ud83d\ude00"`, as json.dump does
@@ -456,7 +489,7 @@ class _Composer:
             raise PipelineError.single(
                 Location(self.file, pos[0], pos[1]),
                 format_path(path[:4]) + "...",
-                f"nesting is deeper than the limit of {MAX_DEPTH} levels",
+                MAX_DEPTH_MESSAGE,
             )
         self.nodes += 1
         self.source.values[path] = pos

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import PIPELINES, REPO, RunCli, no_traceback
 from jsonschema import Draft202012Validator
 
@@ -550,6 +551,15 @@ def test_deep_nesting_is_a_clear_error(depth: int, style: str) -> None:
     with bounded(1):
         message = _load_error(text)
     assert "nesting is deeper than the limit of 64 levels" in message
+    # The same diagnostic, at the same place, whichever parser reads the file: the pure-Python
+    # one has no nesting limit of its own; libyaml's (1,000 flow levels since PyYAML 6.0.3's
+    # wheels) stops before the composer sees an event.
+    located = re.compile(r"^f\.yaml:\d+:\d+: error: x-deep(\[0\]|\.a)\1\1\.\.\.: nesting is deeper")
+    assert located.match(message), message
+    if depth <= 10_000:
+        with pytest.raises(PipelineError) as pure:
+            load_text(text, "f.yaml", parser_class=yaml.SafeLoader)
+        assert str(pure.value) == message
 
 
 def test_a_file_over_the_size_limit_is_refused_before_parsing(
