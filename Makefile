@@ -1,23 +1,33 @@
-# Two commands set everything up: `make demo` and `make test`. Both are idempotent.
+# Two commands set everything up: `make demo` and `make test`. Both are idempotent, and both
+# install exactly the versions in requirements/*.txt (hashes checked), with nothing but pip.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The lock is installed as it is: no index look-up decides a version, no build backend is fetched
+# (hatchling is in the lock, so the project is built without build isolation).
+PIP = $(1)/bin/python -m pip install -q --disable-pip-version-check
+LOCKED = $(call PIP,$(1)) --require-hashes --no-deps -r
+PROJECT = $(call PIP,$(1)) --no-deps --no-build-isolation
+UV_COMPILE := .venv-lock/bin/uv pip compile -q --universal --generate-hashes --upgrade \
+	--python-version 3.10 pyproject.toml requirements/build.in
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-latest lint docs dist lock bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 
 # Editable installs are not byte-compiled by pip; compile once so every `runner` start does not
 # compile the package again (PYTHONDONTWRITEBYTECODE would otherwise make that permanent).
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e .
+$(VENV)/.installed: $(BIN)/python pyproject.toml requirements/demo.txt
+	$(call LOCKED,$(VENV)) requirements/demo.txt
+	$(call PROJECT,$(VENV)) -e .
 	$(BIN)/python -m compileall -q pipeline_runner > /dev/null
 	touch $@
 
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml plugins/runner-sqlite/pyproject.toml
-	$(BIN)/pip install -q -e '.[dev]' -e plugins/runner-sqlite
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml requirements/dev.txt \
+		plugins/runner-sqlite/pyproject.toml
+	$(call LOCKED,$(VENV)) requirements/dev.txt
+	$(call PROJECT,$(VENV)) -e . -e plugins/runner-sqlite
 	$(BIN)/python -m compileall -q pipeline_runner > /dev/null
 	touch $(VENV)/.installed $@
 
@@ -31,13 +41,38 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy pipeline_runner
 
-test: $(VENV)/.installed-dev lint
+# The manual: a broken link or anchor fails the build.
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+# The sdist and wheels a release would publish, checked as the package index checks them.
+dist: $(VENV)/.installed-dev
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist . > /dev/null
+	$(BIN)/python -m build --no-isolation --outdir dist plugins/runner-sqlite > /dev/null
+	$(BIN)/twine check --strict dist/*
+
+test: $(VENV)/.installed-dev lint docs dist
 	$(BIN)/python tests/ensure_graphviz.py
 	$(BIN)/python -m compileall -q pipeline_runner > /dev/null
 	$(BIN)/pytest -q
+
+# The same suite against the newest release of every dependency (version ranges from
+# pyproject.toml, nothing locked), in a venv of its own: drift is seen here before users see it.
+test-latest:
+	$(PYTHON) -m venv .venv-latest
+	$(call PIP,.venv-latest) --upgrade --upgrade-strategy eager -e '.[dev,docs]' -e plugins/runner-sqlite
+	.venv-latest/bin/python tests/ensure_graphviz.py
+	.venv-latest/bin/pytest -q
+
+# Update the lock to the newest releases the version ranges allow (one command; commit the result).
+lock:
+	test -x .venv-lock/bin/uv || ($(PYTHON) -m venv .venv-lock && $(call PIP,.venv-lock) 'uv>=0.5')
+	UV_CUSTOM_COMPILE_COMMAND="make lock" $(UV_COMPILE) -o requirements/demo.txt
+	UV_CUSTOM_COMPILE_COMMAND="make lock" $(UV_COMPILE) --extra dev --extra docs -o requirements/dev.txt
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .runner .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest .venv-lock .runner site dist .pytest_cache .mypy_cache .ruff_cache

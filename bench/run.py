@@ -11,7 +11,7 @@ Tools per workload:
 
 - ``runner``: the project's CLI, ``runner run FILE --progress none --state-dir D --workers 2``.
 - ``runner (dask)`` (W1-W5): the same with ``--executor dask``, which starts a local Dask
-  cluster of that many worker processes (needs ``pipeline-runner[dask]`` in the runner's venv).
+  cluster of that many worker processes (needs ``yaml-pipeline-runner[dask]`` in the runner's venv).
 - peers (installed on first use into ``bench/.venv-peers``): ``doit`` (parallel process mode)
   and ``dask`` (multiprocessing scheduler; the threaded scheduler as an extra row).
 - baselines (plain Python, standard library): a serial loop and a ``ProcessPoolExecutor``

@@ -6,6 +6,9 @@ The public API is small: load and plan a file, and the types a plugin author mee
 from .errors import Diagnostic, Location, PipelineError, RunnerError
 from .plugins import Plugin, StepContext, StepFailed
 
+# The distribution's version (pyproject.toml reads it from here), known without reading metadata.
+__version__ = "0.1.0"
+
 __all__ = [
     "Diagnostic",
     "Location",
@@ -14,4 +17,5 @@ __all__ = [
     "RunnerError",
     "StepContext",
     "StepFailed",
+    "__version__",
 ]

@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from . import __version__
 from .errors import EXIT_USAGE, PipelineError, RunnerError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -110,7 +111,7 @@ def planner_options(params: Sequence[str], params_file: str | None, max_file_siz
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="pipeline-runner", prog_name="runner")
+@click.version_option(version=__version__, prog_name="runner")
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import EXIT_OK, UsageError
+from .errors import EXIT_OK, PlatformError, UsageError
 from .graph import plain, topological
 from .model import NodeKind, Plan
 from .planner import Options as PlannerOptions
@@ -72,6 +72,11 @@ def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = F
     if request.workers is not None and request.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {request.workers}")
     workers = request.workers or os.cpu_count() or 1
+    from .procs import platform_problem
+
+    problem = platform_problem()
+    if problem is not None:
+        raise PlatformError(problem)
     from .executors import make_executor
 
     executor = make_executor(

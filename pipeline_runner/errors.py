@@ -70,6 +70,12 @@ class UsageError(RunnerError):
     exit_code = EXIT_USAGE
 
 
+class PlatformError(RunnerError):
+    """This operating system lacks what running steps needs; nothing was run."""
+
+    exit_code = EXIT_USAGE
+
+
 class PipelineError(RunnerError):
     """One or more problems in pipeline files; nothing was run."""
 

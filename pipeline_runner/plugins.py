@@ -9,18 +9,18 @@ provides:
 - optionally `summary` (one line for `runner plugins`; the docstring's first line otherwise) and
   `shell_fields` (names of `with` fields rendered with every templated value shell-quoted).
 
-Discovery reads entry-point metadata only; a plugin's module is imported when a pipeline uses it
-(`Registry.load`) and checked then, so a broken plugin breaks only the pipelines that use it.
-The built-in plugins are registered through the same entry points as any other.
+Discovery goes through importlib.metadata, so every install layout works (site-packages, a
+wheel or zip on sys.path, a custom finder). The built-in plugins are resolved without reading any
+distribution's metadata (that scan would add tens of milliseconds to every start): their names
+are reserved, and a distribution that publishes one of them does not replace it (`runner
+plugins` says so). A plugin's module is imported when a pipeline uses it (`Registry.load`) and
+checked then, so a broken plugin breaks only the pipelines that use it.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-import re
-import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
@@ -28,93 +28,56 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import logging
 
-
-class EntryPoint:
-    """One advertised plugin: `name = module:attribute` in a distribution's entry_points.txt."""
-
-    __slots__ = ("metadata_dir", "name", "value")
-
-    def __init__(self, name: str, value: str, metadata_dir: str) -> None:
-        self.name = name
-        self.value = value
-        self.metadata_dir = metadata_dir
-
-    def load(self) -> Any:
-        module, _, attribute = self.value.partition("[")[0].partition(":")
-        obj: Any = importlib.import_module(module.strip())
-        for part in attribute.strip().split("."):
-            if part:
-                obj = getattr(obj, part)
-        return obj
-
-    def distribution(self) -> tuple[str, str]:
-        """The distribution's name and version, from its metadata's header."""
-        found = {"Name": "?", "Version": "?"}
-        for file in ("METADATA", "PKG-INFO"):
-            try:
-                with open(os.path.join(self.metadata_dir, file), encoding="utf-8") as f:
-                    for line in f:
-                        if not line.strip():
-                            break
-                        key, _, value = line.partition(":")
-                        if key in found and found[key] == "?":
-                            found[key] = value.strip()
-                return found["Name"], found["Version"]
-            except OSError:
-                continue
-        return found["Name"], found["Version"]
-
-
-def entry_points(group: str) -> list[EntryPoint]:
-    """The entry points of `group` of the distributions on sys.path, in the order and with the
-    precedence of importlib.metadata (path order; the first distribution of a name shadows the
-    later ones).  Only the entry_points.txt files are read: importlib.metadata itself would
-    add ~40 ms (email, zipfile, csv) to every run for the same answer."""
-    found: list[EntryPoint] = []
-    seen: set[str] = set()
-    for entry in sys.path:
-        folder = entry or "."
-        try:
-            names = os.listdir(folder)
-        except OSError:  # a zip file, or a folder that does not exist
-            continue
-        for name in names:
-            stem, dot, suffix = name.rpartition(".")
-            if not dot or suffix not in ("dist-info", "egg-info"):
-                continue
-            distribution = _normalize(stem.partition("-")[0])
-            if distribution in seen:
-                continue
-            seen.add(distribution)
-            metadata_dir = os.path.join(folder, name)
-            try:
-                with open(os.path.join(metadata_dir, "entry_points.txt"), encoding="utf-8") as f:
-                    text = f.read()
-            except OSError:
-                continue
-            found.extend(_parse_entry_points(text, group, metadata_dir))
-    return found
-
-
-def _normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
-def _parse_entry_points(text: str, group: str, metadata_dir: str) -> Iterator[EntryPoint]:
-    section = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip()
-        elif section == group:
-            name, eq, value = line.partition("=")
-            if eq:
-                yield EntryPoint(name.strip(), value.strip(), metadata_dir)
-
-
 GROUP = "pipeline_runner.plugins"
+DISTRIBUTION = "yaml-pipeline-runner"
+
+# The built-in plugins; the same names are published as entry points of this distribution
+# (pyproject.toml), and a test holds the two lists equal.
+BUILTINS = {
+    "noop": "pipeline_runner.builtins.noop:plugin",
+    "shell": "pipeline_runner.builtins.shell:plugin",
+    "python": "pipeline_runner.builtins.python:plugin",
+    "pipeline": "pipeline_runner.builtins.pipeline:plugin",
+}
+
+
+def load_reference(value: str) -> Any:
+    """The object named by an entry point's value, `module:attribute.path [extras]`."""
+    module, _, attribute = value.partition("[")[0].partition(":")
+    obj: Any = importlib.import_module(module.strip())
+    for part in attribute.strip().split("."):
+        if part:
+            obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class Advertised:
+    """One plugin as a distribution publishes it: `name = value`, from `distribution`."""
+
+    name: str
+    value: str
+    distribution: str
+    version: str
+
+
+def builtin(name: str) -> Advertised:
+    from . import __version__
+
+    return Advertised(name, BUILTINS[name], DISTRIBUTION, __version__)
+
+
+def published(group: str = GROUP) -> list[Advertised]:
+    """Every entry point of `group`, in importlib.metadata's order (sys.path order; the first
+    distribution of a name shadows later copies of it)."""
+    from importlib.metadata import entry_points
+
+    out = []
+    for ep in entry_points(group=group):
+        dist = getattr(ep, "dist", None)
+        name, version = (dist.metadata["Name"], dist.version) if dist is not None else ("?", "?")
+        out.append(Advertised(ep.name, ep.value, name, version))
+    return out
 
 
 @dataclass
@@ -195,21 +158,37 @@ def check_plugin(name: str, obj: object) -> Plugin:
 
 
 class Registry:
-    """The installed plugins, discovered once, each imported on first use and cached."""
+    """The installed plugins: the built-ins at once, the others found on first need (one scan
+    of the installed distributions per process); each imported on first use and cached."""
 
     def __init__(self) -> None:
-        self._eps: dict[str, EntryPoint] = {}
-        for ep in entry_points(group=GROUP):
-            # The first distribution to claim a name wins, as on PATH; duplicates are rare.
-            self._eps.setdefault(ep.name, ep)
+        self._published: dict[str, Advertised] | None = None
+        self._shadowed: list[Advertised] = []
         self._loaded: dict[str, Plugin] = {}
         self._errors: dict[str, str] = {}
 
+    def _scan(self) -> dict[str, Advertised]:
+        if self._published is None:
+            found: dict[str, Advertised] = {}
+            for ad in published():
+                if ad.name in BUILTINS and ad.value != BUILTINS[ad.name]:
+                    self._shadowed.append(ad)
+                else:
+                    # The first distribution to claim a name wins, as on PATH.
+                    found.setdefault(ad.name, ad)
+            for name in BUILTINS:
+                found[name] = builtin(name)
+            self._published = found
+        return self._published
+
+    def _find(self, name: str) -> Advertised:
+        return builtin(name) if name in BUILTINS else self._scan()[name]
+
     def names(self) -> list[str]:
-        return sorted(self._eps)
+        return sorted(self._scan())
 
     def __contains__(self, name: object) -> bool:
-        return name in self._eps
+        return name in BUILTINS or name in self._scan()
 
     def load(self, name: str) -> Plugin:
         """The plugin called `name`; raises PluginLoadError naming its distribution."""
@@ -217,12 +196,11 @@ class Registry:
             return self._loaded[name]
         if name in self._errors:
             raise PluginLoadError(self._errors[name])
-        ep = self._eps[name]
+        ad = self._find(name)
         try:
-            plugin = check_plugin(name, ep.load())
+            plugin = check_plugin(name, load_reference(ad.value))
         except Exception as exc:
-            dist, version = ep.distribution()
-            message = f"plugin '{name}' from {dist} {version} failed to load: {exc}"
+            message = f"plugin '{name}' from {ad.distribution} {ad.version} failed to load: {exc}"
             self._errors[name] = message
             raise PluginLoadError(message) from exc
         self._loaded[name] = plugin
@@ -231,13 +209,15 @@ class Registry:
     def info(self) -> list[PluginInfo]:
         out = []
         for name in self.names():
-            ep = self._eps[name]
-            dist, version = ep.distribution()
+            ad = self._find(name)
             try:
                 summary, error = summary_of(self.load(name)), None
             except PluginLoadError as exc:
                 summary, error = "", str(exc)
-            out.append(PluginInfo(name, dist, version, ep.value, summary, error))
+            out.append(PluginInfo(name, ad.distribution, ad.version, ad.value, summary, error))
+        for ad in self._shadowed:
+            error = f"not used: '{ad.name}' is a built-in plugin, and built-in names are reserved"
+            out.append(PluginInfo(ad.name, ad.distribution, ad.version, ad.value, "", error))
         return out
 
 

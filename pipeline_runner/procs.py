@@ -24,6 +24,29 @@ GRACE = 3.0
 _CHUNK = 65536
 
 
+def platform_problem() -> str | None:
+    """What this operating system lacks for running steps, or None.
+
+    A step's processes are watched through a pidfd (Linux 5.3), and a process worker adopts
+    what a step leaves behind with the child-subreaper prctl (Linux 3.4)."""
+    import sys
+
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if sys.platform.startswith("linux") and pidfd_open is not None:
+        try:
+            os.close(pidfd_open(os.getpid()))
+            return None
+        except OSError:
+            pass
+    import platform
+
+    system = f"{platform.system() or sys.platform} {platform.release()}".strip()
+    return (
+        "running steps needs Linux 5.3 or later (pidfd_open and the child-subreaper prctl), "
+        f"which this system ({system}) does not provide"
+    )
+
+
 @dataclass
 class ProcessResult:
     exit_code: int | None  # None when killed by a signal

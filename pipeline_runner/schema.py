@@ -13,7 +13,6 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from .errors import Diagnostic, did_you_mean
@@ -40,7 +39,13 @@ _PATTERN_HELP = {
 
 
 def schema_text() -> str:
-    return (Path(__file__).parent / "data" / "pipeline.schema.json").read_text(encoding="utf-8")
+    """The schema shipped in the package, read through its loader (a wheel on a zip path too)."""
+    import pkgutil
+
+    data = pkgutil.get_data(__package__ or "pipeline_runner", "data/pipeline.schema.json")
+    if data is None:  # a loader that cannot read package data
+        raise RuntimeError("the package's data/pipeline.schema.json cannot be read")
+    return data.decode("utf-8")
 
 
 @cache

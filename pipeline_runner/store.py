@@ -212,7 +212,7 @@ class Store:
         if version > len(MIGRATIONS):
             raise StoreError(
                 f"run store {self.path} was written by a newer runner (schema {version}); "
-                "upgrade pipeline-runner"
+                "upgrade yaml-pipeline-runner"
             )
         return version
 

@@ -560,5 +560,5 @@ def test_without_distributed_the_error_names_the_extra(
         "run", str(path), "--executor", "dask", env={"PYTHONPATH": str(blocker)}
     )  # fmt: skip
     assert result.code == 2, result.output
-    assert "pip install 'pipeline-runner[dask]'" in result.stderr
+    assert "pip install 'yaml-pipeline-runner[dask]'" in result.stderr
     assert no_traceback(result.output)

@@ -105,41 +105,6 @@ def test_entry_point_is_published_by_runner_sqlite(name: str) -> None:
     assert (dist.metadata["Name"], dist.version) == ("runner-sqlite", "0.1.0")
 
 
-def test_the_runners_entry_point_scan_agrees_with_importlib_metadata() -> None:
-    """The runner reads entry_points.txt files itself (importlib.metadata costs ~40 ms of
-    start-up); it must find what importlib.metadata finds, with the same distribution."""
-    from pipeline_runner.plugins import entry_points as scan
-
-    ours = {ep.name: (ep.value, ep.distribution()) for ep in scan(GROUP)}
-    theirs = {
-        ep.name: (ep.value, (ep.dist.metadata["Name"], ep.dist.version))
-        for ep in entry_points(group=GROUP)
-        if ep.dist is not None
-    }
-    assert ours == theirs
-    assert {"noop", "shell", "python", "pipeline", "sqlite", "checksum"} <= set(ours)
-
-
-def test_a_distribution_earlier_on_sys_path_shadows_a_later_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from pipeline_runner.plugins import entry_points as scan
-
-    info = tmp_path / "Runner_SQLite-9.9.dist-info"  # the same distribution, spelled otherwise
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: runner-sqlite\nVersion: 9.9\n")
-    (info / "entry_points.txt").write_text(
-        "# comment\n[console_scripts]\nsqlite = nowhere:main\n\n"
-        f"[{GROUP}]\nsqlite = shadow.module:plugin [extra]\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    found = {ep.name: ep for ep in scan(GROUP)}
-    assert found["sqlite"].value == "shadow.module:plugin [extra]"
-    assert found["sqlite"].distribution() == ("runner-sqlite", "9.9")
-    assert "checksum" not in found  # the later runner-sqlite is shadowed whole, as by importlib
-    assert {ep.name for ep in entry_points(group=GROUP)} == set(found)
-
-
 @pytest.mark.parametrize("name", ["sqlite", "checksum"])
 def test_schema_is_a_complete_draft_2020_12_schema(name: str) -> None:
     plugin = load(name)

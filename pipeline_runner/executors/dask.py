@@ -4,7 +4,8 @@ Two halves live here, one on each side of the network.
 
 The runner's side, `DaskExecutor`, starts a `LocalCluster` (no `--scheduler`) or connects a
 `Client` to one, and submits one Dask task per attempt: `run_attempt(task, ...)`, a top-level
-function the workers import from this module, so pipeline-runner must be installed on them.
+function the workers import from this module, so this package (the yaml-pipeline-runner
+distribution) must be installed on them.
 Results are fetched by the client's event loop as each task finishes (`as_completed` with
 results); a small thread moves them to a queue and writes a byte to a pipe, so `wait` selects on
 that pipe and the scheduler's signal pipe and never waits on a network round trip itself.
@@ -71,7 +72,7 @@ from ..procs import GRACE, kill_group
 from ..worker import Completion, Started, Task, death, failure
 from . import Event, Returned
 
-INSTALL_HINT = "pip install 'pipeline-runner[dask]'"
+INSTALL_HINT = "pip install 'yaml-pipeline-runner[dask]'"
 QUEUE_PER_THREAD = 4  # tasks handed to Dask per worker thread: Dask's own round trip is ~10 ms
 INFO_MAX_AGE = 1.0  # seconds between refreshes of the cluster's size and resources
 CONNECT_TIMEOUT = 10.0

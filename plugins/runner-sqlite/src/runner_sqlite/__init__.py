@@ -1,4 +1,4 @@
-"""SQLite and checksum steps for pipeline-runner.
+"""SQLite and checksum steps for runner (yaml-pipeline-runner).
 
 Installing this distribution registers two plugins under the entry-point group
 `pipeline_runner.plugins`:
