@@ -218,15 +218,32 @@ def _compose(text: str, file: str, parser_class: Any) -> _Composer:
 
 def _recheck_depth(text: str, end: int, file: str) -> None:
     """Raise this program's depth diagnostic if the text before a parser error (at `end`) nests
-    deeper than MAX_DEPTH; return quietly otherwise, for the parser's own error to be reported."""
+    deeper than MAX_DEPTH; return quietly otherwise, for the parser's own error to be reported.
+
+    The pure-Python scanner checks every open flow level at every token, so a thousand nested
+    brackets cost it seconds: it is first given the text only up to where the brackets (counted
+    naively, quotes and all) pass MAX_DEPTH, then twice as deep, and so on; the whole prefix only
+    if none of those was enough."""
     if end > _RECHECK_PREFIX:
         return
-    try:
-        _compose(text[:end], file, yaml.SafeLoader)
-    except PipelineError as err:
-        deep = [d for d in err.diagnostics if d.message == MAX_DEPTH_MESSAGE]
-        if deep:
-            raise PipelineError(deep) from None
+    cuts = []
+    depth, threshold = 0, MAX_DEPTH + 2
+    for match in _BRACKET.finditer(text, 0, end):
+        depth += 1 if match.group() in "[{" else -1
+        if depth >= threshold:
+            cuts.append(match.end())
+            threshold *= 2
+    cuts.append(end)
+    for cut in cuts:
+        try:
+            _compose(text[:cut], file, yaml.SafeLoader)
+        except PipelineError as err:
+            deep = [d for d in err.diagnostics if d.message == MAX_DEPTH_MESSAGE]
+            if deep:
+                raise PipelineError(deep) from None
+
+
+_BRACKET = re.compile(r"[\[\]{}]")
 
 
 # JSON writes characters beyond U+FFFF as surrogate pairs (`"\ud83d\ude00"`, as json.dump does

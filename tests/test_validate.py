@@ -666,3 +666,14 @@ def test_finally_steps_may_read_any_main_step() -> None:
         "    with: {msg: '{{ run.status }} {{ steps.build.output }}'}\n"
     )
     assert plan.nodes["notify"].is_finally
+
+
+def test_deep_nesting_after_brackets_in_quotes_is_still_located() -> None:
+    """Brackets inside a string do not nest; the diagnostic still points at the 65th level."""
+    text = (
+        'version: 1\nname: deep\nsteps: [{id: a, uses: noop}]\nx-text: "' + "[" * 100 + '"\n'
+        "x-deep: " + "[" * 5000 + "]" * 5000
+    )
+    with bounded(1):
+        message = _load_error(text)
+    assert message.startswith("f.yaml:5:72: error: x-deep[0][0][0]...: nesting is deeper"), message
