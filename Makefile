@@ -11,7 +11,7 @@ PROJECT = $(call PIP,$(1)) --no-deps --no-build-isolation
 UV_COMPILE := .venv-lock/bin/uv pip compile -q --universal --generate-hashes --upgrade \
 	--python-version 3.10 pyproject.toml requirements/build.in
 
-.PHONY: demo test test-latest lint docs dist lock bench clean
+.PHONY: demo test test-latest test-model lint docs dist lock bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,11 +57,17 @@ test: $(VENV)/.installed-dev lint docs dist
 	$(BIN)/python -m compileall -q pipeline_runner > /dev/null
 	$(BIN)/pytest -q
 
+# The reference-model test with a longer budget (`make test` tries about 100 pipelines in a
+# minute): RUNNER_MODEL_EXAMPLES pipelines, 500 unless set.
+test-model: $(VENV)/.installed-dev
+	RUNNER_MODEL_EXAMPLES=$${RUNNER_MODEL_EXAMPLES:-500} $(BIN)/pytest tests/test_model.py -q -s
+
 # The same suite against the newest release of every dependency (version ranges from
 # pyproject.toml, nothing locked), in a venv of its own: drift is seen here before users see it.
 test-latest:
 	$(PYTHON) -m venv .venv-latest
-	$(call PIP,.venv-latest) --upgrade --upgrade-strategy eager -e '.[dev,docs]' -e plugins/runner-sqlite
+	$(call PIP,.venv-latest) --upgrade --upgrade-strategy eager -r requirements/build.in \
+		-e '.[dev,docs]' -e plugins/runner-sqlite
 	.venv-latest/bin/python tests/ensure_graphviz.py
 	.venv-latest/bin/pytest -q
 

@@ -341,6 +341,11 @@ def run(file: str, **options: Any) -> None:
     metavar="NAME=VALUE",
     help="Change a parameter for the steps that run again.",
 )
+@click.option(
+    "--params-file",
+    type=click.Path(dir_okay=False),
+    help="Read parameters from this file again (default: the values the run recorded).",
+)
 @click.option("--workers", type=int, help="Parallel workers (default: the number of CPUs).")
 @click.option(
     "--executor",
@@ -363,6 +368,7 @@ def resume(
     only: tuple[str, ...],
     force: bool,
     params: tuple[str, ...],
+    params_file: str | None,
     state_dir: str,
     **options: Any,
 ) -> None:
@@ -380,18 +386,29 @@ def resume(
         store.close()
     _refuse_if_running(row)
     recorded = json.loads(row["request_json"])
-    overrides = planner_options(params, None, recorded["max_file_size"])
-    planner = planner_options((), recorded["params_file"], recorded["max_file_size"])
-    planner.params = {**recorded["params"], **overrides.params}
     request = RunRequest(
         file=recorded["file"],
-        planner=planner,
+        planner=resume_planner(recorded, params, params_file),
         only=only or tuple(recorded.get("only") or ()),
         secrets_file=recorded.get("secrets_file"),
         state_dir=state_dir,
         **options,
     )
     sys.exit(run_pipeline(request, resume=full_id, force=force))
+
+
+def resume_planner(recorded: dict[str, Any], params: Sequence[str], params_file: str | None) -> Any:
+    """The parameters of a resumed run: those it recorded (the params file's values as read
+    then, and its --param values), with a params file given again read instead of the recorded
+    values, and --param given again on top."""
+    overrides = planner_options(params, params_file, recorded["max_file_size"])
+    from_file = recorded.get("params_file_values")
+    if params_file is None and from_file is None:
+        # A run recorded before its params file's values were: read the file, as it did then.
+        overrides.params_file = recorded["params_file"]
+    base = (from_file or {}) if params_file is None else {}
+    overrides.params = {**base, **recorded["params"], **overrides.params}
+    return overrides
 
 
 def _refuse_if_running(row: dict[str, Any]) -> None:

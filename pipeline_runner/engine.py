@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import EXIT_OK, PlatformError, UsageError
 from .graph import plain, topological
-from .model import NodeKind, Plan
+from .model import NodeKind, Plan, State
 from .planner import Options as PlannerOptions
 from .planner import plan_file
 from .scheduler import Options as SchedulerOptions
@@ -58,12 +58,14 @@ def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = F
     """`runner run`, or with `resume` (a run id) `runner resume`."""
     absolute_paths(request)
     plan = plan_file(request.file, request.planner)
+    check_only(plan, request.only)
     # The plan lives as long as the run: keep the collector's passes during the run off it.
     gc.freeze()
     secret_values = read_secrets(plan.secrets, os.environ, request.secrets_file)
     masker = Masker(secret_values.values())
     if request.dry_run:
-        print(masker.text(dry_run_text(plan, request.only)), end="")
+        text = dry_run_text(plan, request.only, dry_run_cache(request), not request.no_cache)
+        print(masker.text(text), end="")
         if request.json_path:
             from .graph import to_json
 
@@ -118,14 +120,16 @@ def _run(
     )
     if resume is not None:
         run_id = resume
-        options.preset, options.attempts_done = resume_state(store, run_id, plan_json, force)
+        rerun = frozenset(nid for nid, node in plan.nodes.items() if node.is_finally)
+        options.preset, options.attempts_done = resume_state(store, run_id, plan_json, force, rerun)
+        options.recorded = recorded_states(store, run_id)
     else:
         run_id = new_run_id()
     run_dir = state_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     record = StoreSink(
         store,
-        request_record(request),
+        request_record(request, plan),
         plan_json,
         _sha256(plan_json.encode()),
         _sha256(Path(request.file).read_bytes()),
@@ -177,8 +181,24 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def request_record(request: RunRequest) -> dict[str, Any]:
-    """What `resume` needs to plan the same run again."""
+def check_only(plan: Plan, only: Sequence[str]) -> None:
+    """Each `--only` pattern must select a node of the plan: one that selects nothing is a
+    mistake (a typo, a wrong case), not an empty run."""
+    import fnmatch
+
+    from .errors import did_you_mean
+
+    for pattern in only:
+        if not any(fnmatch.fnmatchcase(nid, pattern) for nid in plan.nodes):
+            # Ids are matched case-sensitively: a difference of case alone is the likeliest slip.
+            same = [nid for nid in plan.nodes if nid.casefold() == pattern.casefold()]
+            hint = f" (did you mean '{same[0]}'?)" if same else did_you_mean(pattern, plan.nodes)
+            raise UsageError(f"--only {pattern!r} selects no step{hint}")
+
+
+def request_record(request: RunRequest, plan: Plan) -> dict[str, Any]:
+    """What `resume` needs to plan the same run again, with the values read from the params
+    file (a resume uses them, not the file as it is by then)."""
     return {
         "file": os.path.abspath(request.file),
         "params": dict(request.planner.params),
@@ -188,16 +208,36 @@ def request_record(request: RunRequest) -> dict[str, Any]:
         "max_file_size": request.planner.max_file_size,
         "secrets_file": request.secrets_file,
         "only": list(request.only),
+        "params_file_values": params_file_values(request, plan),
+    }
+
+
+def params_file_values(request: RunRequest, plan: Plan) -> dict[str, Any] | None:
+    """The parameters the params file gave this run (those the pipeline declares)."""
+    path = request.planner.params_file
+    if not path:
+        return None
+    from .loader import load_file
+
+    data = load_file(path, request.planner.max_file_size).data
+    return {k: plain(v) for k, v in data.items() if k in plan.params}
+
+
+def recorded_states(store: Any, run_id: str) -> dict[str, State]:
+    """Each node's state when the run last ended (its compensations left out)."""
+    return {
+        str(row["step_id"]): State(row["state"])
+        for row in store.steps(run_id)
+        if not str(row["step_id"]).endswith(":compensate")
     }
 
 
 def resume_state(
-    store: Any, run_id: str, plan_json: str, force: bool
+    store: Any, run_id: str, plan_json: str, force: bool, rerun: frozenset[str] = frozenset()
 ) -> tuple[dict[str, tuple[Any, Any]], dict[str, int]]:
     """What an earlier run of `run_id` finished (to reuse) and how many attempts each step had;
-    refuses when a step whose output would be reused is planned differently now."""
-    from .model import State
-
+    refuses when a step whose output would be reused is planned differently now.  The steps
+    in `rerun` (`finally`) run again whatever they did, so they are neither."""
     old_nodes = {n["id"]: n for n in json.loads(store.run(run_id)["plan_json"])["nodes"]}
     new_nodes = {n["id"]: n for n in json.loads(plan_json)["nodes"]}
     preset: dict[str, tuple[Any, Any]] = {}
@@ -215,7 +255,7 @@ def resume_state(
         if sid in undone or sid.endswith(":compensate"):
             continue
         attempts[sid] = int(row["attempts"] or 0)
-        if row["kind"] != "step" or row["state"] not in ("succeeded", "cached"):
+        if row["kind"] != "step" or row["state"] not in ("succeeded", "cached") or sid in rerun:
             continue
         if old_nodes.get(sid) != new_nodes.get(sid):
             changed.append(sid)
@@ -281,9 +321,23 @@ def _print_summary(result: RunResult, masker: Masker, color: bool) -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
-def dry_run_text(plan: Plan, only: Sequence[str]) -> str:
+def dry_run_cache(request: RunRequest) -> Any:
+    """The run store, read for cache lookups, when it exists (a dry run creates nothing)."""
+    from .errors import RunNotFound, StoreError
+    from .store import open_store
+
+    try:
+        return open_store(Path(request.state_dir), create=False)
+    except (RunNotFound, StoreError):
+        return None  # no store to read: every cached step says why it would run
+
+
+def dry_run_text(plan: Plan, only: Sequence[str], cache: Any = None, use_cache: bool = True) -> str:
     import fnmatch
 
+    from .graph import DryRun
+
+    dry = DryRun(plan, cache, use_cache)
     lines = [f"plan of {plan.name}: steps in execution order"]
     chosen: set[str] | None = None
     if only:
@@ -299,10 +353,8 @@ def dry_run_text(plan: Plan, only: Sequence[str]) -> str:
             continue
         if chosen is not None and node.id not in chosen:
             why = "skip: not selected by --only"
-        elif node.condition is not None:
-            why = f"run if {plain(node.condition)}"
         else:
-            why = "run"
+            why = dry.reason(node)
         kind = " (mapped: expanded at run time)" if node.kind is NodeKind.MAPPED else ""
         lines.append(f"- {node.id} [{node.uses}]{kind}: {why}")
         if node.needs:

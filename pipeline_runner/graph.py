@@ -7,9 +7,12 @@ import json
 from collections import deque
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .model import Deferred, Node, NodeKind, Plan
+from .model import Deferred, Node, NodeKind, Plan, has_deferred
+
+if TYPE_CHECKING:
+    from .cache import CacheBackend
 
 
 def dependents(nodes: Mapping[str, Node]) -> Mapping[str, tuple[str, ...]]:
@@ -150,7 +153,8 @@ def _label(node: Node) -> str:
 
 
 def to_text(plan: Plan) -> str:
-    lines = [f"pipeline {plan.name}: {len(plan.steps())} steps"]
+    count = len(plan.steps())
+    lines = [f"pipeline {plan.name}: {count} step{'' if count == 1 else 's'}"]
     for i, row in enumerate(levels(plan)):
         lines.append(f"level {i}:")
         for node in row:
@@ -308,3 +312,103 @@ def to_json(plan: Plan) -> str:
         "outputs": plain(plan.outputs),
     }
     return json.dumps(data, indent=2, default=str) + "\n"
+
+
+# -- --dry-run: what a run would do with each step ---------------------------------------------
+
+_RUN_TIME_NAMES = frozenset({"steps", "run", "secrets"})
+_UNKNOWN: Any = object()  # a need's output that only the run will know
+
+
+class DryRun:
+    """Why each step would run, be skipped or be answered by the cache, as far as can be told
+    before the run: an `if` over `params`, `env` and items is evaluated; a cache key whose
+    parts are all known now is looked up (read-only) in `cache`."""
+
+    def __init__(self, plan: Plan, cache: CacheBackend | None, use_cache: bool = True) -> None:
+        self.plan = plan
+        self.cache = cache
+        self.use_cache = use_cache  # False: --no-cache
+        self.outputs: dict[str, Any] = {}  # steps whose output is known before the run
+
+    def reason(self, node: Node) -> str:
+        condition = self.condition(node)
+        text = _condition_text(node.condition)
+        if condition is False:
+            return f"skip (if: {text})"
+        if condition is None:
+            return f"run if {text} (evaluated at run time)"
+        notes = [] if node.condition in (None, True) else [f"if: {text}"]
+        if node.cache is not None and node.kind is NodeKind.STEP:
+            cached = self.cache_reason(node)
+            if cached.startswith("cached"):
+                return cached
+            notes.append(cached)
+        return f"run ({'; '.join(notes)})" if notes else "run"
+
+    def condition(self, node: Node) -> bool | None:
+        """The `if` as known now: True without one, None when it needs the run."""
+        if node.condition is None or isinstance(node.condition, bool):
+            result = True if node.condition is None else node.condition
+            if not result:
+                self.outputs[node.id] = None  # a skipped step's output
+            return result
+        from .errors import TemplateError
+        from .templating import compile_value, evaluate_condition
+
+        text = node.condition.strip()
+        compiled = compile_value(text if text.startswith("{{") else "{{ " + text + " }}")
+        scope_vars = node.scope.vars
+        if compiled.names & _RUN_TIME_NAMES or any(
+            has_deferred(scope_vars[n]) for n in compiled.names if n in scope_vars
+        ):
+            return None
+        context = {
+            "params": self.plan.params,
+            "env": self.plan.env,
+            "pipeline": {"name": self.plan.name, "file": self.plan.file},
+            **scope_vars,
+        }
+        try:
+            result = evaluate_condition(node.condition, context)
+        except TemplateError:
+            return None
+        if not result:
+            self.outputs[node.id] = None
+        return result
+
+    def cache_reason(self, node: Node) -> str:
+        """`cached (...)` on a hit, else why not (the output then becomes known)."""
+        from .cache import MissingInput, cache_key, outputs_match, render_globs
+
+        assert node.cache is not None
+        if not self.use_cache:
+            return "--no-cache"
+        needs = {n: self.outputs.get(n, _UNKNOWN) for n in node.needs}
+        if any(v is _UNKNOWN for v in needs.values()):
+            return "cache: a need runs first"
+        if has_deferred(node.with_) or has_deferred([*node.cache.inputs, *node.cache.outputs]):
+            return "cache: its key needs values known at run time"
+        base = self.plan.pipeline_dir
+        try:
+            globs = render_globs(node.cache, lambda v: v)
+            key = cache_key(node.uses or "", node.with_, needs, globs, base)
+        except (MissingInput, OSError, ValueError) as exc:
+            return f"cache: {exc}"
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is None:
+            return "cache: no stored result with this key"
+        if not outputs_match(hit[1], globs, base):
+            return "cache: its declared outputs changed since"
+        self.outputs[node.id] = hit[0]
+        return "cached (a stored result has the same key)"
+
+
+def _condition_text(condition: str | bool | None) -> str:
+    """An `if` as written, without braces: `false`, `params.env == 'prod'`."""
+    if isinstance(condition, bool) or condition is None:
+        return "true" if condition else "false"
+    text = condition.strip()
+    if text.startswith("{{") and text.endswith("}}"):
+        text = text[2:-2].strip()
+    return text

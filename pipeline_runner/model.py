@@ -118,8 +118,10 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class CacheSpec:
-    inputs: tuple[str, ...] = ()
-    outputs: tuple[str, ...] = ()
+    """Globs as planned: rendered text, or Deferred where they read what only a run knows."""
+
+    inputs: tuple[str | Deferred, ...] = ()
+    outputs: tuple[str | Deferred, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -402,10 +402,28 @@ class Planner:
             )
             self.error(f, path, f"a step needs exactly one of 'uses' or 'template'; found {which}")
             return
+        if "template" in step and not self.check_instance_keys(f, step, path):
+            return
         if "for_each" in step:
             self.expand_for_each(f, step, path, scope, qid, needs, group, finally_)
         else:
             self.build(f, step, path, scope, qid, needs, group, finally_, None, None, False)
+
+    def check_instance_keys(self, f: _File, step: dict[str, Any], path: Path_) -> bool:
+        """Keys of a step that a template instance does not apply yet are errors, never
+        silently ignored."""
+        ok = True
+        for name in _NOT_ON_INSTANCES:
+            if name in step:
+                self.error(
+                    f,
+                    (*path, name),
+                    f"`{name}` is not supported on a step that instantiates a template yet; "
+                    "set it on the template's steps",
+                    key=True,
+                )
+                ok = False
+        return ok
 
     def build(
         self,
@@ -900,7 +918,7 @@ class Planner:
             scope=scope,
             group=group,
             compensate=compensate,
-            cache=self.cache_spec(step.get("cache")),
+            cache=self.cache_spec(f, step, path, scope, needs, runtime, finally_),
             resources=MappingProxyType(dict(step["resources"])) if step.get("resources") else EMPTY,
             is_finally=finally_,
             key=key,
@@ -954,13 +972,57 @@ class Planner:
             self.error(f, at, str(exc))
             return None
 
-    @staticmethod
-    def cache_spec(spec: Any) -> CacheSpec | None:
+    def cache_spec(
+        self,
+        f: _File,
+        step: dict[str, Any],
+        path: Path_,
+        scope: Scope,
+        needs: tuple[str, ...],
+        runtime: frozenset[str],
+        finally_: bool,
+    ) -> CacheSpec | None:
+        """Globs rendered as `with` is.  An input glob that matches nothing is an error now when
+        no step runs before this one to create it: no needs, no `if`, not a `finally` step."""
+        spec = step.get("cache")
         if not spec:
             return None
         if spec is True:
             return CacheSpec()
-        return CacheSpec(tuple(spec.get("inputs") or ()), tuple(spec.get("outputs") or ()))
+        at = (*path, "cache")
+        inputs = self.cache_globs(f, spec.get("inputs"), (*at, "inputs"), scope, needs, runtime)
+        outputs = self.cache_globs(f, spec.get("outputs"), (*at, "outputs"), scope, needs, runtime)
+        if not needs and "if" not in step and not finally_:
+            self.check_inputs(f, inputs, (*at, "inputs"))
+        return CacheSpec(inputs, outputs)
+
+    def cache_globs(
+        self,
+        f: _File,
+        globs: Any,
+        at: Path_,
+        scope: Scope,
+        needs: tuple[str, ...],
+        runtime: frozenset[str],
+    ) -> tuple[str | Deferred, ...]:
+        values = self.process(f, list(globs or ()), at, scope, runtime=runtime, refs_for=needs)
+        out: list[str | Deferred] = []
+        for i, value in enumerate(values if isinstance(values, list) else ()):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)
+            if isinstance(value, (str, Deferred)) and value != "":
+                out.append(value)
+            else:
+                self.error(f, (*at, i), f"a glob must be text, got {describe(value)}")
+        return tuple(out)
+
+    def check_inputs(self, f: _File, inputs: tuple[str | Deferred, ...], at: Path_) -> None:
+        from .cache import matches, no_match_message
+
+        base = os.path.dirname(self.file_stack[0])
+        for i, pattern in enumerate(inputs):
+            if isinstance(pattern, str) and not matches(pattern, base):
+                self.error(f, (*at, i), no_match_message(pattern))
 
     # -- values --------------------------------------------------------------------------------
 
@@ -1058,8 +1120,19 @@ class Planner:
         self, f: _File, compiled: Compiled, path: Path_, scope: Scope, runtime: frozenset[str]
     ) -> bool:
         known = BASE_NAMES | set(scope.vars) | runtime
+        unknown = compiled.names - known
         ok = True
-        for name in sorted(compiled.names - known):
+        for ref, parts in _hyphenated_refs(compiled.source, unknown):
+            hint = "" if ref in scope.aliases else _step_hint(ref, scope.aliases)
+            self.error(
+                f,
+                path,
+                f"steps.{ref} reads as steps.{' - '.join(ref.split('-'))} (a subtraction); "
+                f"write steps['{ref}']{hint}",
+            )
+            unknown -= parts
+            ok = False
+        for name in sorted(unknown):
             self.error(f, path, f"undefined name '{name}'{did_you_mean(name, known - {'*'})}")
             ok = False
         return ok
@@ -1174,10 +1247,39 @@ def in_file_order(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
     )
 
 
+_HYPHENATED = re.compile(r"\bsteps\.([A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)+)")
+
+
+def _hyphenated_refs(source: str, unknown: Iterable[str]) -> list[tuple[str, set[str]]]:
+    """`steps.odd-or-even` whose later parts are undefined names: each id, with those names."""
+    names = set(unknown)
+    found: list[tuple[str, set[str]]] = []
+    for ref in dict.fromkeys(_HYPHENATED.findall(source)):
+        parts = set(ref.split("-")[1:]) & names
+        if parts:
+            found.append((ref, parts))
+    return found
+
+
 def _step_hint(name: str, known: Mapping[str, str]) -> str:
     """A did-you-mean, or else the names that can be used here."""
     return did_you_mean(name, known) or f" (steps here: {', '.join(list(known)[:10]) or 'none'})"
 
+
+# Step keys a template instance does not apply (yet): rejected on `template:` steps.
+_NOT_ON_INSTANCES = (
+    "if",
+    "timeout",
+    "retries",
+    "continue_on_error",
+    "max_parallel",
+    "priority",
+    "pool",
+    "env",
+    "cache",
+    "compensate",
+    "resources",
+)
 
 _NO_RETRIES = RetryPolicy()  # frozen: one for every step without `retries`
 

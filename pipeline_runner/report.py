@@ -82,6 +82,10 @@ def duration(nr: NodeRun) -> str:
     return f"{seconds:.2f}s" if seconds < 60 else f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 class PlainReporter:
     """One line per state change of a step, with a timestamp; no ANSI codes."""
 
@@ -91,10 +95,11 @@ class PlainReporter:
         self.pending: list[str] = []
 
     def run_started(self, run: RunInfo) -> None:
-        steps = sum(1 for nr in run.nodes.values() if nr.node.kind is NodeKind.STEP)
+        # As `runner validate` counts: a mapped step is one step until it is expanded.
+        steps = sum(1 for nr in run.nodes.values() if nr.node.kind is not NodeKind.GROUP)
         self.line(
-            f"run {run.run_id}: {run.plan.name}, {steps} steps, {run.executor} "
-            f"executor, {run.workers} workers"
+            f"run {run.run_id}: {run.plan.name}, {_count(steps, 'step')}, {run.executor} "
+            f"executor, {_count(run.workers, 'worker')}"
         )
 
     def line(self, text: str) -> None:

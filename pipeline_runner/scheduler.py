@@ -44,7 +44,7 @@ from .worker import Completion, Started, Task
 if TYPE_CHECKING:
     import random
 
-    from .cache import CacheBackend
+    from .cache import CacheBackend, Globs
 
 
 CHAIN_AHEAD = 8  # follow-ups queued behind a running step of a chain (see follow_chain)
@@ -73,7 +73,8 @@ class NodeRun:
     reused: bool = False  # output taken from an earlier run (resume) or the cache
     base: int = 0  # attempts made by earlier runs of the same run id (resume)
     cache_key: str | None = None
-    cache_files: list[str] = field(default_factory=list)
+    cache_files: dict[str, str] = field(default_factory=dict)  # the outputs' fingerprint
+    cache_globs: Globs | None = None  # `cache.inputs`/`outputs`, rendered
     completed_seq: int = 0  # order of success, for compensation in reverse
     compensates: str | None = None  # a compensation node: the step it undoes
     process: tuple[int, str] | None = None  # the running attempt's process group and start
@@ -135,6 +136,7 @@ class Options:
     grace: float = 3.0
     preset: Mapping[str, tuple[State, Any]] = field(default_factory=dict)  # resume: done nodes
     attempts_done: Mapping[str, int] = field(default_factory=dict)  # resume: attempts so far
+    recorded: Mapping[str, State] = field(default_factory=dict)  # resume: states so far
     cache: CacheBackend | None = None  # where cached results are looked up
     use_cache: bool = True  # False: --no-cache (run every step; still record results)
     compensate: bool = True  # False: --no-compensate
@@ -176,6 +178,7 @@ class Scheduler:
         self.running = 0
         self.cancelling = False
         self.main_failed = False
+        self.failed_before = False  # resume --only: a step left out had not succeeded
         self.signals: list[int] = []
         self.finally_released = False
         self.storage_error: str | None = None
@@ -247,7 +250,8 @@ class Scheduler:
         reused = []
         for nid, (state, output) in self.options.preset.items():
             found = self.runs.get(nid)
-            if found is not None and self.plan.nodes[nid].kind is NodeKind.STEP:
+            # `finally` steps run again, with the run's new status.
+            if found is not None and found.node.kind is NodeKind.STEP and not found.node.is_finally:
                 found.output, found.output_json, found.reused = output, json.dumps(output), True
                 found.state = state
                 reused.append(found)
@@ -257,6 +261,20 @@ class Scheduler:
                 self.main_unfinished -= 1
             for dep in self.dependents.get(nr.id, ()):
                 self.runs[dep].waiting -= 1
+        self.failed_before = self.failed_outside()
+
+    def failed_outside(self) -> bool:
+        """Resume with `--only`: whether a step left out of this slice had not succeeded when
+        the run last ended.  A run's status is over all its steps, not only those run now (a
+        group's recorded state is derived from its steps, and stale once they ran again)."""
+        nodes, runs = self.plan.nodes, self.runs
+        return any(
+            nid in nodes
+            and nid not in runs
+            and nodes[nid].kind is not NodeKind.GROUP
+            and not state.ok
+            for nid, state in self.options.recorded.items()
+        )
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -420,20 +438,16 @@ class Scheduler:
 
     def cached(self, nr: NodeRun, with_: Any) -> bool:
         """Look the step up in the cache; on a hit it is done, with the stored output."""
-        from .cache import cache_key, outputs_present
+        from .cache import outputs_match
 
-        node = nr.node
-        assert node.cache is not None and self.options.cache is not None
-        needs = {n: self.runs[n].output for n in node.needs if n in self.runs}
-        try:
-            nr.cache_key = cache_key(
-                node.uses or "", with_, needs, node.cache, self.plan.pipeline_dir
-            )
-        except OSError as exc:
-            self.fail_now(nr, "error", f"cache: cannot read an input file: {exc}")
+        assert self.options.cache is not None
+        problem = self.cache_lookup_key(nr, with_)
+        if problem is not None:
+            self.fail_now(nr, "error", f"cache: {problem}")
             return True
+        assert nr.cache_key is not None and nr.cache_globs is not None
         hit = self.options.cache.get(nr.cache_key) if self.options.use_cache else None
-        if hit is None or not outputs_present(hit[1], self.plan.pipeline_dir):
+        if hit is None or not outputs_match(hit[1], nr.cache_globs, self.plan.pipeline_dir):
             return False
         nr.output, nr.cache_files = hit
         nr.output_json = json.dumps(nr.output)
@@ -442,6 +456,37 @@ class Scheduler:
         self.set_state(nr, State.CACHED)
         self.done(nr)
         return True
+
+    def cache_lookup_key(self, nr: NodeRun, with_: Any) -> str | None:
+        """Render the step's cache globs and compute its key; the problem, if that fails."""
+        from .cache import MissingInput, cache_key, render_globs
+
+        node = nr.node
+        assert node.cache is not None
+        needs = {n: self.runs[n].output for n in node.needs if n in self.runs}
+        try:
+            nr.cache_globs = render_globs(
+                node.cache, lambda v: self.renderer.value(v, node.scope, self.run_context(nr))
+            )
+            nr.cache_key = cache_key(
+                node.uses or "", with_, needs, nr.cache_globs, self.plan.pipeline_dir
+            )
+        except TemplateError as exc:
+            return f"template error: {exc}"
+        except (MissingInput, ValueError) as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"cannot read an input file: {exc}"
+        return None
+
+    def record_outputs(self, nr: NodeRun, globs: Globs) -> None:
+        """Hash the declared outputs of a success, for its cache entry (none if unreadable)."""
+        from .cache import fingerprint
+
+        try:
+            nr.cache_files = fingerprint(globs.outputs, self.plan.pipeline_dir)
+        except OSError:
+            nr.cache_key = None
 
     def shell_fields(self, node: Node) -> frozenset[str]:
         if node.uses == "shell":
@@ -687,10 +732,10 @@ class Scheduler:
             nr.output_json = event.output_json or "null"
             nr.output = json.loads(nr.output_json)
             nr.finished = event.finished
-            if nr.cache_key and nr.node.cache is not None:
-                from .cache import expand
-
-                nr.cache_files = expand(nr.node.cache.outputs, self.plan.pipeline_dir)
+            # A success after failed attempts: those are in the attempts, not on the step.
+            nr.kind, nr.error, nr.traceback, nr.exit_code = None, "", "", event.exit_code
+            if nr.cache_key and nr.cache_globs is not None:
+                self.record_outputs(nr, nr.cache_globs)
             self.breaker_record(nr, True)
             self.set_state(nr, State.SUCCEEDED)
             self.done(nr)
@@ -745,7 +790,10 @@ class Scheduler:
             self.cancel()
 
     def fail_now(self, nr: NodeRun, kind: str, message: str) -> None:
-        """Fail a step without an attempt (a template that cannot render, a broken for_each)."""
+        """Fail a step before its process starts (a template that cannot render, a broken
+        for_each).  This is the step's attempt: the first one reads `attempt 1`, never 0."""
+        if nr.attempt == nr.base:
+            nr.attempt += 1
         nr.kind, nr.error = kind, message
         nr.finished = time.time()
         self.final_failure(nr)
@@ -909,7 +957,7 @@ class Scheduler:
             nr.outputs = {m.node.key or m.id: m.output for m in members}
         nr.started = min((m.started for m in members if m.started), default=None)
         nr.finished = time.time()
-        self.set_state(nr, State.SUCCEEDED)
+        self.set_state(nr, group_state(members))
         self.done(nr)
 
     def expand_mapped(self, nr: NodeRun) -> None:
@@ -921,7 +969,10 @@ class Scheduler:
             items = self.renderer.value(spec.items, node.scope, self.run_context(nr))
             if not isinstance(items, list):
                 raise TemplateError(f"for_each must give a list, got {type(items).__name__}")
-            instances = [self.instance(node, index, item) for index, item in enumerate(items)]
+            taken: set[str] = set()  # ids of this list's instances, so none is dropped
+            instances = [
+                self.instance(node, index, item, taken) for index, item in enumerate(items)
+            ]
         except TemplateError as exc:
             self.fail_now(nr, "error", f"for_each: {exc}")
             return
@@ -930,19 +981,51 @@ class Scheduler:
             return
         nr.members = [inst.id for inst in instances]
         nr.waiting = len(instances)
+        keep = self.upstream_kept(node)
         for inst in instances:
             child = NodeRun(inst, log_path=self.log_path(inst.id))
+            child.attempt = child.base = self.options.attempts_done.get(inst.id, 0)
             self.runs[inst.id] = child
             self.dependents[inst.id] = [node.id]
             self.depth[inst.id] = self.depth.get(node.id, 1)
             self.unfinished += 1
             if not node.is_finally:
                 self.main_unfinished += 1
-            self.set_state(child, State.PENDING)
+            if not (keep and self.reuse(child)):
+                self.set_state(child, State.PENDING)
         for inst in instances:
-            self.became_ready(self.runs[inst.id])
+            child = self.runs[inst.id]
+            if child.reused:
+                self.done(child)
+            else:
+                self.became_ready(child)
 
-    def instance(self, node: Node, index: int, item: Any) -> Node:
+    def upstream_kept(self, node: Node) -> bool:
+        """Resume: whether every step upstream of `node` kept its output from the earlier run,
+        so that a run-time for_each gives the same items as then."""
+        preset = self.options.preset
+        stack, seen = list(node.needs), set()
+        while stack and preset:
+            nid = stack.pop()
+            up = self.runs.get(nid)
+            if up is None or (up.node.kind is NodeKind.STEP and not (up.reused and nid in preset)):
+                return False
+            seen.add(nid)
+            above = (*up.members, *up.node.members, *up.node.needs)
+            stack.extend(n for n in above if n not in seen)
+        return bool(preset)
+
+    def reuse(self, nr: NodeRun) -> bool:
+        """Resume: keep the state and output of a run-time for_each instance that succeeded in
+        the earlier run (its store row stays as it was)."""
+        found = self.options.preset.get(nr.id)
+        if found is None or nr.node.is_finally:
+            return False
+        nr.state, nr.output = found
+        nr.output_json, nr.reused = json.dumps(nr.output), True
+        return True
+
+    def instance(self, node: Node, index: int, item: Any, taken: set[str]) -> Node:
         spec = node.for_each
         assert spec is not None
         if spec.key is not None:
@@ -959,8 +1042,9 @@ class Scheduler:
         if problem:
             raise TemplateError(f"invalid key {key!r} for item {index}: {problem}")
         inst_id = f"{node.id}.{key}"
-        if inst_id in self.runs:
+        if inst_id in self.runs or inst_id in taken:
             raise TemplateError(f"two items have the key '{key}'; set `key:` to tell them apart")
+        taken.add(inst_id)
         scope = Scope(
             MappingProxyType({**node.scope.vars, spec.as_name: item}),
             node.scope.aliases,
@@ -1061,12 +1145,14 @@ class Scheduler:
     def main_status(self) -> str:
         if self.cancelling:
             return "cancelled"
-        return "failed" if self.main_failed else "succeeded"
+        return "failed" if self.main_failed or self.failed_before else "succeeded"
 
     def finish(self, started: float, signum: int | None) -> RunResult:
         """Record and return the result; `signum` is the signal that stopped the run, if one
         came before its last step finished."""
-        failed = any(nr.state in (State.FAILED, State.UPSTREAM_FAILED) for nr in self.runs.values())
+        failed = self.failed_before or any(
+            nr.state in (State.FAILED, State.UPSTREAM_FAILED) for nr in self.runs.values()
+        )
         if self.storage_error is not None:
             status, code = "failed", EXIT_STORE
         elif signum is not None:
@@ -1107,6 +1193,15 @@ class Scheduler:
         for sink in self.sinks:
             sink.run_finished(result)
         return result
+
+
+def group_state(members: Sequence[NodeRun]) -> State:
+    """A group (fan-out, template instance) whose needs are done: `failed_allowed` when some
+    member failed with `continue_on_error` and none succeeded, else `succeeded`."""
+    states = {m.state for m in members}
+    if State.FAILED_ALLOWED in states and not states & {State.SUCCEEDED, State.CACHED}:
+        return State.FAILED_ALLOWED
+    return State.SUCCEEDED
 
 
 def _env_text(value: Any) -> str:

@@ -311,13 +311,14 @@ class Store:
         rows = self._rows("SELECT * FROM steps WHERE run_id = ? ORDER BY position", (run_id,))
         return [dict(row) for row in rows]
 
-    def get(self, key: str) -> tuple[Any, list[str]] | None:
-        """A cached output and the output files it had, by cache key."""
+    def get(self, key: str) -> tuple[Any, Any] | None:
+        """A cached output and the fingerprint of its declared outputs, by cache key (a list
+        of names in entries of older runners, which the cache treats as a miss)."""
         found = self._rows("SELECT output_json, files_json FROM cache WHERE key = ?", (key,))
         if not found:
             return None
         row = found[0]
-        return json.loads(row["output_json"]), list(json.loads(row["files_json"]))
+        return json.loads(row["output_json"]), json.loads(row["files_json"])
 
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._rows(

@@ -238,6 +238,16 @@ class Sandbox(SandboxedEnvironment):
         self.filters["_loop"] = _budgeted_loop
         self.filters["_concat"] = _concat
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """`a.b` on a mapping is its key `b` when it has one: a parameter or step named
+        `items`, `get` or `copy` is the user's value, never the mapping's method."""
+        if isinstance(obj, Mapping) and isinstance(attribute, str):
+            try:
+                return obj[attribute]
+            except (LookupError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
+
     def _generate(self, source: jinja2.nodes.Template, *args: Any, **kwargs: Any) -> Any:
         return super()._generate(_Budgeted().visit(source), *args, **kwargs)
 
@@ -374,6 +384,43 @@ def _refs(ast: jinja2.nodes.Template, name: str) -> tuple[frozenset[str], bool]:
     return frozenset(refs), dynamic
 
 
+# Filters that take the name of a test, or of a filter, as a string: its position.
+_TEST_NAME_ARG = {"select": 0, "reject": 0, "selectattr": 1, "rejectattr": 1}
+
+
+def _unknown(name: str, known: Mapping[str, Any], what: str) -> None:
+    if name not in known:
+        public = [n for n in known if not n.startswith("_")]
+        raise TemplateError(f"unknown {what} '{name}'{did_you_mean(name, public)}")
+
+
+def _named_in_args(node: jinja2.nodes.Filter) -> tuple[str, str] | None:
+    """(kind, name) of a test or filter named by a string argument: select('odd'), map('upper')."""
+    if node.name in _TEST_NAME_ARG:
+        index, kind = _TEST_NAME_ARG[node.name], "test"
+    elif node.name == "map" and not any(kw.key == "attribute" for kw in node.kwargs):
+        index, kind = 0, "filter"
+    else:
+        return None
+    arg = node.args[index] if len(node.args) > index else None
+    if isinstance(arg, jinja2.nodes.Const) and isinstance(arg.value, str):
+        return kind, arg.value
+    return None
+
+
+def _check_filters_and_tests(ast: jinja2.nodes.Template, env: Sandbox) -> None:
+    """Every filter and test a template names exists, so a typo is found before the run."""
+    for node in ast.find_all((jinja2.nodes.Filter, jinja2.nodes.Test)):
+        if not isinstance(node, jinja2.nodes.Filter):
+            _unknown(node.name, env.tests, "test")
+            continue
+        _unknown(node.name, env.filters, "filter")
+        named = _named_in_args(node)
+        if named is not None:
+            kind, name = named
+            _unknown(name, env.tests if kind == "test" else env.filters, kind)
+
+
 @lru_cache(maxsize=4096)
 def compile_value(source: str, shell: bool = False) -> Compiled:
     """Parse a template value once; raises TemplateError with the syntax problem."""
@@ -383,6 +430,7 @@ def compile_value(source: str, shell: bool = False) -> Compiled:
     expression = expr is not None and not any(t in expr for t in ("{{", "}}", "{%", "{#"))
     try:
         ast = env.parse(source)
+        _check_filters_and_tests(ast, env)
         names = frozenset(jinja2.meta.find_undeclared_variables(ast))
         refs, dynamic = _refs(ast, "steps")
         param_refs = _refs(ast, "params")[0]
