@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,7 @@ def _run(
         rerun = frozenset(nid for nid, node in plan.nodes.items() if node.is_finally)
         options.preset, options.attempts_done = resume_state(store, run_id, plan_json, force, rerun)
         options.recorded = recorded_states(store, run_id)
+        options.recorded_rows = {str(row["step_id"]): row for row in store.steps(run_id)}
     else:
         run_id = new_run_id()
     run_dir = state_dir / "runs" / run_id
@@ -261,6 +262,8 @@ def resume_state(
             changed.append(sid)
             continue
         preset[sid] = (State(row["state"]), json.loads(row["output_json"] or "null"))
+    kept = _kept(new_nodes, preset, [r["step_id"] for r in rows])
+    preset = {sid: v for sid, v in preset.items() if sid in kept}
     if changed and not force:
         shown = ", ".join(changed[:5]) + (
             f" and {len(changed) - 5} more" if len(changed) > 5 else ""
@@ -271,6 +274,35 @@ def resume_state(
             "Start a new run, or pass --force to resume anyway (those steps run again)"
         )
     return preset, attempts
+
+
+def _kept(nodes: dict[str, Any], done: Mapping[str, Any], recorded: Sequence[str]) -> set[str]:
+    """The steps of `done` a resume keeps: those whose every upstream step is kept too.  A step
+    that runs again can give another output (one `failed_allowed` or skipped before, say), so
+    what read it runs again after it, as "re-run failed jobs" re-runs their dependents."""
+    memo: dict[str, bool] = {}
+    mapped = [nid for nid, node in nodes.items() if node["kind"] == "mapped"]
+
+    def instances(nid: str) -> list[str]:  # as recorded, whatever their state
+        return [sid for sid in recorded if sid not in nodes and sid.startswith(f"{nid}.")]
+
+    def kept(nid: str) -> bool:
+        if nid not in memo:
+            memo[nid] = False  # a cycle cannot be planned; this only ends the recursion
+            node = nodes.get(nid)
+            if node is None:  # an instance of a run-time for_each
+                parent = next((m for m in mapped if nid.startswith(f"{m}.")), None)
+                memo[nid] = parent is not None and nid in done and upstream(parent)
+            elif node["kind"] == "mapped":
+                memo[nid] = upstream(nid) and all(kept(i) for i in instances(nid))
+            else:
+                memo[nid] = (node["kind"] != "step" or nid in done) and upstream(nid)
+        return memo[nid]
+
+    def upstream(nid: str) -> bool:
+        return all(kept(n) for n in nodes[nid].get("needs") or ())
+
+    return {sid for sid in done if kept(sid)}
 
 
 def choose_reporter(progress: str, masker: Masker) -> list[Sink]:

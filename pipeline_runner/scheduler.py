@@ -137,6 +137,7 @@ class Options:
     preset: Mapping[str, tuple[State, Any]] = field(default_factory=dict)  # resume: done nodes
     attempts_done: Mapping[str, int] = field(default_factory=dict)  # resume: attempts so far
     recorded: Mapping[str, State] = field(default_factory=dict)  # resume: states so far
+    recorded_rows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # resume: steps
     cache: CacheBackend | None = None  # where cached results are looked up
     use_cache: bool = True  # False: --no-cache (run every step; still record results)
     compensate: bool = True  # False: --no-compensate
@@ -163,6 +164,7 @@ class Scheduler:
         self.options = options or Options()
         self.rng: random.Random | None = None  # made when a retry first needs jitter
         self.runs: dict[str, NodeRun] = {}
+        self.kept: dict[str, NodeRun] = {}  # resume --only: steps left out, as recorded
         self.dependents: dict[str, list[str]] = {k: list(v) for k, v in plan.dependents.items()}
         self.ready: list[tuple[int, int, int, str]] = []
         self.blocked: dict[str, list[tuple[int, int, int, str]]] = {}
@@ -187,6 +189,7 @@ class Scheduler:
         self.success_seq = 0
         self.breaker_failures: dict[str, int] = {}
         self.breaker_open_until: dict[str, float] = {}
+        self.breaker_trial: dict[str, str] = {}  # pool -> its half-open trial step
         self.depth: dict[str, int] = {}
         env_base = {**plan.env, **secrets}
         self.step_env_base = {k: str(v) for k, v in env_base.items()}
@@ -205,7 +208,8 @@ class Scheduler:
         return f"{self.logs_dir}/{nid}.log"
 
     def lookup(self, nid: str) -> Mapping[str, Any]:
-        return self.runs[nid].view()
+        found = self.runs.get(nid)
+        return (found if found is not None else self.kept[nid]).view()
 
     def selected(self) -> set[str]:
         """`--only`: the matching nodes plus everything they need (and groups' members)."""
@@ -262,6 +266,7 @@ class Scheduler:
             for dep in self.dependents.get(nr.id, ()):
                 self.runs[dep].waiting -= 1
         self.failed_before = self.failed_outside()
+        self.keep_recorded()
 
     def failed_outside(self) -> bool:
         """Resume with `--only`: whether a step left out of this slice had not succeeded when
@@ -275,6 +280,72 @@ class Scheduler:
             and not state.ok
             for nid, state in self.options.recorded.items()
         )
+
+    def keep_recorded(self) -> None:
+        """Resume with `--only`: the steps left out of the slice, as the run recorded them, so
+        that the result lists every step of the run and its `outputs` can read them."""
+        for sid, row in self.options.recorded_rows.items():
+            if sid in self.runs or sid.endswith(":compensate"):
+                continue
+            node = self.recorded_node(sid)
+            if node is not None:
+                self.kept[sid] = kept_run(node, row)
+        self.kept_groups()
+
+    def kept_groups(self) -> None:
+        """The kept groups' states and outputs, made again from their members (some of which
+        may have run again in the slice), as complete_group does: the store records no output
+        for a group, and its recorded state is stale once its members ran again."""
+        for node in graph.topological({k: nr.node for k, nr in self.kept.items()}):
+            if node.kind is not NodeKind.STEP:
+                self.kept_group(self.kept[node.id])
+
+    def recorded_node(self, sid: str) -> Node | None:
+        """The node of a recorded step: in the plan, or an instance of a run-time for_each
+        that is not expanded again in this run."""
+        node = self.plan.nodes.get(sid)
+        if node is not None:
+            return node
+        for cut in (i for i in range(len(sid) - 1, 0, -1) if sid[i] == "."):
+            owner = self.plan.nodes.get(sid[:cut])
+            if owner is not None and owner.kind is NodeKind.MAPPED:
+                if owner.id in self.runs:
+                    return None
+                key = sid[cut + 1 :]
+                return dataclasses.replace(
+                    owner, id=sid, kind=NodeKind.STEP, needs=(), group=owner.id, key=key
+                )
+        return None
+
+    def kept_group(self, nr: NodeRun) -> None:
+        """A kept group's state and output, from its members (as complete_group does)."""
+        node = nr.node
+        ids = node.members or [k for k, m in self.kept.items() if m.node.group == node.id]
+        everything = {**self.kept, **self.runs}
+        members = [everything[m] for m in ids if m in everything]
+        nr.state = group_state(members)
+        nr.output, nr.outputs = None, None
+        if not nr.state.ok:
+            return
+        if node.group_kind not in ("template", "pipeline"):
+            nr.output = [m.output for m in members]
+            nr.outputs = {m.node.key or m.id: m.output for m in members}
+        elif node.outputs is None:
+            nr.output = {m.id.removeprefix(node.id + "."): m.output for m in members}
+        else:
+            try:
+                nr.output = self.renderer.value(node.outputs, node.scope, self.run_context(nr))
+            except TemplateError:
+                nr.output = None
+
+    def all_nodes(self) -> dict[str, NodeRun]:
+        """Every node of the run: those of this run and, after `resume --only`, the kept ones,
+        in file order."""
+        if not self.kept:
+            return self.runs
+        rank = {nid: i for i, nid in enumerate(self.plan.nodes)}
+        merged = {**self.runs, **self.kept}
+        return dict(sorted(merged.items(), key=lambda item: rank.get(item[0], len(rank))))
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -414,6 +485,22 @@ class Scheduler:
         nr.task = self.make_task(nr, with_, env)
         self.enqueue(nr)
 
+    def retry(self, nr: NodeRun) -> None:
+        """A retry's delay has passed: render `with` and `env` again for the new attempt
+        (`run.attempt` is its number, `run.status` the status now), then queue it."""
+        node = nr.node
+        if has_deferred(node.with_) or has_deferred(node.env):
+            extra = self.run_context(nr)
+            try:
+                with_ = self.renderer.value(node.with_, node.scope, extra, self.shell_fields(node))
+                env = self.renderer.value(dict(node.env), node.scope, extra)
+            except TemplateError as exc:
+                nr.attempt += 1  # the new attempt is the one that failed
+                self.fail_now(nr, "error", f"template error: {exc}")
+                return
+            nr.task = self.make_task(nr, with_, env)
+        self.enqueue(nr)
+
     def make_task(self, nr: NodeRun, with_: Any, env: Mapping[str, Any]) -> Task:
         node = nr.node
         return Task(
@@ -511,7 +598,7 @@ class Scheduler:
             if limit is not None:
                 heapq.heappush(self.blocked.setdefault(limit, []), entry)
                 continue
-            if self.breaker_open(nr):
+            if self.breaker_open(nr, entry):
                 continue
             batch.append(self.start_attempt(nr))
             capacity -= 1
@@ -519,14 +606,22 @@ class Scheduler:
         if batch:
             self.executor.submit(batch)
 
-    def breaker_open(self, nr: NodeRun) -> bool:
-        """A pool whose breaker is open fails its steps at once instead of calling them."""
+    def breaker_open(self, nr: NodeRun, entry: tuple[int, int, int, str]) -> bool:
+        """A pool whose breaker is open fails its steps at once instead of calling them.  After
+        the cooldown it is half-open: one step is let through (the trial), and the pool's other
+        steps wait for its outcome (see end_trial)."""
         pool = nr.node.pool
         if pool is None or pool not in self.plan.breakers:
             return False
-        until = self.breaker_open_until.get(pool, 0.0)
+        if pool in self.breaker_trial:
+            heapq.heappush(self.blocked.setdefault("breaker:" + pool, []), entry)
+            return True
+        until = self.breaker_open_until.get(pool)
+        if until is None:
+            return False  # closed
         if time.monotonic() >= until:
-            return False  # closed, or half-open after the cooldown: let it try
+            self.breaker_trial[pool] = nr.id  # half-open: this is the one trial call
+            return False
         failures, cooldown = self.plan.breakers[pool]
         nr.attempt += 1
         nr.finished = time.time()
@@ -553,6 +648,16 @@ class Scheduler:
         if self.breaker_failures[pool] >= failures:
             self.breaker_open_until[pool] = time.monotonic() + cooldown
 
+    def end_trial(self, node: Node) -> None:
+        """The attempt of `node` ended: if it was its pool's trial call, the steps that waited
+        for it go back to the ready queue (the breaker is closed or open again by now)."""
+        pool = node.pool
+        if pool is None or self.breaker_trial.get(pool) != node.id:
+            return
+        del self.breaker_trial[pool]
+        for entry in self.blocked.pop("breaker:" + pool, []):
+            heapq.heappush(self.ready, entry)
+
     def limit_reached(self, node: Node) -> str | None:
         pool = node.pool
         if pool is not None and self.pool_busy.get(pool, 0) >= self.plan.pools.get(pool, 1 << 30):
@@ -567,6 +672,7 @@ class Scheduler:
             self.pool_busy[node.pool] = self.pool_busy.get(node.pool, 0) + delta
             if delta < 0:
                 self.release("pool:" + node.pool)
+                self.end_trial(node)
         if node.group is not None:
             self.group_busy[node.group] = self.group_busy.get(node.group, 0) + delta
             if delta < 0:
@@ -763,11 +869,14 @@ class Scheduler:
             if not self.cancelling:
                 self.cancel()
             return
-        if (
-            not self.cancelling
-            and nr.attempt - nr.base <= policy.max
-            and policy.allows(kind, nr.exit_code)
-        ):
+        if nr.attempt - nr.base <= policy.max and policy.allows(kind, nr.exit_code):
+            if self.stopping(nr):
+                # Retries left, but the run is being cancelled: its next attempt never starts,
+                # as for a step waiting for its retry when the cancellation came.
+                nr.finished = finished
+                self.set_state(nr, State.CANCELLED)
+                self.done(nr, propagate=False)
+                return
             if self.rng is None:
                 import random
 
@@ -786,7 +895,8 @@ class Scheduler:
             return
         self.set_state(nr, State.FAILED)
         self.done(nr)
-        if self.options.fail_fast and not self.cancelling:
+        # A `finally` step's failure fails the run but stops nothing: they all run to their end.
+        if self.options.fail_fast and not self.cancelling and not nr.node.is_finally:
             self.cancel()
 
     def fail_now(self, nr: NodeRun, kind: str, message: str) -> None:
@@ -803,8 +913,8 @@ class Scheduler:
         while self.timers and self.timers[0][0] <= now:
             _, nid = heapq.heappop(self.timers)
             nr = self.runs[nid]
-            if nr.state is State.RETRYING and not self.cancelling:
-                self.enqueue(nr)
+            if nr.state is State.RETRYING and not self.stopping(nr):
+                self.retry(nr)
 
     def done(self, nr: NodeRun, propagate: bool = True) -> None:
         """A node reached a final state: count it and wake or fail its dependents."""
@@ -828,6 +938,11 @@ class Scheduler:
                     self.became_ready(child)
         elif propagate:
             self.fail_downstream(nr)
+        elif not nr.node.is_finally:
+            # Cancelled: a `finally` step that needs it stops waiting for it (as in cancel).
+            for dep in self.dependents.get(nr.id, ()):
+                if self.runs[dep].node.is_finally:
+                    self.need_finished(self.runs[dep])
         self.check_finally()
 
     def fail_downstream(self, nr: NodeRun) -> None:
@@ -840,6 +955,9 @@ class Scheduler:
             child = self.runs[child_id]
             if child.state is not State.PENDING:
                 continue
+            if parent.node.group == child.id:
+                self.member_not_ok(child, parent)
+                continue
             if child.node.is_finally and not parent.node.is_finally:
                 self.need_finished(child)
                 continue
@@ -849,6 +967,18 @@ class Scheduler:
             if not child.node.is_finally:
                 self.main_unfinished -= 1
             stack.extend((child, dep) for dep in self.dependents.get(child.id, ()))
+
+    def member_not_ok(self, group: NodeRun, member: NodeRun) -> None:
+        """A member of `group` ended in a state that stops dependents.  A failed member makes
+        the group `failed` at once (see group_state: nothing the other members do can change
+        that); otherwise the group's state is decided when all its members are done."""
+        if member.state is not State.FAILED:
+            self.need_finished(group)
+            return
+        group.error = f"{member.id} failed"
+        group.finished = time.time()
+        self.set_state(group, State.FAILED)
+        self.done(group)
 
     def need_finished(self, child: NodeRun) -> None:
         child.waiting -= 1
@@ -863,6 +993,7 @@ class Scheduler:
         if self.compensations:
             return
         self.finally_released = True
+        self.kept_groups()  # `finally` steps may read a kept group whose members ran again
         for nr in self.runs.values():
             if nr.node.is_finally and nr.state is State.PENDING:
                 nr.waiting -= 1
@@ -880,7 +1011,12 @@ class Scheduler:
             return False
         scopes: set[str | None] = set()
         for nr in self.runs.values():
-            if nr.state is State.FAILED and nr.compensates is None and not nr.node.is_finally:
+            if (
+                nr.state is State.FAILED
+                and nr.compensates is None
+                and not nr.node.is_finally
+                and nr.node.kind is not NodeKind.GROUP  # failed through a member, counted there
+            ):
                 scopes.add(self.instance_of(nr.node))
         undo = [
             nr
@@ -942,7 +1078,10 @@ class Scheduler:
     def complete_group(self, nr: NodeRun) -> None:
         node = nr.node
         members = [self.runs[m] for m in (nr.members or node.members) if m in self.runs]
-        if node.group_kind in ("template", "pipeline"):
+        state = group_state(members)
+        if not state.ok:  # a need of the group failed: its members are upstream_failed
+            nr.error = next((m.error for m in members if not m.state.ok), "")
+        elif node.group_kind in ("template", "pipeline"):
             if node.outputs is not None:
                 try:
                     nr.output = self.renderer.value(node.outputs, node.scope, self.run_context(nr))
@@ -957,7 +1096,7 @@ class Scheduler:
             nr.outputs = {m.node.key or m.id: m.output for m in members}
         nr.started = min((m.started for m in members if m.started), default=None)
         nr.finished = time.time()
-        self.set_state(nr, group_state(members))
+        self.set_state(nr, state)
         self.done(nr)
 
     def expand_mapped(self, nr: NodeRun) -> None:
@@ -1118,6 +1257,10 @@ class Scheduler:
                 nr.error = nr.error or "run was cancelled"
                 if nr.state is State.RUNNING:
                     self.running -= 1
+                    self.hold(nr.node, -1)
+                    # A completion of its attempt that comes later is not applied again.
+                    for aid in [a for a, nid in self.by_attempt.items() if nid == nr.id]:
+                        del self.by_attempt[aid]
                 self.set_state(nr, State.CANCELLED)
                 self.unfinished -= 1
                 if not nr.node.is_finally:
@@ -1129,8 +1272,14 @@ class Scheduler:
             e for e in self.ready if not self.hard_cancel and self.runs[e[3]].node.is_finally
         ]
         heapq.heapify(self.ready)
-        self.timers.clear()
+        self.timers = [t for t in self.timers if not self.stopping(self.runs[t[1]])]
+        heapq.heapify(self.timers)
         self.check_finally()
+
+    def stopping(self, nr: NodeRun) -> bool:
+        """Whether the cancellation stops `nr`: every step once it began, except `finally`
+        steps, which run to their end (retries included) unless a second signal came."""
+        return self.cancelling and (self.hard_cancel or not nr.node.is_finally)
 
     # -- state and the end ----------------------------------------------------------------------
 
@@ -1143,9 +1292,12 @@ class Scheduler:
             sink.changed(nr, old)
 
     def main_status(self) -> str:
-        if self.cancelling:
+        """`run.status` for `finally` steps: what `finish` will record.  A run stopped by a
+        signal is `cancelled`; one that `--fail-fast` stopped ends `failed`, as its exit says."""
+        if self.cancelling and self.signals:
             return "cancelled"
-        return "failed" if self.main_failed or self.failed_before else "succeeded"
+        failed = self.main_failed or self.failed_before or self.cancelling
+        return "failed" if failed else "succeeded"
 
     def finish(self, started: float, signum: int | None) -> RunResult:
         """Record and return the result; `signum` is the signal that stopped the run, if one
@@ -1164,9 +1316,11 @@ class Scheduler:
         else:
             status, code = "succeeded", EXIT_OK
         outputs: dict[str, Any] = {}
-        # With --only, the pipeline's outputs may read steps that were not selected: a partial
-        # run has no outputs, and that is not a failure.
-        if status == "succeeded" and self.plan.outputs and not self.options.only:
+        self.kept_groups()
+        nodes = self.all_nodes()
+        # A partial run (`run --only`) has no outputs: they may read steps it never ran, and
+        # that is not a failure. `resume --only` keeps the rest of the run, so it has them.
+        if status == "succeeded" and self.plan.outputs and all(n in nodes for n in self.plan.nodes):
             scope = Scope(aliases=self.plan.aliases)
             try:
                 outputs = self.renderer.value(
@@ -1176,14 +1330,14 @@ class Scheduler:
                 outputs = {"error": f"outputs could not be rendered: {exc}"}
                 status, code = "failed", EXIT_FAILED
         counts: dict[str, int] = {}
-        for nr in self.runs.values():
+        for nr in nodes.values():
             if nr.node.kind is NodeKind.STEP:
                 counts[nr.state.value] = counts.get(nr.state.value, 0) + 1
         result = RunResult(
             self.run_id,
             status,
             code,
-            MappingProxyType(self.runs),
+            MappingProxyType(nodes),
             outputs,
             started,
             time.time(),
@@ -1195,13 +1349,33 @@ class Scheduler:
         return result
 
 
+def kept_run(node: Node, row: Mapping[str, Any]) -> NodeRun:
+    """A step left out of `resume --only`, as the store recorded it."""
+    state = State(row["state"])
+    nr = NodeRun(node, state=state, log_path=str(row["log_path"] or ""), reused=True)
+    nr.attempt = nr.base = int(row["attempts"] or 0)
+    if state in (State.SUCCEEDED, State.CACHED):
+        nr.output_json = str(row["output_json"] or "null")
+        nr.output = json.loads(nr.output_json)
+    nr.kind, nr.error, nr.exit_code = row["error_kind"], row["error"] or "", row["exit_code"]
+    nr.started, nr.finished, nr.worker = row["started"], row["finished"], row["worker"]
+    return nr
+
+
 def group_state(members: Sequence[NodeRun]) -> State:
-    """A group (fan-out, template instance) whose needs are done: `failed_allowed` when some
-    member failed with `continue_on_error` and none succeeded, else `succeeded`."""
+    """The state of a group (fan-out, template instance) from its members' (semantics.md, the
+    table under "Step states"): the first of `failed`, `upstream_failed`, `cancelled` that a
+    member has; else `succeeded` when one succeeded or was cached (or there are none); else
+    `failed_allowed` when one is; else (all skipped) `skipped`."""
     states = {m.state for m in members}
-    if State.FAILED_ALLOWED in states and not states & {State.SUCCEEDED, State.CACHED}:
+    for worst in (State.FAILED, State.UPSTREAM_FAILED, State.CANCELLED):
+        if worst in states:
+            return worst
+    if not states or states & {State.SUCCEEDED, State.CACHED}:
+        return State.SUCCEEDED
+    if State.FAILED_ALLOWED in states:
         return State.FAILED_ALLOWED
-    return State.SUCCEEDED
+    return State.SKIPPED
 
 
 def _env_text(value: Any) -> str:

@@ -54,39 +54,8 @@ from model.reference import (
 
 # Disagreements between the engine and the manual that are known and being fixed. While a name
 # is listed here, the generator avoids the feature (the comparison itself is never weakened);
-# delete the entry when the fix lands, and the model checks that feature again. (The three
-# "issue 12" entries already pass against the uncommitted fixes in the working tree.)
-KNOWN_GAPS: dict[str, str] = {
-    # Found by this test: the --json summary of `resume --only SEL` lists only the slice's
-    # steps (reports.md: "one entry per step"); the store (`runner show`) has them all. While
-    # listed, the test checks the steps the summary has and compares the store's record.
-    "resume_only_summary": "new: resume --only writes a summary of the slice's steps only",
-    # Found by this test: when `resume --only SEL` makes the run succeed, `outputs` is not
-    # rendered (summary and store hold {}). The generator then gives no `outputs` to pipelines
-    # it resumes with --only.
-    "resume_only_outputs": "new: resume --only that makes the run succeed renders no outputs",
-    # Found by this test: with --fail-fast, a failing `finally` step cancels the other
-    # `finally` steps still running (semantics.md: finally steps run after every other step,
-    # succeeded or not; even a cancelled run still runs them).
-    "fail_fast_finally": "new: --fail-fast cancels finally steps when one of them fails",
-    # Found by this test: `{{ run.attempt }}` in `with` renders 1 on every retry (ctx.attempt
-    # is right); templating.md: "attempt number of this step".
-    "run_attempt_template": "new: {{ run.attempt }} is 1 in every retry",
-    # Found by this test: `steps.F.state` of a fan-out whose instances were all skipped is
-    # `succeeded`, not `skipped` (semantics.md: a skipped step's dependents "can test
-    # steps.deploy.state == 'skipped'"); the generator then tests no `skipped`/`succeeded` on
-    # a fan-out.
-    "fanout_all_skipped_state": "new: a fan-out with every instance skipped reads as succeeded",
-    # Found by this test: `steps.F.state` of a fan-out with a failed instance is
-    # `upstream_failed` (a need failed; not run), where a plain step reads `failed`; the
-    # generator then tests no `failed`/`upstream_failed` on a fan-out.
-    "fanout_failed_state": "new: a fan-out with a failed instance reads as upstream_failed",
-    # Found by this test: with --fail-fast, a step whose attempt fails in the same moment as
-    # another step's, with retries left, is recorded `failed` after 1 attempt (neither retried
-    # nor `cancelled`; with a retry delay it is `cancelled`). The generator then gives no
-    # retries to --fail-fast runs.
-    "fail_fast_retry_failed": "new: --fail-fast records a step with retries left as failed",
-}
+# delete the entry when the fix lands, and the model checks that feature again.
+KNOWN_GAPS: dict[str, str] = {}
 # RUNNER_MODEL_KNOWN_GAPS="" checks every gap anyway (or a comma-separated subset to avoid).
 if "RUNNER_MODEL_KNOWN_GAPS" in os.environ:
     _keep = {g for g in os.environ["RUNNER_MODEL_KNOWN_GAPS"].split(",") if g}

@@ -392,3 +392,50 @@ def test_a_fan_out_whose_instances_all_failed_allowed_is_failed_allowed(
     assert rows["mapped"] == "failed_allowed"
     assert rows["static"] == "failed_allowed"
     assert rows["partly"] == "succeeded"
+
+
+# -- what read a step that runs again runs again after it ------------------------------------
+
+
+DOWNSTREAM = """
+version: 1
+name: downstream
+steps:
+  - id: source
+    continue_on_error: true
+    uses: python
+    with: {call: "lib:work", args: [source]}
+  - id: middle
+    needs: source
+    uses: python
+    with: {call: "lib:fine", args: [middle]}
+  - id: reader
+    needs: middle
+    if: "{{ steps.source.output is not none }}"
+    uses: python
+    with: {call: "lib:echo", args: ["{{ steps.source.output }}"]}
+  - id: apart
+    uses: python
+    with: {call: "lib:fine", args: [apart]}
+"""
+
+
+def test_resume_runs_again_what_follows_a_step_that_runs_again(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    """`source` was failed_allowed, so `reader` (which reads it through `middle`) was skipped.
+    Once `source` succeeds on resume, `middle` and `reader` run after it, never before it with
+    its old output; `apart` reads nothing that changed and is kept."""
+    path = write_pipeline(DOWNSTREAM, files={"lib.py": LIB})
+    first, run_id = start(run_cli, path)
+    assert first.code == 0, first.output
+    assert sorted(journal(tmp_path)) == ["apart", "middle", "source"]
+    (tmp_path / "journal.txt").write_text("")
+    (tmp_path / "source.ok").touch()
+    again = run_cli("resume", run_id, "--progress", "plain")
+    assert again.code == 0, again.output
+    assert journal(tmp_path) == ["source", "middle"]
+    steps = {s["step_id"]: s for s in shown(run_cli, run_id)["steps"]}
+    assert steps["reader"]["state"] == "succeeded"
+    assert steps["reader"]["output"] == "source"
+    assert steps["apart"]["attempts"] == 1

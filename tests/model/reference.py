@@ -52,7 +52,8 @@ OutcomeKind = Literal["ok", "error", "exit", "timeout"]
 Plugin = Literal["python", "shell"]
 
 OK_FOR_DEPENDENTS = frozenset({"succeeded", "cached", "skipped", "failed_allowed"})
-KEPT_BY_RESUME = frozenset({"succeeded", "cached", "skipped"})
+# A skipped step is not kept: resume evaluates its `if` again (what it read may have changed).
+KEPT_BY_RESUME = frozenset({"succeeded", "cached"})
 
 
 @dataclass(frozen=True)
@@ -388,10 +389,17 @@ def run(
     previous = previous or {}
     selected = slice_of(pipeline, only) if only is not None else None
 
+    step_of = {i: step for step in pipeline.steps for i in step.instance_ids()}
+
     def kept(i: str) -> bool:
+        """Outside an --only slice: kept. Inside: kept when it succeeded and every step it
+        needs is kept too (a step that runs again may give another output)."""
         if selected is not None and i not in selected:
             return True
-        return i in previous and previous[i].state in KEPT_BY_RESUME
+        if not (i in previous and previous[i].state in KEPT_BY_RESUME):
+            return False
+        needs = step_of[i].needs
+        return all(kept(j) for need in needs for j in pipeline.step(need).instance_ids())
 
     results: dict[str, StepResult] = {}
     for step in pipeline.steps:
