@@ -532,7 +532,7 @@ class StoreSink:
                 "state = excluded.state, attempts = excluded.attempts, started = excluded.started, "
                 "finished = excluded.finished, error_kind = excluded.error_kind, "
                 "error = excluded.error, exit_code = excluded.exit_code, worker = excluded.worker, "
-                "output_json = COALESCE(excluded.output_json, steps.output_json)",
+                "output_json = excluded.output_json",
                 list(step_rows.values()),
             )
             if attempt_rows:

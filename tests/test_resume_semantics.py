@@ -439,3 +439,33 @@ def test_resume_runs_again_what_follows_a_step_that_runs_again(
     assert steps["reader"]["state"] == "succeeded"
     assert steps["reader"]["output"] == "source"
     assert steps["apart"]["attempts"] == 1
+
+
+RERUN_FAILS = """
+version: 1
+name: rerun-fails
+steps:
+  - id: z
+    continue_on_error: true
+    uses: python
+    with: {call: "lib:work", args: [z]}
+  - id: a
+    needs: z
+    uses: python
+    with: {call: "lib:work", args: [a]}
+"""
+
+
+def test_a_step_that_runs_again_and_fails_keeps_no_old_output(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    path = write_pipeline(RERUN_FAILS, files={"lib.py": LIB, "a.ok": ""})
+    first, run_id = start(run_cli, path)
+    assert first.code == 0, first.output
+    (tmp_path / "z.ok").touch()
+    (tmp_path / "a.ok").unlink()
+    again = run_cli("resume", run_id, "--progress", "plain")
+    assert again.code == 1, again.output
+    steps = {s["step_id"]: s for s in shown(run_cli, run_id)["steps"]}
+    assert (steps["z"]["state"], steps["z"]["output"]) == ("succeeded", "z")
+    assert (steps["a"]["state"], steps["a"]["output"]) == ("failed", None)
