@@ -402,7 +402,9 @@ class Planner:
             )
             self.error(f, path, f"a step needs exactly one of 'uses' or 'template'; found {which}")
             return
-        if "template" in step and not self.check_instance_keys(f, step, path):
+        if ("template" in step or step.get("uses") == "pipeline") and not self.check_instance_keys(
+            f, step, path
+        ):
             return
         if "for_each" in step:
             self.expand_for_each(f, step, path, scope, qid, needs, group, finally_)
@@ -410,16 +412,20 @@ class Planner:
             self.build(f, step, path, scope, qid, needs, group, finally_, None, None, False)
 
     def check_instance_keys(self, f: _File, step: dict[str, Any], path: Path_) -> bool:
-        """Keys of a step that a template instance does not apply yet are errors, never
-        silently ignored."""
+        """Keys of a step that a template instance (or an inlined pipeline) does not apply yet
+        are errors, never silently ignored."""
         ok = True
+        what, where = (
+            ("instantiates a template", "the template's steps")
+            if "template" in step
+            else ("inlines a pipeline (`uses: pipeline`)", "the inlined file's steps")
+        )
         for name in _NOT_ON_INSTANCES:
             if name in step:
                 self.error(
                     f,
                     (*path, name),
-                    f"`{name}` is not supported on a step that instantiates a template yet; "
-                    "set it on the template's steps",
+                    f"`{name}` is not supported on a step that {what} yet; set it on {where}",
                     key=True,
                 )
                 ok = False

@@ -437,3 +437,37 @@ def test_keys_a_template_instance_cannot_apply_are_rejected_not_ignored(
     ], result.stderr
     ran = run_cli("run", str(path), "--progress", "plain")
     assert ran.code == 2 and "nothing was run" in ran.stderr, ran.output
+
+
+@pytest.mark.parametrize("key", ["if", "timeout", "retries", "continue_on_error", "pool"])
+def test_keys_an_inlined_pipeline_cannot_apply_are_rejected_not_ignored(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path, key: str
+) -> None:
+    """`if: false` on a `uses: pipeline` step used to run the inlined steps anyway."""
+    (tmp_path / "inner.yaml").write_text(
+        "version: 1\nname: inner\nsteps:\n  - id: x\n    uses: shell\n"
+        "    with: {cmd: 'echo ran > ran.txt'}\n"
+    )
+    path = write_pipeline(
+        f"""
+        version: 1
+        name: outer
+        params:
+          go: false
+        pools:
+          db: 1
+        steps:
+          - id: sub
+            uses: pipeline
+            {key}: {INSTANCE_KEYS[key]}
+            with: {{file: inner.yaml}}
+        """
+    )
+    result = run_cli("validate", str(path))
+    assert result.code == 2, result.output
+    assert errors_of(result.stderr) == [
+        f"{path}:10:5: error: steps[0].{key}: `{key}` is not supported on a step that inlines "
+        "a pipeline (`uses: pipeline`) yet; set it on the inlined file's steps"
+    ], result.stderr
+    ran = run_cli("run", str(path), "--progress", "plain")
+    assert ran.code == 2 and not (tmp_path / "ran.txt").exists(), ran.output
