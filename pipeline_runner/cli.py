@@ -110,6 +110,21 @@ def planner_options(params: Sequence[str], params_file: str | None, max_file_siz
     return Options(params=parsed, params_file=params_file, max_file_size=max_file_size)
 
 
+class Seconds(click.FloatRange):
+    """A finite number of seconds in a range (FloatRange alone lets nan through)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if seconds != seconds:  # nan compares false to every bound
+            self.fail(f"{value!r} is not a number of seconds.", param, ctx)
+        return seconds
+
+
+GRACE = Seconds(min=0, max=3600)
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=__version__, prog_name="runner")
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
@@ -308,10 +323,10 @@ def state_dir_option(func: F) -> F:
 @click.option("--secrets-file", type=click.Path(dir_okay=False), help="YAML file of secret values.")
 @click.option(
     "--grace",
-    type=float,
+    type=GRACE,
     default=3.0,
     show_default=True,
-    help="Seconds between SIGTERM and SIGKILL when stopping a step.",
+    help="Seconds between SIGTERM and SIGKILL when stopping a step (0 to 3600).",
 )
 @click.option("--no-cache", is_flag=True, help="Run every step, ignoring cached results.")
 @click.option("--no-compensate", is_flag=True, help="Do not run compensations on failure.")
@@ -361,7 +376,13 @@ def run(file: str, **options: Any) -> None:
     "--events", type=click.Path(dir_okay=False), help="Write state changes as JSON lines."
 )
 @click.option("--trace", type=click.Path(dir_okay=False), help="Write a Chrome/Perfetto trace.")
-@click.option("--grace", type=float, default=3.0, show_default=True)
+@click.option(
+    "--grace",
+    type=GRACE,
+    default=3.0,
+    show_default=True,
+    help="Seconds between SIGTERM and SIGKILL when stopping a step (0 to 3600).",
+)
 @state_dir_option
 def resume(
     run_id: str,

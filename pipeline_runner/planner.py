@@ -60,18 +60,25 @@ _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+# The longest duration a step may ask for: 24 days, under the 2**31 milliseconds that the
+# operating system's waits (poll, timers) take, so a long timeout or delay never overflows them.
+MAX_DURATION = 24 * 24 * 3600.0
+
+
 def parse_duration(value: Any) -> float:
+    """Seconds, from a number or a text like `1h30m`; between 0 and MAX_DURATION."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ValueError(f"invalid duration {value!r}: too long")
-        return float(value)
-    text = str(value).strip()
-    parts = _DURATION_RE.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
-        raise ValueError(f"invalid duration {value!r}: expected e.g. 500ms, 30s, 5m, 2h, 1h30m")
-    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if not math.isfinite(seconds):
-        raise ValueError(f"invalid duration {value!r}: too long")
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        parts = _DURATION_RE.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+            raise ValueError(f"invalid duration {value!r}: expected e.g. 500ms, 30s, 5m, 2h, 1h30m")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ValueError(f"invalid duration {value!r}: over the limit of 24 days (576h)")
+    if seconds < 0:
+        raise ValueError(f"invalid duration {value!r}: a duration cannot be negative")
     return seconds
 
 
@@ -916,7 +923,7 @@ class Planner:
             needs=needs,
             condition=condition,
             retries=self.retry_policy(f, settings.get("retries"), path),
-            timeout=self.duration(f, settings.get("timeout"), (*path, "timeout")),
+            timeout=self.duration(f, settings.get("timeout"), (*path, "timeout"), positive=True),
             continue_on_error=bool(settings.get("continue_on_error", False)),
             pool=pool,
             priority=int(step.get("priority", 0)),
@@ -969,14 +976,19 @@ class Planner:
             on=on,
         )
 
-    def duration(self, f: _File, value: Any, at: Path_) -> float | None:
+    def duration(self, f: _File, value: Any, at: Path_, *, positive: bool = False) -> float | None:
+        """`positive`: zero is an error too (a timeout of 0 would fail every attempt at once)."""
         if value is None:
             return None
         try:
-            return parse_duration(value)
+            seconds = parse_duration(value)
         except ValueError as exc:
             self.error(f, at, str(exc))
             return None
+        if positive and seconds == 0:
+            self.error(f, at, f"invalid duration {value!r}: must be more than 0")
+            return None
+        return seconds
 
     def cache_spec(
         self,

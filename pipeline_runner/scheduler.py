@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from .cache import CacheBackend, Globs
 
 
+MAX_TIMER_WAIT = 3600.0  # seconds the loop waits for a timer before it looks again
 CHAIN_AHEAD = 8  # follow-ups queued behind a running step of a chain (see follow_chain)
 
 
@@ -406,7 +407,9 @@ class Scheduler:
         them ready, before the loop waits again."""
         timeout = None
         if self.timers:
-            timeout = max(self.timers[0][0] - time.monotonic(), 0.0)
+            # A retry may wait longer than the operating system's waits can (2**31 ms, with a
+            # delay of up to 24 days plus jitter): the loop wakes each hour and looks again.
+            timeout = min(max(self.timers[0][0] - time.monotonic(), 0.0), MAX_TIMER_WAIT)
         if not self.running and not self.ready and not self.timers:
             self.stall()
             return

@@ -49,6 +49,8 @@ SCENARIOS = {
     33: "keys and tenant names that look like paths",
     34: "secrets never on a process's argv",
     35: "terminal escapes and CI commands printed by a step",
+    # The second round (issue 14), numbered on from FAULTS.md.
+    46: "durations and --grace past what the runner can wait for",
 }
 
 
