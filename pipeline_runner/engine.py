@@ -121,9 +121,11 @@ def _run(
     if resume is not None:
         run_id = resume
         rerun = frozenset(nid for nid, node in plan.nodes.items() if node.is_finally)
-        options.preset, options.attempts_done = resume_state(store, run_id, plan_json, force, rerun)
-        options.recorded = recorded_states(store, run_id)
-        options.recorded_rows = {str(row["step_id"]): row for row in store.steps(run_id)}
+        rows = store.steps(run_id)
+        options.preset, options.attempts_done = resume_state(
+            store, run_id, rows, plan_json, force, rerun
+        )
+        options.recorded_rows = {str(row["step_id"]): row for row in rows}
     else:
         run_id = new_run_id()
     run_dir = state_dir / "runs" / run_id
@@ -224,19 +226,16 @@ def params_file_values(request: RunRequest, plan: Plan) -> dict[str, Any] | None
     return {k: plain(v) for k, v in data.items() if k in plan.params}
 
 
-def recorded_states(store: Any, run_id: str) -> dict[str, State]:
-    """Each node's state when the run last ended (its compensations left out)."""
-    return {
-        str(row["step_id"]): State(row["state"])
-        for row in store.steps(run_id)
-        if not str(row["step_id"]).endswith(":compensate")
-    }
-
-
 def resume_state(
-    store: Any, run_id: str, plan_json: str, force: bool, rerun: frozenset[str] = frozenset()
+    store: Any,
+    run_id: str,
+    rows: Sequence[Mapping[str, Any]],
+    plan_json: str,
+    force: bool,
+    rerun: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, tuple[Any, Any]], dict[str, int]]:
-    """What an earlier run of `run_id` finished (to reuse) and how many attempts each step had;
+    """What an earlier run of `run_id` finished (to reuse), from its step `rows`, and how many
+    attempts each step had;
     refuses when a step whose output would be reused is planned differently now.  The steps
     in `rerun` (`finally`) run again whatever they did, so they are neither."""
     old_nodes = {n["id"]: n for n in json.loads(store.run(run_id)["plan_json"])["nodes"]}
@@ -244,7 +243,6 @@ def resume_state(
     preset: dict[str, tuple[Any, Any]] = {}
     attempts: dict[str, int] = {}
     changed: list[str] = []
-    rows = store.steps(run_id)
     # A step whose compensation ran was undone: it runs again.
     undone = {
         r["step_id"].removesuffix(":compensate")

@@ -137,7 +137,6 @@ class Options:
     grace: float = 3.0
     preset: Mapping[str, tuple[State, Any]] = field(default_factory=dict)  # resume: done nodes
     attempts_done: Mapping[str, int] = field(default_factory=dict)  # resume: attempts so far
-    recorded: Mapping[str, State] = field(default_factory=dict)  # resume: states so far
     recorded_rows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # resume: steps
     cache: CacheBackend | None = None  # where cached results are looked up
     use_cache: bool = True  # False: --no-cache (run every step; still record results)
@@ -278,8 +277,8 @@ class Scheduler:
             nid in nodes
             and nid not in runs
             and nodes[nid].kind is not NodeKind.GROUP
-            and not state.ok
-            for nid, state in self.options.recorded.items()
+            and not State(row["state"]).ok
+            for nid, row in self.options.recorded_rows.items()
         )
 
     def keep_recorded(self) -> None:
@@ -478,8 +477,7 @@ class Scheduler:
                         self.set_state(nr, State.SKIPPED)
                         self.done(nr)
                         return
-                with_ = self.renderer.value(with_, node.scope, extra, self.shell_fields(node))
-                env = self.renderer.value(dict(env), node.scope, extra)
+                with_, env = self.render_task(nr, extra)
         except TemplateError as exc:
             self.fail_now(nr, "error", f"template error: {exc}")
             return
@@ -493,16 +491,20 @@ class Scheduler:
         (`run.attempt` is its number, `run.status` the status now), then queue it."""
         node = nr.node
         if has_deferred(node.with_) or has_deferred(node.env):
-            extra = self.run_context(nr)
             try:
-                with_ = self.renderer.value(node.with_, node.scope, extra, self.shell_fields(node))
-                env = self.renderer.value(dict(node.env), node.scope, extra)
+                with_, env = self.render_task(nr, self.run_context(nr))
             except TemplateError as exc:
                 nr.attempt += 1  # the new attempt is the one that failed
                 self.fail_now(nr, "error", f"template error: {exc}")
                 return
             nr.task = self.make_task(nr, with_, env)
         self.enqueue(nr)
+
+    def render_task(self, nr: NodeRun, extra: Mapping[str, Any]) -> tuple[Any, Any]:
+        """The attempt's `with` and `env`, rendered (`extra`: the `run` names)."""
+        node = nr.node
+        with_ = self.renderer.value(node.with_, node.scope, extra, self.shell_fields(node))
+        return with_, self.renderer.value(dict(node.env), node.scope, extra)
 
     def make_task(self, nr: NodeRun, with_: Any, env: Mapping[str, Any]) -> Task:
         node = nr.node
