@@ -55,14 +55,20 @@ def render_globs(spec: CacheSpec, render: Callable[[Any], Any]) -> Globs:
     return Globs(_globs(inputs, "inputs"), _globs(outputs, "outputs"))
 
 
+def as_glob(value: Any) -> str | None:
+    """A rendered glob as text (a number is its digits); None for anything else or ''."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    return value if isinstance(value, str) and value else None
+
+
 def _globs(values: list[Any], field: str) -> tuple[str, ...]:
     out = []
     for i, value in enumerate(values):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not value:
+        glob_ = as_glob(value)
+        if glob_ is None:
             raise ValueError(f"cache.{field}[{i}]: a glob must be text, got {value!r}")
-        out.append(value)
+        out.append(glob_)
     return tuple(out)
 
 

@@ -1023,15 +1023,16 @@ class Planner:
         needs: tuple[str, ...],
         runtime: frozenset[str],
     ) -> tuple[str | Deferred, ...]:
+        from .cache import as_glob
+
         values = self.process(f, list(globs or ()), at, scope, runtime=runtime, refs_for=needs)
         out: list[str | Deferred] = []
         for i, value in enumerate(values if isinstance(values, list) else ()):
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                value = str(value)
-            if isinstance(value, (str, Deferred)) and value != "":
-                out.append(value)
-            else:
+            glob_ = value if isinstance(value, Deferred) else as_glob(value)
+            if glob_ is None:
                 self.error(f, (*at, i), f"a glob must be text, got {describe(value)}")
+            else:
+                out.append(glob_)
         return tuple(out)
 
     def check_inputs(self, f: _File, inputs: tuple[str | Deferred, ...], at: Path_) -> None:

@@ -327,16 +327,10 @@ class Scheduler:
         nr.output, nr.outputs = None, None
         if not nr.state.ok:
             return
-        if node.group_kind not in ("template", "pipeline"):
-            nr.output = [m.output for m in members]
-            nr.outputs = {m.node.key or m.id: m.output for m in members}
-        elif node.outputs is None:
-            nr.output = {m.id.removeprefix(node.id + "."): m.output for m in members}
-        else:
-            try:
-                nr.output = self.renderer.value(node.outputs, node.scope, self.run_context(nr))
-            except TemplateError:
-                nr.output = None
+        try:
+            self.group_output(nr, members)
+        except TemplateError:
+            nr.output = None
 
     def all_nodes(self) -> dict[str, NodeRun]:
         """Every node of the run: those of this run and, after `resume --only`, the kept ones,
@@ -1080,25 +1074,30 @@ class Scheduler:
 
     # -- groups ---------------------------------------------------------------------------------
 
+    def group_output(self, nr: NodeRun, members: Sequence[NodeRun]) -> None:
+        """A group's output from its members': a template's `outputs` rendered (raises
+        TemplateError), its members' by inner id, or a fan-out's list and mapping by key."""
+        node = nr.node
+        if node.group_kind not in ("template", "pipeline"):
+            nr.output = [m.output for m in members]
+            nr.outputs = {m.node.key or m.id: m.output for m in members}
+        elif node.outputs is None:
+            nr.output = {m.id.removeprefix(node.id + "."): m.output for m in members}
+        else:
+            nr.output = self.renderer.value(node.outputs, node.scope, self.run_context(nr))
+
     def complete_group(self, nr: NodeRun) -> None:
         node = nr.node
         members = [self.runs[m] for m in (nr.members or node.members) if m in self.runs]
         state = group_state(members)
         if not state.ok:  # a need of the group failed: its members are upstream_failed
             nr.error = next((m.error for m in members if not m.state.ok), "")
-        elif node.group_kind in ("template", "pipeline"):
-            if node.outputs is not None:
-                try:
-                    nr.output = self.renderer.value(node.outputs, node.scope, self.run_context(nr))
-                except TemplateError as exc:
-                    self.fail_now(nr, "error", f"template outputs: {exc}")
-                    return
-            else:
-                prefix = node.id + "."
-                nr.output = {m.id.removeprefix(prefix): m.output for m in members}
         else:
-            nr.output = [m.output for m in members]
-            nr.outputs = {m.node.key or m.id: m.output for m in members}
+            try:
+                self.group_output(nr, members)
+            except TemplateError as exc:
+                self.fail_now(nr, "error", f"template outputs: {exc}")
+                return
         nr.started = min((m.started for m in members if m.started), default=None)
         nr.finished = time.time()
         self.set_state(nr, state)
