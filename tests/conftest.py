@@ -28,6 +28,14 @@ def runner_executable() -> str:
     return which
 
 
+def user_env() -> dict[str, str]:
+    """This process's environment as a user's shell would pass it to `runner`: the test run's own
+    RUNNER_* settings left out (each test sets what it needs), except RUNNER_NO_SHORTCUTS, so
+    `RUNNER_NO_SHORTCUTS=1 pytest` runs every subprocess on the plain paths."""
+    keep = {"RUNNER_NO_SHORTCUTS"}
+    return {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_") or k in keep}
+
+
 @dataclass
 class Result:
     code: int
@@ -53,7 +61,7 @@ def run_cli(tmp_path: Path) -> RunCli:
         timeout: float = 120,
         stdin: str | None = None,
     ) -> Result:
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+        full_env = user_env()
         full_env.pop("GITHUB_ACTIONS", None)
         full_env.setdefault("RUNNER_STATE_DIR", str(tmp_path / "state"))
         full_env.update(env or {})

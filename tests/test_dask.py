@@ -28,6 +28,7 @@ from conftest import (
     no_traceback,
     processes_with,
     runner_executable,
+    user_env,
     wait_for,
 )
 
@@ -409,7 +410,7 @@ def test_sigterm_stops_the_attempts_on_the_workers(cluster: Cluster, tmp_path: P
         """,
         {"sigmod.py": SIGNAL_MODULE},
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+    env = user_env()
     env["RUNNER_STATE_DIR"] = str(tmp_path / "state")
     proc = subprocess.Popen(
         [runner_executable(), "run", str(path), "--executor", "dask",

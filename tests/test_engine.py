@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunCli, no_traceback, processes_with, runner_executable, wait_for
+from conftest import RunCli, no_traceback, processes_with, runner_executable, user_env, wait_for
 
 WritePipeline = Callable[..., Path]
 
@@ -212,7 +212,7 @@ def max_concurrency(spans: list[tuple[float, float]]) -> int:
 
 
 def runner_env(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+    env = user_env()
     env.pop("GITHUB_ACTIONS", None)
     env["RUNNER_STATE_DIR"] = str(tmp_path / "state")
     env.update(extra or {})

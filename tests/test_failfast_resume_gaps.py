@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import RunCli, no_traceback, processes_with, runner_executable, wait_for
+from conftest import RunCli, no_traceback, processes_with, runner_executable, user_env, wait_for
 
 WritePipeline = Callable[..., Path]
 
@@ -140,7 +140,7 @@ STARTED = ("other.started", "flaky.started")
 def start_race(tmp_path: Path, path: Path, report: Path) -> subprocess.Popen[str]:
     for name in ("go", "flaky.tried", *STARTED):
         (tmp_path / name).unlink(missing_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+    env = user_env()
     env.pop("GITHUB_ACTIONS", None)
     env["RUNNER_STATE_DIR"] = str(tmp_path / "state")
     args = ["run", str(path), "--fail-fast", "--workers", "2", "--progress", "none"]

@@ -137,3 +137,27 @@ def test_run_of_a_dangerous_file_exits_2(name: str, run_cli: RunCli, tmp_path: P
     assert result.code == 2
     assert no_traceback(result.output)
     assert not Path("/tmp/runner-canary-python-tag").exists()
+
+
+def test_the_plain_schema_check_reports_the_same(run_cli: RunCli) -> None:
+    """RUNNER_NO_SHORTCUTS=1: jsonschema alone answers, with the same lines for every case."""
+    env = {"RUNNER_NO_SHORTCUTS": "1"}
+    result = run_cli("validate", *(rel(n) for n in CASES), cwd=REPO, env=env, timeout=60)
+    assert result.code == 2
+    assert error_lines(result.stderr) == [line for n in CASES for line in expected(n)]
+
+
+def test_the_switch_bypasses_the_compiled_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiled check that says yes to everything hides an error; the switch does not ask it."""
+    from pipeline_runner import schema
+    from pipeline_runner.loader import load_text
+
+    doc = load_text("version: 1\nname: p\nsteps: 7\n", "p.yaml")
+    data, source = doc.data, doc.source
+    compiled = schema._compiled(schema.pipeline_schema())
+    monkeypatch.setattr(schema, "_compiled", lambda s: (lambda d: True, compiled[1]))
+    monkeypatch.delenv("RUNNER_NO_SHORTCUTS", raising=False)
+    assert schema.validate_document(data, source) == []
+    monkeypatch.setenv("RUNNER_NO_SHORTCUTS", "1")
+    [diagnostic] = schema.validate_document(data, source)
+    assert diagnostic.path == "steps"

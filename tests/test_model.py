@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import runner_executable
+from conftest import runner_executable, user_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from model.reference import (
@@ -400,7 +400,7 @@ def describe(scenario: Scenario) -> str:
 
 
 def invoke(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+    env = user_env()
     env.pop("GITHUB_ACTIONS", None)
     env["RUNNER_STATE_DIR"] = str(folder / "state")
     return subprocess.run(

@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import processes_with, runner_executable
+from conftest import processes_with, runner_executable, user_env
 
 RUN_ID = re.compile(r"\brun (\d{8}T\d{6}-[0-9a-f]{6})\b")
 STATE_LINE = re.compile(r"^\d\d:\d\d:\d\d \S+ ([a-z_]+)\s+(\S+)", re.M)
 
 
 def runner_env(state_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+    env = user_env()
     env.pop("GITHUB_ACTIONS", None)
     env["RUNNER_STATE_DIR"] = str(state_dir)
     env.update(extra or {})

@@ -5,14 +5,13 @@ is waited for without an internal error."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RunCli, no_traceback, runner_executable, wait_for
+from conftest import RunCli, no_traceback, runner_executable, user_env, wait_for
 
 WritePipeline = Callable[..., Path]
 
@@ -78,7 +77,7 @@ def test_the_longest_timeout_and_retry_delay_are_waited_for(
         STEP.format(spec="timeout: 576h\n    retries: {max: 1, delay: 576h, max_delay: 576h}")
     )
     out = tmp_path / "out.txt"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+    env = user_env()
     env["RUNNER_STATE_DIR"] = str(tmp_path / "state")
     with out.open("wb") as sink:
         proc = subprocess.Popen(

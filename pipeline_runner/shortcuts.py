@@ -1,0 +1,20 @@
+"""The switch for the speed shortcuts.
+
+Every shortcut (the compiled schema check in fastschema.py, chains of follow-up attempts queued
+behind a running step, the compact wire format between workers and the runner) sits behind the
+interface of a plain implementation that does the same work the straightforward way.
+`RUNNER_NO_SHORTCUTS=1` in the environment turns them all off, so the plain path can be run and
+tested (`make test` runs a part of the suite that way) and a suspected shortcut bug can be ruled
+in or out by a user without a new release.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV = "RUNNER_NO_SHORTCUTS"
+
+
+def enabled() -> bool:
+    """True unless RUNNER_NO_SHORTCUTS is set to something other than empty or 0."""
+    return os.environ.get(ENV, "") in ("", "0")
