@@ -40,9 +40,10 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from .. import wire
 from ..plugins import registry
 from ..procs import GRACE, kill_group
-from ..worker import Completion, Started, Task, death, dumps_message, worker_main
+from ..worker import Completion, Started, Task, death, worker_main
 from . import Event, Returned
 
 TARGET_BATCH_SECONDS = 0.01
@@ -178,7 +179,8 @@ class ProcessExecutor:
             if not worker.queue:
                 worker.head_started = now
             worker.queue.extend(batch)
-            self._send(worker, dumps_message(batch))
+            for payload in wire.encode(batch):
+                self._send(worker, payload)
 
     def _send(self, worker: _Worker, payload: bytes) -> None:
         """Queue a message for a worker and write what the pipe takes now, never waiting: a
@@ -272,7 +274,7 @@ class ProcessExecutor:
     def _drain(self, worker: _Worker, events: list[Event]) -> None:
         try:
             while _readable(worker.conn.fileno()):
-                for message in worker.conn.recv():
+                for message in wire.decode(worker.conn.recv()):
                     if type(message) is Started:
                         worker.child_pgid = message.pgid
                         events.append(message)
@@ -361,7 +363,7 @@ class ProcessExecutor:
     def close(self) -> None:
         for worker in self.workers:
             # An idle worker reads the None that ends it; one that does not is killed below.
-            self._send(worker, dumps_message(None))
+            self._send(worker, wire.encode_end())
         deadline = time.monotonic() + 2.0
         for worker in self.workers:
             worker.process.join(timeout=max(deadline - time.monotonic(), 0))

@@ -50,6 +50,7 @@ SCENARIOS = {
     34: "secrets never on a process's argv",
     35: "terminal escapes and CI commands printed by a step",
     # The second round (issue 14), numbered on from FAULTS.md.
+    36: "a step killing its worker, with siblings just returned on it",
     46: "durations and --grace past what the runner can wait for",
 }
 
