@@ -52,6 +52,7 @@ SCENARIOS = {
     # The second round (issue 14), numbered on from FAULTS.md.
     36: "a step killing its worker, with siblings just returned on it",
     46: "durations and --grace past what the runner can wait for",
+    50: "a nested pipeline file importing from its own folder",
 }
 
 

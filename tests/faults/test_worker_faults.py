@@ -81,3 +81,41 @@ def test_a_step_killing_its_worker_takes_no_sibling_with_it(
         succeeded = {sid for sid, s in steps.items() if s["state"] == "succeeded"}
         assert succeeded == set(ran) - {"boom", "c3"}
         assert all(steps[sid]["attempts"] == 1 for sid in ran)
+
+
+def _outputs(report: Path) -> dict[str, object]:
+    return {s["id"]: s["output"] for s in json.loads(report.read_text())["steps"]}
+
+
+@pytest.mark.fault(50)
+@pytest.mark.parametrize("order", ["root-first", "sub-first"])
+def test_a_nested_pipeline_file_imports_from_its_own_folder(
+    run_cli: RunCli, tmp_path: Path, order: str
+) -> None:
+    """Two `lib` modules, one per folder, on one long-lived worker, in either order: each
+    file's steps get their own, and run in their own folder."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "lib.py").write_text("def who():\n    return 'root'\n")
+    (tmp_path / "sub" / "lib.py").write_text("def who():\n    return 'sub'\n")
+    (tmp_path / "sub" / "inner.yaml").write_text(
+        "version: 1\nname: inner\nsteps:\n"
+        "  - {id: who, uses: python, with: {call: 'lib:who'}}\n"
+        "  - {id: cwd, uses: shell, needs: who, with: {cmd: pwd}}\n"
+        "  - {id: pycwd, uses: python, needs: cwd, with: {call: 'os:getcwd'}}\n"
+    )
+    root = "  - {id: who, uses: python, %s with: {call: 'lib:who'}}\n"
+    inner = "  - {id: inner, uses: pipeline, %s with: {file: sub/inner.yaml}}\n"
+    if order == "root-first":
+        steps = root % "" + inner % "needs: who,"
+    else:
+        steps = inner % "" + root % "needs: inner,"
+    steps += "  - {id: again, uses: python, needs: [who, inner], with: {call: 'lib:who'}}\n"
+    (tmp_path / "p.yaml").write_text("version: 1\nname: outer\nsteps:\n" + steps)
+    report = tmp_path / "out.json"
+    result = run_cli("run", "p.yaml", "--workers", "1", "--json", str(report), cwd=tmp_path)
+    assert result.code == 0, result.output
+    outputs = _outputs(report)
+    assert outputs["who"] == "root" and outputs["again"] == "root", outputs
+    assert outputs["inner.who"] == "sub", outputs
+    assert outputs["inner.cwd"] == str(tmp_path / "sub"), outputs
+    assert outputs["inner.pycwd"] == str(tmp_path / "sub"), outputs
