@@ -22,6 +22,10 @@ import pickle
 from collections.abc import Sequence
 from typing import Any
 
+# A worker's last message when it ends by choice (a step left threads running in it): the tasks
+# still queued on it never started.  A plain string, so that it needs no class of its own.
+RETIRE = "retire"
+
 
 def shortcuts() -> bool:
     """Whether the speed shortcuts are on (`RUNNER_NO_SHORTCUTS=1` turns them off)."""

@@ -609,6 +609,10 @@ class _Outbox:
     def flush(self) -> bool:
         return not self.broken
 
+    def retire(self) -> None:
+        """Tell the runner this worker ends now, by choice (see wire.RETIRE)."""
+        self._write([wire.RETIRE])
+
     def _write(self, messages: list[Any]) -> bool:
         if self.broken:
             return False
@@ -619,6 +623,47 @@ class _Outbox:
         except (BrokenPipeError, OSError):
             self.broken = True
             return False
+
+
+class _ProcessState:
+    """What an attempt may change in its worker's process and the next attempt must not see:
+    the environment, the working folder, signal handlers, the blocked-signal mask, alarms
+    and interval timers.  Taken when the worker starts; `restore()` puts it back after each
+    attempt.  Threads cannot be undone: `restore()` says whether the attempt left any running
+    (the worker then retires once it has reported)."""
+
+    TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
+
+    def __init__(self) -> None:
+        self.environ = dict(os.environ)
+        self.cwd = os.getcwd()
+        skip = {signal.SIGKILL, signal.SIGSTOP}
+        self.handlers = {
+            sig: signal.getsignal(sig) for sig in signal.valid_signals() if sig not in skip
+        }
+        self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        self.threads = set(threading.enumerate())
+
+    def restore(self) -> bool:
+        """Undo what the attempt changed; True if it left threads running."""
+        if os.environ != self.environ:
+            for name in [n for n in os.environ if n not in self.environ]:
+                del os.environ[name]
+            os.environ.update(self.environ)
+        try:
+            if os.getcwd() != self.cwd:
+                os.chdir(self.cwd)
+        except OSError:  # the folder the attempt was in is gone
+            os.chdir(self.cwd)
+        signal.alarm(0)
+        for timer in self.TIMERS:
+            if signal.getitimer(timer) != (0.0, 0.0):
+                signal.setitimer(timer, 0)
+        for sig, handler in self.handlers.items():
+            if handler is not None and signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+        return any(t not in self.threads for t in threading.enumerate())
 
 
 def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
@@ -653,6 +698,7 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
     masker = Masker(secret_values)
 
     outbox = _Outbox(conn)
+    baseline = _ProcessState()
 
     def started(pid: int) -> None:
         global _current_pgid, _current_grace
@@ -686,8 +732,15 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
                 if not done.ok:
                     done = done._replace(message=done.message + survivors)
                 _note_survivors(current, survivors)
+            leaked = baseline.restore()
             outcomes[current.attempt_id] = done.ok
             if len(outcomes) > 256:
                 del outcomes[next(iter(outcomes))]
             if not outbox.complete(done, idle=last):
                 return
+            if leaked:
+                # Threads the attempt left would write into the next attempt's log (or keep
+                # this process from ending): retire.  The runner hands the tasks queued here
+                # to another worker (none of them started) and starts a new one.
+                outbox.retire()
+                os._exit(0)

@@ -675,7 +675,9 @@ class _Slot:
         try:
             while not host.eof and host.conn.poll():
                 for message in wire.decode(host.conn.recv()):  # Started and Completion
-                    if isinstance(message, Started):
+                    if message == wire.RETIRE:  # it exits now (see worker_main)
+                        host.eof = True
+                    elif isinstance(message, Started):
                         host.step_pgid = message.pgid
                     elif message.attempt_id == self.task.attempt_id:
                         host.step_pgid = None

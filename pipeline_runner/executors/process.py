@@ -278,6 +278,8 @@ class ProcessExecutor:
                     if type(message) is Started:
                         worker.child_pgid = message.pgid
                         events.append(message)
+                    elif message == wire.RETIRE:
+                        worker.kill_reason = "retired"  # no more tasks; it exits next
                     else:
                         self._completed(worker, message, events)
         except (EOFError, OSError):
@@ -309,11 +311,13 @@ class ProcessExecutor:
         if worker.child_pgid is not None:
             kill_group(worker.child_pgid, signal.SIGKILL)
         kill_group(worker.pid, signal.SIGKILL)  # anything the step left in the worker's group
-        if worker.queue:
+        if worker.queue and worker.kill_reason != "retired":
+            # Each completion is in the pipe before its worker goes on (drained above), so
+            # the head is the attempt that was running: it died with the worker.
             task = worker.queue.popleft()
             events.append(self._death_completion(worker, task, code))
-            events.extend(Returned(t) for t in worker.queue)
-            worker.queue.clear()
+        events.extend(Returned(t) for t in worker.queue)  # none of these started
+        worker.queue.clear()
         self._replace(worker)
 
     def _death_completion(self, worker: _Worker, task: Task, code: int | None) -> Completion:

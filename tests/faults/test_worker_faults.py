@@ -6,12 +6,17 @@ worker, and a dead run is seen as dead even when its pid was reused."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
+import subprocess
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RunCli
+from conftest import RunCli, runner_executable, wait_for
+from faults_support import runner_env
 
 WritePipeline = Callable[..., Path]
 
@@ -119,3 +124,126 @@ def test_a_nested_pipeline_file_imports_from_its_own_folder(
     assert outputs["inner.who"] == "sub", outputs
     assert outputs["inner.cwd"] == str(tmp_path / "sub"), outputs
     assert outputs["inner.pycwd"] == str(tmp_path / "sub"), outputs
+
+
+LEAKY_LIB = """
+import os, signal, sys, threading, time
+
+def set_env():
+    os.environ["LEAKED"] = "yes"
+    os.environ.pop("KEPT", None)
+
+def get_env():
+    return [os.environ.get("LEAKED"), os.environ.get("KEPT")]
+
+def set_alarm():
+    signal.alarm(1)
+    signal.setitimer(signal.ITIMER_VIRTUAL, 1.0)
+
+def set_handler():
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2])
+
+def get_handler():
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    return [signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL, signal.SIGUSR2 in blocked]
+
+def chatter(daemon):
+    def loop():
+        for _ in range(100):
+            print("LEAK from an earlier step", flush=True)
+            time.sleep(0.02)
+    threading.Thread(target=loop, daemon=daemon).start()
+
+def quiet(seconds):
+    time.sleep(seconds)
+    print("quiet")
+    return os.getpid()
+"""
+
+LEAKY = """
+version: 1
+name: leaky
+steps:
+  - {id: set_env, uses: python, with: {call: 'lib:set_env'}}
+  - {id: get_env, uses: python, needs: set_env, with: {call: 'lib:get_env'}}
+  - {id: set_alarm, uses: python, needs: get_env, with: {call: 'lib:set_alarm'}}
+  - {id: after_alarm, uses: python, needs: set_alarm, with: {call: 'lib:quiet', args: [1.5]}}
+  - {id: set_handler, uses: python, needs: after_alarm, with: {call: 'lib:set_handler'}}
+  - {id: get_handler, uses: python, needs: set_handler, with: {call: 'lib:get_handler'}}
+  - {id: chatter, uses: python, needs: get_handler, with: {call: 'lib:chatter', args: [%s]}}
+  - {id: quiet, uses: python, needs: chatter, with: {call: 'lib:quiet', args: [0.5]}}
+"""
+
+
+@pytest.mark.fault(52)
+@pytest.mark.parametrize("daemon", ["true", "false"])
+def test_a_step_leaves_nothing_behind_for_the_next_step_on_its_worker(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path, daemon: str
+) -> None:
+    path = write_pipeline(LEAKY % daemon, files={"lib.py": LEAKY_LIB})
+    report = tmp_path / "out.json"
+    result = run_cli(
+        "run", str(path), "--workers", "1", "--json", str(report), env={"KEPT": "here"}
+    )
+    assert result.code == 0, result.output
+    steps = {s["id"]: s for s in json.loads(report.read_text())["steps"]}
+    assert steps["get_env"]["output"] == [None, "here"]
+    assert steps["get_handler"]["output"] == [True, False]
+    assert all(s["attempts"] == 1 for s in steps.values())
+    # The step that left a thread running had its worker replaced (after it reported).
+    assert steps["quiet"]["worker"] != steps["chatter"]["worker"], steps
+    logs = run_cli("logs", json.loads(report.read_text())["run_id"], "quiet")
+    assert logs.code == 0 and "quiet" in logs.stdout, logs.output
+    assert "LEAK" not in logs.stdout, logs.stdout
+
+
+@pytest.mark.fault(45)
+def test_a_dead_run_whose_pid_was_reused_is_seen_as_stopped(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    """A runner killed with SIGKILL leaves its run `running`; its pid then goes to another
+    process (here: a `sleep` the test starts, written into the record as the kernel would
+    have reused it).  `runner runs` says stopped and `runner logs -f` returns."""
+    path = write_pipeline(
+        "version: 1\nname: dead\nsteps:\n"
+        "  - {id: a, uses: shell, with: {cmd: 'echo hi; sleep 60'}}\n"
+    )
+    state = tmp_path / "state"
+    env = runner_env(state)
+    runner = subprocess.Popen(
+        [runner_executable(), "run", str(path), "--progress", "none"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    other = subprocess.Popen(["sleep", "120"])
+    try:
+        db = state / "runs.db"
+
+        def running_step() -> bool:
+            try:
+                with sqlite3.connect(db) as con:
+                    rows = con.execute("SELECT state FROM steps WHERE step_id = 'a'").fetchall()
+            except sqlite3.Error:
+                return False
+            return rows == [("running",)]
+
+        assert wait_for(running_step)
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait()
+        with sqlite3.connect(db) as con:
+            con.execute("UPDATE runs SET pid = ?", (other.pid,))
+        run_id = sqlite3.connect(db).execute("SELECT id FROM runs").fetchone()[0]
+        listed = run_cli("runs")
+        assert listed.code == 0 and run_id in listed.stdout, listed.output
+        assert "running" not in listed.stdout and "stopped" in listed.stdout, listed.stdout
+        followed = run_cli("logs", "-f", run_id, timeout=20)
+        assert followed.code == 0 and "hi" in followed.stdout, followed.output
+    finally:
+        other.kill()
+        other.wait()
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()
