@@ -433,6 +433,8 @@ def resume_planner(recorded: dict[str, Any], params: Sequence[str], params_file:
 
 
 def _refuse_if_running(row: dict[str, Any]) -> None:
+    from .procs import still_running
+
     pid = row.get("pid")
     if row["status"] != "running" or not pid or pid == os.getpid():
         return
@@ -441,7 +443,7 @@ def _refuse_if_running(row: dict[str, Any]) -> None:
             alive = b"runner" in f.read()
     except OSError:
         alive = False
-    if alive:
+    if alive and still_running(pid, row.get("pid_start")):
         raise UsageError(f"run {row['id']} is still running (pid {pid}); stop it first")
 
 
@@ -460,6 +462,8 @@ def runs(as_json: bool, limit: int, state_dir: str) -> None:
         rows = store.runs(limit)
     finally:
         store.close()
+    from .history import live_status
+
     if as_json:
         for row in rows:
             row.pop("plan_json", None)
@@ -471,6 +475,7 @@ def runs(as_json: bool, limit: int, state_dir: str) -> None:
         click.echo("no runs yet")
         return
     for row in rows:
+        row["status"] = live_status(row)
         took = f"{row['finished'] - row['started']:.1f}s" if row["finished"] else "-"
         failed = f", {row['failed']} failed" if row["failed"] else ""
         click.echo(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from .errors import RunNotFound
+from .procs import still_running
 from .report import safe
 from .store import open_store
 
@@ -22,22 +24,17 @@ def _steps(state_dir: Path, run_id: str) -> tuple[str, list[dict[str, object]], 
         run = store.run(full_id)
     finally:
         store.close()
+    return full_id, steps, live_status(run)
+
+
+def live_status(run: Mapping[str, Any]) -> str:
+    """A recorded run's status, `stopped` for a run recorded as running whose runner is gone
+    (killed with SIGKILL, it could not record its end).  The runner is its pid AND that
+    process's start time: after a reboot or a while, the pid may belong to another process."""
     status = str(run["status"])
-    if status == "running" and not _alive(run.get("pid")):
-        status = "stopped"
-    return full_id, steps, status
-
-
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return True  # not known: assume it goes on
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    if status == "running" and not still_running(run.get("pid"), run.get("pid_start")):
+        return "stopped"
+    return status
 
 
 def read_logs(state_dir: Path, run_id: str, step: str | None) -> dict[str, str]:

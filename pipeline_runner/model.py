@@ -17,6 +17,8 @@ step-name aliases) they must be rendered in.
 from __future__ import annotations
 
 import enum
+import functools
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -191,3 +193,14 @@ class Plan:
 
     def steps(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.kind is not NodeKind.GROUP]
+
+    def folder_of(self, node: Node) -> str:
+        """The folder of the file the step was written in (an inlined pipeline's steps run in
+        theirs, with it on the import path); the pipeline's folder for steps of no file."""
+        return _folder(node.location.file, self.pipeline_dir)
+
+
+@functools.lru_cache(maxsize=64)
+def _folder(file: str, default: str) -> str:
+    folder = os.path.dirname(os.path.abspath(file)) if file else ""
+    return folder if folder and os.path.isdir(folder) else default

@@ -83,6 +83,32 @@ def process_start_time(pid: int) -> str:
         return ""
 
 
+def still_running(pid: object, start_time: object) -> bool:
+    """Whether the process recorded as `pid` with `start_time` (`process_start_time`) still
+    runs: the pid alone may have been given to another process since.  Without a recorded
+    start time (a run recorded by an older runner), whether the pid is in use; with no pid
+    at all, assumed so."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    if isinstance(start_time, str) and start_time:
+        return process_start_time(pid) == start_time and _not_zombie(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def kill_recorded_group(pgid: int, start_time: str) -> bool:
     """SIGKILL a recorded step's process group if its leader is still that same process."""
     if not start_time or process_start_time(pgid) != start_time:

@@ -516,7 +516,7 @@ class Scheduler:
             attempt=0,
             key=node.key,
             item=node.item,
-            pipeline_dir=self.plan.pipeline_dir,
+            pipeline_dir=self.plan.folder_of(node),
             scratch_dir=f"{self.scratch_dir}/{node.id}",
             resources=dict(node.resources) or None,
             grace=self.options.grace,

@@ -28,6 +28,7 @@ from typing import Any
 
 from .errors import RunNotFound, StoreError
 from .model import NodeKind, State
+from .procs import process_start_time
 
 DB_NAME = "runs.db"
 BUSY_TIMEOUT_MS = 250
@@ -108,6 +109,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE attempts ADD COLUMN pgid INTEGER;
     ALTER TABLE attempts ADD COLUMN pgid_start TEXT;
+    """,
+    # 3 -> 4: the runner's process start time beside its pid (a pid alone may be reused)
+    """
+    ALTER TABLE runs ADD COLUMN pid_start TEXT;
     """,
 ]
 
@@ -359,10 +364,11 @@ class StoreSink:
                 self.stop_lost_attempts(db, run.run_id)
                 db.execute(
                     "UPDATE runs SET status = 'running', finished = NULL, exit_code = NULL, "
-                    "pid = ?, executor = ?, plan_json = ?, plan_hash = ?, file_hash = ? "
-                    "WHERE id = ?",
+                    "pid = ?, pid_start = ?, executor = ?, plan_json = ?, plan_hash = ?, "
+                    "file_hash = ? WHERE id = ?",
                     (
                         os.getpid(),
+                        process_start_time(os.getpid()),
                         run.executor,
                         self.plan_json,
                         self.plan_hash,
@@ -383,7 +389,8 @@ class StoreSink:
             else:
                 db.execute(
                     "INSERT INTO runs (id, pipeline, file, file_hash, plan_hash, plan_json, "
-                    "request_json, status, started, pid, executor) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    "request_json, status, started, pid, pid_start, executor) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         run.run_id,
                         run.plan.name,
@@ -395,6 +402,7 @@ class StoreSink:
                         "running",
                         run.started,
                         os.getpid(),
+                        process_start_time(os.getpid()),
                         run.executor,
                     ),
                 )

@@ -20,7 +20,6 @@ import functools
 import io
 import json
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 if TYPE_CHECKING:
     import logging
 
+from . import wire
 from .plugins import PluginLoadError, StepContext, StepFailed, registry
 from .procs import GRACE, process_start_time, signal_name, stop_group
 from .secrets import Masker, StreamMasker
@@ -587,79 +587,83 @@ def _on_term(signum: int, frame: Any) -> None:
     os._exit(128 + signum)
 
 
-def dumps_message(message: Any) -> bytes:
-    """A message for the runner's pipe.  Plain pickle: `Connection.send` builds a
-    multiprocessing ForkingPickler (a copy of its reducer table) for every message, and
-    nothing sent here needs its reducers; `Connection.recv` reads either."""
-    return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-
-
 class _Outbox:
-    """What a worker tells the runner, in batches (one pipe write for many messages).
-    Completions of cheap steps wait for company, but none longer than `delay`: while a long
-    step runs after short ones, a thread sends theirs, so that their dependents start without
-    waiting for it.  A `Started` goes at once, with the completions before it (the runner reads
-    a batch in order): until the runner has the command's process group, a worker killed now
-    would leave the command running where nothing could stop it.
+    """What a worker tells the runner.  A completion is in the pipe before this worker goes on
+    to anything else: a step that kills its worker (os._exit, a segfault, the OOM killer) must
+    not take the results of steps that already returned with it (the runner would record them
+    as crashed and run them again).  A message written to the pipe survives its writer.  A
+    `Started` goes at once too: until the runner has the command's process group, a worker
+    killed now would leave the command running where nothing could stop it.
     """
 
-    def __init__(self, conn: Any, delay: float = 0.002) -> None:
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self.delay = delay
-        self.lock = threading.Condition()
-        self.unsent: list[Completion | Started] = []
-        self.first = 0.0
         self.broken = False
-        threading.Thread(target=self._flusher, name="runner-outbox", daemon=True).start()
 
     def started(self, message: Started) -> bool:
-        with self.lock:
-            self.unsent.append(message)
-            return self._flush()
+        return self._write([message])
 
-    def complete(self, done: Completion, idle: bool) -> bool:
-        """Queue a completion; sent now when this worker is about to wait for work (`idle`),
-        or the batch is full or old enough."""
-        with self.lock:
-            if not self.unsent:
-                self.first = time.monotonic()
-                self.lock.notify()
-            self.unsent.append(done)
-            if idle or len(self.unsent) >= 32 or time.monotonic() - self.first > self.delay:
-                return self._flush()
-            return True
+    def complete(self, done: Completion, idle: bool = True) -> bool:
+        return self._write([done])
 
     def flush(self) -> bool:
-        with self.lock:
-            return self._flush()
+        return not self.broken
 
-    def _flush(self) -> bool:
-        if not self.unsent:
-            return not self.broken
-        batch, self.unsent = self.unsent, []
-        return self._write(batch)
+    def retire(self) -> None:
+        """Tell the runner this worker ends now, by choice (see wire.RETIRE)."""
+        self._write([wire.RETIRE])
 
-    def _write(self, message: Any) -> bool:
+    def _write(self, messages: list[Any]) -> bool:
         if self.broken:
             return False
         try:
-            self.conn.send_bytes(dumps_message(message))
+            for payload in wire.encode(messages):
+                self.conn.send_bytes(payload)
             return True
         except (BrokenPipeError, OSError):
             self.broken = True
             return False
 
-    def _flusher(self) -> None:
-        with self.lock:
-            while True:
-                if not self.unsent:
-                    self.lock.wait()
-                    continue
-                wait = self.first + self.delay - time.monotonic()
-                if wait > 0:
-                    self.lock.wait(wait)
-                    continue
-                self._flush()
+
+class _ProcessState:
+    """What an attempt may change in its worker's process and the next attempt must not see:
+    the environment, the working folder, signal handlers, the blocked-signal mask, alarms
+    and interval timers.  Taken when the worker starts; `restore()` puts it back after each
+    attempt.  Threads cannot be undone: `restore()` says whether the attempt left any running
+    (the worker then retires once it has reported)."""
+
+    TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
+
+    def __init__(self) -> None:
+        self.environ = dict(os.environ)
+        self.cwd = os.getcwd()
+        skip = {signal.SIGKILL, signal.SIGSTOP}
+        self.handlers = {
+            sig: signal.getsignal(sig) for sig in signal.valid_signals() if sig not in skip
+        }
+        self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        self.threads = set(threading.enumerate())
+
+    def restore(self) -> bool:
+        """Undo what the attempt changed; True if it left threads running."""
+        if os.environ != self.environ:
+            for name in [n for n in os.environ if n not in self.environ]:
+                del os.environ[name]
+            os.environ.update(self.environ)
+        try:
+            if os.getcwd() != self.cwd:
+                os.chdir(self.cwd)
+        except OSError:  # the folder the attempt was in is gone
+            os.chdir(self.cwd)
+        signal.alarm(0)
+        for timer in self.TIMERS:
+            if signal.getitimer(timer) != (0.0, 0.0):
+                signal.setitimer(timer, 0)
+        for sig, handler in self.handlers.items():
+            if handler is not None and signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+        return any(t not in self.threads for t in threading.enumerate())
 
 
 def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
@@ -694,6 +698,7 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
     masker = Masker(secret_values)
 
     outbox = _Outbox(conn)
+    baseline = _ProcessState()
 
     def started(pid: int) -> None:
         global _current_pgid, _current_grace
@@ -708,6 +713,7 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
             return
         if batch is None:
             return
+        batch = wire.decode(batch)
         for index, current in enumerate(batch):
             last = index == len(batch) - 1
             if current.after and not outcomes.get(current.after, False):
@@ -726,8 +732,15 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
                 if not done.ok:
                     done = done._replace(message=done.message + survivors)
                 _note_survivors(current, survivors)
+            leaked = baseline.restore()
             outcomes[current.attempt_id] = done.ok
             if len(outcomes) > 256:
                 del outcomes[next(iter(outcomes))]
             if not outbox.complete(done, idle=last):
                 return
+            if leaked:
+                # Threads the attempt left would write into the next attempt's log (or keep
+                # this process from ending): retire.  The runner hands the tasks queued here
+                # to another worker (none of them started) and starts a new one.
+                outbox.retire()
+                os._exit(0)

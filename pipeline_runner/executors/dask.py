@@ -67,6 +67,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_ready
 from typing import Any, NamedTuple
 
+from .. import wire
 from ..errors import UsageError
 from ..procs import GRACE, kill_group
 from ..worker import Completion, Started, Task, death, failure
@@ -673,8 +674,10 @@ class _Slot:
         """Take what the host sent; this attempt's Completion if it is there."""
         try:
             while not host.eof and host.conn.poll():
-                for message in host.conn.recv():  # a batch of Started and Completion
-                    if isinstance(message, Started):
+                for message in wire.decode(host.conn.recv()):  # Started and Completion
+                    if message == wire.RETIRE:  # it exits now (see worker_main)
+                        host.eof = True
+                    elif isinstance(message, Started):
                         host.step_pgid = message.pgid
                     elif message.attempt_id == self.task.attempt_id:
                         host.step_pgid = None

@@ -40,9 +40,10 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from .. import wire
 from ..plugins import registry
 from ..procs import GRACE, kill_group
-from ..worker import Completion, Started, Task, death, dumps_message, worker_main
+from ..worker import Completion, Started, Task, death, worker_main
 from . import Event, Returned
 
 TARGET_BATCH_SECONDS = 0.01
@@ -178,7 +179,8 @@ class ProcessExecutor:
             if not worker.queue:
                 worker.head_started = now
             worker.queue.extend(batch)
-            self._send(worker, dumps_message(batch))
+            for payload in wire.encode(batch):
+                self._send(worker, payload)
 
     def _send(self, worker: _Worker, payload: bytes) -> None:
         """Queue a message for a worker and write what the pipe takes now, never waiting: a
@@ -272,10 +274,12 @@ class ProcessExecutor:
     def _drain(self, worker: _Worker, events: list[Event]) -> None:
         try:
             while _readable(worker.conn.fileno()):
-                for message in worker.conn.recv():
+                for message in wire.decode(worker.conn.recv()):
                     if type(message) is Started:
                         worker.child_pgid = message.pgid
                         events.append(message)
+                    elif message == wire.RETIRE:
+                        worker.kill_reason = "retired"  # no more tasks; it exits next
                     else:
                         self._completed(worker, message, events)
         except (EOFError, OSError):
@@ -307,11 +311,13 @@ class ProcessExecutor:
         if worker.child_pgid is not None:
             kill_group(worker.child_pgid, signal.SIGKILL)
         kill_group(worker.pid, signal.SIGKILL)  # anything the step left in the worker's group
-        if worker.queue:
+        if worker.queue and worker.kill_reason != "retired":
+            # Each completion is in the pipe before its worker goes on (drained above), so
+            # the head is the attempt that was running: it died with the worker.
             task = worker.queue.popleft()
             events.append(self._death_completion(worker, task, code))
-            events.extend(Returned(t) for t in worker.queue)
-            worker.queue.clear()
+        events.extend(Returned(t) for t in worker.queue)  # none of these started
+        worker.queue.clear()
         self._replace(worker)
 
     def _death_completion(self, worker: _Worker, task: Task, code: int | None) -> Completion:
@@ -361,7 +367,7 @@ class ProcessExecutor:
     def close(self) -> None:
         for worker in self.workers:
             # An idle worker reads the None that ends it; one that does not is killed below.
-            self._send(worker, dumps_message(None))
+            self._send(worker, wire.encode_end())
         deadline = time.monotonic() + 2.0
         for worker in self.workers:
             worker.process.join(timeout=max(deadline - time.monotonic(), 0))

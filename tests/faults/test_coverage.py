@@ -50,7 +50,11 @@ SCENARIOS = {
     34: "secrets never on a process's argv",
     35: "terminal escapes and CI commands printed by a step",
     # The second round (issue 14), numbered on from FAULTS.md.
+    36: "a step killing its worker, with siblings just returned on it",
+    45: "a dead run whose runner's pid was reused",
     46: "durations and --grace past what the runner can wait for",
+    50: "a nested pipeline file importing from its own folder",
+    52: "state a step leaves in its long-lived worker (environment, signals, threads)",
 }
 
 

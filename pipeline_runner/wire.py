@@ -1,0 +1,53 @@
+"""The wire format between the runner and its worker processes (and a Dask worker's hosts).
+
+Messages are plain data (`Task`, `Completion`, `Started`, or None to end a worker), sent over a
+multiprocessing `Connection` or something written in its framing.  `encode` turns the messages
+one side has to send into the byte strings to write; `decode` turns what `Connection.recv` read
+back into the messages.  A receiver decodes both forms below, so the two ends never have to
+agree on the switch.
+
+The speed shortcut: messages that go together (a batch of tasks, a `Started` with the
+completions before it) travel as ONE plain pickle of a list, made with `pickle.dumps` (one
+pipe write and one wake-up of the reader for many messages; `Connection.send` would build a
+multiprocessing ForkingPickler, a copy of its reducer table, per message, and nothing sent here
+needs those reducers).  `RUNNER_NO_SHORTCUTS=1` in the environment turns it off: each message
+is then sent alone, pickled as `Connection.send` pickles it, which is the plain path the
+shortcut must agree with.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Sequence
+from typing import Any
+
+# A worker's last message when it ends by choice (a step left threads running in it): the tasks
+# still queued on it never started.  A plain string, so that it needs no class of its own.
+RETIRE = "retire"
+
+
+def shortcuts() -> bool:
+    """Whether the speed shortcuts are on (`RUNNER_NO_SHORTCUTS=1` turns them off)."""
+    return os.environ.get("RUNNER_NO_SHORTCUTS", "") not in ("1", "true", "yes")
+
+
+def encode(messages: Sequence[Any]) -> list[bytes]:
+    """The payloads (unframed) that carry `messages`, in order."""
+    if shortcuts():
+        return [pickle.dumps(list(messages), pickle.HIGHEST_PROTOCOL)]
+    from multiprocessing.reduction import ForkingPickler
+
+    return [bytes(ForkingPickler.dumps(message)) for message in messages]
+
+
+def encode_end() -> bytes:
+    """The payload that ends a worker."""
+    return pickle.dumps(None, pickle.HIGHEST_PROTOCOL)
+
+
+def decode(received: Any) -> list[Any]:
+    """The messages in what `Connection.recv` returned: a batch, or one message alone."""
+    if isinstance(received, list):
+        return received
+    return [received]
