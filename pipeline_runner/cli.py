@@ -99,6 +99,7 @@ def param_options(func: F) -> F:
 
 
 def planner_options(params: Sequence[str], params_file: str | None, max_file_size: int) -> Any:
+    from .loader import format_path, non_finite
     from .planner import Options, parse_param_value
 
     parsed: dict[str, Any] = {}
@@ -107,6 +108,12 @@ def planner_options(params: Sequence[str], params_file: str | None, max_file_siz
         if not sep or not name:
             raise UsageError(f"--param takes NAME=VALUE, got {item!r}")
         parsed[name.strip()] = parse_param_value(value)
+        bad = non_finite(parsed[name.strip()], (name.strip(),))
+        if bad:
+            raise UsageError(
+                f"--param {item!r}: {format_path(bad[0])}: a number must be finite "
+                "(quote it to pass the text)"
+            )
     return Options(params=parsed, params_file=params_file, max_file_size=max_file_size)
 
 

@@ -74,6 +74,9 @@ def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = F
     if request.workers is not None and request.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {request.workers}")
     workers = request.workers or os.cpu_count() or 1
+    bound = parallel_bound(plan)
+    if bound is not None:  # a worker no step can use is only a process to start and stop
+        workers = min(workers, bound)
     from .procs import platform_problem
 
     problem = platform_problem()
@@ -156,6 +159,16 @@ def _run(
     return result.exit_code
 
 
+def parallel_bound(plan: Plan) -> int | None:
+    """The most attempts the plan can have running at once: its steps and their compensations
+    (None when a `for_each` expanded at run time makes the count unknown)."""
+    nodes = plan.nodes.values()
+    if any(node.kind is NodeKind.MAPPED for node in nodes):
+        return None
+    steps = [node for node in nodes if node.kind is NodeKind.STEP]
+    return max(1, len(steps) + sum(1 for node in steps if node.compensate is not None))
+
+
 def absolute_paths(request: RunRequest) -> None:
     """Paths the user gave, fixed against the current folder now: steps run in the
     pipeline's folder (and with the inline executor, in this very process)."""
@@ -220,9 +233,9 @@ def params_file_values(request: RunRequest, plan: Plan) -> dict[str, Any] | None
     path = request.planner.params_file
     if not path:
         return None
-    from .loader import load_file
+    from .loader import load_values_file
 
-    data = load_file(path, request.planner.max_file_size).data
+    data = load_values_file(path, request.planner.max_file_size).data
     return {k: plain(v) for k, v in data.items() if k in plan.params}
 
 
