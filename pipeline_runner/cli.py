@@ -412,7 +412,6 @@ def resume(
         row = store.run(full_id)
     finally:
         store.close()
-    _refuse_if_running(row)
     recorded = json.loads(row["request_json"])
     request = RunRequest(
         file=recorded["file"],
@@ -437,19 +436,6 @@ def resume_planner(recorded: dict[str, Any], params: Sequence[str], params_file:
     base = (from_file or {}) if params_file is None else {}
     overrides.params = {**base, **recorded["params"], **overrides.params}
     return overrides
-
-
-def _refuse_if_running(row: dict[str, Any]) -> None:
-    pid = row.get("pid")
-    if row["status"] != "running" or not pid or pid == os.getpid():
-        return
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            alive = b"runner" in f.read()
-    except OSError:
-        alive = False
-    if alive:
-        raise UsageError(f"run {row['id']} is still running (pid {pid}); stop it first")
 
 
 @main.command()

@@ -7,11 +7,15 @@ beside the pipeline, a pipeline including itself through a linked folder."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RunCli, no_traceback
+from conftest import RunCli, no_traceback, runner_executable, wait_for
 
 WritePipeline = Callable[..., Path]
 
@@ -32,6 +36,129 @@ def _run_id(run_cli: RunCli) -> str:
     result = run_cli("runs", "--json")
     assert result.code == 0, result.output
     return str(json.loads(result.stdout)[0]["id"])
+
+
+# -- 39: one runner per run at a time ------------------------------------------------------------
+
+# Fails until the file `ok` exists; then notes each run of it and lasts until `stop` exists (or
+# 60 s), so two runners of it would overlap.
+RESUMABLE = """
+version: 1
+name: once
+steps:
+  - id: slow
+    uses: shell
+    with:
+      cmd: |
+        [ -e ok ] || exit 1
+        echo ran >> count
+        i=0; while [ ! -e stop ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+"""
+
+BUSY = re.compile(
+    r"runner: error: run (\S+) is being (resumed|run) by another runner "
+    r"\(pid (\d+), started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)"
+)
+
+
+def _runner(args: list[str], folder: Path, out: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+    env.pop("GITHUB_ACTIONS", None)
+    env["RUNNER_STATE_DIR"] = str(folder / "state")
+    with out.open("wb") as sink:
+        return subprocess.Popen(
+            [runner_executable(), *args, "--progress", "plain"],
+            cwd=folder,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def _failed_run(run_cli: RunCli, folder: Path) -> str:
+    folder.mkdir(exist_ok=True)
+    (folder / "p.yaml").write_text(RESUMABLE)
+    env = {"RUNNER_STATE_DIR": str(folder / "state")}
+    assert run_cli("run", "p.yaml", cwd=folder, env=env).code == 1
+    (folder / "ok").touch()
+    runs = run_cli("runs", "--json", env=env)
+    return str(json.loads(runs.stdout)[0]["id"])
+
+
+def _finish(*procs: subprocess.Popen[bytes]) -> list[int]:
+    try:
+        return [proc.wait(timeout=90) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.fault(39)
+def test_a_second_resume_is_refused_naming_the_first_and_a_killed_one_blocks_nothing(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    run_id = _failed_run(run_cli, tmp_path)
+    first = _runner(["resume", run_id], tmp_path, tmp_path / "first.out")
+    try:
+        assert wait_for(lambda: (tmp_path / "count").exists(), timeout=60)
+        env = {"RUNNER_STATE_DIR": str(tmp_path / "state")}
+        second = run_cli("resume", run_id, cwd=tmp_path, env=env)
+        assert second.code == 2, second.output
+        assert no_traceback(second.stderr)
+        busy = BUSY.search(second.stderr)
+        assert busy is not None, second.stderr
+        assert busy.groups() == (run_id, "resumed", str(first.pid)), second.stderr
+        # A resume killed with SIGKILL leaves its lock to the kernel, which lets it go.
+        first.send_signal(signal.SIGKILL)
+        assert first.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        _finish(first)
+    (tmp_path / "stop").touch()
+    third = run_cli("resume", run_id, cwd=tmp_path, env=env)
+    assert third.code == 0, third.output
+
+
+@pytest.mark.fault(39)
+def test_two_resumes_started_at_once_run_the_steps_once(run_cli: RunCli, tmp_path: Path) -> None:
+    for round_ in range(3):
+        folder = tmp_path / f"round{round_}"
+        run_id = _failed_run(run_cli, folder)
+        outs = [folder / "a.out", folder / "b.out"]
+        procs = [_runner(["resume", run_id], folder, out) for out in outs]
+        assert wait_for(lambda: (folder / "count").exists(), timeout=60)  # noqa: B023
+        assert wait_for(lambda: any(p.poll() is not None for p in procs), timeout=60)  # noqa: B023
+        (folder / "stop").touch()
+        codes = _finish(*procs)
+        assert sorted(codes) == [0, 2], [o.read_text() for o in outs]
+        refused = outs[codes.index(2)].read_text()
+        busy = BUSY.search(refused)
+        assert busy is not None and busy.group(3) == str(procs[codes.index(0)].pid), refused
+        assert (folder / "count").read_text() == "ran\n"
+
+
+@pytest.mark.fault(39)
+def test_resuming_a_run_that_is_still_running_is_refused_naming_it(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    (tmp_path / "ok").touch()
+    (tmp_path / "p.yaml").write_text(RESUMABLE)
+    running = _runner(["run", "p.yaml"], tmp_path, tmp_path / "run.out")
+    try:
+        assert wait_for(lambda: (tmp_path / "count").exists(), timeout=60)
+        env = {"RUNNER_STATE_DIR": str(tmp_path / "state")}
+        run_id = str(json.loads(run_cli("runs", "--json", env=env).stdout)[0]["id"])
+        result = run_cli("resume", run_id, cwd=tmp_path, env=env)
+        assert result.code == 2, result.output
+        busy = BUSY.search(result.stderr)
+        assert busy is not None, result.stderr
+        assert busy.groups() == (run_id, "run", str(running.pid)), result.stderr
+    finally:
+        (tmp_path / "stop").touch()
+        assert _finish(running) == [0]
+    assert (tmp_path / "count").read_text() == "ran\n"
 
 
 # -- 51: the cache across project folders ------------------------------------------------------
