@@ -51,6 +51,7 @@ SCENARIOS = {
     35: "terminal escapes and CI commands printed by a step",
     # The second round (issue 14), numbered on from FAULTS.md.
     39: "two resumes of one run at once, or a resume of a run still running",
+    43: "values inside the user's own quotes around {{ }} in a shell command",
     46: "durations and --grace past what the runner can wait for",
     51: "one cache: true step in two project folders sharing a state dir",
     53: "careless input: duplicate keys in values files, empty run id, inf, 400 workers, ...",

@@ -161,6 +161,151 @@ def test_resuming_a_run_that_is_still_running_is_refused_naming_it(
     assert (tmp_path / "count").read_text() == "ran\n"
 
 
+# -- 43: values inside the user's own quotes in a shell command ---------------------------------
+
+QUOTED = r"""
+version: 1
+name: quoted
+params:
+  p: plain
+steps:
+  - id: up
+    uses: shell
+    with:
+      cmd: printf '%s' "$V"
+      env: {V: "{{ params.p }}"}
+  - id: single
+    uses: shell
+    with:
+      cmd: |-
+        printf '%s' '{{ params.p }}'
+  - id: double
+    uses: shell
+    with:
+      cmd: |-
+        printf "%s" "x={{ params.p }}"
+  - id: mixed
+    uses: shell
+    with:
+      cmd: |-
+        printf '%s|' '<{{ params.p }}>' "<{{ params.p }}>" {{ params.p }}
+  - id: single_up
+    uses: shell
+    needs: [up]
+    with:
+      cmd: |-
+        printf '%s' 'up={{ steps.up.output }}'
+  - id: double_up
+    uses: shell
+    needs: [up]
+    with:
+      cmd: |-
+        printf "%s" "$(printf %s '{{ steps.up.output }}')"
+  - id: comment
+    uses: shell
+    needs: [up]
+    with:
+      cmd: |-
+        printf '%s' ok # {{ steps.up.output }}
+"""
+
+HOSTILE = [
+    "it's",
+    'say "hi"',
+    "$(touch pwned)",
+    "`touch pwned`",
+    "'; touch pwned; '",
+    '"; touch pwned; "',
+    "a\\'b",
+    "x\\",
+    "line one\n$(touch pwned)\nline 3",
+    "\\$(touch pwned)",
+    "'\\''",
+    "a b  c",
+]
+
+
+@pytest.mark.fault(43)
+@pytest.mark.parametrize("value", HOSTILE)
+def test_a_value_inside_the_users_quotes_stays_text(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path, value: str
+) -> None:
+    path = write_pipeline(QUOTED)
+    values = tmp_path / "values.json"
+    values.write_text(json.dumps({"p": value}))
+    report = tmp_path / "report.json"
+    result = run_cli("run", str(path), "--params-file", str(values), "--json", str(report))
+    assert result.code == 0, result.output
+    assert not (tmp_path / "pwned").exists(), "a value ran as shell code"
+    outputs = {step["id"]: step["output"] for step in json.loads(report.read_text())["steps"]}
+    assert outputs == {
+        "up": value,
+        "single": value,
+        "double": f"x={value}",
+        "mixed": f"<{value}>|<{value}>|{value}|",
+        "single_up": f"up={value}",
+        "double_up": value.rstrip("\n"),
+        "comment": "ok",
+    }
+
+
+@pytest.mark.fault(43)
+def test_a_secret_inside_the_users_quotes_is_expanded_once_as_text(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    path = write_pipeline(
+        r"""
+        version: 1
+        name: secret
+        secrets: [TOKEN]
+        steps:
+          - id: a
+            uses: shell
+            with:
+              cmd: |-
+                printf '%s|' "d={{ secrets.TOKEN }}" 's={{ secrets.TOKEN }}' \
+                  {{ secrets.TOKEN }} > out.txt
+        """
+    )
+    token = "$(touch pwned) 'it''s' \"x\""
+    result = run_cli("run", str(path), env={"TOKEN": token})
+    assert result.code == 0, result.output
+    assert not (tmp_path / "pwned").exists()
+    assert (tmp_path / "out.txt").read_text() == f"d={token}|s={token}|{token}|"
+
+
+@pytest.mark.fault(43)
+@pytest.mark.parametrize(
+    ("cmd", "message"),
+    [
+        ("cat <<EOF\n{{ params.p }}\nEOF", "a value inside a here-document cannot be quoted"),
+        ("echo `echo {{ params.p }}`", "a value inside backticks cannot be quoted"),
+        ("echo ${X:-{{ params.p }}}", "a value inside ${...} cannot be quoted"),
+    ],
+)
+def test_a_value_where_no_quoting_is_exact_is_a_located_error(
+    run_cli: RunCli, write_pipeline: WritePipeline, cmd: str, message: str
+) -> None:
+    path = write_pipeline(
+        """
+        version: 1
+        name: refused
+        params:
+          p: plain
+        steps:
+          - id: a
+            uses: shell
+            with:
+              cmd: CMD
+        """.replace("CMD", json.dumps(cmd))
+    )
+    result = run_cli("validate", str(path))
+    assert result.code == 2, result.output
+    assert no_traceback(result.stderr)
+    assert f"{path}:9:" in result.stderr, result.stderr
+    assert f"steps[0].with.cmd: in a shell command: {message}" in result.stderr, result.stderr
+
+
 # -- 51: the cache across project folders ------------------------------------------------------
 
 
