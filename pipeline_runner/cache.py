@@ -1,11 +1,12 @@
 """Step results reused across runs (`cache: true` or `cache: {inputs, outputs}`).
 
-The key of an attempt covers what can change its result: the plugin, the rendered `with`, the
-outputs of its needs, the rendered globs and the contents of the files they match.  When a step
-succeeds, the content hashes of its declared outputs are stored with its entry; a hit needs an
-entry with the key whose outputs, hashed again now, are still exactly those.  Anything else
-(an output missing, edited, left over from another key) is a miss and the step runs.  The stored
-output is then the step's output and the step's state is `cached`.  Entries live in the run store.
+The key of an attempt covers what can change its result: the pipeline's folder (resolved), the
+plugin, the rendered `with`, the outputs of its needs, the rendered globs and the contents of the
+files they match.  When a step succeeds, the content hashes of its declared outputs are stored
+with its entry; a hit needs an entry with the key whose outputs, hashed again now, are still
+exactly those.  Anything else (an output missing, edited, left over from another key) is a miss
+and the step runs.  The stored output is then the step's output and the step's state is
+`cached`.  Entries live in the run store.
 
 A glob may match files and folders; a folder stands for every file and folder under it, by name
 and content (its mtime plays no part).
@@ -121,10 +122,15 @@ def input_fingerprint(patterns: Iterable[str], base: str) -> Fingerprint:
 def cache_key(
     uses: str, with_: Any, needs_outputs: Mapping[str, Any], globs: Globs, base: str
 ) -> str:
-    """Raises MissingInput, or OSError for an input that cannot be read."""
+    """Raises MissingInput, or OSError for an input that cannot be read.
+
+    The key holds the pipeline's folder (resolved): a step runs there and reads and writes
+    files there, so the same step of a project in another folder sharing the state dir is
+    another step, never served this one's result."""
     inputs = input_fingerprint(globs.inputs, base)
     digest = hashlib.sha256()
-    head = [uses, with_, needs_outputs, list(globs.inputs), list(globs.outputs)]
+    head = [os.path.realpath(base), uses, with_, needs_outputs]
+    head += [list(globs.inputs), list(globs.outputs)]
     digest.update(json.dumps(head, sort_keys=True, default=str).encode())
     for rel, content in inputs.items():
         digest.update(f"\0{rel}\0{content}".encode())

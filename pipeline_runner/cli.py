@@ -99,6 +99,7 @@ def param_options(func: F) -> F:
 
 
 def planner_options(params: Sequence[str], params_file: str | None, max_file_size: int) -> Any:
+    from .loader import format_path, non_finite
     from .planner import Options, parse_param_value
 
     parsed: dict[str, Any] = {}
@@ -107,6 +108,12 @@ def planner_options(params: Sequence[str], params_file: str | None, max_file_siz
         if not sep or not name:
             raise UsageError(f"--param takes NAME=VALUE, got {item!r}")
         parsed[name.strip()] = parse_param_value(value)
+        bad = non_finite(parsed[name.strip()], (name.strip(),))
+        if bad:
+            raise UsageError(
+                f"--param {item!r}: {format_path(bad[0])}: a number must be finite "
+                "(quote it to pass the text)"
+            )
     return Options(params=parsed, params_file=params_file, max_file_size=max_file_size)
 
 
@@ -405,7 +412,6 @@ def resume(
         row = store.run(full_id)
     finally:
         store.close()
-    _refuse_if_running(row)
     recorded = json.loads(row["request_json"])
     request = RunRequest(
         file=recorded["file"],
@@ -430,21 +436,6 @@ def resume_planner(recorded: dict[str, Any], params: Sequence[str], params_file:
     base = (from_file or {}) if params_file is None else {}
     overrides.params = {**base, **recorded["params"], **overrides.params}
     return overrides
-
-
-def _refuse_if_running(row: dict[str, Any]) -> None:
-    from .procs import still_running
-
-    pid = row.get("pid")
-    if row["status"] != "running" or not pid or pid == os.getpid():
-        return
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            alive = b"runner" in f.read()
-    except OSError:
-        alive = False
-    if alive and still_running(pid, row.get("pid_start")):
-        raise UsageError(f"run {row['id']} is still running (pid {pid}); stop it first")
 
 
 @main.command()

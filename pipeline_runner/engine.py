@@ -19,6 +19,7 @@ from typing import Any
 from .errors import EXIT_OK, PlatformError, UsageError
 from .graph import plain, topological
 from .model import NodeKind, Plan, State
+from .paths import StatePaths
 from .planner import Options as PlannerOptions
 from .planner import plan_file
 from .scheduler import Options as SchedulerOptions
@@ -57,6 +58,42 @@ def new_run_id() -> str:
 def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = False) -> int:
     """`runner run`, or with `resume` (a run id) `runner resume`."""
     absolute_paths(request)
+    if resume is None:
+        return _start(request, None, force)
+    # Before anything of the run is read: a second resume must not plan from the same state.
+    from .runlock import hold
+
+    lock = hold(StatePaths(Path(request.state_dir)).lock(resume), resume, "resume")
+    try:
+        refuse_if_running(request.state_dir, resume)
+        return _start(request, resume, force)
+    finally:
+        lock.release()
+
+
+def refuse_if_running(state_dir: str, run_id: str) -> None:
+    """A run recorded `running` by a runner that is still alive and holds no lock (a runner
+    older than the lock) is refused too."""
+    from .store import open_store
+
+    store = open_store(Path(state_dir), create=False)
+    try:
+        row = store.run(run_id)
+    finally:
+        store.close()
+    pid = row.get("pid")
+    if row["status"] != "running" or not pid or pid == os.getpid():
+        return
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            alive = b"runner" in f.read()
+    except OSError:
+        alive = False
+    if alive:
+        raise UsageError(f"run {row['id']} is still running (pid {pid}); stop it first")
+
+
+def _start(request: RunRequest, resume: str | None, force: bool) -> int:
     plan = plan_file(request.file, request.planner)
     check_only(plan, request.only)
     # The plan lives as long as the run: keep the collector's passes during the run off it.
@@ -74,6 +111,9 @@ def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = F
     if request.workers is not None and request.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {request.workers}")
     workers = request.workers or os.cpu_count() or 1
+    bound = parallel_bound(plan)
+    if bound is not None:  # a worker no step can use is only a process to start and stop
+        workers = min(workers, bound)
     from .procs import platform_problem
 
     problem = platform_problem()
@@ -107,8 +147,8 @@ def _run(
 ) -> int:
     from .store import StoreSink, open_store
 
-    state_dir = Path(request.state_dir)
-    store = open_store(state_dir)
+    paths = StatePaths(Path(request.state_dir))
+    store = open_store(paths.root)
     plan_json = plan_fingerprint(plan)
     options = SchedulerOptions(
         fail_fast=request.fail_fast,
@@ -118,6 +158,7 @@ def _run(
         use_cache=not request.no_cache,
         compensate=not request.no_compensate,
     )
+    lock = None  # a resume holds its run's lock already
     if resume is not None:
         run_id = resume
         rerun = frozenset(nid for nid, node in plan.nodes.items() if node.is_finally)
@@ -128,7 +169,10 @@ def _run(
         options.recorded_rows = {str(row["step_id"]): row for row in rows}
     else:
         run_id = new_run_id()
-    run_dir = state_dir / "runs" / run_id
+        from .runlock import hold
+
+        lock = hold(paths.lock(run_id), run_id, "run")  # released when this process ends
+    run_dir = paths.run(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     record = StoreSink(
         store,
@@ -152,8 +196,20 @@ def _run(
         result = scheduler.run()
     finally:
         store.close()
+        if lock is not None:
+            lock.release()
     finish(result, request, masker, plan)
     return result.exit_code
+
+
+def parallel_bound(plan: Plan) -> int | None:
+    """The most attempts the plan can have running at once: its steps and their compensations
+    (None when a `for_each` expanded at run time makes the count unknown)."""
+    nodes = plan.nodes.values()
+    if any(node.kind is NodeKind.MAPPED for node in nodes):
+        return None
+    steps = [node for node in nodes if node.kind is NodeKind.STEP]
+    return max(1, len(steps) + sum(1 for node in steps if node.compensate is not None))
 
 
 def absolute_paths(request: RunRequest) -> None:
@@ -220,9 +276,9 @@ def params_file_values(request: RunRequest, plan: Plan) -> dict[str, Any] | None
     path = request.planner.params_file
     if not path:
         return None
-    from .loader import load_file
+    from .loader import load_values_file
 
-    data = load_file(path, request.planner.max_file_size).data
+    data = load_values_file(path, request.planner.max_file_size).data
     return {k: plain(v) for k, v in data.items() if k in plan.params}
 
 

@@ -106,6 +106,12 @@ class RunNotFound(RunnerError):
     exit_code = EXIT_USAGE
 
 
+class RunBusy(RunnerError):
+    """Another runner is running or resuming this run (it holds the run's lock)."""
+
+    exit_code = EXIT_USAGE
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ` (did you mean 'x'?)` suffix naming the closest choice, or nothing."""
     import difflib

@@ -20,6 +20,7 @@ stage to point errors at FILE:LINE:COLUMN.
 from __future__ import annotations
 
 import base64
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -173,6 +174,35 @@ def decode(raw: bytes, path: str) -> str:
 
 def load_file(path: str, max_size: int = DEFAULT_MAX_FILE_SIZE) -> Document:
     return load_text(read_text(path, max_size), path)
+
+
+def load_values_file(
+    path: str, max_size: int = DEFAULT_MAX_FILE_SIZE, *, finite: bool = True
+) -> Document:
+    """A params or secrets file, held to a pipeline file's rules: a duplicate key is an error,
+    not a silent last-one-wins; with `finite`, so is a number that is not finite (`.inf`,
+    `.nan`), which no JSON report could hold."""
+    doc = load_file(path, max_size)
+    problems = list(doc.problems)
+    if finite:
+        problems += [
+            Diagnostic(doc.source.locate(at), format_path(at), "a number must be finite")
+            for at in non_finite(doc.data)
+        ]
+    if problems:
+        raise PipelineError(sorted(problems, key=lambda d: (d.location.line, d.location.column)))
+    return doc
+
+
+def non_finite(value: Any, at: Path_ = ()) -> list[Path_]:
+    """Where in `value` a float is infinite or not a number."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [at]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in non_finite(v, (*at, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in non_finite(v, (*at, i))]
+    return []
 
 
 def load_text(text: str, file: str = "<string>", *, parser_class: Any = None) -> Document:

@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import graph
 from .errors import Diagnostic, Location, PipelineError, TemplateError, did_you_mean
-from .loader import DEFAULT_MAX_FILE_SIZE, Document, Path_, SourceMap, format_path, load_file
+from .loader import (
+    DEFAULT_MAX_FILE_SIZE,
+    Document,
+    Path_,
+    SourceMap,
+    format_path,
+    load_file,
+    load_values_file,
+)
 from .loader import load_text as load_yaml_text
 from .model import (
     EMPTY,
@@ -286,7 +294,7 @@ class Planner:
         return params
 
     def read_params_file(self, path: str, declared: Mapping[str, Any]) -> dict[str, Any]:
-        doc = load_file(path, self.options.max_file_size)
+        doc = load_values_file(path, self.options.max_file_size)
         if not isinstance(doc.data, dict):
             raise PipelineError.single(
                 doc.source.locate(()), "", "a params file must hold a mapping of name to value"
@@ -733,7 +741,8 @@ class Planner:
         if rel is _INVALID:
             return
         target = os.path.normpath(os.path.join(os.path.dirname(f.path), str(rel)))
-        if os.path.abspath(target) in self.file_stack:
+        # By real path: a folder that links back to its own (`loop -> .`) is the same file.
+        if os.path.realpath(target) in {os.path.realpath(p) for p in self.file_stack}:
             chain = " -> ".join(relative_to_cwd(p) for p in [*self.file_stack, target])
             self.error(f, (*at, "file"), f"pipeline includes itself: {chain}")
             return

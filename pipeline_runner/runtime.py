@@ -6,8 +6,8 @@ in the parent scope) and `steps`, a read-only view that resolves the names the n
 (its siblings, by the aliases of its scope) to `{output, outputs, state, key}`.
 
 Secrets inside a shell command are never put on a command line: in a `cmd` string,
-`{{ secrets.X }}` becomes `"$X"`, expanded by the shell from the step's environment; in an argv
-list it is an error.
+`{{ secrets.X }}` becomes `"${X}"` (`${X}` inside double quotes), expanded by the shell from the
+step's environment; in an argv list it is an error.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .errors import TemplateError
 from .model import Deferred, Scope, has_deferred
 
 if TYPE_CHECKING:
-    from .templating import RawValue
+    from .shellquote import ShellSecret
 
 StepLookup = Callable[[str], Mapping[str, Any]]
 
@@ -45,12 +45,12 @@ class _ShellSecrets(Mapping[str, Any]):
     def __init__(self, names: Mapping[str, str]) -> None:
         self._names = names
 
-    def __getitem__(self, name: str) -> RawValue:
+    def __getitem__(self, name: str) -> ShellSecret:
         if name not in self._names:
             raise KeyError(name)
-        from .templating import RawValue
+        from .shellquote import ShellSecret
 
-        return RawValue(f'"${{{name}}}"')
+        return ShellSecret(name)  # "${NAME}", written for the quotes it lands in
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)

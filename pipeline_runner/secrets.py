@@ -29,9 +29,9 @@ def read_secrets(
     values: dict[str, str] = {}
     from_file: dict[str, Any] = {}
     if secrets_file:
-        from .loader import load_file
+        from .loader import load_values_file
 
-        data = load_file(secrets_file).data
+        data = load_values_file(secrets_file, finite=False).data
         if not isinstance(data, dict):
             raise UsageError(f"{secrets_file}: a secrets file holds a mapping of NAME: value")
         from_file = data

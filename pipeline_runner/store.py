@@ -282,6 +282,8 @@ class Store:
 
     def resolve(self, prefix: str) -> str:
         """A run id from a unique prefix of it."""
+        if not prefix.strip():
+            raise RunNotFound("a run id cannot be empty (see `runner runs`)")
         rows = self._rows(
             "SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 3",
             (prefix, prefix + "\uffff"),

@@ -7,8 +7,9 @@ Rules (SPEC section 3):
 - a value that is exactly one `{{ expression }}` keeps the expression's type (list, number,
   mapping); anything else renders to a string, with `None` as "", booleans as true/false and
   lists/mappings as JSON;
-- in shell mode (the `cmd` string of a `shell` step) every `{{ ... }}` value is inserted quoted as
-  one shell word; the `raw` filter opts out for trusted values;
+- in shell mode (the `cmd` string of a `shell` step) every `{{ ... }}` value is quoted for the
+  place it lands in, outside or inside the user's own quotes (`shellquote.py`); the `raw`
+  filter opts out for trusted values;
 - resource bombs are refused, not computed: `*`, `**`, `+`, `~`, `%`, `join` and `format`
   check the size of what they would build (a value's size is estimated by sampling, so many
   references to one big string count as what they render to), string-widening methods and
@@ -25,6 +26,7 @@ import contextvars
 import json
 import math
 import re
+import secrets
 import shlex
 import string
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +41,7 @@ import jinja2.visitor
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import TemplateError, did_you_mean
+from .shellquote import MARKER, ShellSecret, fill, quote_secret, quote_text
 from .templating_text import MAX_SEQUENCE, check_weight, to_text, weight
 
 MAX_OUTPUT = 1024 * 1024
@@ -57,6 +60,77 @@ def _shell_word(value: Any) -> str:
     if isinstance(value, RawValue):
         return str(value)
     return shlex.quote(to_text(value))
+
+
+class _ShellValues:
+    """The values of one shell-mode render, held aside (the rendered text holds a marker for
+    each) until the whole command is known and each can be quoted for where it landed."""
+
+    def __init__(self) -> None:
+        self.nonce = str(secrets.randbelow(10**15))
+        self.values: list[Any] = []
+        self.pattern = re.compile("\x00" + self.nonce + r":(\d+)\x00")
+
+    def mark(self, value: Any) -> str:
+        if isinstance(value, str) and "\x00" in value:
+            # Text rendered from values already (a macro's, a `{% set %}` block's): one value.
+            value = self.pattern.sub(lambda m: self.raw(int(m.group(1))), value)
+        self.values.append(value)
+        return MARKER.format(nonce=self.nonce, index=len(self.values) - 1)
+
+    def raw(self, index: int) -> str:
+        value = self.values[index]
+        if isinstance(value, ShellSecret):
+            return quote_secret(value, "U")
+        return value if isinstance(value, RawValue) else to_text(value)
+
+    def quoted(self, index: int, context: str) -> str:
+        value = self.values[index]
+        if isinstance(value, ShellSecret):
+            return quote_secret(value, context)
+        if isinstance(value, RawValue):
+            return str(value)
+        return quote_text(to_text(value), context)
+
+    def fill(self, text: str) -> str:
+        try:
+            out = fill(text, self.nonce, self.quoted)
+        except ValueError as exc:
+            raise TemplateError(f"in a shell command: {exc}") from None
+        if "\x00" + self.nonce in out:
+            raise TemplateError(
+                "in a shell command: a filter changed text holding a value after it was "
+                "rendered; apply the filter to the value itself"
+            )
+        return out
+
+
+_shell_values: contextvars.ContextVar[_ShellValues] = contextvars.ContextVar("shell_values")
+
+
+@jinja2.pass_eval_context  # so that Jinja never applies it to a constant at compile time
+def _shell_mark(eval_ctx: Any, value: Any) -> str:
+    """The finalize of shell mode: a marker for the value (its quoting comes at the end)."""
+    values = _shell_values.get(None)
+    return _shell_word(value) if values is None else values.mark(value)
+
+
+def _shell_streamed(template: jinja2.Template) -> Callable[[Mapping[str, Any]], str]:
+    plain = _streamed(template)
+
+    def run(context: Mapping[str, Any]) -> str:
+        values = _ShellValues()
+        token = _shell_values.set(values)
+        try:
+            text = plain(context)
+        finally:
+            _shell_values.reset(token)
+        out = values.fill(text)
+        if len(out) > MAX_OUTPUT:
+            raise TemplateError(f"template renders more than {MAX_OUTPUT:,} characters")
+        return out
+
+    return run
 
 
 def _check_size(result_len: int, what: str) -> None:
@@ -216,7 +290,7 @@ class Sandbox(SandboxedEnvironment):
     def __init__(self, shell: bool = False) -> None:
         super().__init__(
             undefined=_Undefined,
-            finalize=_shell_word if shell else to_text,
+            finalize=_shell_mark if shell else to_text,
             autoescape=False,
             keep_trailing_newline=True,
         )
@@ -421,6 +495,25 @@ def _check_filters_and_tests(ast: jinja2.nodes.Template, env: Sandbox) -> None:
             _unknown(name, env.tests if kind == "test" else env.filters, kind)
 
 
+def _check_shell_places(env: Sandbox, source: str) -> None:
+    """A command without `{% %}` blocks puts its values in the same places whatever they are:
+    a place no value can be quoted for is an error now, at validate time, not at run time."""
+    if "{%" in source or "{#" in source:
+        return
+    parts: list[str] = []
+    index = 0
+    for _, kind, value in env.lex(source):
+        if kind == "data":
+            parts.append(value)
+        elif kind == "variable_begin":
+            parts.append(MARKER.format(nonce="check", index=index))
+            index += 1
+    try:
+        fill("".join(parts), "check", lambda i, context: "")
+    except ValueError as exc:
+        raise TemplateError(f"in a shell command: {exc}") from None
+
+
 @lru_cache(maxsize=4096)
 def compile_value(source: str, shell: bool = False) -> Compiled:
     """Parse a template value once; raises TemplateError with the syntax problem."""
@@ -440,6 +533,9 @@ def compile_value(source: str, shell: bool = False) -> Compiled:
             run: Callable[[Mapping[str, Any]], Any] = lambda ctx: _check_native(  # noqa: E731
                 compiled_expr(**ctx)
             )
+        elif shell:
+            run = _shell_streamed(env.from_string(source))
+            _check_shell_places(env, source)
         else:
             run = _streamed(env.from_string(source))
     except jinja2.exceptions.TemplateSyntaxError as exc:

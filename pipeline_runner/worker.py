@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -146,17 +147,36 @@ class _StepLogTarget(io.RawIOBase):
 _target = _StepLogTarget()
 
 
+def _stdlib_logging() -> types.ModuleType:
+    """The standard library's `logging`, even with a `logging.py` in a step's folder (which is
+    first on sys.path by then): imported with sys.path cut to the standard library."""
+    import importlib
+    import sysconfig
+
+    found = sys.modules.get("logging")
+    stdlib = tuple({sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
+    if found is not None and str(getattr(found, "__file__", "")).startswith(stdlib):
+        return found
+    saved_path, users = sys.path[:], sys.modules.pop("logging", None)
+    sys.path[:] = [p for p in saved_path if p.startswith(stdlib)]
+    try:
+        return importlib.import_module("logging")
+    finally:
+        sys.path[:] = saved_path
+        if users is not None:  # the step's own `import logging` keeps giving it its module
+            sys.modules["logging"] = users
+
+
 @functools.cache
 def _step_logger() -> logging.Logger:
     """The `pipeline_runner.step` logger, writing to the current attempt's log."""
-    import logging
-
-    logger = logging.getLogger("pipeline_runner.step")
+    stdlib = _stdlib_logging()
+    logger = cast("logging.Logger", stdlib.getLogger("pipeline_runner.step"))
     # A raw stream is buffer enough for a write-through wrapper (typeshed asks for a buffered one).
-    handler = logging.StreamHandler(io.TextIOWrapper(_target, write_through=True))  # type: ignore[type-var]
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler = stdlib.StreamHandler(io.TextIOWrapper(_target, write_through=True))  # type: ignore[type-var]
+    handler.setFormatter(stdlib.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(stdlib.INFO)
     logger.propagate = False
     return logger
 

@@ -1,9 +1,10 @@
 """`shell`: run a command.
 
 `cmd` as a list runs that argv with no shell.  `cmd` as a string runs under `/bin/sh -c`; the
-planner rendered every `{{ ... }}` in it as one quoted shell word (`shell_fields`), so a value
-cannot inject a command.  Output: stdout without its trailing newline, or parsed JSON with
-`parse: json`.  A non-zero exit fails the attempt with the exit code in the message.
+planner rendered every `{{ ... }}` in it quoted for where it lands, outside or inside the user's
+own quotes (`shell_fields`, `shellquote.py`), so a value cannot inject a command.  Output:
+stdout without its trailing newline, or parsed JSON with `parse: json`.  A non-zero exit fails
+the attempt with the exit code in the message.
 """
 
 from __future__ import annotations

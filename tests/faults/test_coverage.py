@@ -51,10 +51,14 @@ SCENARIOS = {
     35: "terminal escapes and CI commands printed by a step",
     # The second round (issue 14), numbered on from FAULTS.md.
     36: "a step killing its worker, with siblings just returned on it",
+    39: "two resumes of one run at once, or a resume of a run still running",
+    43: "values inside the user's own quotes around {{ }} in a shell command",
     45: "a dead run whose runner's pid was reused",
     46: "durations and --grace past what the runner can wait for",
     50: "a nested pipeline file importing from its own folder",
+    51: "one cache: true step in two project folders sharing a state dir",
     52: "state a step leaves in its long-lived worker (environment, signals, threads)",
+    53: "careless input: duplicate keys in values files, empty run id, inf, 400 workers, ...",
 }
 
 
