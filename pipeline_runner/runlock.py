@@ -39,19 +39,33 @@ def hold(path: Path, run_id: str, command: str) -> RunLock:
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EAGAIN):
+            os.close(fd)
+            raise
         holder = _holder(fd)
         os.close(fd)
-        if exc.errno not in (errno.EACCES, errno.EAGAIN):
-            raise
         raise RunBusy(_busy_message(run_id, holder)) from None
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    record = {"pid": os.getpid(), "started": started, "command": command}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(record).encode() + b"\n", 0)
+    record = json.dumps({"pid": os.getpid(), "started": started, "command": command}).encode()
+    # Written over the old record, then cut to length: the file is never empty in between.
+    os.pwrite(fd, record + b"\n", 0)
+    os.ftruncate(fd, len(record) + 1)
     return RunLock(fd)
 
 
-def _holder(fd: int) -> dict[str, object]:
+def _holder(fd: int, patience: float = 5.0) -> dict[str, object]:
+    """The record of the process holding the lock.  The holder writes it just after it takes the
+    lock, over the record of the one before: until it is there, what is read is unfinished, or
+    names a process that has ended; read again for a while, then say what is known."""
+    deadline = time.monotonic() + patience
+    while True:
+        found = _record(fd)
+        if _alive(found.get("pid")) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.01)
+
+
+def _record(fd: int) -> dict[str, object]:
     try:
         found = json.loads(os.pread(fd, 4096, 0) or b"{}")
     except (OSError, ValueError):
@@ -59,8 +73,19 @@ def _holder(fd: int) -> dict[str, object]:
     return found if isinstance(found, dict) else {}
 
 
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _busy_message(run_id: str, holder: dict[str, object]) -> str:
-    # The holder writes its record just after it takes the lock: it may not be there yet.
     who = f"pid {holder.get('pid', '?')}, started {holder.get('started', '?')}"
     verb = "resumed" if holder.get("command") == "resume" else "run"
     return (
