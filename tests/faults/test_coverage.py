@@ -50,7 +50,13 @@ SCENARIOS = {
     34: "secrets never on a process's argv",
     35: "terminal escapes and CI commands printed by a step",
     # The second round (issue 14), numbered on from FAULTS.md.
+    37: "report files that are symlinks, FIFOs, devices or stdout",
+    40: "secrets in run-time error messages, ids and annotations",
+    41: "repr() forms of a secret",
+    42: "secrets of digits inside numbers, timestamps and structured reports",
+    44: "untrusted text echoed by validate, logs and error messages",
     46: "durations and --grace past what the runner can wait for",
+    47: "report destinations that cannot be written",
 }
 
 
