@@ -165,13 +165,16 @@ steps:
   - id: fan
     for_each: "{{ [secrets.TOKEN ~ ' x'] }}"
     uses: noop
+  - id: keyed
+    for_each: "{{ ['a', secrets.TOKEN] }}"
+    uses: noop
 """
 
 
 @pytest.mark.fault(40)
 @pytest.mark.parametrize("progress", ["plain", "rich"])
 def test_a_run_time_template_error_never_prints_the_secret(
-    run_cli: RunCli, write_pipeline: WritePipeline, progress: str
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path, progress: str
 ) -> None:
     path = write_pipeline(TEMPLATE_ERROR)
     env = {"TOKEN": TOKEN, "GITHUB_ACTIONS": "true"}
@@ -182,6 +185,9 @@ def test_a_run_time_template_error_never_prints_the_secret(
     run_id = run_id_of(result.output)
     show = run_cli("show", run_id, env=env)
     assert TOKEN not in show.output and "***" in show.output, show.output
+    # A key that is the secret would make it part of an id, which is never masked: refused.
+    assert re.search(r"keyed .*for_each: an item's key holds a secret", show.output), show.output
+    assert not [p for p in (tmp_path / "state").rglob("*") if TOKEN in p.name]
 
 
 # -- 41: repr() forms of a secret ------------------------------------------------------------------
