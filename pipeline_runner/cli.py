@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from .errors import EXIT_USAGE, PipelineError, RunnerError, UsageError
+from .escape import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_INTERNAL = 70
@@ -30,11 +31,12 @@ def _echo_err(text: str) -> None:
 def fail(exc: RunnerError) -> NoReturn:
     if isinstance(exc, PipelineError):
         for diagnostic in exc.diagnostics:
-            _echo_err(str(diagnostic))
+            _echo_err(printable(str(diagnostic)))
         count = len(exc.diagnostics)
         _echo_err(f"{count} error{'s' if count != 1 else ''} found; nothing was run")
     else:
-        _echo_err(f"runner: error: {exc}")
+        # A message may quote a value from a file or the command line: escaped, on its lines.
+        _echo_err(f"runner: error: {printable(str(exc), one_line=False)}")
     sys.exit(exc.exit_code)
 
 
@@ -71,7 +73,8 @@ class Group(click.Group):
                 traceback.print_exc()
             else:
                 _echo_err(
-                    f"runner: internal error: {type(exc).__name__}: {exc} -- this is a bug in "
+                    f"runner: internal error: {type(exc).__name__}: {printable(str(exc))} -- "
+                    "this is a bug in "
                     f"runner; please report it at {REPORT_URL} (run with --debug for details)"
                 )
             sys.exit(EXIT_INTERNAL)
@@ -177,12 +180,12 @@ def validate(
             )
             if fmt == "text":
                 for diagnostic in exc.diagnostics:
-                    click.echo(str(diagnostic), err=True)
+                    click.echo(printable(str(diagnostic)), err=True)
             continue
         steps = len(plan.steps())
         results.append({"file": path, "valid": True, "steps": steps, "errors": []})
         if fmt == "text":
-            click.echo(f"{path}: ok ({steps} step{'s' if steps != 1 else ''})")
+            click.echo(f"{printable(path)}: ok ({steps} step{'s' if steps != 1 else ''})")
     if fmt == "json":
         click.echo(json.dumps(results, indent=2))
     elif failed:
@@ -284,6 +287,49 @@ def plugins(as_json: bool) -> None:
     Console(soft_wrap=True).print(table)
 
 
+REPORTS = {
+    "--junit": ("junit", "Write a JUnit XML report."),
+    "--json": ("json_path", "Write a JSON summary."),
+    "--events": ("events", "Write state changes as JSON lines."),
+    "--trace": ("trace", "Write a Chrome/Perfetto trace."),
+}
+
+
+def report_options(func: F) -> F:
+    """The report files of `run` and `resume`; `-` is stdout.  Their paths are checked by
+    `check_reports` before anything runs (click's own check would print a usage screen)."""
+    for option, (name, text) in reversed(REPORTS.items()):
+        func = click.option(option, name, metavar="FILE", help=f"{text} (- for stdout)")(func)
+    return func
+
+
+def check_reports(options: dict[str, Any]) -> None:
+    """A report file that cannot be written is found before the first step, not after the last."""
+    for option, (name, _) in REPORTS.items():
+        path = options.get(name)
+        problem = report_problem(path) if path else None
+        if problem is not None:
+            raise UsageError(f"{option} {printable(path or '')}: {problem}; nothing was run")
+
+
+def report_problem(path: str) -> str | None:
+    """Why a report could not be written at `path`, or None."""
+    if path == "-":
+        return None
+    target = os.path.realpath(path)
+    if os.path.isdir(target):
+        return "is a folder, not a file"
+    if os.path.lexists(target):
+        return None if os.access(target, os.W_OK) else "the file is not writable"
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        missing = not os.path.lexists(folder)
+        return f"folder {printable(folder)} {'does not exist' if missing else 'is not a folder'}"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot create a file in folder {printable(folder)}"
+    return None
+
+
 def state_dir_option(func: F) -> F:
     return click.option(
         "--state-dir",
@@ -314,12 +360,7 @@ def state_dir_option(func: F) -> F:
     "--dry-run", is_flag=True, help="Print the plan and why each step would run; run nothing."
 )
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failure.")
-@click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write a JSON summary.")
-@click.option(
-    "--events", type=click.Path(dir_okay=False), help="Write state changes as JSON lines."
-)
-@click.option("--trace", type=click.Path(dir_okay=False), help="Write a Chrome/Perfetto trace.")
+@report_options
 @click.option(
     "--progress",
     type=click.Choice(["auto", "rich", "plain", "none"]),
@@ -342,6 +383,7 @@ def run(file: str, **options: Any) -> None:
     """Run a pipeline."""
     from .engine import RunRequest, run_pipeline
 
+    check_reports(options)
     request = RunRequest(
         file=file,
         planner=planner_options(
@@ -377,12 +419,7 @@ def run(file: str, **options: Any) -> None:
 )
 @click.option("--scheduler", "dask_scheduler", metavar="ADDRESS", help="Dask scheduler address.")
 @click.option("--progress", type=click.Choice(["auto", "rich", "plain", "none"]), default="auto")
-@click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write a JSON summary.")
-@click.option(
-    "--events", type=click.Path(dir_okay=False), help="Write state changes as JSON lines."
-)
-@click.option("--trace", type=click.Path(dir_okay=False), help="Write a Chrome/Perfetto trace.")
+@report_options
 @click.option(
     "--grace",
     type=GRACE,
@@ -403,6 +440,7 @@ def resume(
     """Run again what did not succeed in a run, keeping what did."""
     from pathlib import Path
 
+    check_reports(options)
     from .engine import RunRequest, run_pipeline
     from .store import open_store
 
@@ -483,7 +521,6 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
     """Show a run's steps: state, attempts, duration, error."""
     from pathlib import Path
 
-    from .report import one_line
     from .store import open_store
 
     store = open_store(Path(state_dir), create=False)
@@ -500,15 +537,14 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
         row.pop("plan_json", None)
         click.echo(json.dumps({"run": row, "steps": steps}, indent=2, default=str))
         return
-    click.echo(f"run {full_id}: {row['pipeline']} {row['status']} ({row['file']})")
+    click.echo(f"run {full_id}: {row['pipeline']} {row['status']} ({printable(row['file'])})")
     for step in steps:
         took = ""
         if step["started"] and step["finished"]:
             took = f"{step['finished'] - step['started']:.2f}s"
-        error = f"  {one_line(step['error'])}" if step["error"] else ""
-        click.echo(
-            f"  {step['step_id']:<32} {step['state']:<16} {step['attempts']:>2} {took:>8}{error}"
-        )
+        error = f"  {printable(step['error'])}" if step["error"] else ""
+        sid = printable(step["step_id"])
+        click.echo(f"  {sid:<32} {step['state']:<16} {step['attempts']:>2} {took:>8}{error}")
 
 
 @main.command()
@@ -532,5 +568,6 @@ def logs(run_id: str, step: str | None, follow: bool, as_json: bool, state_dir: 
         return
     for name, text in found.items():
         if step is None:
-            click.echo(f"==> {name} <==")
-        click.echo(text, nl=False)
+            click.echo(f"==> {printable(name)} <==")
+        # As written, but with no escape sequence for the terminal and no CI command.
+        click.echo(printable(text, one_line=False), nl=False)

@@ -104,9 +104,10 @@ def _start(request: RunRequest, resume: str | None, force: bool) -> int:
         text = dry_run_text(plan, request.only, dry_run_cache(request), not request.no_cache)
         print(masker.text(text), end="")
         if request.json_path:
+            from .exports import write_report
             from .graph import to_json
 
-            Path(request.json_path).write_text(masker.text(to_json(plan)))
+            write_report(request.json_path, masker.json(json.loads(to_json(plan)), indent=2) + "\n")
         return EXIT_OK
     if request.workers is not None and request.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {request.workers}")
@@ -218,7 +219,7 @@ def absolute_paths(request: RunRequest) -> None:
     request.state_dir = os.path.abspath(request.state_dir)
     for name in ("junit", "json_path", "events", "trace", "secrets_file"):
         value = getattr(request, name)
-        if value:
+        if value and value != "-":  # a report to `-` goes to stdout
             setattr(request, name, os.path.abspath(value))
 
 
@@ -367,11 +368,11 @@ def choose_reporter(progress: str, masker: Masker) -> list[Sink]:
     if progress == "none":
         sinks.append(Quiet())
     elif progress == "rich" or (progress == "auto" and sys.stdout.isatty() and not github):
-        sinks.append(LiveReporter())
+        sinks.append(LiveReporter(masker))
     else:
-        sinks.append(PlainReporter())
+        sinks.append(PlainReporter(masker=masker))
     if github and progress != "none":
-        sinks.append(GitHubAnnotations())
+        sinks.append(GitHubAnnotations(masker=masker))
     return sinks
 
 
@@ -398,7 +399,7 @@ def _print_summary(result: RunResult, masker: Masker, color: bool) -> None:
         print(masker.text(summary(result, color)), end="")
         if result.outputs:
             print("outputs:")
-            print(masker.text(json.dumps(result.outputs, indent=2, default=str)))
+            print(masker.json(result.outputs, indent=2, default=str))
         if result.status == "cancelled" or result.status == "failed":
             print(f"resume with: runner resume {result.run_id}")
         sys.stdout.flush()

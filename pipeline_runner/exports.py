@@ -6,11 +6,14 @@ All of them go through the run's secret masker: a secret never reaches a report 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
+import sys
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO
 from xml.etree import ElementTree as ET
 
 from .model import NodeKind, State
@@ -19,11 +22,44 @@ from .scheduler import NodeRun, RunInfo, RunResult
 from .secrets import Masker
 
 
-def _write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def write_report(path: str, text: str) -> None:
+    """Write a report file: `-` is stdout; a regular file (or a new one) is replaced atomically,
+    by a temporary file renamed over it, so a reader never sees half a report; a symlink to one
+    stays a symlink and its target is replaced.  Anything else (a FIFO, a device such as
+    /dev/stdout, a symlink to one) is written in place: renaming over it would replace the FIFO
+    or the device node with a regular file."""
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    target = os.path.realpath(path)
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
+    tmp = f"{target}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        if mode is not None:
+            os.chmod(tmp, stat.S_IMODE(mode))  # the report keeps the permissions it had
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def open_report(path: str) -> TextIO:
+    """The file `--events` streams to: stdout for `-`, else opened in place (a FIFO or a
+    device stays what it is; a regular file is truncated and written as the run goes)."""
+    if path == "-":
+        return sys.stdout
+    return open(path, "w", encoding="utf-8")
 
 
 def step_json(nr: NodeRun) -> dict[str, Any]:
@@ -65,7 +101,8 @@ def summary_json(result: RunResult, plan_name: str, masker: Masker) -> dict[str,
 
 
 def write_json(path: str, result: RunResult, plan_name: str, masker: Masker) -> None:
-    _write(path, json.dumps(summary_json(result, plan_name, masker), indent=2, default=str) + "\n")
+    text = json.dumps(summary_json(result, plan_name, masker), indent=2, default=str)
+    write_report(path, text + "\n")
 
 
 def _suite_of(nr: NodeRun, nodes: Mapping[str, NodeRun]) -> str:
@@ -127,7 +164,7 @@ def junit_xml(result: RunResult, plan_name: str, masker: Masker) -> str:
 
 
 def write_junit(path: str, result: RunResult, plan_name: str, masker: Masker) -> None:
-    _write(path, junit_xml(result, plan_name, masker))
+    write_report(path, junit_xml(result, plan_name, masker))
 
 
 def trace_json(result: RunResult, masker: Masker) -> dict[str, Any]:
@@ -180,20 +217,20 @@ def trace_json(result: RunResult, masker: Masker) -> dict[str, Any]:
 
 
 def write_trace(path: str, result: RunResult, masker: Masker) -> None:
-    _write(path, json.dumps(trace_json(result, masker)) + "\n")
+    write_report(path, json.dumps(trace_json(result, masker)) + "\n")
 
 
 class EventsFile:
     """`--events FILE`: one JSON object a line per state change, flushed every turn."""
 
     def __init__(self, path: str, masker: Masker) -> None:
-        self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        self.file = open_report(path)
         self.masker = masker
         self.lines: list[str] = []
         self.run_id = ""
 
     def _emit(self, data: dict[str, Any]) -> None:
-        self.lines.append(self.masker.text(json.dumps(data, default=str)))
+        self.lines.append(self.masker.json(data, default=str))
 
     def run_started(self, run: RunInfo) -> None:
         self.run_id = run.run_id
@@ -244,4 +281,5 @@ class EventsFile:
             }
         )
         self.turn()
-        self.file.close()
+        if self.file is not sys.stdout:
+            self.file.close()

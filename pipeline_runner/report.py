@@ -3,23 +3,25 @@ annotations, and the summary table printed at the end.
 
 Nothing a step printed reaches the terminal raw: control characters are escaped (a step cannot
 move the cursor or retitle the terminal), and log lines are shown indented behind `| `, so a
-line such as `::add-mask::` or `::error::` from a step is never read by CI as a command.
+line such as `::add-mask::` or `::error::` from a step is never read by CI as a command (see
+escape.py, the one place that makes untrusted text printable).  Every reporter masks secrets in
+what it prints, whatever the text came from (an error message, an id built from a secret).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections import Counter, deque
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from .escape import printable
 from .model import NodeKind, State
 from .scheduler import NodeRun, RunInfo, RunResult
+from .secrets import Masker
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e]")
 SYMBOLS = {
     State.PENDING: "·",
     State.RUNNING: "▶",
@@ -48,8 +50,8 @@ TAIL_BYTES = 64 * 1024
 
 
 def safe(text: str) -> str:
-    """Escape what a terminal or a CI log would interpret."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """Escape what a terminal or a CI log would interpret (line breaks kept)."""
+    return printable(text, one_line=False)
 
 
 def one_line(text: str) -> str:
@@ -57,7 +59,7 @@ def one_line(text: str) -> str:
     the summary, `runner show`) keeps its line breaks as a visible `\\n`, so that no line of it
     (`::add-mask::`, `::error::`, `::stop-commands::`) starts a line a CI system would read as
     a command, or one that passes for the runner's."""
-    return safe(text).replace("\n", "\\n")
+    return printable(text)
 
 
 def log_tail(path: str, lines: int = TAIL_LINES) -> list[str]:
@@ -71,7 +73,9 @@ def log_tail(path: str, lines: int = TAIL_LINES) -> list[str]:
     except OSError:
         return []
     text = data.decode("utf-8", errors="replace")
-    out = [safe(line)[:400] for line in text.splitlines() if not line.startswith("--- attempt ")]
+    kept = (line for line in text.splitlines() if not line.startswith("--- attempt "))
+    # Shown behind `| ` by every caller: a step's `::error::` line is quoted, never a command.
+    out = [printable(line, behind=True)[:400] for line in kept]
     return out[-lines:]
 
 
@@ -89,10 +93,13 @@ def _count(n: int, noun: str) -> str:
 class PlainReporter:
     """One line per state change of a step, with a timestamp; no ANSI codes."""
 
-    def __init__(self, out: TextIO | None = None, github: bool = False) -> None:
+    def __init__(
+        self, out: TextIO | None = None, github: bool = False, masker: Masker | None = None
+    ) -> None:
         self.out = out or sys.stdout
         self.github = github
         self.pending: list[str] = []
+        self.mask = (masker or Masker()).text
 
     def run_started(self, run: RunInfo) -> None:
         # As `runner validate` counts: a mapped step is one step until it is expanded.
@@ -106,18 +113,19 @@ class PlainReporter:
         # Buffered until the end of the scheduler's turn: the store (an earlier sink) has
         # committed the turn by the time these lines are printed.
         stamp = time.strftime("%H:%M:%S")
-        self.pending.append(f"{stamp} {text}\n")
+        self.pending.append(f"{stamp} {self.mask(text)}\n")
 
     def changed(self, nr: NodeRun, old: State) -> None:
         if nr.node.kind is NodeKind.GROUP or nr.state is State.PENDING or nr.state is old:
             return
-        text = f"{SYMBOLS[nr.state]} {nr.state.value:<15} {safe(nr.id)}"
+        # Masked before escaped: escaping could change a secret's spelling.
+        text = f"{SYMBOLS[nr.state]} {nr.state.value:<15} {safe(self.mask(nr.id))}"
         if nr.state is State.RUNNING and nr.attempt > 1:
             text += f" (attempt {nr.attempt})"
         if nr.state.finished and duration(nr):
             text += f" ({duration(nr)})"
         if nr.state in (State.FAILED, State.FAILED_ALLOWED, State.RETRYING) and nr.error:
-            text += f": {one_line(nr.error)}"
+            text += f": {one_line(self.mask(nr.error))}"
             if nr.kind not in (None, "error"):  # what `retries.on` matches: crash, timeout
                 text += f" [{nr.kind}]"
         self.line(text)
@@ -142,8 +150,9 @@ class PlainReporter:
 class GitHubAnnotations:
     """`::error::` for each failed step and a `::group::` holding its log tail."""
 
-    def __init__(self, out: TextIO | None = None) -> None:
+    def __init__(self, out: TextIO | None = None, masker: Masker | None = None) -> None:
         self.out = out or sys.stdout
+        self.mask = (masker or Masker()).text
 
     def run_started(self, run: RunInfo) -> None:
         self.file = run.plan.file
@@ -158,14 +167,14 @@ class GitHubAnnotations:
         for nr in result.nodes.values():
             if nr.state is not State.FAILED or nr.node.kind is not NodeKind.STEP:
                 continue
-            message = _gh_escape(f"{nr.id}: {nr.error}")
+            message = _gh_escape(self.mask(f"{nr.id}: {nr.error}"))
             loc = nr.node.location
             self.out.write(
                 f"::error file={loc.file},line={loc.line},title=step failed::{message}\n"
             )
-            self.out.write(f"::group::log of {_gh_escape(nr.id)}\n")
+            self.out.write(f"::group::log of {_gh_escape(self.mask(nr.id))}\n")
             for line in log_tail(nr.log_path, 50):
-                self.out.write(f"  | {line}\n")
+                self.out.write(f"  | {self.mask(line)}\n")
             self.out.write("::endgroup::\n")
         self.out.flush()
 
@@ -177,10 +186,11 @@ def _gh_escape(text: str) -> str:
 class LiveReporter:
     """A rich live view: counts per state, running steps with elapsed time, a bar per group."""
 
-    def __init__(self) -> None:
+    def __init__(self, masker: Masker | None = None) -> None:
         from rich.console import Console
 
         self.console = Console(stderr=False)
+        self.mask = (masker or Masker()).text
         self.counts: Counter[State] = Counter()
         self.running: dict[str, float] = {}
         self.groups: dict[str, list[int]] = {}
@@ -224,9 +234,10 @@ class LiveReporter:
         if nr.state is State.FAILED:
             from rich.text import Text
 
-            self.failures.append(f"{nr.id}: {one_line(nr.error)}")
+            error = one_line(self.mask(nr.error))
+            self.failures.append(f"{self.mask(nr.id)}: {error}")
             # A Text, not markup: a message holding `[/]` or `[link=...]` is shown as it is.
-            line = Text.assemble((f"✗ {safe(nr.id)}", "red"), f": {one_line(nr.error)}")
+            line = Text.assemble((f"✗ {safe(self.mask(nr.id))}", "red"), f": {error}")
             self.console.print(line, highlight=False, soft_wrap=True)  # no line breaks added
 
     def turn(self) -> None:
@@ -261,13 +272,14 @@ class LiveReporter:
         table = Table.grid(padding=(0, 1))
         now = time.monotonic()
         for nid, since in list(self.running.items())[:10]:
-            table.add_row(Text("▶", style="cyan"), Text(safe(nid)), Text(f"{now - since:5.1f}s"))
+            label = Text(safe(self.mask(nid)))
+            table.add_row(Text("▶", style="cyan"), label, Text(f"{now - since:5.1f}s"))
         if len(self.running) > 10:
             table.add_row("", Text(f"... and {len(self.running) - 10} more running"), "")
         bars = Table.grid(padding=(0, 1))
         for name, (finished, total) in list(self.groups.items())[:8]:
             bars.add_row(
-                Text(safe(name)),
+                Text(safe(self.mask(name))),
                 ProgressBar(total=max(total, 1), completed=finished, width=30),
                 Text(f"{finished}/{total}"),
             )

@@ -1116,6 +1116,10 @@ class Scheduler:
             instances = [
                 self.instance(node, index, item, taken) for index, item in enumerate(items)
             ]
+            if any(s in inst.id for inst in instances for s in self.secrets.values()):
+                # An id is never masked (resume finds steps by it): one holding a secret would
+                # print it in `runner show` and put it in a log file's name.
+                raise TemplateError("an item's key holds a secret; set `key:` to name the items")
         except TemplateError as exc:
             self.fail_now(nr, "error", f"for_each: {exc}")
             return

@@ -1,7 +1,13 @@
 """Secrets: read them, and mask them everywhere the runner writes or prints.
 
 A `Masker` knows every form a secret may take in output: the value, each line of a multi-line
-value, and its JSON-escaped, base64 and URL-encoded forms.  `mask_text` replaces them with `***`.
+value, its Python repr() forms (`{x!r}`, `%r`, a KeyError's message) and the JSON-escaped,
+base64 and URL-encoded forms of all of these.  `Masker.text` replaces them with `***`.
+Structured data (outputs, report files, events) is masked as values with `Masker.value` before
+it is serialised, never as serialised text: a secret of digits then cannot cut a number or a
+timestamp in two.  A number equal to a secret becomes `***`; a number that merely contains a
+secret's digits is left as it is (it is not the secret, and masking it would change the data).
+Transformed secrets (reversed, hex, upper case, hashed) are not recognised.
 `StreamMasker` does the same for a byte stream that arrives in arbitrary chunks (a step printing
 its secret one byte at a time with flushes): it holds back the few bytes that could still be
 the start of a secret until the next chunk tells.
@@ -67,6 +73,8 @@ def forms(value: str) -> set[str]:
         if len(line.strip()) >= MIN_SECRET_LENGTH:
             out.add(line.strip())
     for v in list(out):
+        out |= repr_forms(v)
+    for v in list(out):
         out.add(json.dumps(v)[1:-1])
         out.add(urllib.parse.quote(v, safe=""))
         out.add(urllib.parse.quote_plus(v))
@@ -78,6 +86,22 @@ def forms(value: str) -> set[str]:
             out.add(stripped)
         out |= _base64_lines(raw)
     return {f for f in out if len(f) >= MIN_SECRET_LENGTH}
+
+
+def repr_forms(value: str) -> set[str]:
+    """The secret as it appears inside Python's repr() of a string holding it.  repr() escapes
+    backslashes and control characters, and escapes `'` only when the whole string holds a `"`
+    too (it then quotes with `'`); other tools escape `"`: every combination is a form."""
+    out = set()
+    for quotes in ("", "'", '"', "'\""):
+        out.add("".join(_repr_char(c, quotes) for c in value))
+    return out
+
+
+def _repr_char(c: str, quotes: str) -> str:
+    if c == "\\" or c in quotes:
+        return "\\" + c
+    return repr(c)[1:-1]
 
 
 def _base64_lines(raw: bytes) -> set[str]:
@@ -116,7 +140,8 @@ class Masker:
         return self._bre.sub(MASK.encode(), value) if self._bre is not None else value
 
     def value(self, value: Any) -> Any:
-        """Mask every string inside a JSON-like value."""
+        """Mask every string inside a JSON-like value, and every number equal to a secret
+        (`***`).  A number that only contains a secret's digits stays that number."""
         if self._re is None:
             return value
         if isinstance(value, str):
@@ -125,7 +150,13 @@ class Masker:
             return {self.text(str(k)): self.value(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [self.value(v) for v in value]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return MASK if self._re.fullmatch(str(value)) else value
         return value
+
+    def json(self, value: Any, **options: Any) -> str:
+        """`json.dumps` of the masked value: the text stays valid JSON whatever the secrets."""
+        return json.dumps(self.value(value), **options)
 
 
 class StreamMasker:

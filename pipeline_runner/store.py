@@ -580,7 +580,7 @@ class StoreSink:
                     result.status,
                     result.exit_code,
                     result.finished,
-                    self.masker.text(json.dumps(result.outputs, default=str)),
+                    self.masker.json(result.outputs, default=str),
                     self.run_id,
                 ),
             )
