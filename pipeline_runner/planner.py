@@ -29,7 +29,7 @@ from typing import Any
 
 from . import graph
 from .errors import Diagnostic, PipelineError
-from .foreach import default_key, key_problem
+from .foreach import default_key, key_problem, taken_by
 from .instances import Instances
 from .loader import DEFAULT_MAX_FILE_SIZE, Document, SourceMap, format_path, load_file
 from .model import Deferred, ForEach, Node, NodeKind, Plan, Scope
@@ -140,6 +140,7 @@ class Planner:
             rendered = self.values.render(f, value, ("env", name), Scope(), Rules(RUN_NAMES))
             if rendered is not INVALID:
                 f.env[name] = rendered
+        self.steps.check_env(f, f.env, lambda name: ("env", name))
         # Plan-time templates see the values known now; Deferred ones (`{{ run.id }}`,
         # `{{ secrets.X }}`) are rendered for each step at run time.
         context["env"] = {k: v for k, v in f.env.items() if not isinstance(v, Deferred)}
@@ -173,6 +174,11 @@ class Planner:
         first_line: dict[str, int] = {}
         for i, step in enumerate(steps):
             sid = step["id"]
+            if "\n" in sid:
+                # The schema's pattern lets a final line break through (`$` matches before it);
+                # an id names log files and is printed on lines of its own.
+                self.problems.error(f, (*base, i, "id"), "a step id cannot contain a line break")
+                continue
             if sid in first_line:
                 self.problems.error(
                     f,
@@ -188,18 +194,20 @@ class Planner:
         for i, step in enumerate(steps):
             path = (*base, i)
             qid = prefix + step["id"]
-            if qid in seen:
-                continue  # a duplicate id, reported above
+            if qid in seen or "\n" in qid:
+                continue  # a duplicate or broken id, reported above
             seen.add(qid)
             if qid in self.nodes:
-                # A `finally` step named like a main step: the same id would mean two steps.
+                # A `finally` step named like a main step: the same id would mean two steps;
+                # or, inside a group, a key with '.' spelled this step's qualified id.
                 other = self.nodes[qid]
-                self.problems.error(
-                    f,
-                    (*path, "id"),
-                    f"duplicate step id '{step['id']}' (first used by {other.path} on line "
-                    f"{other.location.line})",
+                message = (
+                    taken_by(qid, other, f.path)
+                    if prefix
+                    else f"duplicate step id '{step['id']}' (first used by {other.path} on line "
+                    f"{other.location.line})"
                 )
+                self.problems.error(f, (*path, "id"), message)
                 continue
             # Outer needs go to the roots of the list only; the rest reach them through those.
             own = self.resolve_needs(f, step, path, aliases)
@@ -283,6 +291,16 @@ class Planner:
                 self.add_node(site, node)
 
     def add_node(self, site: Site, node: Node) -> None:
+        """Add a node to the plan.  Its qualified id must be new: a key may contain `.`, so an
+        instance's id can spell another step's (tenant `acme.extract`, tenant acme's `extract`),
+        and one of the two would silently replace the other."""
+        other = self.nodes.get(node.id)
+        if other is not None:
+            at = site.path
+            if site.key is not None:
+                at = site.at("key" if "key" in site.step else "for_each")
+            self.problems.error(site.file, at, taken_by(node.id, other, site.file.path))
+            return
         self.nodes[node.id] = node
 
     # -- for_each ----------------------------------------------------------------------------

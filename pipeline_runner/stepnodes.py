@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .environment import name_problem, value_problem
 from .errors import did_you_mean
 from .loader import Path_, format_path
 from .model import EMPTY, CacheSpec, Compensation, Deferred, Node, NodeKind, RetryPolicy
@@ -106,6 +107,10 @@ class StepBuilder:
         own_env = {**(f.defaults.get("env") or {}), **(step.get("env") or {})}
         env_values = self.values.render(f, own_env, site.at("env"), scope, Rules(runtime, needs))
         if isinstance(env_values, dict):
+            own = step.get("env") or {}
+            self.check_env(
+                f, env_values, lambda n: site.at("env", n) if n in own else ("defaults", "env", n)
+            )
             env_values = {**f.env, **env_values}
         compensate = self.compensation(site, runtime)
         pool = settings.get("pool")
@@ -167,6 +172,18 @@ class StepBuilder:
             Rules(runtime, site.needs, site.qid),
         )
         return Compensation(comp["uses"], comp_with)
+
+    def check_env(
+        self, f: FileContext, values: Mapping[str, Any], at: Callable[[str], Path_]
+    ) -> None:
+        """Names and values the system refuses in an environment (a Deferred value is checked
+        when it is rendered, at run time)."""
+        for name, value in values.items():
+            problem = name_problem(name)
+            if problem:
+                self.problems.error(f, at(name), problem, key=True)
+            elif (problem := value_problem(name, value)) is not None:
+                self.problems.error(f, at(name), problem)
 
     def check_with(
         self, f: FileContext, uses: str, schema: Mapping[str, Any], with_: Any, at: Path_

@@ -50,7 +50,10 @@ SCENARIOS = {
     34: "secrets never on a process's argv",
     35: "terminal escapes and CI commands printed by a step",
     # The second round (issue 14), numbered on from FAULTS.md.
+    38: "ids that collide after qualification (a key with '.')",
     46: "durations and --grace past what the runner can wait for",
+    48: "environment names and values the operating system refuses",
+    49: "ids too long for a file name; line breaks in ids and keys",
 }
 
 
