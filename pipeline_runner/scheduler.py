@@ -34,8 +34,11 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import graph
+from .environment import checked_env
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_STORE, TemplateError
 from .executors import Event, Executor, Returned
+from .foreach import id_clash
+from .logfiles import log_file_name
 from .model import Node, NodeKind, Plan, Scope, State, has_deferred
 from .planner import default_key, key_problem
 from .runtime import Renderer
@@ -205,7 +208,7 @@ class Scheduler:
     # -- set-up ---------------------------------------------------------------------------------
 
     def log_path(self, nid: str) -> str:
-        return f"{self.logs_dir}/{nid}.log"
+        return f"{self.logs_dir}/{log_file_name(nid)}"
 
     def lookup(self, nid: str) -> Mapping[str, Any]:
         found = self.runs.get(nid)
@@ -498,7 +501,7 @@ class Scheduler:
         """The attempt's `with` and `env`, rendered (`extra`: the `run` names)."""
         node = nr.node
         with_ = self.renderer.value(node.with_, node.scope, extra, self.shell_fields(node))
-        return with_, self.renderer.value(dict(node.env), node.scope, extra)
+        return with_, checked_env(self.renderer.value(dict(node.env), node.scope, extra))
 
     def make_task(self, nr: NodeRun, with_: Any, env: Mapping[str, Any]) -> Task:
         node = nr.node
@@ -1189,8 +1192,8 @@ class Scheduler:
         if problem:
             raise TemplateError(f"invalid key {key!r} for item {index}: {problem}")
         inst_id = f"{node.id}.{key}"
-        if inst_id in self.runs or inst_id in taken:
-            raise TemplateError(f"two items have the key '{key}'; set `key:` to tell them apart")
+        if problem := id_clash(inst_id, key, self.plan.nodes, self.runs, taken):
+            raise TemplateError(problem)
         taken.add(inst_id)
         scope = Scope(
             MappingProxyType({**node.scope.vars, spec.as_name: item}),

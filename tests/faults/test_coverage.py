@@ -52,6 +52,7 @@ SCENARIOS = {
     # The second round (issue 14), numbered on from FAULTS.md.
     36: "a step killing its worker, with siblings just returned on it",
     37: "report files that are symlinks, FIFOs, devices or stdout",
+    38: "ids that collide after qualification (a key with '.')",
     39: "two resumes of one run at once, or a resume of a run still running",
     40: "secrets in run-time error messages, ids and annotations",
     41: "repr() forms of a secret",
@@ -61,6 +62,8 @@ SCENARIOS = {
     45: "a dead run whose runner's pid was reused",
     46: "durations and --grace past what the runner can wait for",
     47: "report destinations that cannot be written",
+    48: "environment names and values the operating system refuses",
+    49: "ids too long for a file name; line breaks in ids and keys",
     50: "a nested pipeline file importing from its own folder",
     51: "one cache: true step in two project folders sharing a state dir",
     52: "state a step leaves in its long-lived worker (environment, signals, threads)",

@@ -1,0 +1,191 @@
+"""Steps that stand for a group of steps: a template instance and an inlined pipeline.
+
+Each expands its steps (through the planner, with ids qualified by the instance's id) and adds
+one group node whose members they are, with the group's `outputs`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from .errors import PipelineError, did_you_mean
+from .loader import format_path, load_file
+from .model import Node, NodeKind, Scope
+from .namecheck import RUN_NAMES
+from .rendering import INVALID, Rules
+from .schema import check as check_schema
+from .schema import validate_document
+from .site import StepList
+
+if TYPE_CHECKING:
+    from .planner import Planner
+    from .site import Site
+
+MAX_TEMPLATE_DEPTH = 16
+
+
+class Instances:
+    def __init__(self, planner: Planner) -> None:
+        self.planner = planner
+        self.template_stack: list[str] = []
+
+    def instantiate(self, site: Site) -> None:
+        p, f, step, qid = self.planner, site.file, site.step, site.qid
+        name = step["template"]
+        if name not in f.templates:
+            hint = did_you_mean(name, f.templates)
+            p.problems.error(f, site.at("template"), f"unknown template '{name}'{hint}")
+            return
+        if self.template_stack.count(name) or len(self.template_stack) >= MAX_TEMPLATE_DEPTH:
+            chain = " -> ".join([*self.template_stack, name])
+            p.problems.error(f, site.at("template"), f"template instantiates itself: {chain}")
+            return
+        tpl = f.templates[name]
+        values = self.template_params(site, name, tpl.get("params") or {})
+        inner_aliases = {s["id"]: f"{qid}.{s['id']}" for s in tpl["steps"]}
+        inner_scope = Scope(MappingProxyType(values), MappingProxyType(inner_aliases), site.scope)
+        self.template_stack.append(name)
+        try:
+            steps = StepList(
+                f, tpl["steps"], ("templates", name, "steps"), inner_scope, site.needs, qid
+            )
+            members = p.expand(steps)
+        finally:
+            self.template_stack.pop()
+        if site.finally_:
+            for member in members:
+                if member in p.nodes:
+                    p.nodes[member] = dataclasses.replace(p.nodes[member], is_finally=True)
+        outputs = None
+        if "outputs" in tpl:
+            at = ("templates", name, "outputs")
+            outputs = p.values.render(f, tpl["outputs"], at, inner_scope, Rules(RUN_NAMES))
+        self.add_group(site, members, "template", outputs, inner_scope)
+
+    def template_params(self, site: Site, name: str, declared: dict[str, Any]) -> dict[str, Any]:
+        """The values of a template's parameters: given in `with`, else their defaults."""
+        p, f, step = self.planner, site.file, site.step
+        given: dict[str, Any] = step.get("with") or {}
+        values: dict[str, Any] = {}
+        for pname in given:
+            if pname not in declared:
+                hint = did_you_mean(pname, declared)
+                p.problems.error(
+                    f,
+                    site.at("with", pname),
+                    f"template '{name}' has no parameter '{pname}'{hint}",
+                    key=True,
+                )
+        for pname, pdef in declared.items():
+            if pname in given:
+                rules = Rules(RUN_NAMES, site.needs)
+                at = site.at("with", pname)
+                values[pname] = p.values.render(f, given[pname], at, site.scope, rules)
+            elif isinstance(pdef, dict) and "default" in pdef:
+                at = ("templates", name, "params", pname, "default")
+                values[pname] = p.values.render(
+                    f, pdef["default"], at, site.scope, Rules(RUN_NAMES)
+                )
+            else:
+                p.problems.error(
+                    f,
+                    site.at("with") if "with" in step else site.path,
+                    f"missing required parameter '{pname}' of template '{name}'",
+                )
+                values[pname] = None
+        return values
+
+    def add_group(
+        self, site: Site, members: list[str], kind: str, outputs: Any, scope: Scope
+    ) -> None:
+        self.planner.add_node(
+            site,
+            Node(
+                id=site.qid,
+                kind=NodeKind.GROUP,
+                order=len(self.planner.nodes),
+                location=site.file.source.locate(site.path),
+                path=format_path(site.path),
+                needs=tuple(members),
+                group=site.group,
+                members=tuple(members),
+                group_kind=kind,
+                outputs=outputs,
+                key=site.key,
+                item=site.item,
+                has_item=site.has_item,
+                scope=scope,
+                is_finally=site.finally_,
+            ),
+        )
+
+    def inline_pipeline(self, site: Site) -> None:
+        p, f, qid = self.planner, site.file, site.qid
+        with_: dict[str, Any] = site.step.get("with") or {}
+        at = site.at("with")
+        problems = check_schema(with_, p.steps.plugin_schema("pipeline") or {}, f.source, at)
+        if problems:
+            p.problems.extend(problems)
+            return
+        rel = p.values.render(f, with_["file"], (*at, "file"), site.scope, Rules(frozenset()))
+        if rel is INVALID:
+            return
+        target = os.path.normpath(os.path.join(os.path.dirname(f.path), str(rel)))
+        # By real path: a folder that links back to its own (`loop -> .`) is the same file.
+        if os.path.realpath(target) in {os.path.realpath(q) for q in p.file_stack}:
+            from .planner import relative_to_cwd
+
+            chain = " -> ".join(relative_to_cwd(path) for path in [*p.file_stack, target])
+            p.problems.error(f, (*at, "file"), f"pipeline includes itself: {chain}")
+            return
+        if not os.path.isfile(target):
+            # Said where the file is named: the user fixes the reference, not the file.
+            p.problems.error(f, (*at, "file"), f"no pipeline file {rel!r} (looked for {target})")
+            return
+        try:
+            doc = load_file(target, p.options.max_file_size)
+        except PipelineError as exc:
+            p.problems.extend(exc.diagnostics)
+            return
+        p.problems.extend(doc.problems)
+        problems = validate_document(doc.data, doc.source)
+        if problems:
+            p.problems.extend(problems)
+            return
+        declared = doc.data.get("params") or {}
+        given = p.values.render(
+            f, with_.get("params") or {}, (*at, "params"), site.scope, Rules(RUN_NAMES)
+        )
+        for pname in given:
+            if pname not in declared:
+                p.problems.error(
+                    f,
+                    (*at, "params", pname),
+                    f"{rel} has no parameter '{pname}'{did_you_mean(pname, declared)}",
+                    key=True,
+                )
+        nested = p.open_file(doc, {**declared, **given})
+        p.read_pools(nested)
+        aliases = {s["id"]: f"{qid}.{s['id']}" for s in doc.data["steps"]}
+        names = {
+            "params": nested.context["params"],
+            "env": nested.context["env"],
+            "pipeline": nested.context["pipeline"],
+        }
+        inner_scope = Scope(MappingProxyType(names), MappingProxyType(aliases), site.scope)
+        p.file_stack.append(os.path.abspath(target))
+        try:
+            steps = StepList(nested, doc.data["steps"], ("steps",), inner_scope, site.needs, qid)
+            members = p.expand(steps)
+        finally:
+            p.file_stack.pop()
+        outputs = p.values.render(
+            nested, doc.data.get("outputs") or {}, ("outputs",), inner_scope, Rules(RUN_NAMES)
+        )
+        # An inlined pipeline's group keeps the key and item but not has_item (as it always did).
+        self.add_group(
+            dataclasses.replace(site, has_item=False), members, "pipeline", outputs, inner_scope
+        )

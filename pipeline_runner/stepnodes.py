@@ -1,0 +1,292 @@
+"""A plugin step's node: its plugin and `with` checked, its settings (defaults applied) read.
+
+`with`, `env`, `if`, a compensation and cache globs are rendered as far as they can be before
+the run (`rendering`); durations, retries and pools are checked here, each problem located.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from .environment import name_problem, value_problem
+from .errors import did_you_mean
+from .loader import Path_, format_path
+from .model import EMPTY, CacheSpec, Compensation, Deferred, Node, NodeKind, RetryPolicy
+from .plugins import PluginLoadError, Registry
+from .rendering import INVALID, Rules
+from .schema import check as check_schema
+from .schema import describe
+
+if TYPE_CHECKING:
+    from .rendering import ValueRenderer
+    from .site import FileContext, Problems, Site
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+# The longest duration a step may ask for: 24 days, under the 2**31 milliseconds that the
+# operating system's waits (poll, timers) take, so a long timeout or delay never overflows them.
+MAX_DURATION = 24 * 24 * 3600.0
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds, from a number or a text like `1h30m`; between 0 and MAX_DURATION."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        parts = _DURATION_RE.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+            raise ValueError(f"invalid duration {value!r}: expected e.g. 500ms, 30s, 5m, 2h, 1h30m")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ValueError(f"invalid duration {value!r}: over the limit of 24 days (576h)")
+    if seconds < 0:
+        raise ValueError(f"invalid duration {value!r}: a duration cannot be negative")
+    return seconds
+
+
+class StepBuilder:
+    def __init__(
+        self,
+        problems: Problems,
+        values: ValueRenderer,
+        plugins: Registry,
+        nodes: Mapping[str, Node],
+        pools: Mapping[str, int],
+    ) -> None:
+        self.problems = problems
+        self.values = values
+        self.plugins = plugins
+        self.nodes = nodes  # the plan so far (a node's order is its position)
+        self.pools = pools
+        self.root_dir = ""  # the main file's folder: cache input globs are matched there
+        # `with` values a plugin's schema accepted: many steps share theirs (a template's steps
+        # across tenants, generated steps), and a valid one needs checking once.
+        self._valid_with: set[tuple[str, str]] = set()
+
+    def plugin_schema(self, name: str) -> Mapping[str, Any] | None:
+        try:
+            return self.plugins.load(name).schema
+        except (PluginLoadError, KeyError):
+            return None
+
+    def check_plugin(self, f: FileContext, name: str, at: Path_) -> Any:
+        if name not in self.plugins:
+            hint = did_you_mean(name, self.plugins.names())
+            self.problems.error(f, at, f"unknown plugin '{name}'{hint}")
+            return None
+        try:
+            return self.plugins.load(name)
+        except PluginLoadError as exc:
+            self.problems.error(f, at, str(exc))
+            return None
+
+    def step_node(self, site: Site, runtime: frozenset[str]) -> Node | None:
+        f, step, scope, needs = site.file, site.step, site.scope, site.needs
+        settings = {**f.defaults, **step}
+        uses = step["uses"]
+        plugin = self.check_plugin(f, uses, site.at("uses"))
+        shell_fields = frozenset(getattr(plugin, "shell_fields", ()) or ())
+        with_ = self.values.render(
+            f,
+            step.get("with") or {},
+            site.at("with"),
+            scope,
+            Rules(runtime, needs, None, shell_fields),
+        )
+        if plugin is not None and with_ is not INVALID:
+            self.check_with(f, uses, plugin.schema, with_, site.at("with"))
+        condition = self.condition(site, runtime)
+        own_env = {**(f.defaults.get("env") or {}), **(step.get("env") or {})}
+        env_values = self.values.render(f, own_env, site.at("env"), scope, Rules(runtime, needs))
+        if isinstance(env_values, dict):
+            own = step.get("env") or {}
+            self.check_env(
+                f, env_values, lambda n: site.at("env", n) if n in own else ("defaults", "env", n)
+            )
+            env_values = {**f.env, **env_values}
+        compensate = self.compensation(site, runtime)
+        pool = settings.get("pool")
+        if pool is not None and pool not in self.pools:
+            hint = did_you_mean(pool, self.pools) or f" (pools: {', '.join(self.pools) or 'none'})"
+            self.problems.error(f, site.at("pool"), f"unknown pool '{pool}'{hint}")
+        return Node(
+            id=site.qid,
+            kind=NodeKind.STEP,
+            order=len(self.nodes),
+            location=f.source.locate(site.path),
+            path=format_path(site.path),
+            uses=uses,
+            with_=with_ if with_ is not INVALID else EMPTY,
+            needs=needs,
+            condition=condition,
+            retries=self.retry_policy(f, settings.get("retries"), site.path),
+            timeout=self.duration(f, settings.get("timeout"), site.at("timeout"), positive=True),
+            continue_on_error=bool(settings.get("continue_on_error", False)),
+            pool=pool,
+            priority=int(step.get("priority", 0)),
+            env=MappingProxyType(env_values) if isinstance(env_values, dict) else EMPTY,
+            scope=scope,
+            group=site.group,
+            compensate=compensate,
+            cache=self.cache_spec(site, runtime),
+            resources=MappingProxyType(dict(step["resources"])) if step.get("resources") else EMPTY,
+            is_finally=site.finally_,
+            key=site.key,
+            item=site.item,
+            has_item=site.has_item,
+        )
+
+    def condition(self, site: Site, runtime: frozenset[str]) -> Any:
+        """The step's `if` (checked now, evaluated at run time); None when it is broken."""
+        condition = site.step.get("if")
+        if isinstance(condition, str):
+            text = condition.strip()
+            expr = text if text.startswith("{{") else "{{ " + text + " }}"
+            rules = Rules(runtime | {"*"}, site.needs)
+            checked = self.values.render(
+                site.file, Deferred(expr), site.at("if"), site.scope, rules
+            )
+            if checked is INVALID:
+                condition = None
+        return condition
+
+    def compensation(self, site: Site, runtime: frozenset[str]) -> Compensation | None:
+        if "compensate" not in site.step:
+            return None
+        comp = site.step["compensate"]
+        if self.check_plugin(site.file, comp["uses"], site.at("compensate", "uses")) is None:
+            return None
+        comp_with = self.values.render(
+            site.file,
+            comp.get("with") or {},
+            site.at("compensate", "with"),
+            site.scope,
+            Rules(runtime, site.needs, site.qid),
+        )
+        return Compensation(comp["uses"], comp_with)
+
+    def check_env(
+        self, f: FileContext, values: Mapping[str, Any], at: Callable[[str], Path_]
+    ) -> None:
+        """Names and values the system refuses in an environment (a Deferred value is checked
+        when it is rendered, at run time)."""
+        for name, value in values.items():
+            problem = name_problem(name)
+            if problem:
+                self.problems.error(f, at(name), problem, key=True)
+            elif (problem := value_problem(name, value)) is not None:
+                self.problems.error(f, at(name), problem)
+
+    def check_with(
+        self, f: FileContext, uses: str, schema: Mapping[str, Any], with_: Any, at: Path_
+    ) -> None:
+        probe = _strip_deferred(with_)
+        try:
+            seen: tuple[str, str] | None = (uses, json.dumps(probe, sort_keys=True))
+        except (TypeError, ValueError, RecursionError):
+            seen = None
+        if seen in self._valid_with:
+            return
+        problems = check_schema(probe, schema, f.source, at, prefix=f"{uses}: ")
+        if not problems and seen is not None:
+            self._valid_with.add(seen)
+        for p in problems:
+            if _DEFERRED_MARK not in p.message:
+                self.problems.add_once(p)
+
+    def retry_policy(self, f: FileContext, spec: Any, path: Path_) -> RetryPolicy:
+        if spec is None:
+            return _NO_RETRIES
+        if isinstance(spec, int):
+            return RetryPolicy(max=spec)
+        at = (*path, "retries")
+        on = frozenset(spec.get("on") or ())
+        return RetryPolicy(
+            max=int(spec.get("max", 1 if spec else 0)),
+            delay=self.duration(f, spec.get("delay", 1.0), (*at, "delay")) or 0.0,
+            backoff=float(spec.get("backoff", 2.0)),
+            max_delay=self.duration(f, spec.get("max_delay", 300.0), (*at, "max_delay")) or 0.0,
+            jitter=bool(spec.get("jitter", True)),
+            on=on,
+        )
+
+    def duration(
+        self, f: FileContext, value: Any, at: Path_, *, positive: bool = False
+    ) -> float | None:
+        """`positive`: zero is an error too (a timeout of 0 would fail every attempt at once)."""
+        if value is None:
+            return None
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.problems.error(f, at, str(exc))
+            return None
+        if positive and seconds == 0:
+            self.problems.error(f, at, f"invalid duration {value!r}: must be more than 0")
+            return None
+        return seconds
+
+    def cache_spec(self, site: Site, runtime: frozenset[str]) -> CacheSpec | None:
+        """Globs rendered as `with` is.  An input glob that matches nothing is an error now when
+        no step runs before this one to create it: no needs, no `if`, not a `finally` step."""
+        spec = site.step.get("cache")
+        if not spec:
+            return None
+        if spec is True:
+            return CacheSpec()
+        rules = Rules(runtime, site.needs)
+        inputs = self.cache_globs(site, spec.get("inputs"), site.at("cache", "inputs"), rules)
+        outputs = self.cache_globs(site, spec.get("outputs"), site.at("cache", "outputs"), rules)
+        if not site.needs and "if" not in site.step and not site.finally_:
+            self.check_inputs(site.file, inputs, site.at("cache", "inputs"))
+        return CacheSpec(inputs, outputs)
+
+    def cache_globs(
+        self, site: Site, globs: Any, at: Path_, rules: Rules
+    ) -> tuple[str | Deferred, ...]:
+        from .cache import as_glob
+
+        values = self.values.render(site.file, list(globs or ()), at, site.scope, rules)
+        out: list[str | Deferred] = []
+        for i, value in enumerate(values if isinstance(values, list) else ()):
+            glob_ = value if isinstance(value, Deferred) else as_glob(value)
+            if glob_ is None:
+                self.problems.error(
+                    site.file, (*at, i), f"a glob must be text, got {describe(value)}"
+                )
+            else:
+                out.append(glob_)
+        return tuple(out)
+
+    def check_inputs(self, f: FileContext, inputs: tuple[str | Deferred, ...], at: Path_) -> None:
+        from .cache import matches, no_match_message
+
+        for i, pattern in enumerate(inputs):
+            if isinstance(pattern, str) and not matches(pattern, self.root_dir):
+                self.problems.error(f, (*at, i), no_match_message(pattern))
+
+
+_NO_RETRIES = RetryPolicy()  # frozen: one for every step without `retries`
+_DEFERRED_MARK = "<deferred value 7f3a>"
+
+
+def _strip_deferred(value: Any) -> Any:
+    """A copy for schema checks: a Deferred leaf becomes a marker whose errors are ignored."""
+    if isinstance(value, Deferred):
+        return _DEFERRED_MARK
+    if isinstance(value, dict):
+        return {k: _strip_deferred(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_deferred(v) for v in value]
+    return value
+
+
+__all__ = ["MAX_DURATION", "StepBuilder", "parse_duration"]
