@@ -9,6 +9,15 @@ succeeded ran again.
 
     python3 bench/soak.py [--rounds 50] [--runner .venv/bin/runner] [--seed N]
 
+With `--kill workers` it kills WORKER processes instead (the runner lives on): each round runs
+a pipeline of 80 steps (independent ones and chains, the chains queued as follow-ups on one
+worker), every step retried on `crash` only, and SIGKILLs one of the run's worker processes at
+a few random moments.  The run must succeed, and the ledger every attempt appends to (step,
+attempt number) must show: every step succeeded exactly once, no attempt ran twice, and a step
+ran more than once only when the runner recorded its earlier attempts as crashed (the
+documented retry on `crash`).  A step whose worker was killed after the step had returned
+may run again that way; a step whose result reached the runner never does.
+
 Prints one line per round and a summary; exits 1 if any promise was broken.
 """
 
@@ -180,19 +189,191 @@ def one_round(runner: str, rng: random.Random, number: int) -> list[str]:
     return problems
 
 
+# -- killing workers -------------------------------------------------------------------------
+
+WORKER_LIB = """
+import os, random, time
+
+def step(ledger, name, value, ctx):
+    time.sleep(random.choice([0.0, 0.0, 0.001, 0.005, 0.02]))
+    with open(ledger, "a") as f:
+        f.write(f"{name} {ctx.attempt}\\n")
+    return value * 2
+"""
+
+INDEPENDENT = 40
+WORKER_CHAINS = 4
+CHAIN_LENGTH = 10
+
+
+def worker_pipeline(ledger: str) -> tuple[str, dict[str, int]]:
+    """The pipeline, and each step's expected output."""
+    lines = ["version: 1", "name: worker-soak", "steps:"]
+    expected: dict[str, int] = {}
+
+    def add(sid: str, value: int, need: str | None) -> None:
+        needs = f"\n    needs: {need}" if need else ""
+        lines.append(
+            f"  - id: {sid}\n    uses: python{needs}\n"
+            "    retries: {max: 20, on: [crash]}\n"
+            f"    with: {{call: 'soak_lib:step', args: ['{ledger}', '{sid}', {value}]}}"
+        )
+        expected[sid] = value * 2
+
+    for i in range(INDEPENDENT):
+        add(f"i{i}", i, None)
+    for chain in range(WORKER_CHAINS):
+        for i in range(CHAIN_LENGTH):
+            add(f"c{chain}s{i}", 100 * chain + i, f"c{chain}s{i - 1}" if i else None)
+    return "\n".join(lines) + "\n", expected
+
+
+def workers_of(runner_pid: int) -> list[int]:
+    """The runner's worker processes: its children, bar multiprocessing's helpers."""
+    found = []
+    try:
+        tids = os.listdir(f"/proc/{runner_pid}/task")
+    except OSError:
+        return []
+    for tid in tids:
+        try:
+            with open(f"/proc/{runner_pid}/task/{tid}/children") as f:
+                children = [int(p) for p in f.read().split()]
+        except OSError:
+            continue
+        for pid in children:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"multiprocessing" in f.read():
+                        continue  # the forkserver or the resource tracker
+            except OSError:
+                continue
+            found.append(pid)
+    return found
+
+
+def attempts_of(db: Path) -> dict[str, dict[int, tuple[str, str | None]]]:
+    """step -> attempt number -> (state, error kind), as the runner recorded them."""
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT step_id, attempt, state, error_kind FROM attempts").fetchall()
+    finally:
+        con.close()
+    out: dict[str, dict[int, tuple[str, str | None]]] = {}
+    for step, attempt, state, kind in rows:
+        out.setdefault(step, {})[int(attempt)] = (state, kind)
+    return out
+
+
+def one_worker_round(runner: str, rng: random.Random, number: int) -> list[str]:
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+        folder = Path(tmp)
+        ledger = folder / "ledger.txt"
+        (folder / "soak_lib.py").write_text(WORKER_LIB)
+        text, expected = worker_pipeline(str(ledger))
+        (folder / "p.yaml").write_text(text)
+        state = folder / "state"
+        marker = f"SOAK_MARKER_{os.getpid()}_{number}"
+        env = {**os.environ, "RUNNER_STATE_DIR": str(state), marker: "1"}
+        cmd = [
+            runner,
+            "run",
+            "p.yaml",
+            "--progress",
+            "none",
+            "--workers",
+            "2",
+            "--json",
+            "out.json",
+        ]
+        proc = subprocess.Popen(
+            cmd, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        kills = 0
+        wanted = rng.randint(2, 6)
+        while proc.poll() is None and kills < wanted:
+            time.sleep(rng.uniform(0.0, 0.15))
+            workers = workers_of(proc.pid)
+            if workers and proc.poll() is None:
+                try:
+                    os.kill(rng.choice(workers), signal.SIGKILL)
+                    kills += 1
+                except OSError:
+                    pass
+        try:
+            _, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, stderr = proc.communicate()
+            problems.append("the run did not end within 2 minutes")
+        if proc.returncode != 0:
+            problems.append(f"run exited {proc.returncode}: {stderr.decode()[-300:]}")
+        report = folder / "out.json"
+        if not report.exists():
+            problems.append("no report")
+            return _worker_line(number, kills, problems)
+        steps = {s["id"]: s for s in json.loads(report.read_text())["steps"]}
+        wrong = [sid for sid, value in expected.items() if steps[sid].get("output") != value]
+        if wrong:
+            problems.append(f"steps without their output: {wrong[:5]}")
+        recorded = attempts_of(state / "runs.db")
+        ran: dict[str, list[int]] = {}
+        if ledger.exists():
+            for line in ledger.read_text().splitlines():
+                name, attempt = line.split()
+                ran.setdefault(name, []).append(int(attempt))
+        for sid in expected:
+            attempts = ran.get(sid, [])
+            mine = recorded.get(sid, {})
+            succeeded = [a for a, (st, _) in mine.items() if st == "succeeded"]
+            if len(succeeded) != 1:
+                problems.append(f"{sid}: {len(succeeded)} successful attempts recorded")
+            if len(attempts) != len(set(attempts)):
+                problems.append(f"{sid}: an attempt ran twice {sorted(attempts)}")
+            if not attempts:
+                problems.append(f"{sid}: never ran")
+            unrecorded = [a for a in attempts if a not in mine]
+            if unrecorded:
+                problems.append(f"{sid}: ran attempts the runner never recorded {unrecorded}")
+            other = [a for a, (st, kind) in mine.items() if st != "succeeded" and kind != "crash"]
+            if other:
+                problems.append(f"{sid}: attempts that failed other than by crash {other}")
+        return _worker_line(number, kills, problems, ran)
+
+
+def _worker_line(
+    number: int, kills: int, problems: list[str], ran: dict[str, list[int]] | None = None
+) -> list[str]:
+    again = sum(len(a) - 1 for a in (ran or {}).values())
+    print(
+        f"round {number:3}: workers killed={kills} steps run again by the crash retry={again} "
+        f"{'OK' if not problems else 'PROBLEMS: ' + '; '.join(problems)}",
+        flush=True,
+    )
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--runner", default=str(Path(".venv/bin/runner").resolve()))
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--kill",
+        choices=["runner", "workers"],
+        default="runner",
+        help="what is SIGKILLed at random moments (default: the runner)",
+    )
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
-    print(f"soak: {args.rounds} rounds, seed {seed}")
+    print(f"soak: {args.rounds} rounds, killing the {args.kill}, seed {seed}")
     started = time.monotonic()
     failures = 0
+    play = one_round if args.kill == "runner" else one_worker_round
     for number in range(1, args.rounds + 1):
-        if one_round(args.runner, rng, number):
+        if play(args.runner, rng, number):
             failures += 1
     took = time.monotonic() - started
     kept = args.rounds - failures

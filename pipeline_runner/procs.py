@@ -16,7 +16,7 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -138,32 +138,65 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
+def terminate(
+    groups: Iterable[int],
+    grace: float,
+    *,
+    term: bool = True,
+    gone: Callable[[int], bool] | None = None,
+) -> list[int]:
+    """THE way anything is stopped: SIGTERM each process group (unless `term` is False: it
+    was asked already), wait up to `grace` seconds for them to be gone, then SIGKILL what is
+    left and wait a moment for that.  `gone(group)` says when one is gone (by default: no
+    member that is not a zombie).  Returns the groups that had to be killed."""
+    alive = [g for g in groups if kill_group(g, signal.SIGTERM if term else 0)]
+    is_gone = gone or (lambda group: not group_alive(group))
+    left = _wait_until(alive, is_gone, grace)
+    for group in left:
+        kill_group(group, signal.SIGKILL)
+    _wait_until(left, is_gone, 1.0)  # so that nothing killed here is taken for an escapee
+    return left
+
+
+def _wait_until(groups: list[int], gone: Callable[[int], bool], timeout: float) -> list[int]:
+    """The groups not gone within `timeout` seconds."""
+    deadline = time.monotonic() + max(timeout, 0.0)
+    delay = 0.005
+    while groups:
+        groups = [g for g in groups if not gone(g)]
+        if not groups or time.monotonic() >= deadline:
+            break
+        time.sleep(min(delay, max(deadline - time.monotonic(), 0.0)))
+        delay = min(delay * 2, 0.05)
+    return groups
+
+
 def stop_group(pgid: int, grace: float = GRACE) -> None:
     """SIGTERM the group, then SIGKILL whatever is left after `grace` seconds."""
-    if not kill_group(pgid, signal.SIGTERM):
-        return
-    if not _wait_gone(pgid, grace):
-        kill_group(pgid, signal.SIGKILL)
-        _wait_gone(pgid, 1.0)
+    terminate([pgid], grace)
+
+
+def attempt_deadline(
+    started: float, timeout: float | None, grace: float, self_timed: bool
+) -> float | None:
+    """THE deadline rule, the same for every executor: when (on the clock `started` was read
+    from) the executor stops an attempt from outside.  A plugin that stops its own processes
+    at the timeout (`enforces_timeout`, like `shell`) is given its grace period and a second
+    more to do so and report it; any other is stopped at the timeout itself."""
+    if timeout is None:
+        return None
+    return started + timeout + timeout_slack(grace, self_timed)
+
+
+def timeout_slack(grace: float, self_timed: bool) -> float:
+    """How long past its timeout an attempt is stopped from outside (see attempt_deadline)."""
+    return grace + 1.0 if self_timed else 0.0
 
 
 def kill_group_now(pgid: int) -> None:
     """SIGKILL the group and wait (briefly) until its members are dead, so that nothing
     killed here is later taken for a process that escaped."""
-    if kill_group(pgid, signal.SIGKILL):
-        _wait_gone(pgid, 1.0)
-
-
-def _wait_gone(pgid: int, timeout: float) -> bool:
-    """Whether the group is gone (its members dead) within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while group_alive(pgid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
-    return True
+    terminate([pgid], 0.0, term=False)
 
 
 def run_process(
@@ -215,12 +248,9 @@ def run_process(
                 elif not captured.pump(*streams[fd]):
                     poller.unregister(fd)
         if timed_out:
-            kill_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace)  # reap the leader, so it does not count as alive
-            except subprocess.TimeoutExpired:
-                pass
-            stop_group(proc.pid, max(grace - (time.monotonic() - deadline), 0.0))  # type: ignore[operator]
+            # The leader is reaped as soon as it exits (a zombie would count as alive), then
+            # what it left in its group is waited for, all within the one grace period.
+            terminate([proc.pid], grace, gone=lambda g: _reaped(proc) and not group_alive(g))
             proc.wait()
         else:
             # Reap the main process first (a zombie still counts as a group member), then stop
@@ -250,6 +280,10 @@ def run_process(
         stdout_too_big=captured.size > max_stdout,
         stdout_size=captured.size,
     )
+
+
+def _reaped(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is not None
 
 
 @functools.cache

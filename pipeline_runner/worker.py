@@ -594,7 +594,8 @@ def _prctl(option: int, value: int) -> None:
         pass
 
 
-def _set_parent_death_signal(sig: int) -> None:
+def set_parent_death_signal(sig: int) -> None:
+    """Ask the kernel to send `sig` to this process when the thread that started it ends."""
     _prctl(1, sig)  # PR_SET_PDEATHSIG
 
 
@@ -694,7 +695,7 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
         os.setpgid(0, 0)
     except OSError:
         pass
-    _set_parent_death_signal(signal.SIGTERM)  # first: the runner's death is never missed
+    set_parent_death_signal(signal.SIGTERM)  # first: the runner's death is never missed
     # Forkserver children inherit the write end of the pipe by which the forkserver learns
     # that the runner is gone; holding it would keep the forkserver (and so us) alive after
     # the runner is killed.  Workers start no processes through the forkserver: let it go.

@@ -484,7 +484,8 @@ def _alive(pid: int) -> bool:
 def test_log_comes_back_when_the_run_folder_is_not_on_the_worker(tmp_path: Path) -> None:
     """What a worker on another machine does: no run folder there, so the attempt logs to a
     temporary file whose (masked) bytes travel back and land in the run's log."""
-    from pipeline_runner.executors.dask import _retire_hosts, _store_log, run_attempt
+    from pipeline_runner.executors.dask import _store_log
+    from pipeline_runner.executors.dask_worker import retire_hosts, run_attempt
     from pipeline_runner.worker import Task
 
     secret = "hunter2-" + uuid.uuid4().hex[:6]
@@ -515,7 +516,7 @@ def test_log_comes_back_when_the_run_folder_is_not_on_the_worker(tmp_path: Path)
         _store_log(str(here), in_place)
         assert here.read_bytes() == shipped.log + in_place.log
     finally:
-        _retire_hosts(token)
+        retire_hosts(token)
 
 
 # -- a local cluster ------------------------------------------------------------------------------

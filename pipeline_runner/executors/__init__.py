@@ -15,8 +15,10 @@ attempts in the runner's own process; `dask` sends them to a Dask cluster.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, Protocol
 
+from ..procs import attempt_deadline, timeout_slack
 from ..worker import Completion, Started, Task
 
 
@@ -27,6 +29,31 @@ class Returned(NamedTuple):
 
 
 Event = Completion | Returned | Started
+
+
+@functools.cache
+def enforces_timeout(uses: str) -> bool:
+    """Whether the plugin stops its own processes at the timeout (`shell` does)."""
+    from ..plugins import registry
+
+    try:
+        plugin = registry().load(uses)
+    except Exception:  # the attempt itself reports a plugin that cannot be loaded
+        return False
+    return bool(getattr(plugin, "enforces_timeout", False))
+
+
+def slack_of(task: Task) -> float:
+    """How long past its timeout `task`'s attempt is stopped from outside."""
+    return timeout_slack(task.grace, enforces_timeout(task.uses))
+
+
+def deadline_of(task: Task, started: float) -> float | None:
+    """When an executor stops `task`'s attempt from outside (`procs.attempt_deadline`, the
+    one rule), on the clock `started` was read from; None without a timeout."""
+    if task.timeout is None:
+        return None
+    return attempt_deadline(started, task.timeout, task.grace, enforces_timeout(task.uses))
 
 
 class Executor(Protocol):

@@ -1,11 +1,14 @@
 """Executors that run attempts in the runner's own process.
 
 `inline` runs one attempt at a time in the scheduler's thread: what a debugger or a profiler
-wants.  `thread` runs attempts on a pool of threads: for steps that mostly wait on I/O.  Neither
-can stop a `python` step at its timeout (a thread cannot be killed): the attempt is reported as
-timed out and its thread is abandoned; `shell` steps stop their processes as everywhere, at
-a timeout or when the run is cancelled.  While they run, the runner's stdin is /dev/null.
-With `thread`, a `python` step sees its `env` in `ctx.env` only (os.environ is shared).
+wants; a `python` step's timeout raises TimeoutError in its code (SIGALRM), which a step that
+swallows every exception can ignore.  `thread` runs attempts on a pool of threads: for steps
+that mostly wait on I/O; it cannot stop a `python` step at its timeout (a thread cannot be
+killed): the attempt is reported as timed out at its deadline and its thread is abandoned.
+Deadlines follow the one rule of every executor (`deadline_of`); `shell` steps stop their
+processes as everywhere, at a timeout or when the run is cancelled.  While they run, the
+runner's stdin is /dev/null.  With `thread`, a `python` step sees its `env` in `ctx.env`
+only (os.environ is shared).
 """
 
 from __future__ import annotations
@@ -16,27 +19,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from ..procs import group_alive, kill_group
+from ..procs import kill_group, terminate
 from ..secrets import Masker
 from ..worker import Completion, Task, execute
-from . import Event
+from . import Event, deadline_of
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def stop_groups(groups: Iterable[int], grace: float, term: bool = True) -> None:
-    """SIGTERM each process group (unless already done), then SIGKILL those still there
-    after `grace` seconds."""
-    alive = [g for g in groups if kill_group(g, signal.SIGTERM if term else 0)]
-    deadline = time.monotonic() + grace
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.02)
-        alive = [g for g in alive if group_alive(g)]
-    for group in alive:
-        kill_group(group, signal.SIGKILL)
 
 
 class EmptyStdin:
@@ -104,14 +95,25 @@ class InlineExecutor:
                 timer.start()
                 timers.append(timer)
 
+        def on_alarm(signum: int, frame: Any) -> None:
+            # The deadline, in the step's own code: the one way to stop it in this thread.
+            raise TimeoutError(f"timed out after {task.timeout:g}s")
+
         timers: list[threading.Timer] = []
         previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             previous = {sig: signal.signal(sig, on_signal) for sig in _STOP_SIGNALS}
+            now = time.monotonic()
+            deadline = deadline_of(task, now)
+            if deadline is not None:
+                previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, on_alarm)
+                signal.setitimer(signal.ITIMER_REAL, max(deadline - now, 0.001))
         self.stopped = False
         try:
             done = execute(task, self.masker, "inline", started)
         finally:
+            if signal.SIGALRM in previous:
+                signal.setitimer(signal.ITIMER_REAL, 0)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             for timer in timers:  # the group is gone: its number must not be signalled later
@@ -189,6 +191,7 @@ class ThreadExecutor:
                 self.running.pop(task.attempt_id, None)
                 self.groups.pop(task.attempt_id, None)
                 if task.attempt_id in self.abandoned:
+                    self.abandoned.discard(task.attempt_id)  # reported already
                     continue
             self.results.put(done)
             os.write(self.notify_w, b"x")
@@ -205,10 +208,14 @@ class ThreadExecutor:
 
     def capacity(self) -> int:
         with self.lock:
-            busy = len(self.running) - len(self.abandoned)
-        return max(self.size - busy - self.tasks.qsize(), 0)
+            busy = len(self.running) - len(self.abandoned)  # queued ones included
+        return max(self.size - busy, 0)
 
     def submit(self, tasks: list[Task]) -> None:
+        now = time.monotonic()
+        with self.lock:  # known from now on, so that wait() sees its deadline at once
+            for task in tasks:
+                self.running[task.attempt_id] = (task, now)
         for task in tasks:
             self.tasks.put(task)
 
@@ -236,9 +243,10 @@ class ThreadExecutor:
     def _next_deadline(self) -> float | None:
         with self.lock:
             times = [
-                started + task.timeout + 5.0
+                deadline
                 for aid, (task, started) in self.running.items()
-                if task.timeout is not None and aid not in self.abandoned
+                if aid not in self.abandoned
+                and (deadline := deadline_of(task, started)) is not None
             ]
         return min(times) if times else None
 
@@ -247,9 +255,10 @@ class ThreadExecutor:
         out: list[Event] = []
         with self.lock:
             for aid, (task, started) in self.running.items():
-                if task.timeout is None or aid in self.abandoned:
+                deadline = deadline_of(task, started)
+                if deadline is None or aid in self.abandoned:
                     continue
-                if now >= started + task.timeout + 5.0:
+                if now >= deadline:
                     self.abandoned.add(aid)
                     out.append(_abandoned(task, "timeout", f"timed out after {task.timeout:g}s"))
         return out
@@ -268,7 +277,7 @@ class ThreadExecutor:
                 self.tasks.get_nowait()
             except queue.Empty:
                 break
-        stop_groups(groups, grace)  # the threads themselves cannot be stopped
+        terminate(groups, grace)  # the threads themselves cannot be stopped
         return out
 
     def kill(self) -> None:
@@ -281,7 +290,7 @@ class ThreadExecutor:
         if self.stop_grace is not None:  # commands that started while cancel() stopped others
             with self.lock:
                 late = list(self.groups.values())
-            stop_groups(late, self.stop_grace, term=False)
+            terminate(late, self.stop_grace, term=False)
         if hasattr(self, "saved_std"):
             sys.stdout, sys.stderr = self.saved_std
         for _ in self.threads:

@@ -41,10 +41,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import wire
-from ..plugins import registry
-from ..procs import GRACE, kill_group
+from ..procs import GRACE, kill_group, terminate
 from ..worker import Completion, Started, Task, death, worker_main
-from . import Event, Returned
+from . import Event, Returned, deadline_of
 
 TARGET_BATCH_SECONDS = 0.01
 MARGIN = 0.5  # after a worker's own grace period, before it is SIGKILLed from here
@@ -85,7 +84,6 @@ class ProcessExecutor:
         self.secrets = secrets
         self.workers: list[_Worker] = []
         self.durations: deque[float] = deque(maxlen=31)
-        self._self_timed: dict[str, bool] = {}
         self._poller: Any = None
         self._returned: list[Event] = []  # follow-ups that could not be placed
         self._polled_wake: int | None = None
@@ -111,7 +109,7 @@ class ProcessExecutor:
         process = ctx.Process(
             target=worker_main, args=(child, name, self.secrets), name=f"runner-{name}", daemon=True
         )
-        with _without_main_module():
+        with without_main_module():
             process.start()
         child.close()
         return _Worker(index, generation, process, parent)
@@ -122,14 +120,6 @@ class ProcessExecutor:
         worker.process.join(timeout=0)
         self.workers[position] = self._spawn(worker.index, worker.generation + 1)
         self._poller = None
-
-    def self_timed(self, uses: str) -> bool:
-        """Whether the plugin stops its own processes at the timeout (then the runner waits a
-        grace period longer before it kills the worker)."""
-        if uses not in self._self_timed:
-            plugin = _safe_load(uses)
-            self._self_timed[uses] = bool(getattr(plugin, "enforces_timeout", False))
-        return self._self_timed[uses]
 
     def depth(self) -> int:
         """How many tasks a worker may hold: about 10 ms of work (commands of a millisecond go
@@ -225,11 +215,9 @@ class ProcessExecutor:
     def _deadline(self, worker: _Worker) -> float | None:
         if worker.kill_at is not None:
             return worker.kill_at
-        if not worker.queue or worker.queue[0].timeout is None:
+        if not worker.queue:
             return None
-        task = worker.queue[0]
-        slack = task.grace + 1.0 if self.self_timed(task.uses) else 0.0
-        return worker.head_started + float(task.timeout or 0) + slack
+        return deadline_of(worker.queue[0], worker.head_started)
 
     def wait(self, timeout: float | None, wake_fd: int | None) -> list[Event]:
         now = time.monotonic()
@@ -342,19 +330,19 @@ class ProcessExecutor:
 
     def cancel(self, grace: float) -> list[Event]:
         events: list[Event] = []
-        busy = [w for w in self.workers if w.queue]
-        for worker in busy:
+        busy = {w.pid: w for w in self.workers if w.queue}
+        for worker in busy.values():
             worker.kill_reason = "cancelled"
-            worker.stop(signal.SIGTERM)
-        deadline = time.monotonic() + (grace + MARGIN if grace > 0 else 0.0)
-        pending = {w.process.sentinel: w for w in busy}
-        while pending and time.monotonic() < deadline:
-            ready = multiprocessing.connection.wait(list(pending), deadline - time.monotonic())
-            for sentinel in ready:
-                pending.pop(sentinel)
-        for worker in pending.values():
-            worker.stop(signal.SIGKILL)
-        for worker in busy:
+        # SIGTERM asks each worker to stop its command (and exit); what is left after the
+        # grace period, and the commands of those, are killed.
+        left = terminate(
+            list(busy),
+            grace + MARGIN if grace > 0 else 0.0,
+            gone=lambda pid: not busy[pid].process.is_alive(),
+        )
+        for pid in left:
+            busy[pid].stop(signal.SIGKILL)
+        for worker in busy.values():
             self._drain(worker, events)
             worker.process.join(timeout=2)
             self._died(worker, events)
@@ -385,13 +373,13 @@ def warm_up() -> Any:
     ctx.set_forkserver_preload(["pipeline_runner.executors._preload"])
     from multiprocessing import forkserver
 
-    with _without_main_module():
+    with without_main_module():
         forkserver.ensure_running()
     return ctx
 
 
 @contextlib.contextmanager
-def _without_main_module() -> Iterator[None]:
+def without_main_module() -> Iterator[None]:
     """Workers need nothing from the program's `__main__` (the `runner` script, pytest, a
     user's script), so keep multiprocessing from re-importing it in every worker."""
     main = sys.modules.get("__main__")
@@ -405,13 +393,6 @@ def _without_main_module() -> Iterator[None]:
     finally:
         for key, value in saved.items():
             setattr(main, key, value)
-
-
-def _safe_load(name: str) -> Any:
-    try:
-        return registry().load(name)
-    except Exception:
-        return None
 
 
 def _frame(payload: bytes) -> bytes:

@@ -1,0 +1,86 @@
+"""The wire format between the runner and its workers, with its speed shortcut (several messages
+in one plain pickle) on, and off with RUNNER_NO_SHORTCUTS=1 (one pickle per message): a
+pipeline gives the same record both ways."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import RunCli
+
+from pipeline_runner import wire
+from pipeline_runner.worker import Completion, Started
+
+WritePipeline = Callable[..., Path]
+
+MESSAGES = [
+    Started(1, 4242, "123"),
+    Completion(1, True, '"x"', None, "", "", None, 1.0, 2.0, "w0"),
+]
+
+
+@pytest.mark.parametrize(("switch", "payloads"), [("", 1), ("1", 2)])
+def test_the_switch_chooses_one_batch_or_one_pickle_per_message(
+    monkeypatch: pytest.MonkeyPatch, switch: str, payloads: int
+) -> None:
+    monkeypatch.setenv("RUNNER_NO_SHORTCUTS", switch)
+    encoded = wire.encode(MESSAGES)
+    assert len(encoded) == payloads
+    received = [m for payload in encoded for m in wire.decode(pickle.loads(payload))]
+    assert received == MESSAGES
+
+
+LIB = """
+def double(x):
+    return x * 2
+
+def fail():
+    raise ValueError("no")
+"""
+
+PIPELINE = """
+version: 1
+name: wire
+steps:
+  - {id: a, uses: python, with: {call: 'lib:double', args: [1]}}
+  - {id: b, uses: python, needs: a, with: {call: 'lib:double', args: ["{{ steps.a.output }}"]}}
+  - {id: c, uses: python, needs: b, with: {call: 'lib:double', args: [3]}}
+  - {id: d, uses: shell, needs: c, with: {cmd: "echo d; echo err >&2"}}
+  - {id: bad, uses: python, retries: {max: 1, delay: 10ms}, with: {call: 'lib:fail'}}
+  - {id: never, uses: noop, needs: bad}
+  - id: many
+    for_each: [1, 2, 3, 4, 5, 6, 7, 8]
+    uses: python
+    with: {call: 'lib:double', args: ["{{ item }}"]}
+"""
+
+
+def test_a_pipeline_gives_the_same_record_with_and_without_the_shortcuts(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    path = write_pipeline(PIPELINE, files={"lib.py": LIB})
+    seen = []
+    for switch in ("0", "1"):
+        report = tmp_path / f"out{switch}.json"
+        result = run_cli(
+            "run",
+            str(path),
+            "--workers",
+            "2",
+            "--json",
+            str(report),
+            env={"RUNNER_NO_SHORTCUTS": switch},
+        )
+        assert result.code == 1, result.output
+        steps = json.loads(report.read_text())["steps"]
+        seen.append(
+            sorted((s["id"], s["state"], s["attempts"], s["output"], s["error"]) for s in steps)
+        )
+    assert seen[0] == seen[1]
+    record = {row[0]: row for row in seen[0]}
+    assert record["b"][3] == 4 and record["d"][3] == "d" and record["many.7"][3] == 16
+    assert record["bad"][1:3] == ("failed", 2) and record["never"][1] == "upstream_failed"
