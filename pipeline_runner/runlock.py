@@ -39,10 +39,11 @@ def hold(path: Path, run_id: str, command: str) -> RunLock:
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EAGAIN):
+            os.close(fd)
+            raise
         holder = _holder(fd)
         os.close(fd)
-        if exc.errno not in (errno.EACCES, errno.EAGAIN):
-            raise
         raise RunBusy(_busy_message(run_id, holder)) from None
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     record = {"pid": os.getpid(), "started": started, "command": command}
@@ -51,7 +52,18 @@ def hold(path: Path, run_id: str, command: str) -> RunLock:
     return RunLock(fd)
 
 
-def _holder(fd: int) -> dict[str, object]:
+def _holder(fd: int, wait: float = 2.0) -> dict[str, object]:
+    """The holder's record.  It writes it just after it takes the lock, so for a moment the file
+    may be empty or still name an earlier holder (who is gone): wait for a live one."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = _record(fd)
+        if _alive(found.get("pid")) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.01)
+
+
+def _record(fd: int) -> dict[str, object]:
     try:
         found = json.loads(os.pread(fd, 4096, 0) or b"{}")
     except (OSError, ValueError):
@@ -59,8 +71,19 @@ def _holder(fd: int) -> dict[str, object]:
     return found if isinstance(found, dict) else {}
 
 
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _busy_message(run_id: str, holder: dict[str, object]) -> str:
-    # The holder writes its record just after it takes the lock: it may not be there yet.
     who = f"pid {holder.get('pid', '?')}, started {holder.get('started', '?')}"
     verb = "resumed" if holder.get("command") == "resume" else "run"
     return (
