@@ -28,8 +28,9 @@ from typing import Any
 
 from .errors import RunNotFound, StoreError
 from .model import NodeKind, State
+from .paths import STORE_FILE, StatePaths
 
-DB_NAME = "runs.db"
+DB_NAME = STORE_FILE
 BUSY_TIMEOUT_MS = 250
 LOCK_RETRY_SECONDS = 60.0
 
@@ -113,7 +114,7 @@ MIGRATIONS: list[str] = [
 
 
 def db_path(state_dir: Path) -> Path:
-    return state_dir / DB_NAME
+    return StatePaths(state_dir).store
 
 
 class Store:
