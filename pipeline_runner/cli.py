@@ -15,12 +15,19 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from . import __version__
-from .errors import EXIT_USAGE, PipelineError, RunnerError, UsageError
+from . import __version__, defaults
+from .errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERNAL,
+    EXIT_SIGINT,
+    EXIT_USAGE,
+    PipelineError,
+    RunnerError,
+    UsageError,
+)
 from .escape import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
-EXIT_INTERNAL = 70
 REPORT_URL = "https://github.com/pipeline-runner/pipeline-runner/issues"
 
 
@@ -60,12 +67,12 @@ class Group(click.Group):
             raise
         except KeyboardInterrupt:
             _echo_err("runner: interrupted")
-            sys.exit(130)
+            sys.exit(EXIT_SIGINT)
         except BrokenPipeError:
             # The reader of our output went away; say nothing more on a closed pipe.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-            sys.exit(141)
+            sys.exit(EXIT_BROKEN_PIPE)
         except Exception as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 import traceback
@@ -80,25 +87,37 @@ class Group(click.Group):
             sys.exit(EXIT_INTERNAL)
 
 
-def param_options(func: F) -> F:
-    func = click.option(
+def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Several click options as one decorator, shown in the order given."""
+
+    def apply(func: F) -> F:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+# The options of every command that plans a file (validate, graph, run).
+param_options = _options(
+    click.option(
         "--param",
         "params",
         multiple=True,
         metavar="NAME=VALUE",
         help="Set a parameter; VALUE is read as YAML (3 is a number, [a,b] a list).",
-    )(func)
-    func = click.option(
+    ),
+    click.option(
         "--params-file", type=click.Path(dir_okay=False), help="YAML or JSON file of parameters."
-    )(func)
-    func = click.option(
+    ),
+    click.option(
         "--max-file-size",
         type=int,
-        default=10 * 1024 * 1024,
+        default=defaults.MAX_FILE_SIZE,
         show_default=True,
         help="Refuse pipeline files larger than this many bytes.",
-    )(func)
-    return func
+    ),
+)
 
 
 def planner_options(params: Sequence[str], params_file: str | None, max_file_size: int) -> Any:
@@ -132,7 +151,8 @@ class Seconds(click.FloatRange):
         return seconds
 
 
-GRACE = Seconds(min=0, max=3600)
+GRACE_MAX = defaults.GRACE_MAX
+GRACE = Seconds(min=0, max=GRACE_MAX)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -330,29 +350,52 @@ def report_problem(path: str) -> str | None:
     return None
 
 
+# The options `run` and `resume` share, defined once (click makes a new Option each use).
+run_options = _options(
+    click.option("--workers", type=int, help="Parallel workers (default: the number of CPUs)."),
+    click.option(
+        "--executor",
+        type=click.Choice(defaults.EXECUTORS),
+        default=defaults.EXECUTOR,
+        show_default=True,
+        help="Where steps run.",
+    ),
+    click.option(
+        "--scheduler", "dask_scheduler", metavar="ADDRESS", help="Dask scheduler address."
+    ),
+    click.option(
+        "--progress",
+        type=click.Choice(defaults.PROGRESS_CHOICES),
+        default=defaults.PROGRESS,
+        show_default=True,
+        help="Live view on a terminal, plain lines otherwise.",
+    ),
+    report_options,
+    click.option(
+        "--grace",
+        type=GRACE,
+        default=defaults.GRACE,
+        show_default=True,
+        help=f"Seconds between SIGTERM and SIGKILL when stopping a step (0 to {GRACE_MAX:g}).",
+    ),
+)
+
+
 def state_dir_option(func: F) -> F:
     return click.option(
         "--state-dir",
         type=click.Path(file_okay=False),
-        envvar="RUNNER_STATE_DIR",
-        default=".runner",
+        envvar=defaults.STATE_DIR_ENV,
+        default=defaults.STATE_DIR,
         show_default=True,
-        help="Where runs are recorded (also RUNNER_STATE_DIR).",
+        help=f"Where runs are recorded (also {defaults.STATE_DIR_ENV}).",
     )(func)
 
 
 @main.command()
 @click.argument("file", type=click.Path())
 @param_options
-@click.option("--workers", type=int, help="Parallel workers (default: the number of CPUs).")
-@click.option(
-    "--executor",
-    type=click.Choice(["process", "thread", "inline", "dask"]),
-    default="process",
-    show_default=True,
-    help="Where steps run.",
-)
-@click.option("--scheduler", "dask_scheduler", metavar="ADDRESS", help="Dask scheduler address.")
+@run_options
 @click.option(
     "--only", multiple=True, metavar="SEL", help="Run these steps (id or glob) and their needs."
 )
@@ -360,22 +403,7 @@ def state_dir_option(func: F) -> F:
     "--dry-run", is_flag=True, help="Print the plan and why each step would run; run nothing."
 )
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failure.")
-@report_options
-@click.option(
-    "--progress",
-    type=click.Choice(["auto", "rich", "plain", "none"]),
-    default="auto",
-    show_default=True,
-    help="Live view on a terminal, plain lines otherwise.",
-)
 @click.option("--secrets-file", type=click.Path(dir_okay=False), help="YAML file of secret values.")
-@click.option(
-    "--grace",
-    type=GRACE,
-    default=3.0,
-    show_default=True,
-    help="Seconds between SIGTERM and SIGKILL when stopping a step (0 to 3600).",
-)
 @click.option("--no-cache", is_flag=True, help="Run every step, ignoring cached results.")
 @click.option("--no-compensate", is_flag=True, help="Do not run compensations on failure.")
 @state_dir_option
@@ -410,23 +438,7 @@ def run(file: str, **options: Any) -> None:
     type=click.Path(dir_okay=False),
     help="Read parameters from this file again (default: the values the run recorded).",
 )
-@click.option("--workers", type=int, help="Parallel workers (default: the number of CPUs).")
-@click.option(
-    "--executor",
-    type=click.Choice(["process", "thread", "inline", "dask"]),
-    default="process",
-    show_default=True,
-)
-@click.option("--scheduler", "dask_scheduler", metavar="ADDRESS", help="Dask scheduler address.")
-@click.option("--progress", type=click.Choice(["auto", "rich", "plain", "none"]), default="auto")
-@report_options
-@click.option(
-    "--grace",
-    type=GRACE,
-    default=3.0,
-    show_default=True,
-    help="Seconds between SIGTERM and SIGKILL when stopping a step (0 to 3600).",
-)
+@run_options
 @state_dir_option
 def resume(
     run_id: str,
@@ -478,7 +490,7 @@ def resume_planner(recorded: dict[str, Any], params: Sequence[str], params_file:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="JSON for tools.")
-@click.option("--limit", type=int, default=30, show_default=True)
+@click.option("--limit", type=int, default=defaults.RUNS_LIMIT, show_default=True)
 @state_dir_option
 def runs(as_json: bool, limit: int, state_dir: str) -> None:
     """List recorded runs, newest first."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import defaults
 from .errors import EXIT_OK, PlatformError, UsageError
 from .graph import plain, topological
 from .model import NodeKind, Plan, State
@@ -32,7 +33,7 @@ class RunRequest:
     file: str
     planner: PlannerOptions
     workers: int | None = None
-    executor: str = "process"
+    executor: str = defaults.EXECUTOR
     dask_scheduler: str | None = None
     only: Sequence[str] = ()
     dry_run: bool = False
@@ -41,12 +42,12 @@ class RunRequest:
     json_path: str | None = None
     events: str | None = None
     trace: str | None = None
-    progress: str = "auto"
+    progress: str = defaults.PROGRESS
     secrets_file: str | None = None
-    grace: float = 3.0
+    grace: float = defaults.GRACE
     no_cache: bool = False
     no_compensate: bool = False
-    state_dir: str = ".runner"
+    state_dir: str = defaults.STATE_DIR
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -63,7 +64,7 @@ def run_pipeline(request: RunRequest, resume: str | None = None, force: bool = F
     # Before anything of the run is read: a second resume must not plan from the same state.
     from .runlock import hold
 
-    lock = hold(StatePaths(Path(request.state_dir)).lock(resume), resume, "resume")
+    lock = hold(StatePaths(Path(request.state_dir)).run(resume).lock, resume, "resume")
     try:
         refuse_if_running(request.state_dir, resume)
         return _start(request, resume, force)
@@ -111,7 +112,7 @@ def _start(request: RunRequest, resume: str | None, force: bool) -> int:
         return EXIT_OK
     if request.workers is not None and request.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {request.workers}")
-    workers = request.workers or os.cpu_count() or 1
+    workers = request.workers or defaults.workers()
     bound = parallel_bound(plan)
     if bound is not None:  # a worker no step can use is only a process to start and stop
         workers = min(workers, bound)
@@ -172,8 +173,8 @@ def _run(
         run_id = new_run_id()
         from .runlock import hold
 
-        lock = hold(paths.lock(run_id), run_id, "run")  # released when this process ends
-    run_dir = paths.run(run_id)
+        lock = hold(paths.run(run_id).lock, run_id, "run")  # released when this process ends
+    run_dir = paths.run(run_id).folder
     run_dir.mkdir(parents=True, exist_ok=True)
     record = StoreSink(
         store,

@@ -28,9 +28,10 @@ from typing import Any
 
 import yaml
 
+from . import defaults
 from .errors import Diagnostic, Location, PipelineError
 
-DEFAULT_MAX_FILE_SIZE = 10 * 1024 * 1024
+DEFAULT_MAX_FILE_SIZE = defaults.MAX_FILE_SIZE
 MAX_DEPTH = 64
 MAX_DEPTH_MESSAGE = f"nesting is deeper than the limit of {MAX_DEPTH} levels"
 MAX_ALIAS_NODES = 100_000

@@ -1,9 +1,11 @@
 """The layout of the state folder (`--state-dir`, `.runner` by default), in one place.
 
-runs.db                  the run store (SQLite: runs, steps, events, cache entries)
-runs/<run id>/logs/      one log file per step attempt
-runs/<run id>/scratch/   steps' scratch folders
-runs/<run id>/run.lock   held (an OS lock) by the one runner running or resuming the run
+    runs.db                  the run store (SQLite: runs, steps, events, cache entries)
+    runs/<run id>/logs/      one log file per step attempt
+    runs/<run id>/scratch/   steps' scratch folders
+    runs/<run id>/run.lock   held (an OS lock) by the one runner running or resuming the run
+
+Step cache entries live in the store; there is no cache folder.
 """
 
 from __future__ import annotations
@@ -12,6 +14,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STORE_FILE = "runs.db"
+
+
+@dataclass(frozen=True, slots=True)
+class RunPaths:
+    """The folder of one run and what it holds."""
+
+    folder: Path
+
+    @property
+    def logs(self) -> Path:
+        return self.folder / "logs"
+
+    @property
+    def scratch(self) -> Path:
+        return self.folder / "scratch"
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / "run.lock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,14 +49,5 @@ class StatePaths:
     def runs(self) -> Path:
         return self.root / "runs"
 
-    def run(self, run_id: str) -> Path:
-        return self.runs / run_id
-
-    def logs(self, run_id: str) -> Path:
-        return self.run(run_id) / "logs"
-
-    def scratch(self, run_id: str) -> Path:
-        return self.run(run_id) / "scratch"
-
-    def lock(self, run_id: str) -> Path:
-        return self.run(run_id) / "run.lock"
+    def run(self, run_id: str) -> RunPaths:
+        return RunPaths(self.runs / run_id)

@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-GRACE = 3.0
+from . import defaults
+
+GRACE = defaults.GRACE
 _CHUNK = 65536
 
 

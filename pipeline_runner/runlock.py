@@ -46,18 +46,16 @@ def hold(path: Path, run_id: str, command: str) -> RunLock:
         os.close(fd)
         raise RunBusy(_busy_message(run_id, holder)) from None
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    record = json.dumps({"pid": os.getpid(), "started": started, "command": command}).encode()
-    # Written over the old record, then cut to length: the file is never empty in between.
-    os.pwrite(fd, record + b"\n", 0)
-    os.ftruncate(fd, len(record) + 1)
+    record = {"pid": os.getpid(), "started": started, "command": command}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(record).encode() + b"\n", 0)
     return RunLock(fd)
 
 
-def _holder(fd: int, patience: float = 5.0) -> dict[str, object]:
-    """The record of the process holding the lock.  The holder writes it just after it takes the
-    lock, over the record of the one before: until it is there, what is read is unfinished, or
-    names a process that has ended; read again for a while, then say what is known."""
-    deadline = time.monotonic() + patience
+def _holder(fd: int, wait: float = 2.0) -> dict[str, object]:
+    """The holder's record.  It writes it just after it takes the lock, so for a moment the file
+    may be empty or still name an earlier holder (who is gone): wait for a live one."""
+    deadline = time.monotonic() + wait
     while True:
         found = _record(fd)
         if _alive(found.get("pid")) or time.monotonic() > deadline:
@@ -74,7 +72,7 @@ def _record(fd: int) -> dict[str, object]:
 
 
 def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+    if not isinstance(pid, int) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)

@@ -33,13 +33,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import graph
+from . import defaults, graph
 from .environment import checked_env
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_STORE, TemplateError
 from .executors import Event, Executor, Returned
 from .foreach import id_clash
 from .logfiles import log_file_name
 from .model import Node, NodeKind, Plan, Scope, State, has_deferred
+from .paths import RunPaths
 from .planner import default_key, key_problem
 from .runtime import Renderer
 from .worker import Completion, Started, Task
@@ -137,7 +138,7 @@ class RunResult:
 class Options:
     fail_fast: bool = False
     only: Sequence[str] = ()
-    grace: float = 3.0
+    grace: float = defaults.GRACE
     preset: Mapping[str, tuple[State, Any]] = field(default_factory=dict)  # resume: done nodes
     attempts_done: Mapping[str, int] = field(default_factory=dict)  # resume: attempts so far
     recorded_rows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # resume: steps
@@ -201,9 +202,10 @@ class Scheduler:
             self.secrets,
             self.lookup,
         )
-        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        self.logs_dir = str(run_dir / "logs")
-        self.scratch_dir = str(run_dir / "scratch")
+        folder = RunPaths(run_dir)
+        folder.logs.mkdir(parents=True, exist_ok=True)
+        self.logs_dir = str(folder.logs)
+        self.scratch_dir = str(folder.scratch)
 
     # -- set-up ---------------------------------------------------------------------------------
 

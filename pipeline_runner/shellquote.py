@@ -31,6 +31,10 @@ from dataclasses import dataclass, field
 # Where a marker stands: NUL, the render's nonce, the value's index, NUL.  A pipeline file cannot
 # hold a NUL byte and the nonce is new for each render, so the user's text never holds one.
 MARKER = "\x00{nonce}:{index}\x00"
+MARKERS = re.compile("\x00(\\w+):(\\d+)\x00")
+# Text with none of these puts every value outside quotes: no need to read it character by
+# character.
+PLAIN = re.compile("[^'\"\\\\`$#<]*")
 
 _WORD_END = frozenset(" \t\n;&|()<>")
 
@@ -62,18 +66,60 @@ def fill(text: str, nonce: str, value: Callable[[int, str], str]) -> str:
     """`text` with each marker of `nonce` replaced by `value(index, context)`; the context is
     one of "U", "S", "D", "C", "UE" and "DE" (after a backslash).  Raises ValueError where
     a value has no exact quoting."""
-    marker = re.compile("\x00" + re.escape(nonce) + r":(\d+)\x00")
+    marker = _Markers(nonce)
+    if PLAIN.fullmatch(text):
+        return MARKERS.sub(
+            lambda m: value(int(m.group(2)), "U") if m.group(1) == nonce else m.group(), text
+        )
     reader = _Reader(text, value)
     _read(reader, marker)
     return "".join(reader.out)
 
 
-def _read(r: _Reader, marker: re.Pattern[str]) -> None:
+class _Markers:
+    """The markers of one render (those of another nonce are text)."""
+
+    def __init__(self, nonce: str) -> None:
+        self.nonce = nonce
+
+    def match(self, text: str, pos: int) -> re.Match[str] | None:
+        if not text.startswith("\x00", pos):
+            return None
+        found = MARKERS.match(text, pos)
+        return found if found and found.group(1) == self.nonce else None
+
+    def search(self, text: str) -> bool:
+        return any(m.group(1) == self.nonce for m in MARKERS.finditer(text))
+
+
+# Per context (u: unquoted inside `$(...)`), a run of characters that change nothing there.
+_ORDINARY = {
+    kind: re.compile(f"[^{chars}\x00]+")
+    for kind, chars in {
+        "U": "'\"\\\\$`#<\n",
+        "u": "'\"\\\\$`#<()\nc",
+        "S": "'",
+        "D": '"\\\\$`',
+        "A": "'\\\\",
+        "P": "{}\\\\",
+        "B": "`\\\\",
+        "C": "\n",
+    }.items()
+}
+
+
+def _read(r: _Reader, marker: _Markers) -> None:
     text = r.text
     while r.pos < len(text):
+        kind = r.stack[-1].kind
+        ordinary = _ORDINARY["u" if kind == "U" and len(r.stack) > 1 else kind].match(text, r.pos)
+        if ordinary:
+            r.out.append(ordinary.group())
+            r.pos = ordinary.end()
+            continue
         found = marker.match(text, r.pos)
         if found:
-            _value(r, int(found.group(1)), escaped=False)
+            _value(r, int(found.group(2)), escaped=False)
             r.pos = found.end()
             continue
         ch = text[r.pos]
@@ -83,7 +129,7 @@ def _read(r: _Reader, marker: re.Pattern[str]) -> None:
             r.pos += 1
             after = marker.match(text, r.pos)
             if after:
-                _value(r, int(after.group(1)), escaped=True)
+                _value(r, int(after.group(2)), escaped=True)
                 r.pos = after.end()
             elif r.pos < len(text):
                 r.out.append(text[r.pos])
@@ -94,7 +140,7 @@ def _read(r: _Reader, marker: re.Pattern[str]) -> None:
         _step(r, frame, ch, text, marker)
 
 
-def _step(r: _Reader, frame: _Frame, ch: str, text: str, marker: re.Pattern[str]) -> None:
+def _step(r: _Reader, frame: _Frame, ch: str, text: str, marker: _Markers) -> None:
     nxt = text[r.pos] if r.pos < len(text) else ""
     kind = frame.kind
     if (kind, ch) in (("S", "'"), ("A", "'"), ("B", "`")):
@@ -136,9 +182,7 @@ def _substitution(r: _Reader, ch: str, nxt: str) -> bool:
     return True
 
 
-def _unquoted(
-    r: _Reader, frame: _Frame, ch: str, nxt: str, text: str, marker: re.Pattern[str]
-) -> None:
+def _unquoted(r: _Reader, frame: _Frame, ch: str, nxt: str, text: str, marker: _Markers) -> None:
     nested = len(r.stack) > 1
     if ch == "'":
         r.stack.append(_Frame("S"))
@@ -178,7 +222,7 @@ def _word_start(text: str, at: int) -> bool:
     return at == 0 or text[at - 1] in _WORD_END
 
 
-def _heredoc_start(r: _Reader, text: str, marker: re.Pattern[str]) -> None:
+def _heredoc_start(r: _Reader, text: str, marker: _Markers) -> None:
     """After `<<` (or `<<-`): read the delimiter word; its body starts at the next line."""
     r.out.append(text[r.pos])  # the second <
     r.pos += 1
@@ -198,7 +242,7 @@ def _heredoc_start(r: _Reader, text: str, marker: re.Pattern[str]) -> None:
     r.heredocs.append((delimiter, strip))
 
 
-def _heredoc_bodies(r: _Reader, marker: re.Pattern[str]) -> None:
+def _heredoc_bodies(r: _Reader, marker: _Markers) -> None:
     """At a newline: the bodies of the here-documents opened on that line, copied as they are
     (a value inside one is refused: whether it expands depends on how the delimiter was
     quoted, and a line of it could end the document)."""

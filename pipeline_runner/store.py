@@ -28,9 +28,10 @@ from typing import Any
 
 from .errors import RunNotFound, StoreError
 from .model import NodeKind, State
+from .paths import STORE_FILE, StatePaths
 from .procs import process_start_time
 
-DB_NAME = "runs.db"
+DB_NAME = STORE_FILE
 BUSY_TIMEOUT_MS = 250
 LOCK_RETRY_SECONDS = 60.0
 
@@ -118,7 +119,7 @@ MIGRATIONS: list[str] = [
 
 
 def db_path(state_dir: Path) -> Path:
-    return state_dir / DB_NAME
+    return StatePaths(state_dir).store
 
 
 class Store:

@@ -41,7 +41,7 @@ import jinja2.visitor
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import TemplateError, did_you_mean
-from .shellquote import MARKER, ShellSecret, fill, quote_secret, quote_text
+from .shellquote import MARKER, MARKERS, PLAIN, ShellSecret, fill, quote_secret, quote_text
 from .templating_text import MAX_SEQUENCE, check_weight, to_text, weight
 
 MAX_OUTPUT = 1024 * 1024
@@ -57,8 +57,11 @@ class RawValue(str):
 
 
 def _shell_word(value: Any) -> str:
+    """A value as one shell word (outside quotes)."""
     if isinstance(value, RawValue):
         return str(value)
+    if isinstance(value, ShellSecret):
+        return quote_secret(value, "U")
     return shlex.quote(to_text(value))
 
 
@@ -69,14 +72,16 @@ class _ShellValues:
     def __init__(self) -> None:
         self.nonce = str(secrets.randbelow(10**15))
         self.values: list[Any] = []
-        self.pattern = re.compile("\x00" + self.nonce + r":(\d+)\x00")
 
     def mark(self, value: Any) -> str:
         if isinstance(value, str) and "\x00" in value:
             # Text rendered from values already (a macro's, a `{% set %}` block's): one value.
-            value = self.pattern.sub(lambda m: self.raw(int(m.group(1))), value)
+            value = MARKERS.sub(self._raw_marker, value)
         self.values.append(value)
         return MARKER.format(nonce=self.nonce, index=len(self.values) - 1)
+
+    def _raw_marker(self, found: re.Match[str]) -> str:
+        return self.raw(int(found.group(2))) if found.group(1) == self.nonce else found.group()
 
     def raw(self, index: int) -> str:
         value = self.values[index]
@@ -211,7 +216,7 @@ def _checked_join(items: Any, d: str = "", attribute: Any = None) -> str:
     """The `join` filter, checked before it is built."""
     values = list(items)
     if attribute is not None:
-        getter = jinja2.filters.make_attrgetter(_ENVS.get(False) or environment(), attribute)
+        getter = jinja2.filters.make_attrgetter(environment(), attribute)
         values = [getter(v) for v in values]
     check_weight([values, d * len(values)], "join")
     return str(d).join(str(v) for v in values)  # as Jinja's own `join`
@@ -287,10 +292,10 @@ class Sandbox(SandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**", "<<", "+", "%"})
 
-    def __init__(self, shell: bool = False) -> None:
+    def __init__(self, shell: bool = False, words: bool = False) -> None:
         super().__init__(
             undefined=_Undefined,
-            finalize=_shell_mark if shell else to_text,
+            finalize=(_shell_word if words else _shell_mark) if shell else to_text,
             autoescape=False,
             keep_trailing_newline=True,
         )
@@ -365,13 +370,16 @@ class Sandbox(SandboxedEnvironment):
         return super().call(__context, __obj, *args, **kwargs)
 
 
-_ENVS: dict[bool, Sandbox] = {}
+_ENVS: dict[tuple[bool, bool], Sandbox] = {}
 
 
-def environment(shell: bool = False) -> Sandbox:
-    if shell not in _ENVS:
-        _ENVS[shell] = Sandbox(shell)
-    return _ENVS[shell]
+def environment(shell: bool = False, words: bool = False) -> Sandbox:
+    """The sandbox; in shell mode with `words`, one that quotes each value as a shell word
+    as it renders (for a command whose values all land outside quotes)."""
+    key = (shell, shell and words)
+    if key not in _ENVS:
+        _ENVS[key] = Sandbox(*key)
+    return _ENVS[key]
 
 
 @dataclass(frozen=True, eq=False)
@@ -495,11 +503,12 @@ def _check_filters_and_tests(ast: jinja2.nodes.Template, env: Sandbox) -> None:
             _unknown(name, env.tests if kind == "test" else env.filters, kind)
 
 
-def _check_shell_places(env: Sandbox, source: str) -> None:
+def _shell_places(env: Sandbox, source: str) -> bool:
     """A command without `{% %}` blocks puts its values in the same places whatever they are:
-    a place no value can be quoted for is an error now, at validate time, not at run time."""
+    a place no value can be quoted for is an error now, at validate time, not at run time.
+    True when every value lands outside quotes (each is then quoted as it renders)."""
     if "{%" in source or "{#" in source:
-        return
+        return False
     parts: list[str] = []
     index = 0
     for _, kind, value in env.lex(source):
@@ -508,10 +517,12 @@ def _check_shell_places(env: Sandbox, source: str) -> None:
         elif kind == "variable_begin":
             parts.append(MARKER.format(nonce="check", index=index))
             index += 1
+    text = "".join(parts)
     try:
-        fill("".join(parts), "check", lambda i, context: "")
+        fill(text, "check", lambda i, context: "")
     except ValueError as exc:
         raise TemplateError(f"in a shell command: {exc}") from None
+    return PLAIN.fullmatch(text) is not None
 
 
 @lru_cache(maxsize=4096)
@@ -534,8 +545,10 @@ def compile_value(source: str, shell: bool = False) -> Compiled:
                 compiled_expr(**ctx)
             )
         elif shell:
-            run = _shell_streamed(env.from_string(source))
-            _check_shell_places(env, source)
+            if _shell_places(env, source):
+                run = _streamed(environment(shell=True, words=True).from_string(source))
+            else:
+                run = _shell_streamed(env.from_string(source))
         else:
             run = _streamed(env.from_string(source))
     except jinja2.exceptions.TemplateSyntaxError as exc:

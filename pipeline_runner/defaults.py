@@ -1,0 +1,25 @@
+"""The defaults of the runner's settings, in one place: the command line shows them, the engine
+and the pieces below it fall back to them, and the manual describes them from here.
+
+This module imports nothing of the runner, so any module may read it.
+"""
+
+from __future__ import annotations
+
+import os
+
+STATE_DIR = ".runner"  # where runs are recorded (--state-dir)
+STATE_DIR_ENV = "RUNNER_STATE_DIR"  # the environment variable that sets it
+EXECUTORS = ("process", "thread", "inline", "dask")
+EXECUTOR = "process"
+PROGRESS_CHOICES = ("auto", "rich", "plain", "none")
+PROGRESS = "auto"
+GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a step is stopped (--grace)
+GRACE_MAX = 3600.0
+MAX_FILE_SIZE = 10 * 1024 * 1024  # bytes of a pipeline, params or secrets file
+RUNS_LIMIT = 30  # rows `runner runs` shows
+
+
+def workers() -> int:
+    """Parallel workers when --workers is not given: the number of CPUs."""
+    return os.cpu_count() or 1
