@@ -308,10 +308,10 @@ def plugins(as_json: bool) -> None:
 
 
 REPORTS = {
-    "--junit": ("junit", "Write a JUnit XML report."),
-    "--json": ("json_path", "Write a JSON summary."),
-    "--events": ("events", "Write state changes as JSON lines."),
-    "--trace": ("trace", "Write a Chrome/Perfetto trace."),
+    "--junit": ("junit", "Write a JUnit XML report"),
+    "--json": ("json_path", "Write a JSON summary"),
+    "--events": ("events", "Write state changes as JSON lines"),
+    "--trace": ("trace", "Write a Chrome/Perfetto trace"),
 }
 
 
@@ -319,7 +319,7 @@ def report_options(func: F) -> F:
     """The report files of `run` and `resume`; `-` is stdout.  Their paths are checked by
     `check_reports` before anything runs (click's own check would print a usage screen)."""
     for option, (name, text) in reversed(REPORTS.items()):
-        func = click.option(option, name, metavar="FILE", help=f"{text} (- for stdout)")(func)
+        func = click.option(option, name, metavar="FILE", help=f"{text} (- for stdout).")(func)
     return func
 
 
