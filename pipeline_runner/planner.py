@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import graph
 from .errors import Diagnostic, Location, PipelineError, TemplateError, did_you_mean
+from .foreach import default_key, key_problem
 from .loader import DEFAULT_MAX_FILE_SIZE, Document, Path_, SourceMap, format_path, load_file
 from .loader import load_text as load_yaml_text
 from .model import (
@@ -53,8 +54,6 @@ if TYPE_CHECKING:  # jinja2 is imported only when a file has templates
 
 RUN_NAMES = frozenset({"steps", "run", "secrets"})
 BASE_NAMES = frozenset({"params", "env", "pipeline"}) | RUN_NAMES
-KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
-MAX_KEY_LENGTH = 100
 MAX_TEMPLATE_DEPTH = 16
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -80,31 +79,6 @@ def parse_duration(value: Any) -> float:
     if seconds < 0:
         raise ValueError(f"invalid duration {value!r}: a duration cannot be negative")
     return seconds
-
-
-def key_problem(key: str) -> str | None:
-    """Why `key` cannot name an instance (it becomes part of ids and file names), or None."""
-    if not isinstance(key, str) or not key:
-        return "a key must be a non-empty string"
-    if len(key) > MAX_KEY_LENGTH:
-        return f"a key is at most {MAX_KEY_LENGTH} characters"
-    if ".." in key or not KEY_RE.match(key):
-        return (
-            "a key has letters, digits, '_', '.', '=' and '-', starts with a letter or digit, "
-            "and has no '/', '\\', '..' or white space"
-        )
-    return None
-
-
-def default_key(item: Any, index: int) -> str:
-    """The default instance key: the item itself, its `name`/`id` field, or its index."""
-    if isinstance(item, str):
-        return item
-    if isinstance(item, Mapping):
-        for field_name in ("name", "id"):
-            if field_name in item:
-                return str(item[field_name])
-    return str(index)
 
 
 def parse_param_value(text: str) -> Any:

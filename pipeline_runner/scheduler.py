@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import graph
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_STORE, TemplateError
 from .executors import Event, Executor, Returned
+from .foreach import default_key, key_problem
+from .messages import Completion, Started, Task
 from .model import Node, NodeKind, Plan, Scope, State, has_deferred
-from .planner import default_key, key_problem
 from .runtime import Renderer
-from .worker import Completion, Started, Task
 
 if TYPE_CHECKING:
     import random

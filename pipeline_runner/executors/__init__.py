@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Protocol
 
-from ..worker import Completion, Started, Task
+from ..messages import Completion, Started, Task
 
 
 class Returned(NamedTuple):

@@ -68,8 +68,9 @@ from multiprocessing.connection import wait as wait_ready
 from typing import Any, NamedTuple
 
 from ..errors import UsageError
+from ..messages import Completion, Started, Task
 from ..procs import GRACE, kill_group
-from ..worker import Completion, Started, Task, death, failure
+from ..worker import death, failure
 from . import Event, Returned
 
 INSTALL_HINT = "pip install 'yaml-pipeline-runner[dask]'"

@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..messages import Completion, Task
 from ..procs import group_alive, kill_group
 from ..secrets import Masker
-from ..worker import Completion, Task, execute
+from ..worker import execute
 from . import Event
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

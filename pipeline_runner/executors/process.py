@@ -40,9 +40,10 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from ..messages import Completion, Started, Task
 from ..plugins import registry
 from ..procs import GRACE, kill_group
-from ..worker import Completion, Started, Task, death, dumps_message, worker_main
+from ..worker import death, dumps_message, worker_main
 from . import Event, Returned
 
 TARGET_BATCH_SECONDS = 0.01
