@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .changes import NO_FILES, StepChanged
 from .messages import Completion, Task
-from .model import Node, Plan, State
+from .model import Node, NodeKind, Plan, State
 
 if TYPE_CHECKING:
     from .cache import CacheBackend, Globs
@@ -211,6 +211,15 @@ class RunState:
     def dependents_of(self, nid: str) -> list[NodeRun]:
         runs = self.runs
         return [runs[d] for d in self.dependents.get(nid, ())]
+
+
+def step_counts(nodes: Iterable[NodeRun]) -> dict[str, int]:
+    """How many steps (not groups) ended in each state."""
+    counts: dict[str, int] = {}
+    for nr in nodes:
+        if nr.node.kind is NodeKind.STEP:
+            counts[nr.state.value] = counts.get(nr.state.value, 0) + 1
+    return counts
 
 
 def kept_run(node: Node, row: Mapping[str, Any]) -> NodeRun:
