@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from .errors import Location
+from .kinds import RunStatus
 from .messages import Completion
 from .model import NodeKind, Plan, State
 
@@ -73,7 +74,7 @@ class RunInfo:
 @dataclass(frozen=True, slots=True)
 class RunResult:
     run_id: str
-    status: str  # succeeded | failed | cancelled
+    status: RunStatus  # succeeded | failed | cancelled
     exit_code: int
     nodes: Mapping[str, StepChanged]
     outputs: dict[str, Any]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .kinds import INSTANCE_KINDS
 from .model import Node, NodeKind, Plan, State
 from .runstate import NodeRun, RunState
 
@@ -21,7 +22,7 @@ def instance_of(plan: Plan, node: Node) -> str | None:
         owner = plan.nodes.get(group)
         if owner is None:
             return None
-        if owner.group_kind in ("template", "pipeline"):
+        if owner.group_kind in INSTANCE_KINDS:
             return group
         group = owner.group
     return None

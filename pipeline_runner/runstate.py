@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .changes import NO_FILES, StepChanged
+from .kinds import INSTANCE_KINDS
 from .messages import Completion, Task
 from .model import Node, NodeKind, Plan, State
 
@@ -258,7 +259,7 @@ def group_output(
     rendered by `render` (raises TemplateError), its members' by inner id, or a fan-out's list
     and mapping by key."""
     node = nr.node
-    if node.group_kind not in ("template", "pipeline"):
+    if node.group_kind not in INSTANCE_KINDS:
         return [m.output for m in members], {m.node.key or m.id: m.output for m in members}
     if node.outputs is None:
         return {m.id.removeprefix(node.id + "."): m.output for m in members}, None

@@ -33,6 +33,7 @@ from .chains import Chains
 from .changes import RunInfo, RunResult, Sink, StepChanged
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_STORE, TemplateError
 from .executors import Event, Executor, Returned
+from .kinds import FailureKind, RunStatus
 from .messages import Completion, Started, Task
 from .model import Plan, State
 from .runstate import NodeRun, Options, RunState, step_counts
@@ -230,7 +231,7 @@ class Scheduler:
         pool = str(nr.node.pool)
         nr.attempt += 1
         nr.finished = time.time()
-        nr.kind, nr.exit_code = "breaker", None
+        nr.kind, nr.exit_code = FailureKind.BREAKER, None
         nr.error = self.breakers.open_message(pool)
         self.state.mark(nr, State.RUNNING)
         self.flow.final_failure(nr)
@@ -328,7 +329,7 @@ class Scheduler:
         self.chains.drop(nr)
         nr.kind, nr.error, nr.traceback = event.kind, event.message, event.traceback
         nr.exit_code = event.exit_code
-        if event.kind == "cancelled":
+        if event.kind == FailureKind.CANCELLED:
             nr.finished = event.finished
             self.flow.done(nr, State.CANCELLED, propagate=False)
             return
@@ -336,8 +337,8 @@ class Scheduler:
         self.attempt_failed(nr, event.finished)
 
     def attempt_failed(self, nr: NodeRun, finished: float) -> None:
-        kind = nr.kind or "error"
-        if kind == "storage":
+        kind = nr.kind or FailureKind.ERROR
+        if kind == FailureKind.STORAGE:
             # The disk is full or a size limit was hit: retrying cannot help, and starting
             # other steps would only fail the same way.  Stop the run; exit code 3.
             self.storage_error = nr.error
@@ -412,19 +413,19 @@ class Scheduler:
 
     # -- the end --------------------------------------------------------------------------------
 
-    def status(self, signum: int | None) -> tuple[str, int]:
+    def status(self, signum: int | None) -> tuple[RunStatus, int]:
         """The run's status and exit code, before its outputs are rendered."""
         failed = self.flow.failed_before or any(
             nr.state in (State.FAILED, State.UPSTREAM_FAILED) for nr in self.state.runs.values()
         )
         if self.storage_error is not None:
-            return "failed", EXIT_STORE
+            return RunStatus.FAILED, EXIT_STORE
         if signum is not None:
             exits = {int(signal.SIGTERM): EXIT_SIGTERM, int(signal.SIGINT): EXIT_SIGINT}
-            return "cancelled", exits.get(int(signum), 128 + int(signum))
+            return RunStatus.CANCELLED, exits.get(int(signum), 128 + int(signum))
         if failed or self.state.cancelling:
-            return "failed", EXIT_FAILED
-        return "succeeded", EXIT_OK
+            return RunStatus.FAILED, EXIT_FAILED
+        return RunStatus.SUCCEEDED, EXIT_OK
 
     def finish(self, started: float, signum: int | None) -> RunResult:
         """Record and return the result; `signum` is the signal that stopped the run, if one
@@ -435,12 +436,16 @@ class Scheduler:
         outputs: dict[str, Any] = {}
         # A partial run (`run --only`) has no outputs: they may read steps it never ran, and
         # that is not a failure. `resume --only` keeps the rest of the run, so it has them.
-        if status == "succeeded" and self.plan.outputs and all(n in nodes for n in self.plan.nodes):
+        if (
+            status is RunStatus.SUCCEEDED
+            and self.plan.outputs
+            and all(n in nodes for n in self.plan.nodes)
+        ):
             try:
-                outputs = self.flow.run_outputs(status)
+                outputs = self.flow.run_outputs(str(status))
             except TemplateError as exc:
                 outputs = {"error": f"outputs could not be rendered: {exc}"}
-                status, code = "failed", EXIT_FAILED
+                status, code = RunStatus.FAILED, EXIT_FAILED
         counts = step_counts(nodes.values())
         records = MappingProxyType({nid: nr.change(nr.state) for nid, nr in nodes.items()})
         result = RunResult(

@@ -116,10 +116,10 @@ def cache_hit(nr: NodeRun, cache: CacheBackend, use_cache: bool, pipeline_dir: s
 
 def record_outputs(nr: NodeRun, pipeline_dir: str) -> None:
     """Hash the declared outputs of a success, for its cache entry (none if unreadable)."""
-    from .cache import fingerprint
-
     if not nr.cache_key or nr.cache_globs is None:
         return
+    from .cache import fingerprint
+
     try:
         nr.cache_files = fingerprint(nr.cache_globs.outputs, pipeline_dir)
     except OSError:

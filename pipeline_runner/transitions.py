@@ -15,6 +15,7 @@ from typing import Any
 
 from . import compensation, expansion, runsetup
 from .errors import TemplateError
+from .kinds import FailureKind, RunStatus
 from .model import NodeKind, Plan, Scope, State, has_deferred
 from .runstate import NodeRun, Options, RunState, group_output, group_state
 from .runtime import Renderer
@@ -64,9 +65,9 @@ class Transitions:
         signal is `cancelled`; one that `--fail-fast` stopped ends `failed`, as its exit says."""
         state = self.state
         if state.cancelling and self.signals:
-            return "cancelled"
+            return str(RunStatus.CANCELLED)
         failed = state.main_failed or self.failed_before or state.cancelling
-        return "failed" if failed else "succeeded"
+        return str(RunStatus.FAILED if failed else RunStatus.SUCCEEDED)
 
     def became_ready(self, nr: NodeRun) -> None:
         node = nr.node
@@ -98,7 +99,7 @@ class Transitions:
                         return
                 with_, env = self.tasks.render(self.renderer, nr, extra)
         except TemplateError as exc:
-            self.fail_now(nr, "error", f"template error: {exc}")
+            self.fail_now(nr, FailureKind.ERROR, f"template error: {exc}")
             return
         if node.cache is not None and self.options.cache is not None and self.cached(nr, with_):
             return
@@ -114,7 +115,7 @@ class Transitions:
                 with_, env = self.tasks.render(self.renderer, nr, self.run_context(nr))
             except TemplateError as exc:
                 nr.attempt += 1  # the new attempt is the one that failed
-                self.fail_now(nr, "error", f"template error: {exc}")
+                self.fail_now(nr, FailureKind.ERROR, f"template error: {exc}")
                 return
             nr.task = self.tasks.make(nr, with_, env)
         self.state.enqueue(nr)
@@ -124,7 +125,7 @@ class Transitions:
         assert self.options.cache is not None
         problem = cache_key_problem(self.state, nr, with_, lambda v: self.render_for(nr, v))
         if problem is not None:
-            self.fail_now(nr, "error", f"cache: {problem}")
+            self.fail_now(nr, FailureKind.ERROR, f"cache: {problem}")
             return True
         if not cache_hit(nr, self.options.cache, self.options.use_cache, self.plan.pipeline_dir):
             return False
@@ -255,7 +256,7 @@ class Transitions:
             try:
                 nr.output, nr.outputs = group_output(nr, members, lambda v: self.render_for(nr, v))
             except TemplateError as exc:
-                self.fail_now(nr, "error", f"template outputs: {exc}")
+                self.fail_now(nr, FailureKind.ERROR, f"template outputs: {exc}")
                 return
         nr.started = min((m.started for m in members if m.started), default=None)
         nr.finished = time.time()
@@ -269,7 +270,7 @@ class Transitions:
             items = self.render_for(nr, node.for_each.items)
             nodes = expansion.instances(self.state, node, items, self.render_key(nr))
         except TemplateError as exc:
-            self.fail_now(nr, "error", f"for_each: {exc}")
+            self.fail_now(nr, FailureKind.ERROR, f"for_each: {exc}")
             return
         if not nodes:
             self.complete_group(nr)

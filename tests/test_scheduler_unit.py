@@ -617,3 +617,21 @@ def test_runner_no_shortcuts_turns_chains_off(
     followers = [t.node_id for t in executor.handed if t.after]
     assert followers == ([] if plain else ["s1", "s2", "s3"])
     assert [t.attempt for t in executor.handed] == [1, 1, 1, 1]
+
+
+# -- kinds ----------------------------------------------------------------------------------------
+
+
+def test_kinds_are_their_plain_strings_wherever_they_go(tmp_path: Path) -> None:
+    from pipeline_runner.kinds import FailureKind, GroupKind, RunStatus
+
+    assert FailureKind.TIMEOUT in frozenset({"timeout"}) and "crash" in {FailureKind.CRASH}
+    assert f"[{FailureKind.BREAKER}]" == "[breaker]" and str(RunStatus.FAILED) == "failed"
+    assert json.dumps([GroupKind.FOR_EACH]) == '["for_each"]'
+    db = sqlite3.connect(tmp_path / "k.db")
+    db.execute("CREATE TABLE t (x)")
+    db.execute("INSERT INTO t VALUES (?)", (RunStatus.CANCELLED,))
+    assert db.execute("SELECT x, typeof(x) FROM t").fetchone() == ("cancelled", "text")
+    # the run's status, as the scheduler gives it
+    _, _, result = run(tmp_path, "version: 1\nname: k\nsteps:\n  - {id: a, uses: noop}\n")
+    assert result.status is RunStatus.SUCCEEDED and result.status == "succeeded"
