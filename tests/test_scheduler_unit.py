@@ -635,3 +635,31 @@ def test_kinds_are_their_plain_strings_wherever_they_go(tmp_path: Path) -> None:
     # the run's status, as the scheduler gives it
     _, _, result = run(tmp_path, "version: 1\nname: k\nsteps:\n  - {id: a, uses: noop}\n")
     assert result.status is RunStatus.SUCCEEDED and result.status == "succeeded"
+
+
+def test_a_retry_started_in_the_same_turn_keeps_its_failed_attempt_row(tmp_path: Path) -> None:
+    # A retry with no delay starts in the turn its first attempt failed in.  The store reads
+    # each change as it was made: attempt 1 keeps its row and its `retrying` event (read at
+    # the end of the turn, the step already on attempt 2, both were given to attempt 2).
+    from pipeline_runner.store import StoreSink, db_path, open_store
+
+    store = open_store(tmp_path / "state")
+    plan = plan_of(
+        tmp_path,
+        """
+        version: 1
+        name: r
+        steps:
+          - {id: a, retries: {max: 1, delay: 0s}, uses: shell, with: {cmd: "exit 3"}}
+        """,
+    )
+    sink = StoreSink(store, {}, "{}", "h", "f", Masker([]))
+    Scheduler(plan, InlineExecutor([]), "r1", tmp_path / "run", {}, [sink], Options()).run()
+    store.close()
+    db = sqlite3.connect(db_path(tmp_path / "state"))
+    attempts = db.execute("SELECT attempt, state, exit_code FROM attempts ORDER BY attempt")
+    assert attempts.fetchall() == [(1, "failed", 3), (2, "failed", 3)]
+    events = db.execute(
+        "SELECT state, attempt FROM events WHERE step_id = 'a' ORDER BY time, rowid"
+    ).fetchall()
+    assert events == [("running", 1), ("retrying", 1), ("running", 2), ("failed", 2)]
