@@ -399,11 +399,7 @@ class Scheduler:
         state = self.state
         nr.error = nr.error or "run was cancelled"
         if nr.state is State.RUNNING:
-            state.running -= 1
-            limits.hold(state, nr.node, -1)
-            trial = self.breakers.end_trial(nr.node)
-            if trial is not None:
-                limits.release_all(state, trial)
+            self.give_back(nr)
             # A completion of its attempt that comes later is not applied again.
             for aid in [a for a, nid in state.by_attempt.items() if nid == nr.id]:
                 del state.by_attempt[aid]
