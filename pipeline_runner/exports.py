@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 from xml.etree import ElementTree as ET
 
+from .changes import RunInfo, RunResult, StepChanged
 from .model import NodeKind, State
 from .report import log_tail
-from .scheduler import NodeRun, RunInfo, RunResult
 from .secrets import Masker
 
 
@@ -62,7 +62,7 @@ def open_report(path: str) -> TextIO:
     return open(path, "w", encoding="utf-8")
 
 
-def step_json(nr: NodeRun) -> dict[str, Any]:
+def step_json(nr: StepChanged) -> dict[str, Any]:
     duration = None
     if nr.started is not None and nr.finished is not None:
         duration = round(nr.finished - nr.started, 6)
@@ -73,18 +73,18 @@ def step_json(nr: NodeRun) -> dict[str, Any]:
         "started": nr.started,
         "finished": nr.finished,
         "duration": duration,
-        "error_kind": nr.kind,
+        "error_kind": nr.error_kind,
         "error": nr.error or None,
         "exit_code": nr.exit_code,
         "worker": nr.worker,
-        "group": nr.node.group,
-        "key": nr.node.key,
+        "group": nr.group,
+        "key": nr.key,
         "output": nr.output if nr.state in (State.SUCCEEDED, State.CACHED) else None,
     }
 
 
 def summary_json(result: RunResult, plan_name: str, masker: Masker) -> dict[str, Any]:
-    steps = [step_json(nr) for nr in result.nodes.values() if nr.node.kind is NodeKind.STEP]
+    steps = [step_json(nr) for nr in result.nodes.values() if nr.kind is NodeKind.STEP]
     data = {
         "run_id": result.run_id,
         "pipeline": plan_name,
@@ -105,23 +105,23 @@ def write_json(path: str, result: RunResult, plan_name: str, masker: Masker) -> 
     write_report(path, text + "\n")
 
 
-def _suite_of(nr: NodeRun, nodes: Mapping[str, NodeRun]) -> str:
+def _suite_of(nr: StepChanged, nodes: Mapping[str, StepChanged]) -> str:
     """The template instance (or nested pipeline) a step belongs to, else the pipeline."""
-    group = nr.node.group
+    group = nr.group
     while group is not None and group in nodes:
-        node = nodes[group].node
-        if node.group_kind in ("template", "pipeline"):
+        owner = nodes[group]
+        if owner.group_kind in ("template", "pipeline"):
             return group
-        group = node.group
+        group = owner.group
     return ""
 
 
 def junit_xml(result: RunResult, plan_name: str, masker: Masker) -> str:
     """One testsuite per template instance (the rest in one suite named after the pipeline),
     one testcase per step; failures carry the error and the tail of the step's log."""
-    suites: dict[str, list[NodeRun]] = {}
+    suites: dict[str, list[StepChanged]] = {}
     for nr in result.nodes.values():
-        if nr.node.kind is NodeKind.STEP:
+        if nr.kind is NodeKind.STEP:
             suites.setdefault(_suite_of(nr, result.nodes), []).append(nr)
     root = ET.Element("testsuites", name=plan_name)
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
@@ -146,7 +146,7 @@ def junit_xml(result: RunResult, plan_name: str, masker: Masker) -> str:
                     case,
                     "failure",
                     message=masker.text(nr.error or nr.state.value),
-                    type=nr.kind or "error",
+                    type=nr.error_kind or "error",
                 )
                 failure.text = masker.text("\n".join(log_tail(nr.log_path, 50)))
             elif nr.state in (State.UPSTREAM_FAILED, State.CANCELLED, State.SKIPPED):
@@ -173,7 +173,7 @@ def trace_json(result: RunResult, masker: Masker) -> dict[str, Any]:
     events: list[dict[str, Any]] = []
     origin = result.started
     for nr in result.nodes.values():
-        if nr.node.kind is not NodeKind.STEP:
+        if nr.kind is not NodeKind.STEP:
             continue
         for number, attempt in enumerate(nr.attempts, start=1):
             worker = attempt.worker or "runner"
@@ -181,7 +181,7 @@ def trace_json(result: RunResult, masker: Masker) -> dict[str, Any]:
             events.append(
                 {
                     "name": nr.id,
-                    "cat": nr.node.uses or "step",
+                    "cat": nr.uses or "step",
                     "ph": "X",
                     "ts": round((attempt.started - origin) * 1e6, 1),
                     "dur": round(max(attempt.finished - attempt.started, 0) * 1e6, 1),
@@ -243,7 +243,8 @@ class EventsFile:
             }
         )
 
-    def changed(self, nr: NodeRun, old: State) -> None:
+    def changed(self, nr: StepChanged) -> None:
+        old = nr.old
         if old is nr.state:
             return  # news about a step (its process started), not a change of state
         data: dict[str, Any] = {

@@ -17,9 +17,9 @@ from collections import Counter, deque
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from .changes import RunInfo, RunResult, StepChanged
 from .escape import printable
 from .model import NodeKind, State
-from .scheduler import NodeRun, RunInfo, RunResult
 from .secrets import Masker
 
 SYMBOLS = {
@@ -79,7 +79,7 @@ def log_tail(path: str, lines: int = TAIL_LINES) -> list[str]:
     return out[-lines:]
 
 
-def duration(nr: NodeRun) -> str:
+def duration(nr: StepChanged) -> str:
     if nr.started is None or nr.finished is None:
         return ""
     seconds = max(nr.finished - nr.started, 0.0)
@@ -103,7 +103,7 @@ class PlainReporter:
 
     def run_started(self, run: RunInfo) -> None:
         # As `runner validate` counts: a mapped step is one step until it is expanded.
-        steps = sum(1 for nr in run.nodes.values() if nr.node.kind is not NodeKind.GROUP)
+        steps = sum(1 for nr in run.nodes.values() if nr.kind is not NodeKind.GROUP)
         self.line(
             f"run {run.run_id}: {run.plan.name}, {_count(steps, 'step')}, {run.executor} "
             f"executor, {_count(run.workers, 'worker')}"
@@ -115,8 +115,8 @@ class PlainReporter:
         stamp = time.strftime("%H:%M:%S")
         self.pending.append(f"{stamp} {self.mask(text)}\n")
 
-    def changed(self, nr: NodeRun, old: State) -> None:
-        if nr.node.kind is NodeKind.GROUP or nr.state is State.PENDING or nr.state is old:
+    def changed(self, nr: StepChanged) -> None:
+        if nr.kind is NodeKind.GROUP or nr.state is State.PENDING or nr.state is nr.old:
             return
         # Masked before escaped: escaping could change a secret's spelling.
         text = f"{SYMBOLS[nr.state]} {nr.state.value:<15} {safe(self.mask(nr.id))}"
@@ -126,8 +126,8 @@ class PlainReporter:
             text += f" ({duration(nr)})"
         if nr.state in (State.FAILED, State.FAILED_ALLOWED, State.RETRYING) and nr.error:
             text += f": {one_line(self.mask(nr.error))}"
-            if nr.kind not in (None, "error"):  # what `retries.on` matches: crash, timeout
-                text += f" [{nr.kind}]"
+            if nr.error_kind not in (None, "error"):  # what `retries.on` matches: crash, timeout
+                text += f" [{nr.error_kind}]"
         self.line(text)
 
     def turn(self) -> None:
@@ -157,7 +157,7 @@ class GitHubAnnotations:
     def run_started(self, run: RunInfo) -> None:
         self.file = run.plan.file
 
-    def changed(self, nr: NodeRun, old: State) -> None:
+    def changed(self, change: StepChanged) -> None:
         pass
 
     def turn(self) -> None:
@@ -165,10 +165,10 @@ class GitHubAnnotations:
 
     def run_finished(self, result: RunResult) -> None:
         for nr in result.nodes.values():
-            if nr.state is not State.FAILED or nr.node.kind is not NodeKind.STEP:
+            if nr.state is not State.FAILED or nr.kind is not NodeKind.STEP:
                 continue
             message = _gh_escape(self.mask(f"{nr.id}: {nr.error}"))
-            loc = nr.node.location
+            loc = nr.location
             self.out.write(
                 f"::error file={loc.file},line={loc.line},title=step failed::{message}\n"
             )
@@ -202,23 +202,26 @@ class LiveReporter:
     def run_started(self, run: RunInfo) -> None:
         from rich.live import Live
 
-        self.info = run
+        self.group_of = {nid: nr.group for nid, nr in run.nodes.items()}
         for nr in run.nodes.values():
-            if nr.node.kind is NodeKind.STEP:
+            if nr.kind is NodeKind.STEP:
                 self.total += 1
                 self.counts[nr.state] += 1
-                top = _top_group(nr.id, run.nodes)
+                top = _top_group(nr.id, self.group_of)
                 if top is not None:
                     self.groups.setdefault(top, [0, 0])[1] += 1
         self.live = Live(self.render(), console=self.console, refresh_per_second=8, transient=True)
         self.live.start()
 
-    def changed(self, nr: NodeRun, old: State) -> None:
-        if nr.node.kind is not NodeKind.STEP or (nr.state is old and old is not State.PENDING):
+    def changed(self, nr: StepChanged) -> None:
+        old = nr.old
+        if nr.kind is not NodeKind.STEP or (nr.state is old and old is not State.PENDING):
             return
+        if nr.id not in self.group_of:
+            self.group_of[nr.id] = nr.group
         if old is State.PENDING and nr.id not in self.running and nr.state is State.PENDING:
             self.total += 1  # a run-time for_each instance
-            top = _top_group(nr.id, self.info.nodes)
+            top = _top_group(nr.id, self.group_of)
             if top is not None:
                 self.groups.setdefault(top, [0, 0])[1] += 1
         self.counts[old] -= 1
@@ -228,7 +231,7 @@ class LiveReporter:
         else:
             self.running.pop(nr.id, None)
         if nr.state.finished:
-            top = _top_group(nr.id, self.info.nodes)
+            top = _top_group(nr.id, self.group_of)
             if top is not None:
                 self.groups[top][0] += 1
         if nr.state is State.FAILED:
@@ -294,7 +297,7 @@ class Quiet:
     def run_started(self, run: RunInfo) -> None:
         pass
 
-    def changed(self, nr: NodeRun, old: State) -> None:
+    def changed(self, change: StepChanged) -> None:
         pass
 
     def turn(self) -> None:
@@ -304,12 +307,13 @@ class Quiet:
         pass
 
 
-def _top_group(nid: str, nodes: Mapping[str, NodeRun]) -> str | None:
-    node = nodes[nid].node if nid in nodes else None
+def _top_group(nid: str, group_of: Mapping[str, str | None]) -> str | None:
+    """The outermost group `nid` is in (`group_of`: each node's group)."""
+    group = group_of.get(nid)
     top = None
-    while node is not None and node.group is not None:
-        top = node.group
-        node = nodes[top].node if top in nodes else None
+    while group is not None:
+        top = group
+        group = group_of.get(group)
     return top
 
 
@@ -329,7 +333,7 @@ def summary(result: RunResult, color: bool) -> str:
         highlight=False,
         soft_wrap=True,
     )
-    steps = [nr for nr in result.nodes.values() if nr.node.kind is NodeKind.STEP]
+    steps = [nr for nr in result.nodes.values() if nr.kind is NodeKind.STEP]
     table = Table(title=None, box=None, pad_edge=False, show_edge=False)
     table.add_column("state")
     table.add_column("steps", justify="right")

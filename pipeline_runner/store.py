@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .changes import RunInfo, RunResult, StepChanged
 from .errors import RunNotFound, StoreError
 from .model import NodeKind, State
 from .paths import STORE_FILE, StatePaths
@@ -355,11 +356,11 @@ class StoreSink:
         self.file_hash = file_hash
         self.masker = masker
         self.resumed = resumed
-        # (node run, its new state, when, its old state), in order
-        self.pending: list[tuple[Any, State, float, State]] = []
+        # (the change, when), in order
+        self.pending: list[tuple[StepChanged, float]] = []
         self.run_id = ""
 
-    def run_started(self, run: Any) -> None:
+    def run_started(self, run: RunInfo) -> None:
         self.run_id = run.run_id
         self.position = {nid: i for i, nid in enumerate(run.nodes)}
         with self.store.transaction() as db:
@@ -417,7 +418,7 @@ class StoreSink:
                     (
                         run.run_id,
                         nid,
-                        nr.node.kind._value_,
+                        nr.kind._value_,
                         nr.state._value_,
                         self.position[nid],
                         nr.log_path,
@@ -450,91 +451,95 @@ class StoreSink:
                     file=sys.stderr,
                 )
 
-    def changed(self, nr: Any, old: State) -> None:
-        self.pending.append((nr, nr.state, time.time(), old))
+    def changed(self, change: StepChanged) -> None:
+        self.pending.append((change, time.time()))
+
+    def step_row(self, nr: StepChanged) -> tuple[Any, ...]:
+        position = self.position
+        if nr.id not in position:
+            position[nr.id] = len(position)
+        return (
+            self.run_id,
+            nr.id,
+            nr.kind._value_,
+            nr.state._value_,
+            nr.attempt,
+            nr.started,
+            nr.finished,
+            nr.error_kind,
+            self.masker.text(nr.error) if nr.error else None,
+            nr.exit_code,
+            nr.worker,
+            nr.output_json if nr.state in _OUTPUT_STATES else None,
+            nr.log_path,
+            position[nr.id],
+        )
+
+    def attempt_row(self, nr: StepChanged, when: float) -> tuple[Any, ...] | None:
+        """An attempt gets its row when it ends (or when its process group is known, so a
+        later `resume` can stop it); while it runs, the step row says `running`."""
+        state = nr.state
+        if not (
+            nr.kind is NodeKind.STEP
+            and nr.attempt > 0
+            and (state in _ATTEMPT_STATES or (state is State.RUNNING and nr.process))
+        ):
+            return None
+        last = nr.last_attempt  # None: the attempt has not ended, or ended in an earlier run
+        return (
+            self.run_id,
+            nr.id,
+            nr.attempt,
+            _attempt_state(state),
+            last.started if last else when,
+            last.finished if last else None,
+            last.kind if last else None,
+            self.masker.text(last.message) if last else None,
+            last.exit_code if last else None,
+            last.worker if last else None,
+            nr.process[0] if nr.process else None,
+            nr.process[1] if nr.process else None,
+        )
+
+    def event_row(self, nr: StepChanged, when: float) -> tuple[Any, ...]:
+        error = self.masker.text(nr.error) if nr.error and nr.state in _ERROR_STATES else None
+        return (self.run_id, when, nr.id, nr.state._value_, nr.attempt, error)
+
+    def cache_row(self, nr: StepChanged, when: float) -> tuple[Any, ...] | None:
+        if nr.state is not State.SUCCEEDED or not nr.cache_key:
+            return None
+        files = json.dumps(dict(nr.cache_files))
+        return (nr.cache_key, nr.id, self.run_id, nr.output_json, files, when)
 
     def turn(self) -> None:
+        """Write the changes of the scheduler's turn in one transaction."""
         if not self.pending:
             return
         pending, self.pending = self.pending, []
-        mask = self.masker.text
-        run_id, position = self.run_id, self.position
         step_rows: dict[str, tuple[Any, ...]] = {}
         attempt_rows: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
         cache_rows: list[tuple[Any, ...]] = []
-        for nr, state, when, old in pending:
-            nid = nr.node.id
-            if nid not in position:
-                position[nid] = len(position)
-            error = mask(nr.error) if nr.error else None
-            is_step = nr.node.kind is NodeKind.STEP
-            step_rows[nid] = (
-                run_id,
-                nid,
-                nr.node.kind._value_,
-                nr.state._value_,
-                nr.attempt,
-                nr.started,
-                nr.finished,
-                nr.kind,
-                error,
-                nr.exit_code,
-                nr.worker,
-                nr.output_json if nr.state in _OUTPUT_STATES else None,
-                nr.log_path,
-                position[nid],
-            )
-            # An attempt gets its row when it ends (or when its process group is known, so a
-            # later `resume` can stop it); while it runs, the step row says `running`.
-            if (
-                is_step
-                and nr.attempt > 0
-                and (state in _ATTEMPT_STATES or (state is State.RUNNING and nr.process))
-            ):
-                # nr.attempts holds this process's attempts; a resumed step's count goes on
-                # from the attempts of the earlier runs (nr.base).
-                current = bool(nr.attempts) and nr.base + len(nr.attempts) == nr.attempt
-                last = nr.attempts[-1] if current else None
-                attempt_rows.append(
-                    (
-                        run_id,
-                        nid,
-                        nr.attempt,
-                        _attempt_state(state),
-                        last.started if last else when,
-                        last.finished if last else None,
-                        last.kind if last else None,
-                        mask(last.message) if last else None,
-                        last.exit_code if last else None,
-                        last.worker if last else None,
-                        nr.process[0] if nr.process else None,
-                        nr.process[1] if nr.process else None,
-                    )
-                )
-            if old is state:
+        for nr, when in pending:
+            step_rows[nr.id] = self.step_row(nr)
+            attempt = self.attempt_row(nr, when)
+            if attempt is not None:
+                attempt_rows.append(attempt)
+            if nr.old is nr.state:
                 continue  # news about a step (its process started), not a change of state
-            events.append(
-                (
-                    run_id,
-                    when,
-                    nid,
-                    state._value_,
-                    nr.attempt,
-                    error if state in _ERROR_STATES else None,
-                )
-            )
-            if state is State.SUCCEEDED and nr.cache_key:
-                cache_rows.append(
-                    (
-                        nr.cache_key,
-                        nid,
-                        run_id,
-                        nr.output_json,
-                        json.dumps(nr.cache_files),
-                        when,
-                    )
-                )
+            events.append(self.event_row(nr, when))
+            cached = self.cache_row(nr, when)
+            if cached is not None:
+                cache_rows.append(cached)
+        self.write(list(step_rows.values()), attempt_rows, events, cache_rows)
+
+    def write(
+        self,
+        step_rows: list[tuple[Any, ...]],
+        attempt_rows: list[tuple[Any, ...]],
+        events: list[tuple[Any, ...]],
+        cache_rows: list[tuple[Any, ...]],
+    ) -> None:
         with self.store.transaction() as db:
             db.executemany(
                 "INSERT INTO steps (run_id, step_id, kind, state, attempts, started, finished, "
@@ -544,7 +549,7 @@ class StoreSink:
                 "finished = excluded.finished, error_kind = excluded.error_kind, "
                 "error = excluded.error, exit_code = excluded.exit_code, worker = excluded.worker, "
                 "output_json = excluded.output_json",
-                list(step_rows.values()),
+                step_rows,
             )
             if attempt_rows:
                 db.executemany(
@@ -571,7 +576,7 @@ class StoreSink:
                     cache_rows,
                 )
 
-    def run_finished(self, result: Any) -> None:
+    def run_finished(self, result: RunResult) -> None:
         self.turn()
         with self.store.transaction() as db:
             db.execute(

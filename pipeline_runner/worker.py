@@ -28,60 +28,18 @@ import traceback
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import logging
 
 from . import wire
+from .messages import Completion, Started, Task
 from .plugins import PluginLoadError, StepContext, StepFailed, registry
 from .procs import GRACE, process_start_time, signal_name, stop_group
 from .secrets import Masker, StreamMasker
 
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
-
-
-class Task(NamedTuple):
-    attempt_id: int
-    node_id: str
-    uses: str
-    with_: Any
-    env: dict[str, str]
-    timeout: float | None
-    log_path: str
-    run_id: str
-    attempt: int
-    key: str | None
-    item: Any
-    pipeline_dir: str
-    scratch_dir: str
-    resources: dict[str, float] | None = None
-    grace: float = 3.0  # seconds between SIGTERM and SIGKILL when stopping the step
-    # A follow-up: run only if the attempt with this id, queued before it in the same
-    # worker, succeeded (0: a task of its own).
-    after: int = 0
-
-
-class Completion(NamedTuple):
-    attempt_id: int
-    ok: bool
-    output_json: str | None
-    kind: str | None  # error | timeout | crash | cancelled
-    message: str
-    traceback: str
-    exit_code: int | None
-    started: float
-    finished: float
-    worker: str
-
-
-class Started(NamedTuple):
-    """A worker tells the runner the process group of a command a step started, with the
-    process's start time, so that it can be found (and not mistaken for a reused pid) later."""
-
-    attempt_id: int
-    pgid: int
-    start_time: str = ""
 
 
 def death(

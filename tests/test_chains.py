@@ -227,3 +227,19 @@ def test_a_short_step_batched_before_a_long_one_is_reported_without_waiting_for_
         if event.get("state") == "succeeded" and event.get("step"):
             times[event["step"]] = event["time"]
     assert times["slow"] - times["marker"] > 2.0, times
+
+
+def test_a_chain_runs_the_same_with_the_shortcuts_off(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    # RUNNER_NO_SHORTCUTS=1: no follow-ups, each attempt handed out by the runner's loop.
+    path = write_pipeline(chain(10), files={"lib.py": LIB})
+    states = []
+    for env in ({}, {"RUNNER_NO_SHORTCUTS": "1"}):
+        (tmp_path / "journal.txt").unlink(missing_ok=True)
+        result = run_cli("run", str(path), "--workers", "2", "--progress", "plain", env=env)
+        assert result.code == 0, result.output
+        assert journal(tmp_path) == [f"s{i:02}" for i in range(10)]
+        steps = show(run_cli)["steps"]
+        states.append({s["step_id"]: (s["state"], s["attempts"]) for s in steps})
+    assert states[0] == states[1] == {f"s{i:02}": ("succeeded", 1) for i in range(10)}

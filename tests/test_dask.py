@@ -486,7 +486,7 @@ def test_log_comes_back_when_the_run_folder_is_not_on_the_worker(tmp_path: Path)
     temporary file whose (masked) bytes travel back and land in the run's log."""
     from pipeline_runner.executors.dask import _store_log
     from pipeline_runner.executors.dask_worker import retire_hosts, run_attempt
-    from pipeline_runner.worker import Task
+    from pipeline_runner.messages import Task
 
     secret = "hunter2-" + uuid.uuid4().hex[:6]
     elsewhere = tmp_path / "not-on-this-worker" / "logs" / "say.log"

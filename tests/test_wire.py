@@ -13,7 +13,7 @@ import pytest
 from conftest import RunCli
 
 from pipeline_runner import wire
-from pipeline_runner.worker import Completion, Started
+from pipeline_runner.messages import Completion, Started
 
 WritePipeline = Callable[..., Path]
 

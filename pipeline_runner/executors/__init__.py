@@ -18,8 +18,8 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple, Protocol
 
+from ..messages import Completion, Started, Task
 from ..procs import attempt_deadline, timeout_slack
-from ..worker import Completion, Started, Task
 
 
 class Returned(NamedTuple):

@@ -51,7 +51,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
-from ..worker import Completion, Task, failure
+from ..messages import Completion, Task
+from ..worker import failure
 from . import Event, Returned, slack_of
 from .dask_worker import AttemptResult, cancel_attempts, retire_hosts, run_attempt
 

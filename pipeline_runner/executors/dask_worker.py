@@ -41,8 +41,9 @@ from multiprocessing.connection import wait as wait_ready
 from typing import Any, NamedTuple
 
 from .. import wire
+from ..messages import Completion, Started, Task
 from ..procs import GRACE, kill_group, terminate
-from ..worker import Completion, Started, Task, death, failure
+from ..worker import death, failure
 
 LOG_SHIP_LIMIT = 32 * 1024 * 1024  # at most this much of one attempt's log travels back
 IDLE_HOST_SECONDS = 60.0  # an idle host of another run is stopped after this long

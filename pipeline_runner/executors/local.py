@@ -22,9 +22,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..messages import Completion, Task
 from ..procs import kill_group, terminate
 from ..secrets import Masker
-from ..worker import Completion, Task, execute
+from ..worker import execute
 from . import Event, deadline_of
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

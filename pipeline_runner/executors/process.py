@@ -41,8 +41,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import wire
+from ..messages import Completion, Started, Task
 from ..procs import GRACE, kill_group, terminate
-from ..worker import Completion, Started, Task, death, worker_main
+from ..worker import death, worker_main
 from . import Event, Returned, deadline_of
 
 TARGET_BATCH_SECONDS = 0.01

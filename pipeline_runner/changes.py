@@ -1,0 +1,96 @@
+"""What the core tells its readers: frozen records, nothing mutable of the run state.
+
+The scheduler emits a `StepChanged` for each change of a step (a new state, or news such as its
+process group) through the `Sink` protocol; the store, the reporters and the report files read
+only these records, a `RunInfo` when the run starts and a `RunResult` when it ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from .errors import Location
+from .kinds import RunStatus
+from .messages import Completion
+from .model import NodeKind, Plan, State
+
+NO_FILES: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class StepChanged:
+    """A step (or group) as it is now, and the state it had before (`old` is `state` for news
+    that changes no state: its process started)."""
+
+    id: str
+    kind: NodeKind
+    state: State
+    old: State
+    attempt: int
+    started: float | None
+    finished: float | None
+    error_kind: str | None  # of the last failed attempt
+    error: str
+    exit_code: int | None
+    worker: str | None
+    output: Any
+    output_json: str
+    log_path: str
+    group: str | None
+    key: str | None
+    uses: str | None
+    location: Location
+    process: tuple[int, str] | None = None  # the running attempt's process group and start
+    last_attempt: Completion | None = None  # the completion of attempt `attempt`, if any
+    attempts: tuple[Completion, ...] = ()  # the attempts this runner made
+    cache_key: str | None = None
+    cache_files: Mapping[str, str] = field(default_factory=lambda: NO_FILES)  # outputs hashed
+    group_kind: str | None = None  # a group's: for_each, template or pipeline
+
+    @property
+    def is_step(self) -> bool:
+        return self.kind is NodeKind.STEP
+
+    @property
+    def is_group(self) -> bool:
+        return self.kind is NodeKind.GROUP
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    run_id: str
+    plan: Plan
+    run_dir: Path
+    executor: str
+    workers: int
+    nodes: Mapping[str, StepChanged]  # every node as the run starts, in file order
+    started: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    run_id: str
+    status: RunStatus  # succeeded | failed | cancelled
+    exit_code: int
+    nodes: Mapping[str, StepChanged]
+    outputs: dict[str, Any]
+    started: float
+    finished: float
+    signal: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Sink(Protocol):
+    """Observers of a run: reporters and the store.  Called from the scheduler's thread."""
+
+    def run_started(self, run: RunInfo) -> None: ...
+
+    def changed(self, change: StepChanged) -> None: ...
+
+    def turn(self) -> None: ...
+
+    def run_finished(self, result: RunResult) -> None: ...

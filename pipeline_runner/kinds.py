@@ -1,0 +1,46 @@
+"""The named kinds of the core, as string enums: their values are the strings stored in the
+state folder and shown to users, and each member is that string (it compares, hashes, formats,
+prints and is stored in SQLite and JSON as the plain value), so nothing written changes.
+
+(`enum.StrEnum` is Python 3.11+; these are `str, Enum` with str's own `__str__`/`__format__`.)
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class _Text(str, Enum):
+    __str__ = str.__str__
+    __hash__ = str.__hash__  # Enum hashes the name: a member must find its value in a set
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(str(self), spec)
+
+
+class FailureKind(_Text):
+    """Why an attempt failed (`retries.on` matches these)."""
+
+    ERROR = "error"  # the step raised or exited non-zero, or failed before it started
+    TIMEOUT = "timeout"
+    CRASH = "crash"  # its process died
+    CANCELLED = "cancelled"
+    STORAGE = "storage"  # the disk is full or a size limit was hit
+    BREAKER = "breaker"  # its pool's circuit breaker was open
+    LOST = "lost"  # the runner stopped while it ran
+
+
+class RunStatus(_Text):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class GroupKind(_Text):
+    FOR_EACH = "for_each"
+    TEMPLATE = "template"
+    PIPELINE = "pipeline"
+
+
+INSTANCE_KINDS = (GroupKind.TEMPLATE, GroupKind.PIPELINE)  # groups that are an instance

@@ -1,0 +1,100 @@
+"""Retries, their timers and the pools' circuit breakers: decisions over the run state.
+
+A failed attempt with retries left waits on a timer heap (never in a worker) for its delay.
+A pool with a breaker counts failures in a row; at its threshold the breaker opens and the
+pool's steps fail at once, without being called, for the cooldown.  After it the breaker is
+half-open: one step is let through (the trial) and the pool's other steps wait for its outcome.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import time
+from enum import Enum
+
+from .model import Node
+from .runstate import NodeRun, RunState
+
+
+def may_retry(nr: NodeRun, kind: str) -> bool:
+    """Whether the step's retry policy gives it another attempt after this failure."""
+    policy = nr.node.retries
+    return nr.attempt - nr.base <= policy.max and policy.allows(kind, nr.exit_code)
+
+
+def schedule_retry(state: RunState, nr: NodeRun, rng: random.Random) -> float:
+    """Put the step's next attempt on the timer heap; the delay it waits."""
+    delay = nr.node.retries.delay_before(nr.attempt - nr.base + 1, rng)
+    heapq.heappush(state.timers, (time.monotonic() + delay, nr.id))
+    return delay
+
+
+def due_retries(state: RunState, now: float) -> list[NodeRun]:
+    """The steps whose retry delay has passed (taken off the timer heap), in time order."""
+    due = []
+    while state.timers and state.timers[0][0] <= now:
+        _, nid = heapq.heappop(state.timers)
+        due.append(state.runs[nid])
+    return due
+
+
+class Verdict(str, Enum):
+    CLOSED = "closed"  # call the step
+    TRIAL = "trial"  # half-open: call it, as the one trial
+    WAIT = "wait"  # a trial runs: wait for its outcome
+    OPEN = "open"  # fail it without calling it
+
+
+class Breakers:
+    """The state of each pool's breaker."""
+
+    def __init__(self, breakers: dict[str, tuple[int, float]]) -> None:
+        self.config = breakers  # pool -> (failures in a row, cooldown seconds)
+        self.failures: dict[str, int] = {}
+        self.open_until: dict[str, float] = {}
+        self.trial: dict[str, str] = {}  # pool -> its half-open trial step
+
+    def verdict(self, nr: NodeRun, now: float) -> Verdict:
+        pool = nr.node.pool
+        if pool is None or pool not in self.config:
+            return Verdict.CLOSED
+        if pool in self.trial:
+            return Verdict.WAIT
+        until = self.open_until.get(pool)
+        if until is None:
+            return Verdict.CLOSED
+        if now >= until:
+            self.trial[pool] = nr.id
+            return Verdict.TRIAL
+        return Verdict.OPEN
+
+    def open_message(self, pool: str) -> str:
+        failures, cooldown = self.config[pool]
+        return (
+            f"circuit breaker of pool '{pool}' is open after {failures} failures in a row; "
+            f"not calling it for {cooldown:g}s"
+        )
+
+    def record(self, node: Node, ok: bool) -> None:
+        """An attempt of a step of the pool ended: count it."""
+        pool = node.pool
+        if pool is None or pool not in self.config:
+            return
+        if ok:
+            self.failures[pool] = 0
+            self.open_until.pop(pool, None)
+            return
+        failures, cooldown = self.config[pool]
+        self.failures[pool] = self.failures.get(pool, 0) + 1
+        if self.failures[pool] >= failures:
+            self.open_until[pool] = time.monotonic() + cooldown
+
+    def end_trial(self, node: Node) -> str | None:
+        """The attempt of `node` ended: if it was its pool's trial, the limit whose waiting
+        steps go back to the ready queue (the breaker is closed or open again by now)."""
+        pool = node.pool
+        if pool is None or self.trial.get(pool) != node.id:
+            return None
+        del self.trial[pool]
+        return "breaker:" + pool

@@ -1,0 +1,141 @@
+"""The run state at the start of a run: the nodes `--only` selects, their counts of needs, the
+longest chain behind each, and on resume the steps kept from the earlier run."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+from collections.abc import Callable
+from typing import Any
+
+from . import graph
+from .errors import TemplateError
+from .model import Node, NodeKind, Plan, State
+from .runstate import NodeRun, Options, RunState, group_output, group_state, kept_run
+
+Render = Callable[[NodeRun, Any], Any]  # a template value rendered for a node
+
+
+def selected(plan: Plan, only: tuple[str, ...] | list[str] | Any) -> set[str]:
+    """`--only`: the matching nodes plus everything they need (and groups' members)."""
+    nodes = plan.nodes
+    if not only:
+        return set(nodes)
+    chosen = {n for n in nodes if any(fnmatch.fnmatchcase(n, p) for p in only)}
+    stack = list(chosen)
+    while stack:
+        nid = stack.pop()
+        for need in nodes[nid].needs:
+            if need not in chosen:
+                chosen.add(need)
+                stack.append(need)
+    return chosen
+
+
+def critical_path(state: RunState) -> None:
+    """For each node, the number of steps on the longest chain from it to the end."""
+    depth, dependents = state.depth, state.dependents
+    for node in reversed(graph.topological(state.plan.nodes)):
+        below = max((depth.get(d, 0) for d in dependents.get(node.id, ())), default=0)
+        depth[node.id] = below + (0 if node.kind is NodeKind.GROUP else 1)
+
+
+def build(state: RunState, options: Options, log_path: Callable[[str], str]) -> None:
+    """Add the selected nodes; on resume, those that succeeded before keep their state and
+    output (all are marked first and counted after, so none is made ready by another's
+    completion)."""
+    chosen = selected(state.plan, options.only)
+    critical_path(state)
+    for nid, node in state.plan.nodes.items():
+        if nid not in chosen:
+            continue
+        nr = NodeRun(node, log_path=log_path(nid))
+        nr.waiting = sum(1 for n in node.needs if n in chosen)
+        nr.attempt = nr.base = options.attempts_done.get(nid, 0)
+        if node.is_finally:
+            nr.waiting += 1  # released when every other node is done
+        state.add(nr)
+    for nid in list(state.dependents):
+        state.dependents[nid] = [d for d in state.dependents[nid] if d in state.runs]
+    reused = []
+    for nid, (kept_state, output) in options.preset.items():
+        found = state.runs.get(nid)
+        # `finally` steps run again, with the run's new status.
+        if found is not None and found.node.kind is NodeKind.STEP and not found.node.is_finally:
+            found.output, found.output_json, found.reused = output, json.dumps(output), True
+            found.state = kept_state
+            reused.append(found)
+    for nr in reused:
+        state.finish(nr, nr.state, quiet=True, ranked=False)
+        for dep in state.dependents_of(nr.id):
+            dep.waiting -= 1
+
+
+def failed_outside(state: RunState, options: Options) -> bool:
+    """Resume with `--only`: whether a step left out of this slice had not succeeded when
+    the run last ended.  A run's status is over all its steps, not only those run now (a
+    group's recorded state is derived from its steps, and stale once they ran again)."""
+    nodes, runs = state.plan.nodes, state.runs
+    return any(
+        nid in nodes
+        and nid not in runs
+        and nodes[nid].kind is not NodeKind.GROUP
+        and not State(row["state"]).ok
+        for nid, row in options.recorded_rows.items()
+    )
+
+
+def keep_recorded(state: RunState, options: Options, render: Render) -> None:
+    """Resume with `--only`: the steps left out of the slice, as the run recorded them, so
+    that the result lists every step of the run and its `outputs` can read them."""
+    for sid, row in options.recorded_rows.items():
+        if sid in state.runs or sid.endswith(":compensate"):
+            continue
+        node = recorded_node(state, sid)
+        if node is not None:
+            state.kept[sid] = kept_run(node, row)
+    kept_groups(state, render)
+
+
+def kept_groups(state: RunState, render: Render) -> None:
+    """The kept groups' states and outputs, made again from their members (some of which
+    may have run again in the slice), as a group completes: the store records no output
+    for a group, and its recorded state is stale once its members ran again."""
+    for node in graph.topological({k: nr.node for k, nr in state.kept.items()}):
+        if node.kind is not NodeKind.STEP:
+            kept_group(state, state.kept[node.id], render)
+
+
+def recorded_node(state: RunState, sid: str) -> Node | None:
+    """The node of a recorded step: in the plan, or an instance of a run-time for_each
+    that is not expanded again in this run."""
+    node = state.plan.nodes.get(sid)
+    if node is not None:
+        return node
+    for cut in (i for i in range(len(sid) - 1, 0, -1) if sid[i] == "."):
+        owner = state.plan.nodes.get(sid[:cut])
+        if owner is not None and owner.kind is NodeKind.MAPPED:
+            if owner.id in state.runs:
+                return None
+            key = sid[cut + 1 :]
+            return dataclasses.replace(
+                owner, id=sid, kind=NodeKind.STEP, needs=(), group=owner.id, key=key
+            )
+    return None
+
+
+def kept_group(state: RunState, nr: NodeRun, render: Render) -> None:
+    """A kept group's state and output, from its members (as a group completes)."""
+    node = nr.node
+    ids = node.members or [k for k, m in state.kept.items() if m.node.group == node.id]
+    everything = {**state.kept, **state.runs}
+    members = [everything[m] for m in ids if m in everything]
+    nr.state = group_state(members)
+    nr.output, nr.outputs = None, None
+    if not nr.state.ok:
+        return
+    try:
+        nr.output, nr.outputs = group_output(nr, members, lambda v: render(nr, v))
+    except TemplateError:
+        nr.output = None

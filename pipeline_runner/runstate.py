@@ -1,0 +1,267 @@
+"""The run state: one mutable `NodeRun` per node, the queues and the counters, owned by the
+scheduler's loop (the core: scheduler, runstate and the decision modules).  Readers outside
+the core see frozen `StepChanged` records instead (changes.py).
+
+Each node keeps a count of unfinished needs (`waiting`); `finish` is the one place that gives
+a node its final state and counts it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import defaults
+from .changes import NO_FILES, StepChanged
+from .kinds import INSTANCE_KINDS
+from .messages import Completion, Task
+from .model import Node, NodeKind, Plan, State
+
+if TYPE_CHECKING:
+    from .cache import CacheBackend, Globs
+
+
+@dataclass
+class Options:
+    fail_fast: bool = False
+    only: Sequence[str] = ()
+    grace: float = defaults.GRACE
+    preset: Mapping[str, tuple[State, Any]] = field(default_factory=dict)  # resume: done nodes
+    attempts_done: Mapping[str, int] = field(default_factory=dict)  # resume: attempts so far
+    recorded_rows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # resume: steps
+    cache: CacheBackend | None = None  # where cached results are looked up
+    use_cache: bool = True  # False: --no-cache (run every step; still record results)
+    compensate: bool = True  # False: --no-compensate
+    seed: int | None = None
+
+
+Entry = tuple[int, int, int, str]  # a ready-queue entry: -priority, -depth, order, id
+
+
+@dataclass
+class NodeRun:
+    """The mutable run state of one node (owned by the core)."""
+
+    node: Node
+    state: State = State.PENDING
+    waiting: int = 0
+    attempt: int = 0
+    output: Any = None
+    output_json: str = "null"
+    kind: str | None = None  # error kind of the last failed attempt
+    error: str = ""
+    traceback: str = ""
+    exit_code: int | None = None
+    started: float | None = None
+    finished: float | None = None
+    worker: str | None = None
+    members: list[str] = field(default_factory=list)
+    outputs: dict[str, Any] | None = None  # groups: key -> output
+    attempts: list[Completion] = field(default_factory=list)
+    reused: bool = False  # output taken from an earlier run (resume) or the cache
+    base: int = 0  # attempts made by earlier runs of the same run id (resume)
+    cache_key: str | None = None
+    cache_files: dict[str, str] = field(default_factory=dict)  # the outputs' fingerprint
+    cache_globs: Globs | None = None  # `cache.inputs`/`outputs`, rendered
+    completed_seq: int = 0  # order of success, for compensation in reverse
+    compensates: str | None = None  # a compensation node: the step it undoes
+    process: tuple[int, str] | None = None  # the running attempt's process group and start
+    task: Task | None = None
+    log_path: str = ""
+    follow_id: int = 0  # an attempt queued to run right after the step it needs (see chains)
+
+    @property
+    def id(self) -> str:
+        return self.node.id
+
+    def view(self) -> Mapping[str, Any]:
+        data = {"output": self.output, "state": self.state.value, "key": self.node.key}
+        if self.outputs is not None:
+            data["outputs"] = self.outputs
+        return data
+
+    def change(self, old: State) -> StepChanged:
+        """A frozen record of the node as it is now, having been `old` before."""
+        node, attempts = self.node, self.attempts
+        # this runner's attempts, after those of earlier runs (base): the last is the current
+        current = bool(attempts) and self.base + len(attempts) == self.attempt
+        return StepChanged(
+            node.id,
+            node.kind,
+            self.state,
+            old,
+            self.attempt,
+            self.started,
+            self.finished,
+            self.kind,
+            self.error,
+            self.exit_code,
+            self.worker,
+            self.output,
+            self.output_json,
+            self.log_path,
+            node.group,
+            node.key,
+            node.uses,
+            node.location,
+            self.process,
+            attempts[-1] if current else None,
+            tuple(attempts),
+            self.cache_key,
+            self.cache_files or NO_FILES,
+            node.group_kind,
+        )
+
+
+class RunState:
+    """The nodes of a run, the ready queue and its waiting rooms, and the counters."""
+
+    def __init__(self, plan: Plan, emit: Callable[[StepChanged], None]) -> None:
+        self.plan = plan
+        self.emit = emit
+        self.runs: dict[str, NodeRun] = {}
+        self.kept: dict[str, NodeRun] = {}  # resume --only: steps left out, as recorded
+        self.dependents: dict[str, list[str]] = {k: list(v) for k, v in plan.dependents.items()}
+        self.depth: dict[str, int] = {}  # steps on the longest chain from a node to the end
+        self.ready: list[Entry] = []
+        self.blocked: dict[str, list[Entry]] = {}  # limit -> steps waiting for it
+        self.timers: list[tuple[float, str]] = []  # retries: (monotonic time, id)
+        self.pool_busy: dict[str, int] = {}
+        self.group_busy: dict[str, int] = {}
+        self.unfinished = 0  # nodes not in a final state
+        self.main_unfinished = 0  # of those, not `finally` steps
+        self.running = 0  # attempts handed to the executor and not ended
+        self.success_seq = 0
+        self.main_failed = False  # a main step failed or upstream_failed
+        self.cancelling = False  # a signal, --fail-fast or a full disk stopped scheduling
+        self.hard_cancel = False  # a second signal: `finally` steps stop too
+        self.by_attempt: dict[int, str] = {}  # running attempts: id -> step
+        self.next_attempt_id = 1
+
+    def new_attempt_id(self) -> int:
+        attempt_id = self.next_attempt_id
+        self.next_attempt_id += 1
+        return attempt_id
+
+    def stopping(self, nr: NodeRun) -> bool:
+        """Whether the cancellation stops `nr`: every step once it began, except `finally`
+        steps, which run to their end (retries included) unless a second signal came."""
+        return self.cancelling and (self.hard_cancel or not nr.node.is_finally)
+
+    def add(self, nr: NodeRun) -> None:
+        """A node joins the run, unfinished."""
+        self.runs[nr.id] = nr
+        self.unfinished += 1
+        if not nr.node.is_finally:
+            self.main_unfinished += 1
+
+    def mark(self, nr: NodeRun, state: State) -> None:
+        """Set a state and tell the readers."""
+        old = nr.state
+        nr.state = state
+        if (state is State.FAILED or state is State.UPSTREAM_FAILED) and not nr.node.is_finally:
+            self.main_failed = True
+        self.emit(nr.change(old))
+
+    def news(self, nr: NodeRun) -> None:
+        """Tell the readers about a node whose state did not change (its process started)."""
+        self.emit(nr.change(nr.state))
+
+    def finish(self, nr: NodeRun, state: State, quiet: bool = False, ranked: bool = True) -> None:
+        """The one place a node reaches its final state: set it (and tell the readers, unless
+        `quiet`: a step kept from an earlier run, whose record stays as it was) and count it.
+        A success is `ranked` in the order of successes (compensations undo in reverse), but
+        for the steps kept as the run starts (resume), which were not done in this run."""
+        if quiet:
+            nr.state = state
+        else:
+            self.mark(nr, state)
+        self.unfinished -= 1
+        if not nr.node.is_finally:
+            self.main_unfinished -= 1
+        if state is State.SUCCEEDED and ranked:
+            self.success_seq += 1
+            nr.completed_seq = self.success_seq
+
+    def enqueue(self, nr: NodeRun) -> None:
+        node = nr.node
+        heapq.heappush(
+            self.ready, (-node.priority, -self.depth.get(node.id, 0), node.order, node.id)
+        )
+
+    def lookup(self, nid: str) -> Mapping[str, Any]:
+        """What a template reads of `steps.<nid>`."""
+        found = self.runs.get(nid)
+        return (found if found is not None else self.kept[nid]).view()
+
+    def all_nodes(self) -> dict[str, NodeRun]:
+        """Every node of the run: those of this run and, after `resume --only`, the kept ones,
+        in file order."""
+        if not self.kept:
+            return self.runs
+        rank = {nid: i for i, nid in enumerate(self.plan.nodes)}
+        merged = {**self.runs, **self.kept}
+        return dict(sorted(merged.items(), key=lambda item: rank.get(item[0], len(rank))))
+
+    def records(self) -> dict[str, StepChanged]:
+        """Frozen records of every node of the run, in file order."""
+        return {nid: nr.change(nr.state) for nid, nr in self.all_nodes().items()}
+
+    def dependents_of(self, nid: str) -> list[NodeRun]:
+        runs = self.runs
+        return [runs[d] for d in self.dependents.get(nid, ())]
+
+
+def step_counts(nodes: Iterable[NodeRun]) -> dict[str, int]:
+    """How many steps (not groups) ended in each state."""
+    counts: dict[str, int] = {}
+    for nr in nodes:
+        if nr.node.kind is NodeKind.STEP:
+            counts[nr.state.value] = counts.get(nr.state.value, 0) + 1
+    return counts
+
+
+def kept_run(node: Node, row: Mapping[str, Any]) -> NodeRun:
+    """A step left out of `resume --only`, as the store recorded it."""
+    state = State(row["state"])
+    nr = NodeRun(node, state=state, log_path=str(row["log_path"] or ""), reused=True)
+    nr.attempt = nr.base = int(row["attempts"] or 0)
+    if state in (State.SUCCEEDED, State.CACHED):
+        nr.output_json = str(row["output_json"] or "null")
+        nr.output = json.loads(nr.output_json)
+    nr.kind, nr.error, nr.exit_code = row["error_kind"], row["error"] or "", row["exit_code"]
+    nr.started, nr.finished, nr.worker = row["started"], row["finished"], row["worker"]
+    return nr
+
+
+def group_state(members: Sequence[NodeRun]) -> State:
+    """The state of a group (fan-out, template instance) from its members' (semantics.md, the
+    table under "Step states"): the first of `failed`, `upstream_failed`, `cancelled` that a
+    member has; else `succeeded` when one succeeded or was cached (or there are none); else
+    `failed_allowed` when one is; else (all skipped) `skipped`."""
+    states = {m.state for m in members}
+    for worst in (State.FAILED, State.UPSTREAM_FAILED, State.CANCELLED):
+        if worst in states:
+            return worst
+    if not states or states & {State.SUCCEEDED, State.CACHED}:
+        return State.SUCCEEDED
+    if State.FAILED_ALLOWED in states:
+        return State.FAILED_ALLOWED
+    return State.SKIPPED
+
+
+def group_output(
+    nr: NodeRun, members: Sequence[NodeRun], render: Callable[[Any], Any]
+) -> tuple[Any, dict[str, Any] | None]:
+    """A group's output (and a fan-out's by key) from its members': a template's `outputs`
+    rendered by `render` (raises TemplateError), its members' by inner id, or a fan-out's list
+    and mapping by key."""
+    node = nr.node
+    if node.group_kind not in INSTANCE_KINDS:
+        return [m.output for m in members], {m.node.key or m.id: m.output for m in members}
+    if node.outputs is None:
+        return {m.id.removeprefix(node.id + "."): m.output for m in members}, None
+    return render(node.outputs), None
