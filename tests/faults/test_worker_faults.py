@@ -218,7 +218,7 @@ def test_a_dead_run_whose_pid_was_reused_is_seen_as_stopped(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    other = subprocess.Popen(["sleep", "120"])
+    other: subprocess.Popen[bytes] | None = None
     try:
         db = state / "runs.db"
 
@@ -228,11 +228,13 @@ def test_a_dead_run_whose_pid_was_reused_is_seen_as_stopped(
                     rows = con.execute("SELECT state FROM steps WHERE step_id = 'a'").fetchall()
             except sqlite3.Error:
                 return False
-            return rows == [("running",)]
+            logs = list(state.glob("runs/*/logs/a.log"))
+            return rows == [("running",)] and bool(logs) and "hi" in logs[0].read_text()
 
         assert wait_for(running_step)
         os.killpg(runner.pid, signal.SIGKILL)
         runner.wait()
+        other = subprocess.Popen(["sleep", "120"])  # started later, as a process reusing a pid is
         with sqlite3.connect(db) as con:
             con.execute("UPDATE runs SET pid = ?", (other.pid,))
         run_id = sqlite3.connect(db).execute("SELECT id FROM runs").fetchone()[0]
@@ -242,8 +244,9 @@ def test_a_dead_run_whose_pid_was_reused_is_seen_as_stopped(
         followed = run_cli("logs", "-f", run_id, timeout=20)
         assert followed.code == 0 and "hi" in followed.stdout, followed.output
     finally:
-        other.kill()
-        other.wait()
+        if other is not None:
+            other.kill()
+            other.wait()
         if runner.poll() is None:
             os.killpg(runner.pid, signal.SIGKILL)
             runner.wait()
