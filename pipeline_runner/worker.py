@@ -17,6 +17,7 @@ the runner.  An attempt in a worker has the process to itself: its `env` is set 
 from __future__ import annotations
 
 import functools
+import importlib
 import io
 import json
 import os
@@ -637,17 +638,18 @@ class _ProcessState:
 
     def __init__(self) -> None:
         self.environ = dict(os.environ)
+        self.raw_environ = dict(_raw_environ())
         self.cwd = os.getcwd()
         skip = {signal.SIGKILL, signal.SIGSTOP}
         self.handlers = {
-            sig: signal.getsignal(sig) for sig in signal.valid_signals() if sig not in skip
+            int(sig): _getsignal(sig) for sig in signal.valid_signals() if sig not in skip
         }
         self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
         self.threads = set(threading.enumerate())
 
     def restore(self) -> bool:
         """Undo what the attempt changed; True if it left threads running."""
-        if os.environ != self.environ:
+        if _raw_environ() != self.raw_environ:
             for name in [n for n in os.environ if n not in self.environ]:
                 del os.environ[name]
             os.environ.update(self.environ)
@@ -661,10 +663,19 @@ class _ProcessState:
             if signal.getitimer(timer) != (0.0, 0.0):
                 signal.setitimer(timer, 0)
         for sig, handler in self.handlers.items():
-            if handler is not None and signal.getsignal(sig) is not handler:
+            if handler is not None and _getsignal(sig) is not handler:
                 signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
         return any(t not in self.threads for t in threading.enumerate())
+
+
+# _signal's own getsignal: signal.getsignal wraps each answer in an enum (10x slower).
+_getsignal: Callable[[int], Any] = importlib.import_module("_signal").getsignal
+
+
+def _raw_environ() -> Mapping[Any, Any]:
+    """os.environ's own store (bytes to bytes, compared without decoding every entry)."""
+    return cast("Mapping[Any, Any]", getattr(os.environ, "_data", os.environ))
 
 
 def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
