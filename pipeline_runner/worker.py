@@ -605,15 +605,13 @@ class _Outbox:
     def started(self, message: Started) -> bool:
         return self._write([message])
 
-    def complete(self, done: Completion, idle: bool = True) -> bool:
-        return self._write([done])
+    def complete(self, done: Completion, idle: bool = True, retire: bool = False) -> bool:
+        """Send a completion; with `retire`, in the same write, that this worker ends now by
+        choice (see wire.RETIRE), so the runner never gives it another task."""
+        return self._write([done, wire.RETIRE] if retire else [done])
 
     def flush(self) -> bool:
         return not self.broken
-
-    def retire(self) -> None:
-        """Tell the runner this worker ends now, by choice (see wire.RETIRE)."""
-        self._write([wire.RETIRE])
 
     def _write(self, messages: list[Any]) -> bool:
         if self.broken:
@@ -748,11 +746,10 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
             outcomes[current.attempt_id] = done.ok
             if len(outcomes) > 256:
                 del outcomes[next(iter(outcomes))]
-            if not outbox.complete(done, idle=last):
+            # Threads the attempt left would write into the next attempt's log (or keep this
+            # process from ending): retire.  The runner hands the tasks queued here to another
+            # worker (none of them started) and starts a new one.
+            if not outbox.complete(done, idle=last, retire=leaked):
                 return
             if leaked:
-                # Threads the attempt left would write into the next attempt's log (or keep
-                # this process from ending): retire.  The runner hands the tasks queued here
-                # to another worker (none of them started) and starts a new one.
-                outbox.retire()
                 os._exit(0)
