@@ -17,6 +17,7 @@ the runner.  An attempt in a worker has the process to itself: its `env` is set 
 from __future__ import annotations
 
 import functools
+import importlib
 import io
 import json
 import os
@@ -583,15 +584,13 @@ class _Outbox:
     def started(self, message: Started) -> bool:
         return self._write([message])
 
-    def complete(self, done: Completion, idle: bool = True) -> bool:
-        return self._write([done])
+    def complete(self, done: Completion, idle: bool = True, retire: bool = False) -> bool:
+        """Send a completion; with `retire`, in the same write, that this worker ends now by
+        choice (see wire.RETIRE), so the runner never gives it another task."""
+        return self._write([done, wire.RETIRE] if retire else [done])
 
     def flush(self) -> bool:
         return not self.broken
-
-    def retire(self) -> None:
-        """Tell the runner this worker ends now, by choice (see wire.RETIRE)."""
-        self._write([wire.RETIRE])
 
     def _write(self, messages: list[Any]) -> bool:
         if self.broken:
@@ -616,17 +615,18 @@ class _ProcessState:
 
     def __init__(self) -> None:
         self.environ = dict(os.environ)
+        self.raw_environ = dict(_raw_environ())
         self.cwd = os.getcwd()
         skip = {signal.SIGKILL, signal.SIGSTOP}
         self.handlers = {
-            sig: signal.getsignal(sig) for sig in signal.valid_signals() if sig not in skip
+            int(sig): _getsignal(sig) for sig in signal.valid_signals() if sig not in skip
         }
         self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
         self.threads = set(threading.enumerate())
 
     def restore(self) -> bool:
         """Undo what the attempt changed; True if it left threads running."""
-        if os.environ != self.environ:
+        if _raw_environ() != self.raw_environ:
             for name in [n for n in os.environ if n not in self.environ]:
                 del os.environ[name]
             os.environ.update(self.environ)
@@ -640,10 +640,19 @@ class _ProcessState:
             if signal.getitimer(timer) != (0.0, 0.0):
                 signal.setitimer(timer, 0)
         for sig, handler in self.handlers.items():
-            if handler is not None and signal.getsignal(sig) is not handler:
+            if handler is not None and _getsignal(sig) is not handler:
                 signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
         return any(t not in self.threads for t in threading.enumerate())
+
+
+# _signal's own getsignal: signal.getsignal wraps each answer in an enum (10x slower).
+_getsignal: Callable[[int], Any] = importlib.import_module("_signal").getsignal
+
+
+def _raw_environ() -> Mapping[Any, Any]:
+    """os.environ's own store (bytes to bytes, compared without decoding every entry)."""
+    return cast("Mapping[Any, Any]", getattr(os.environ, "_data", os.environ))
 
 
 def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
@@ -716,11 +725,10 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
             outcomes[current.attempt_id] = done.ok
             if len(outcomes) > 256:
                 del outcomes[next(iter(outcomes))]
-            if not outbox.complete(done, idle=last):
+            # Threads the attempt left would write into the next attempt's log (or keep this
+            # process from ending): retire.  The runner hands the tasks queued here to another
+            # worker (none of them started) and starts a new one.
+            if not outbox.complete(done, idle=last, retire=leaked):
                 return
             if leaked:
-                # Threads the attempt left would write into the next attempt's log (or keep
-                # this process from ending): retire.  The runner hands the tasks queued here
-                # to another worker (none of them started) and starts a new one.
-                outbox.retire()
                 os._exit(0)

@@ -286,7 +286,9 @@ class _Slot:
 
     def _receive(self, host: _Host) -> Completion | None:
         """Take what the host sent; this attempt's Completion if it is there."""
+        found: Completion | None = None
         try:
+            # Everything there now: a retiring host's RETIRE comes with its last completion.
             while not host.eof and host.conn.poll():
                 for message in wire.decode(host.conn.recv()):  # Started and Completion
                     if message == wire.RETIRE:  # it exits now (see worker_main)
@@ -295,10 +297,10 @@ class _Slot:
                         host.step_pgid = message.pgid
                     elif message.attempt_id == self.task.attempt_id:
                         host.step_pgid = None
-                        return message  # type: ignore[no-any-return]
+                        found = message
         except (EOFError, OSError):
             host.eof = True
-        return None
+        return found
 
     def _died(self, host: _Host, started: float, worker: str) -> Completion:
         code = host.proc.wait()
