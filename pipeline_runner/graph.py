@@ -389,7 +389,7 @@ class DryRun:
             return "cache: a need runs first"
         if has_deferred(node.with_) or has_deferred([*node.cache.inputs, *node.cache.outputs]):
             return "cache: its key needs values known at run time"
-        base = self.plan.pipeline_dir
+        base = self.plan.folder_of(node)  # the folder the step runs in
         try:
             globs = render_globs(node.cache, lambda v: v)
             key = cache_key(node.uses or "", node.with_, needs, globs, base)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -66,7 +67,7 @@ class StepBuilder:
         self.plugins = plugins
         self.nodes = nodes  # the plan so far (a node's order is its position)
         self.pools = pools
-        self.root_dir = ""  # the main file's folder: cache input globs are matched there
+        self.root_dir = ""  # the main file's folder (for steps of no file)
         # `with` values a plugin's schema accepted: many steps share theirs (a template's steps
         # across tenants, generated steps), and a valid one needs checking once.
         self._valid_with: set[tuple[str, str]] = set()
@@ -269,8 +270,10 @@ class StepBuilder:
     def check_inputs(self, f: FileContext, inputs: tuple[str | Deferred, ...], at: Path_) -> None:
         from .cache import matches, no_match_message
 
+        # Matched in the folder of the file the step is written in: the step runs there.
+        folder = os.path.dirname(os.path.abspath(f.path)) if f.path else self.root_dir
         for i, pattern in enumerate(inputs):
-            if isinstance(pattern, str) and not matches(pattern, self.root_dir):
+            if isinstance(pattern, str) and not matches(pattern, folder):
                 self.problems.error(f, (*at, i), no_match_message(pattern))
 
 

@@ -90,7 +90,7 @@ def cache_key_problem(
     try:
         nr.cache_globs = render_globs(node.cache, render)
         nr.cache_key = cache_key(
-            node.uses or "", with_, needs, nr.cache_globs, state.plan.pipeline_dir
+            node.uses or "", with_, needs, nr.cache_globs, state.plan.folder_of(node)
         )
     except TemplateError as exc:
         return f"template error: {exc}"

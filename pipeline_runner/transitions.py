@@ -128,7 +128,8 @@ class Transitions:
         if problem is not None:
             self.fail_now(nr, FailureKind.ERROR, f"cache: {problem}")
             return True
-        if not cache_hit(nr, self.options.cache, self.options.use_cache, self.plan.pipeline_dir):
+        folder = self.plan.folder_of(nr.node)
+        if not cache_hit(nr, self.options.cache, self.options.use_cache, folder):
             return False
         self.done(nr, State.CACHED)
         return True

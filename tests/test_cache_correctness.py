@@ -313,3 +313,45 @@ def test_the_dvc_foreach_example_reruns_only_the_item_that_changed(
     reran = {k for k, v in states(fourth).items() if v == "succeeded"}
     assert reran == {"models.us.train"}, fourth["text"]
     assert (folder / "build" / "dvc-foreach" / "models" / "us" / "model.json").exists()
+
+
+# -- 5. a step of a nested pipeline file: its files are in that file's folder ------------------
+
+NESTED_PARENT = """
+version: 1
+name: parent
+steps:
+  - id: sub
+    uses: pipeline
+    with: {file: sub/child.yaml}
+"""
+NESTED_CHILD = """
+version: 1
+name: child
+steps:
+  - id: write
+    uses: shell
+    cache: {inputs: [in.txt], outputs: [out.txt]}
+    with: {cmd: "cat in.txt > out.txt"}
+"""
+
+
+def test_a_nested_files_cache_reads_and_writes_in_its_own_folder(
+    write_pipeline: WritePipeline, run_cli: RunCli, tmp_path: Path
+) -> None:
+    """The step runs in sub/ (its file's folder): its cache inputs and outputs are there too,
+    so the second run is a hit, and a changed input or a changed output there is a miss."""
+    path = write_pipeline(NESTED_PARENT)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text(NESTED_CHILD)
+    (tmp_path / "sub" / "in.txt").write_text("one\n")
+    first = run(run_cli, tmp_path, path)
+    assert first["status"] == "succeeded", first["text"]
+    assert (tmp_path / "sub" / "out.txt").read_text() == "one\n"
+    assert states(run(run_cli, tmp_path, path))["sub.write"] == "cached"
+    (tmp_path / "sub" / "in.txt").write_text("two\n")
+    assert states(run(run_cli, tmp_path, path))["sub.write"] == "succeeded"
+    assert (tmp_path / "sub" / "out.txt").read_text() == "two\n"
+    (tmp_path / "sub" / "out.txt").write_text("edited\n")
+    assert states(run(run_cli, tmp_path, path))["sub.write"] == "succeeded"
+    assert states(run(run_cli, tmp_path, path))["sub.write"] == "cached"
