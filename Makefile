@@ -11,7 +11,7 @@ PROJECT = $(call PIP,$(1)) --no-deps --no-build-isolation
 UV_COMPILE := .venv-lock/bin/uv pip compile -q --universal --generate-hashes --upgrade \
 	--python-version 3.10 pyproject.toml requirements/build.in
 
-.PHONY: demo test test-latest test-model lint docs dist lock bench clean
+.PHONY: demo test test-plain test-latest test-model lint docs dist lock bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,15 @@ test: $(VENV)/.installed-dev lint docs dist
 	$(BIN)/python tests/ensure_graphviz.py
 	$(BIN)/python -m compileall -q pipeline_runner > /dev/null
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory test-plain
+
+# The plain paths: the engine, chain, wire, scheduler and reference-model tests again with every
+# speed shortcut off (RUNNER_NO_SHORTCUTS=1: no compiled schema check, no chains, one pickle per
+# message), so the version each shortcut stands in for stays correct.
+test-plain: $(VENV)/.installed-dev
+	RUNNER_NO_SHORTCUTS=1 RUNNER_MODEL_EXAMPLES=$${RUNNER_MODEL_EXAMPLES:-25} $(BIN)/pytest -q \
+		-p no:cacheprovider tests/test_engine.py tests/test_chains.py tests/test_wire.py \
+		tests/test_scheduler_unit.py tests/test_model.py
 
 # The reference-model test with a longer budget (`make test` tries about 100 pipelines in a
 # minute): RUNNER_MODEL_EXAMPLES pipelines, 500 unless set.

@@ -92,14 +92,24 @@ class Scope:
     parent: Scope | None = None  # where Deferred template params are rendered
 
 
+DURATION = {"duration": True}  # field metadata: written as a duration (`30s`, `1h30m`, 2.5)
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """A step's `retries`.  Each field is one key of the pipeline file's `retries` mapping, and
+    its default here is the only one (the planner builds a policy from the keys given; a test
+    holds the schema's documented defaults to these)."""
+
     max: int = 0
-    delay: float = 1.0
+    delay: float = field(default=1.0, metadata=DURATION)
     backoff: float = 2.0
-    max_delay: float = 300.0
+    max_delay: float = field(default=300.0, metadata=DURATION)
     jitter: bool = True
     on: frozenset[str | int] = frozenset()  # empty: retry any failure
+    # No retry starts once this long has passed since the first attempt started (Argo's
+    # retryStrategy.backoff.maxDuration); None: no limit.
+    max_elapsed: float | None = field(default=None, metadata=DURATION)
 
     def allows(self, kind: str, exit_code: int | None = None) -> bool:
         if not self.on:

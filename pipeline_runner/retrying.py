@@ -17,10 +17,15 @@ from .model import Node
 from .runstate import NodeRun, RunState
 
 
-def may_retry(nr: NodeRun, kind: str) -> bool:
+def may_retry(nr: NodeRun, kind: str, now: float | None = None) -> bool:
     """Whether the step's retry policy gives it another attempt after this failure."""
     policy = nr.node.retries
-    return nr.attempt - nr.base <= policy.max and policy.allows(kind, nr.exit_code)
+    if nr.attempt - nr.base > policy.max or not policy.allows(kind, nr.exit_code):
+        return False
+    if policy.max_elapsed is not None and nr.attempts:
+        elapsed = (time.time() if now is None else now) - nr.attempts[0].started
+        return elapsed < policy.max_elapsed
+    return True
 
 
 def schedule_retry(state: RunState, nr: NodeRun, rng: random.Random) -> float:

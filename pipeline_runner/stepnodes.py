@@ -6,6 +6,7 @@ the run (`rendering`); durations, retries and pools are checked here, each probl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -209,15 +210,18 @@ class StepBuilder:
         if isinstance(spec, int):
             return RetryPolicy(max=spec)
         at = (*path, "retries")
-        on = frozenset(spec.get("on") or ())
-        return RetryPolicy(
-            max=int(spec.get("max", 1 if spec else 0)),
-            delay=self.duration(f, spec.get("delay", 1.0), (*at, "delay")) or 0.0,
-            backoff=float(spec.get("backoff", 2.0)),
-            max_delay=self.duration(f, spec.get("max_delay", 300.0), (*at, "max_delay")) or 0.0,
-            jitter=bool(spec.get("jitter", True)),
-            on=on,
-        )
+        # A mapping without `max` retries once; every other key not given keeps its default.
+        given: dict[str, Any] = {"max": 1 if spec else 0}
+        for option in dataclasses.fields(RetryPolicy):
+            if option.name not in spec:
+                continue
+            value = spec[option.name]
+            if option.metadata.get("duration"):
+                value = self.duration(f, value, (*at, option.name)) or 0.0
+            elif option.name == "on":
+                value = frozenset(value or ())
+            given[option.name] = value
+        return RetryPolicy(**given)
 
     def duration(
         self, f: FileContext, value: Any, at: Path_, *, positive: bool = False
