@@ -18,6 +18,7 @@ GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a step is stopped (--gra
 GRACE_MAX = 3600.0
 MAX_FILE_SIZE = 10 * 1024 * 1024  # bytes of a pipeline, params or secrets file
 RUNS_LIMIT = 30  # rows `runner runs` shows
+MAX_OUTPUT_BYTES = 16 * 1024 * 1024  # a step's output as JSON; a command's stdout kept
 
 
 def workers() -> int:

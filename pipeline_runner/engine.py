@@ -85,11 +85,19 @@ def refuse_if_running(state_dir: str, run_id: str) -> None:
     pid = row.get("pid")
     if row["status"] != "running" or not pid or pid == os.getpid():
         return
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            alive = b"runner" in f.read()
-    except OSError:
-        alive = False
+    from .procs import still_running
+
+    # The pid AND its start time: after a while the pid may belong to another process.  A run
+    # recorded without the start time: a process with the pid whose command line is runner's.
+    start = row.get("pid_start")
+    if start:
+        alive = still_running(pid, start)
+    else:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                alive = b"runner" in f.read()
+        except OSError:
+            alive = False
     if alive:
         raise UsageError(f"run {row['id']} is still running (pid {pid}); stop it first")
 
@@ -130,24 +138,31 @@ def _start(request: RunRequest, resume: str | None, force: bool) -> int:
         executor.start()  # now, while this process has one thread (see executors/process.py)
     handed_over: list[bool] = []
     try:
-        return _run(request, plan, executor, secret_values, masker, resume, force, handed_over)
+        session = Session(request, plan, secret_values, masker, resume, force)
+        return _run(session, executor, handed_over)
     except BaseException:
         if not handed_over:  # the scheduler closes the executor once it has it
             executor.close()
         raise
 
 
-def _run(
-    request: RunRequest,
-    plan: Plan,
-    executor: Any,
-    secret_values: dict[str, str],
-    masker: Masker,
-    resume: str | None,
-    force: bool,
-    handed_over: list[bool],
-) -> int:
+@dataclass(frozen=True)
+class Session:
+    """What a run (or a resume: `resume` is its run id) works with once its file is planned."""
+
+    request: RunRequest
+    plan: Plan
+    secret_values: dict[str, str]
+    masker: Masker
+    resume: str | None
+    force: bool
+
+
+def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
     from .store import StoreSink, open_store
+
+    request, plan, masker = session.request, session.plan, session.masker
+    secret_values, resume, force = session.secret_values, session.resume, session.force
 
     paths = StatePaths(Path(request.state_dir))
     store = open_store(paths.root)

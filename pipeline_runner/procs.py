@@ -209,11 +209,10 @@ def run_process(
     write: Callable[[bytes], None],
     timeout: float | None,
     grace: float = GRACE,
-    max_stdout: int = 16 * 1024 * 1024,
     on_start: Callable[[int], None] | None = None,
-    preexec: Callable[[], None] | None = None,
 ) -> ProcessResult:
-    """Run `argv` with stdin empty; stdout is captured, and both streams go to `write`."""
+    """Run `argv` with stdin empty; stdout is captured (up to defaults.MAX_OUTPUT_BYTES), and
+    both streams go to `write`."""
     proc = subprocess.Popen(
         list(argv),
         stdin=_devnull(),
@@ -222,12 +221,12 @@ def run_process(
         env=dict(env),
         cwd=cwd,
         start_new_session=True,
-        preexec_fn=preexec,
     )
     if on_start is not None:
         on_start(proc.pid)
     assert proc.stdout is not None and proc.stderr is not None
     deadline = None if timeout is None else time.monotonic() + timeout
+    max_stdout = defaults.MAX_OUTPUT_BYTES
     captured = _Capture(write, max_stdout)
     timed_out = False
     pidfd = os.pidfd_open(proc.pid)

@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     import logging
 
-from . import wire
+from . import defaults, wire
 from .messages import Completion, Started, Task
 from .plugins import PluginLoadError, StepContext, StepFailed, registry
 from .procs import GRACE, process_start_time, signal_name, stop_group
 from .secrets import Masker, StreamMasker
 
-MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+MAX_OUTPUT_BYTES = defaults.MAX_OUTPUT_BYTES
 
 
 def death(
