@@ -186,6 +186,4 @@ class Instances:
             nested, doc.data.get("outputs") or {}, ("outputs",), inner_scope, Rules(RUN_NAMES)
         )
         # An inlined pipeline's group keeps the key and item but not has_item (as it always did).
-        self.add_group(
-            dataclasses.replace(site, has_item=False), members, "pipeline", outputs, inner_scope
-        )
+        self.add_group(site._replace(has_item=False), members, "pipeline", outputs, inner_scope)

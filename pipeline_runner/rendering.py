@@ -9,9 +9,7 @@ value gives `INVALID` and a diagnostic, never an exception.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import TemplateError
 from .loader import Path_
@@ -30,10 +28,10 @@ class _Invalid:
 
 
 INVALID: Any = _Invalid()  # what a broken value renders to (its problem is recorded)
+_NO_FIELDS: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class Rules:
+class Rules(NamedTuple):
     """How one value is rendered and checked.
 
     `runtime`: the names known only at run time here (`"*"`: keep the value for the run);
@@ -42,6 +40,7 @@ class Rules:
     compensation reads its step's output); `shell_fields`: the keys of the top mapping that are
     shell command text (quoted as such); `argv`: the value is (inside) the argv list of a shell
     field, which shows on the command line, so no secret may go there; `nested`: below the top.
+    A named tuple, not a frozen dataclass: one is made for every value of every step.
     """
 
     runtime: frozenset[str]
@@ -68,7 +67,7 @@ class ValueRenderer:
             }
             return INVALID if any(v is INVALID for v in out.values()) else out
         if isinstance(value, list):
-            inner = dataclasses.replace(rules, nested=True, shell_fields=frozenset())
+            inner = rules._replace(nested=True, shell_fields=_NO_FIELDS)
             items = [self.render(f, v, (*path, i), scope, inner) for i, v in enumerate(value)]
             return INVALID if any(v is INVALID for v in items) else items
         deferred = isinstance(value, Deferred)
@@ -98,11 +97,13 @@ def _member(rules: Rules, key: str, value: Any) -> Rules:
     """The rules for one entry of a mapping: a shell field of the top mapping is shell text
     when it is a string, an argv list otherwise."""
     shell_field = not rules.nested and key in rules.shell_fields
-    return dataclasses.replace(
-        rules,
-        nested=True,
-        shell_fields=frozenset({key}) if shell_field and isinstance(value, str) else frozenset(),
-        argv=rules.argv or (shell_field and not isinstance(value, str)),
+    return Rules(  # not dataclasses.replace: this runs for every entry of every step's `with`
+        rules.runtime,
+        rules.refs_for,
+        rules.self_id,
+        frozenset({key}) if shell_field and isinstance(value, str) else _NO_FIELDS,
+        rules.argv or (shell_field and not isinstance(value, str)),
+        True,
     )
 
 

@@ -9,12 +9,15 @@ half-open: one step is let through (the trial) and the pool's other steps wait f
 from __future__ import annotations
 
 import heapq
-import random
 import time
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from .model import Node
 from .runstate import NodeRun, RunState
+
+if TYPE_CHECKING:  # random is imported when a retry first needs jitter
+    import random
 
 
 def may_retry(nr: NodeRun, kind: str, now: float | None = None) -> bool:

@@ -10,10 +10,9 @@ instance of a for_each, a step inside a template) is derived with `dataclasses.r
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import Diagnostic, Location
 from .loader import Path_, SourceMap, format_path
@@ -33,9 +32,9 @@ class FileContext:
     env: dict[str, Any] = field(default_factory=dict)  # top-level env, Deferred values included
 
 
-@dataclass(frozen=True, slots=True)
-class Site:
-    """One step being expanded, and everything its expansion needs to know."""
+class Site(NamedTuple):
+    """One step being expanded, and everything its expansion needs to know (a named tuple:
+    one is made for every step and instance)."""
 
     file: FileContext
     step: Mapping[str, Any]
@@ -55,8 +54,8 @@ class Site:
 
     def instance(self, qid: str, key: str, item: Any, scope: Scope) -> Site:
         """The site of one for_each instance of this step: its id, key and item."""
-        return dataclasses.replace(
-            self, qid=qid, group=self.qid, key=key, item=item, has_item=True, scope=scope
+        return self._replace(
+            qid=qid, group=self.qid, key=key, item=item, has_item=True, scope=scope
         )
 
 

@@ -5,7 +5,6 @@ records directly, with no scheduler at all."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import sqlite3
@@ -521,7 +520,7 @@ def test_plain_lines_and_the_events_file_from_change_records(tmp_path: Path) -> 
     for sink in (plain, events):
         sink.changed(record("a", State.RUNNING, State.PENDING, attempt=2))
         sink.changed(failed)
-        sink.changed(dataclasses.replace(failed, old=State.FAILED))  # news: no line
+        sink.changed(failed._replace(old=State.FAILED))  # news: no line
         sink.turn()
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
