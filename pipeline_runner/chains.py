@@ -13,20 +13,15 @@ attempt is handed to the executor by the scheduler's loop, when its needs are do
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
+from . import shortcuts
 from .limits import group_limit
 from .messages import Task
 from .model import NodeKind, State, has_deferred
 from .runstate import NodeRun, RunState
 
 CHAIN_AHEAD = 8  # follow-ups queued behind a running step of a chain
-
-
-def shortcuts_on() -> bool:
-    """False when RUNNER_NO_SHORTCUTS=1: run the plain path (see the module's text)."""
-    return os.environ.get("RUNNER_NO_SHORTCUTS", "") != "1"
 
 
 def may_follow(state: RunState, child: NodeRun) -> bool:
@@ -62,7 +57,7 @@ class Chains:
 
     def __init__(self, state: RunState, can_follow: Callable[[int], bool] | None) -> None:
         self.state = state
-        self.can_follow = can_follow if shortcuts_on() else None
+        self.can_follow = can_follow if shortcuts.enabled() else None
         self.followers: dict[int, str] = {}  # follow-up attempt id -> step
 
     def follow_up(

@@ -17,24 +17,20 @@ shortcut must agree with.
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Sequence
 from typing import Any
+
+from . import shortcuts
 
 # A worker's last message when it ends by choice (a step left threads running in it): the tasks
 # still queued on it never started.  A plain string, so that it needs no class of its own.
 RETIRE = "retire"
 
 
-def shortcuts() -> bool:
-    """Whether the speed shortcuts are on (`RUNNER_NO_SHORTCUTS=1` turns them off)."""
-    return os.environ.get("RUNNER_NO_SHORTCUTS", "") not in ("1", "true", "yes")
-
-
 def encode(messages: Sequence[Any]) -> list[bytes]:
     """The payloads (unframed) that carry `messages`, in order."""
-    if shortcuts():
+    if shortcuts.enabled():
         return [pickle.dumps(list(messages), pickle.HIGHEST_PROTOCOL)]
     from multiprocessing.reduction import ForkingPickler
 
