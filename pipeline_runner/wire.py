@@ -17,7 +17,9 @@ shortcut must agree with.
 
 from __future__ import annotations
 
+import os
 import pickle
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,3 +49,40 @@ def decode(received: Any) -> list[Any]:
     if isinstance(received, list):
         return received
     return [received]
+
+
+class FrameReader:
+    """Every whole message a worker's pipe holds, with one read (a shortcut for reading them
+    one `Connection.recv` at a time: that is a poll and two reads per message, and a worker
+    writes each completion alone).  The framing is `Connection`'s: a 4-byte big-endian length,
+    or -1 and an 8-byte length past 2 GiB, then the payload.  Call `read` only when the pipe is
+    readable; a message cut by the read waits in the buffer for the rest."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
+
+    def read(self) -> list[Any]:
+        """The messages now complete (decoded, in order); EOFError when the writer is gone."""
+        chunk = os.read(self.fd, 1 << 20)
+        if not chunk:
+            raise EOFError
+        buf = self.buffer
+        buf += chunk
+        out: list[Any] = []
+        pos, end = 0, len(buf)
+        while end - pos >= 4:
+            (size,) = struct.unpack_from("!i", buf, pos)
+            head = 4
+            if size == -1:
+                if end - pos < 12:
+                    break
+                (size,) = struct.unpack_from("!Q", buf, pos + 4)
+                head = 12
+            if end - pos - head < size:
+                break
+            start = pos + head
+            out.extend(decode(pickle.loads(buf[start : start + size])))
+            pos = start + size
+        del buf[:pos]
+        return out

@@ -84,3 +84,36 @@ def test_a_pipeline_gives_the_same_record_with_and_without_the_shortcuts(
     record = {row[0]: row for row in seen[0]}
     assert record["b"][3] == 4 and record["d"][3] == "d" and record["many.7"][3] == 16
     assert record["bad"][1:3] == ("failed", 2) and record["never"][1] == "upstream_failed"
+
+
+def test_the_frame_reader_reads_what_connection_wrote_however_it_is_cut() -> None:
+    """Messages of every size (one past a pipe's buffer), written by a real Connection, come
+    back whole and in order from FrameReader, whatever the reads' boundaries."""
+    import multiprocessing
+    import os
+    import threading
+
+    from pipeline_runner.wire import FrameReader, encode
+
+    messages = [["small"], [b"x" * 200_000], list(range(1000)), ["last"]]
+    reader_end, writer_end = multiprocessing.Pipe(duplex=False)
+
+    def write() -> None:
+        for message in messages:
+            for payload in encode([message]):
+                writer_end.send_bytes(payload)
+        writer_end.close()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    reader = FrameReader(reader_end.fileno())
+    got: list[object] = []
+    try:
+        while True:
+            os.set_blocking(reader_end.fileno(), True)
+            got.extend(reader.read())
+    except EOFError:
+        pass
+    writer.join()
+    assert got == messages
+    assert reader.buffer == bytearray()

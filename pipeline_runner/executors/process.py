@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from .. import wire
+from .. import shortcuts, wire
 from ..messages import Completion, Started, Task
 from ..procs import GRACE, kill_group, terminate
 from ..worker import death, worker_main
@@ -60,6 +60,8 @@ class _Worker:
         self.conn = conn
         self.queue: deque[Task] = deque()
         self.outgoing: deque[memoryview] = deque()  # framed messages not yet in the pipe
+        # What the worker sends, read many messages at a time (None: one recv per message).
+        self.reader = wire.FrameReader(conn.fileno()) if shortcuts.enabled() else None
         self.head_started = 0.0
         self.child_pgid: int | None = None
         self.kill_reason: str | None = None
@@ -261,9 +263,11 @@ class ProcessExecutor:
         return poller
 
     def _drain(self, worker: _Worker, events: list[Event]) -> None:
+        reader = worker.reader
         try:
             while _readable(worker.conn.fileno()):
-                for message in wire.decode(worker.conn.recv()):
+                received = reader.read() if reader else wire.decode(worker.conn.recv())
+                for message in received:
                     if type(message) is Started:
                         worker.child_pgid = message.pgid
                         events.append(message)
