@@ -93,6 +93,18 @@ def succeeded_steps(db: Path) -> set[str]:
     return {r[0] for r in rows}
 
 
+def recorded_runs(db: Path) -> list[str]:
+    """The ids of the runs the store holds (none if the runner died before recording one)."""
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT id FROM runs ORDER BY id").fetchall()
+    except sqlite3.OperationalError:  # killed while the store's tables were being made
+        rows = []
+    finally:
+        con.close()
+    return [r[0] for r in rows]
+
+
 def quick_check(db: Path) -> str:
     con = sqlite3.connect(db)
     try:
@@ -146,9 +158,14 @@ def one_round(runner: str, rng: random.Random, number: int) -> list[str]:
             problems.append(f"quick_check after the kill: {check}")
         done_before = succeeded_steps(db)
         counts_before = journal_counts(journal)
-        run_ids = sorted(p.name for p in (state / "runs").iterdir())
+        run_ids = recorded_runs(db)
         if not run_ids:
-            problems.append("no run was recorded")
+            # Killed before the run was recorded (between the store's creation and the run's
+            # row): nothing may have run, and there is nothing to resume.
+            if counts_before:
+                problems.append(f"steps ran but no run was recorded: {sorted(counts_before)}")
+            verdict = "OK" if not problems else "PROBLEMS: " + "; ".join(problems)
+            print(f"round {number:3}: killed before the run was recorded; {verdict}", flush=True)
             return problems
         for _ in range(3):
             resumed = subprocess.run(

@@ -37,6 +37,12 @@ _PATTERN_HELP = {
     "that starts with a letter or digit",
     "^[A-Za-z_][A-Za-z0-9_]*$": "an identifier (letters, digits and '_')",
 }
+# Patterns whose whole message is known (plugins' `env` mappings, as a step's own `env`).
+_PATTERN_MESSAGES = {
+    "^[^=\\u0000]+$": "invalid environment variable name {value!r}: a name is not empty and "
+    "has no '=' or NUL character",
+    "^[^\\u0000]*$": "an environment variable's value cannot hold a NUL character",
+}
 
 
 def schema_text() -> str:
@@ -203,6 +209,9 @@ def _message(error: Any, source: SourceMap, path: Path_) -> tuple[str, Path_, bo
         name = missing[0] if missing else error.validator_value[0]
         return f"missing required key '{name}'", path, False
     if kind == "pattern":
+        known = _PATTERN_MESSAGES.get(error.validator_value)
+        if known:
+            return known.format(value=value), path, False
         help_text = _PATTERN_HELP.get(error.validator_value)
         if help_text:
             return f"invalid name {value!r}: expected {help_text}", path, False

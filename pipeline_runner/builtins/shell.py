@@ -40,7 +40,12 @@ class Shell:
             "cwd": {"type": "string", "description": "Working folder, relative to the pipeline."},
             "env": {
                 "type": "object",
-                "additionalProperties": {"type": ["string", "number", "boolean"]},
+                # Names and values the operating system refuses (as for a step's own `env`).
+                "propertyNames": {"pattern": "^[^=\\u0000]+$"},
+                "additionalProperties": {
+                    "type": ["string", "number", "boolean"],
+                    "pattern": "^[^\\u0000]*$",
+                },
                 "description": "Extra environment variables for this command.",
             },
             "parse": {

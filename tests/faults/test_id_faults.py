@@ -135,6 +135,36 @@ def test_environment_names_and_values_the_system_refuses_are_located_errors(
         assert f"{path}:{line}:" in result.stderr and message in result.stderr, result.stderr
 
 
+PLUGIN_ENV = """
+version: 1
+name: env
+steps:
+  - id: a
+    uses: shell
+    with: {{cmd: "echo ok", env: {env}}}
+"""
+
+
+@pytest.mark.fault(48)
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ('{"A=B": x}', "shell: invalid environment variable name 'A=B'"),
+        ('{"": x}', "shell: invalid environment variable name ''"),
+        ('{A: "x\\0y"}', "steps[0].with.env.A: shell: an environment variable's value cannot"),
+    ],
+)
+def test_the_shell_plugins_own_env_is_checked_the_same_way(
+    run_cli: RunCli, write_pipeline: WritePipeline, env: str, message: str
+) -> None:
+    """`with.env` of the shell plugin used to pass validate and fail its step with a
+    traceback from subprocess."""
+    path = write_pipeline(PLUGIN_ENV.format(env=env))
+    result = run_cli("validate", str(path))
+    assert result.code == 2 and no_traceback(result.stderr), result.output
+    assert f"{path}:6:" in result.stderr and message in result.stderr, result.stderr
+
+
 RENDERED_ENV = """
 version: 1
 name: env
