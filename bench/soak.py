@@ -88,6 +88,8 @@ def succeeded_steps(db: Path) -> set[str]:
         rows = con.execute(
             "SELECT step_id FROM steps WHERE state = 'succeeded' AND kind = 'step'"
         ).fetchall()
+    except sqlite3.OperationalError:  # killed while the store's tables were being made
+        rows = []
     finally:
         con.close()
     return {r[0] for r in rows}

@@ -69,3 +69,15 @@ def id_clash(
     if any(inst_id in ids for ids in taken):
         return f"two items have the key '{key}'; set `key:` to tell them apart"
     return None
+
+
+def qualified(aliases: Mapping[str, str], name: str) -> str | None:
+    """The qualified id a step name written in a scope stands for: a sibling by its id, or one
+    instance of a sibling fan-out by the sibling's id and the instance's key (`build.linux`,
+    GitLab's needs:parallel:matrix); None if the name's first part names no sibling."""
+    found = aliases.get(name)
+    if found is not None:
+        return found
+    head, dot, rest = name.partition(".")
+    owner = aliases.get(head) if dot else None
+    return f"{owner}.{rest}" if owner is not None else None

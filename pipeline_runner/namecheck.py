@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import Location, did_you_mean
+from .foreach import qualified
 from .loader import Path_, format_path
 from .model import Scope
 
@@ -129,7 +130,7 @@ class NameChecker:
         if "steps" not in compiled.names or "steps" in scope.vars or not scope.aliases:
             return
         for name in sorted(compiled.step_refs):
-            target = scope.aliases.get(name)
+            target = qualified(scope.aliases, name)
             if target is None:
                 hint = step_hint(name, scope.aliases)
                 self.problems.error(f, path, f"unknown step '{name}' in steps.{name}{hint}")

@@ -25,13 +25,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import graph
-from .errors import Diagnostic, PipelineError
-from .foreach import default_key, key_problem, taken_by
+from .errors import Diagnostic, PipelineError, did_you_mean
+from .foreach import default_key, key_problem, qualified, taken_by
 from .instances import Instances
-from .loader import DEFAULT_MAX_FILE_SIZE, Document, SourceMap, format_path, load_file
+from .loader import DEFAULT_MAX_FILE_SIZE, Document, Path_, SourceMap, format_path, load_file
 from .model import Deferred, ForEach, Node, NodeKind, Plan, Scope
 from .namecheck import BASE_NAMES, RUN_NAMES, NameChecker, step_hint
 from .params import merge_params, parse_param_value
@@ -61,6 +61,16 @@ class Options:
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
 
 
+class InstanceNeed(NamedTuple):
+    """A need on one instance of a sibling fan-out, as written (`build.linux`) and qualified."""
+
+    file: FileContext
+    at: Path_
+    name: str
+    qid: str
+    owner: str  # the qualified id of the fan-out
+
+
 class Planner:
     def __init__(self, options: Options | None = None, plugins: Registry | None = None) -> None:
         self.options = options or Options()
@@ -69,6 +79,8 @@ class Planner:
         self.pools: dict[str, int] = {}
         self.breakers: dict[str, tuple[int, float]] = {}
         self.file_stack: list[str] = []
+        # needs on one instance (`build.linux`), checked once every node is planned
+        self.instance_needs: list[InstanceNeed] = []
         self.names = NameChecker(self.problems)
         self.values = ValueRenderer(self.problems, self.names)
         plugins = plugins or registry()
@@ -101,6 +113,8 @@ class Planner:
         outputs = self.values.render(
             f, data.get("outputs") or {}, ("outputs",), top_scope, Rules(RUN_NAMES)
         )
+        if self.check_instance_needs():  # the graph below would meet ids that do not exist
+            raise PipelineError(in_file_order(self.problems.found))
         self.check_graph()
         if self.problems.found:
             raise PipelineError(in_file_order(self.problems.found))
@@ -229,13 +243,45 @@ class Planner:
         out: list[str] = []
         for j, name in enumerate(names):
             at = (*path, "needs") if isinstance(raw, str) else (*path, "needs", j)
-            if name == step["id"]:
+            qid = qualified(aliases, name)
+            head = name.partition(".")[0]
+            if name == step["id"] or (qid is not None and head == step["id"]):
                 self.problems.error(f, at, f"step '{name}' needs itself")
-            elif name not in aliases:
-                self.problems.error(f, at, f"unknown step '{name}'{step_hint(name, aliases)}")
-            else:
+            elif name in aliases:
                 out.append(aliases[name])
+            elif qid is not None:
+                # One instance of a fan-out (GitLab's needs:parallel:matrix, Argo's depends on
+                # one item): `build.linux` is instance `linux` of sibling `build`.
+                self.instance_needs.append(InstanceNeed(f, at, name, qid, aliases[head]))
+                out.append(qid)
+            else:
+                self.problems.error(f, at, f"unknown step '{name}'{step_hint(name, aliases)}")
         return tuple(out)
+
+    def check_instance_needs(self) -> bool:
+        """Each need on one instance names an instance that exists; True if one does not."""
+        bad = False
+        for need in self.instance_needs:
+            if need.qid in self.nodes:
+                continue
+            bad = True
+            owner = self.nodes.get(need.owner)
+            head = need.name.split(".", 1)[0]
+            if owner is not None and owner.kind is NodeKind.MAPPED:
+                message = (
+                    f"'{head}' is expanded at run time: its instances are not known before the "
+                    f"run, so no step can need one of them; need '{head}'"
+                )
+            else:
+                prefix = need.owner + "."
+                keys = [qid[len(prefix) :] for qid in self.nodes if qid.startswith(prefix)]
+                close = did_you_mean(need.name.partition(".")[2], keys)  # by key alone
+                hint = close.replace(" '", f" '{head}.", 1) if close else ""
+                if keys and not hint:
+                    hint = f" ('{head}' has {', '.join(f'{head}.{k}' for k in keys[:10])})"
+                message = f"unknown instance '{need.name}'{hint}"
+            self.problems.error(need.file, need.at, message)
+        return bad
 
     def expand_step(self, site: Site) -> None:
         step = site.step

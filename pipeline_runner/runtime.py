@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import TemplateError
+from .foreach import qualified
 from .model import Deferred, Scope, has_deferred
 
 if TYPE_CHECKING:
@@ -32,7 +33,10 @@ class StepsView(Mapping[str, Any]):
         self._lookup = lookup
 
     def __getitem__(self, name: str) -> Mapping[str, Any]:
-        return self._lookup(self._aliases[name])
+        qid = qualified(self._aliases, name)  # a sibling, or one instance of a sibling fan-out
+        if qid is None:
+            raise KeyError(name)
+        return self._lookup(qid)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._aliases)
