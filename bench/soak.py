@@ -153,7 +153,9 @@ def one_round(runner: str, rng: random.Random, number: int) -> list[str]:
         if alive(marker):
             problems.append(f"processes left after the kill: {alive(marker)}")
         if not db.exists():
-            problems.append("the store was never created")
+            stderr = proc.stderr.read().decode(errors="replace")[-300:] if proc.stderr else ""
+            problems.append(f"the store was never created (exit {proc.returncode}: {stderr})")
+            print(f"round {number:3}: PROBLEMS: {problems[-1]}", flush=True)
             return problems
         check = quick_check(db)
         if check != "ok":
