@@ -94,6 +94,11 @@ def still_running(pid: object, start_time: object) -> bool:
         return True
     if isinstance(start_time, str) and start_time:
         return process_start_time(pid) == start_time and _not_zombie(pid)
+    return pid_in_use(pid)
+
+
+def pid_in_use(pid: int) -> bool:
+    """Whether some process has this pid (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

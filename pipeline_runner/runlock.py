@@ -72,15 +72,9 @@ def _record(fd: int) -> dict[str, object]:
 
 
 def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from .procs import pid_in_use
+
+    return isinstance(pid, int) and pid > 0 and pid_in_use(pid)
 
 
 def _busy_message(run_id: str, holder: dict[str, object]) -> str:
