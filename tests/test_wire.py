@@ -95,7 +95,8 @@ def test_the_frame_reader_reads_what_connection_wrote_however_it_is_cut() -> Non
 
     from pipeline_runner.wire import FrameReader, encode
 
-    messages = [["small"], [b"x" * 200_000], list(range(1000)), ["last"]]
+    # Never a list: a list is a batch (decode's one rule), and no message is one.
+    messages = [("small",), b"x" * 200_000, {"n": list(range(1000))}, "last"]
     reader_end, writer_end = multiprocessing.Pipe(duplex=False)
 
     def write() -> None:
