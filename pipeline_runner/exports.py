@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from xml.etree import ElementTree as ET
 
 from .changes import RunInfo, RunResult, StepChanged
+from .kinds import FailureKind
 from .model import NodeKind, State
 from .report import log_tail
 from .secrets import Masker
@@ -146,7 +147,7 @@ def junit_xml(result: RunResult, plan_name: str, masker: Masker) -> str:
                     case,
                     "failure",
                     message=masker.text(nr.error or nr.state.value),
-                    type=nr.error_kind or "error",
+                    type=str(nr.error_kind or FailureKind.ERROR),
                 )
                 failure.text = masker.text("\n".join(log_tail(nr.log_path, 50)))
             elif nr.state in (State.UPSTREAM_FAILED, State.CANCELLED, State.SKIPPED):

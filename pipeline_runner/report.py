@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from .changes import RunInfo, RunResult, StepChanged
 from .escape import printable
+from .kinds import FailureKind
 from .model import NodeKind, State
 from .secrets import Masker
 
@@ -126,7 +127,10 @@ class PlainReporter:
             text += f" ({duration(nr)})"
         if nr.state in (State.FAILED, State.FAILED_ALLOWED, State.RETRYING) and nr.error:
             text += f": {one_line(self.mask(nr.error))}"
-            if nr.error_kind not in (None, "error"):  # what `retries.on` matches: crash, timeout
+            if nr.error_kind not in (
+                None,
+                FailureKind.ERROR,
+            ):  # what `retries.on` matches: crash, timeout
                 text += f" [{nr.error_kind}]"
         self.line(text)
 
