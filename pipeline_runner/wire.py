@@ -51,6 +51,14 @@ def decode(received: Any) -> list[Any]:
     return [received]
 
 
+def frame(payload: bytes) -> bytes:
+    """A payload as `Connection.recv` (and `FrameReader`) reads it: a 4-byte big-endian length
+    (or -1 and an 8-byte length past 2 GiB), then the bytes."""
+    if len(payload) > 0x7FFFFFFF:
+        return struct.pack("!iQ", -1, len(payload)) + payload
+    return struct.pack("!i", len(payload)) + payload
+
+
 class FrameReader:
     """Every whole message a worker's pipe holds, with one read (a shortcut for reading them
     one `Connection.recv` at a time: that is a poll and two reads per message, and a worker

@@ -32,7 +32,6 @@ import multiprocessing.connection
 import os
 import select
 import signal
-import struct
 import sys
 import threading
 import time
@@ -179,7 +178,7 @@ class ProcessExecutor:
         """Queue a message for a worker and write what the pipe takes now, never waiting: a
         worker busy with its batch reads no more tasks until it is done, and may itself be
         waiting for the runner to read a large output; a blocking write would hang both."""
-        worker.outgoing.append(memoryview(_frame(payload)))
+        worker.outgoing.append(memoryview(wire.frame(payload)))
         self._write_out(worker)
 
     def _write_out(self, worker: _Worker) -> None:
@@ -398,14 +397,6 @@ def without_main_module() -> Iterator[None]:
     finally:
         for key, value in saved.items():
             setattr(main, key, value)
-
-
-def _frame(payload: bytes) -> bytes:
-    """A message as multiprocessing's Connection.recv reads it: a 4-byte big-endian length
-    (or -1 and an 8-byte length past 2 GiB), then the bytes."""
-    if len(payload) > 0x7FFFFFFF:
-        return struct.pack("!iQ", -1, len(payload)) + payload
-    return struct.pack("!i", len(payload)) + payload
 
 
 def _readable(fd: int) -> bool:
