@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from . import defaults
+
 
 class Task(NamedTuple):
     attempt_id: int
@@ -22,7 +24,7 @@ class Task(NamedTuple):
     pipeline_dir: str
     scratch_dir: str
     resources: dict[str, float] | None = None
-    grace: float = 3.0  # seconds between SIGTERM and SIGKILL when stopping the step
+    grace: float = defaults.GRACE  # seconds between SIGTERM and SIGKILL when stopping the step
     # A follow-up: run only if the attempt with this id, queued before it in the same
     # worker, succeeded (0: a task of its own).
     after: int = 0

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
+from . import defaults
+
 if TYPE_CHECKING:
     import logging
 
@@ -94,7 +96,7 @@ class StepContext:
     pipeline_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     timeout: float | None = None  # seconds this attempt may take, for steps that start processes
-    grace: float = 3.0  # seconds between SIGTERM and SIGKILL when stopping its processes
+    grace: float = defaults.GRACE  # seconds between SIGTERM and SIGKILL when stopping its processes
     log_stream: BinaryIO | None = None  # the step's log file (plugins should prefer `log`)
     on_process: Callable[[int], None] | None = None  # report a started process group
     write_log: Callable[[bytes], None] | None = None  # write to the log, secrets masked
