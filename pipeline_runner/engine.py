@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import defaults
 from .errors import EXIT_OK, PlatformError, UsageError
@@ -46,6 +46,8 @@ class RunRequest:
     secrets_file: str | None = None
     grace: float = defaults.GRACE
     no_cache: bool = False
+    force_steps: Sequence[str] = ()  # run --force GLOB: these skip the cache lookup
+    rerun: Sequence[str] = ()  # resume --rerun GLOB: these and their downstream run again
     no_compensate: bool = False
     state_dir: str = defaults.STATE_DIR
     extra: dict[str, Any] = field(default_factory=dict)
@@ -105,12 +107,14 @@ def refuse_if_running(state_dir: str, run_id: str) -> None:
 def _start(request: RunRequest, resume: str | None, force: bool) -> int:
     plan = plan_file(request.file, request.planner)
     check_only(plan, request.only)
+    chosen = choose(request, plan, resume)
     # The plan lives as long as the run: keep the collector's passes during the run off it.
     gc.freeze()
     secret_values = read_secrets(plan.secrets, os.environ, request.secrets_file)
     masker = Masker(secret_values.values())
     if request.dry_run:
-        text = dry_run_text(plan, request.only, dry_run_cache(request), not request.no_cache)
+        cache = dry_run_cache(request)
+        text = dry_run_text(plan, request.only, cache, not request.no_cache, chosen.forced)
         print(masker.text(text), end="")
         if request.json_path:
             from .exports import write_report
@@ -138,7 +142,7 @@ def _start(request: RunRequest, resume: str | None, force: bool) -> int:
         executor.start()  # now, while this process has one thread (see executors/process.py)
     handed_over: list[bool] = []
     try:
-        session = Session(request, plan, secret_values, masker, resume, force)
+        session = Session(request, plan, secret_values, masker, resume, force, chosen)
         return _run(session, executor, handed_over)
     except BaseException:
         if not handed_over:  # the scheduler closes the executor once it has it
@@ -156,6 +160,60 @@ class Session:
     masker: Masker
     resume: str | None
     force: bool
+    chosen: Chosen
+
+
+class Chosen(NamedTuple):
+    """The steps `--rerun` (resume) runs again, and those that skip the cache lookup: the
+    `--force` ones (run), or every step `--rerun` runs again."""
+
+    rerun: frozenset[str] = frozenset()
+    forced: frozenset[str] = frozenset()
+    matched: tuple[str, ...] = ()  # the ids the globs of --rerun matched, as given
+
+
+def rerun_notes(
+    plan: Plan, chosen: Chosen, globs: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> dict[str, str]:
+    """Why each step `--rerun` runs again does, for `runner show`: a glob matched it, or it is
+    downstream of one that did (steps only, in the run's order)."""
+    given = "--rerun " + " ".join(globs)
+    matched = set(chosen.matched)
+    ids = dict.fromkeys([*plan.nodes, *(str(r["step_id"]) for r in rows)])
+    return {
+        sid: given if sid in matched else f"downstream of {given}"
+        for sid in ids
+        if sid in chosen.rerun
+        and (plan.nodes[sid].kind is NodeKind.STEP if sid in plan.nodes else True)
+    }
+
+
+def choose(request: RunRequest, plan: Plan, resume: str | None) -> Chosen:
+    """`--force` and `--rerun`, checked before anything runs: a glob that selects nothing
+    is an error."""
+    from . import rerun as sel
+
+    if request.force_steps:
+        sel.check_globs("--force", request.force_steps, plan.nodes, "step")
+        return Chosen(
+            forced=frozenset(sel.whole(plan, sel.matching(request.force_steps, plan.nodes)))
+        )
+    if not request.rerun or resume is None:
+        return Chosen()
+    from .store import open_store
+
+    store = open_store(Path(request.state_dir), create=False)
+    try:
+        recorded = [str(r["step_id"]) for r in store.steps(resume)]
+    finally:
+        store.close()
+    ids = [*plan.nodes, *(sid for sid in recorded if not sid.endswith(":compensate"))]
+    sel.check_globs("--rerun", request.rerun, ids, "step of the run")
+    matched = sel.matching(request.rerun, ids)
+    cleared, held = sel.downstream(plan, matched, recorded)
+    given = sel.whole(plan, matched, recorded)
+    shown = tuple(nid for nid in dict.fromkeys(ids) if nid in given)
+    return Chosen(frozenset(cleared), frozenset(cleared - held), shown)
 
 
 def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
@@ -174,15 +232,19 @@ def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
         cache=store,
         use_cache=not request.no_cache,
         compensate=not request.no_compensate,
+        forced=session.chosen.forced,
     )
     lock = None  # a resume holds its run's lock already
     if resume is not None:
         run_id = resume
         rerun = frozenset(nid for nid, node in plan.nodes.items() if node.is_finally)
+        rerun |= session.chosen.rerun
         rows = store.steps(run_id)
         options.preset, options.attempts_done = resume_state(
             store, run_id, rows, plan_json, force, rerun
         )
+        if session.chosen.matched:
+            store.note_rerun(run_id, rerun_notes(plan, session.chosen, request.rerun, rows))
         options.recorded_rows = {str(row["step_id"]): row for row in rows}
     else:
         run_id = new_run_id()
@@ -260,16 +322,9 @@ def _sha256(data: bytes) -> str:
 def check_only(plan: Plan, only: Sequence[str]) -> None:
     """Each `--only` pattern must select a node of the plan: one that selects nothing is a
     mistake (a typo, a wrong case), not an empty run."""
-    import fnmatch
+    from .rerun import check_globs
 
-    from .errors import did_you_mean
-
-    for pattern in only:
-        if not any(fnmatch.fnmatchcase(nid, pattern) for nid in plan.nodes):
-            # Ids are matched case-sensitively: a difference of case alone is the likeliest slip.
-            same = [nid for nid in plan.nodes if nid.casefold() == pattern.casefold()]
-            hint = f" (did you mean '{same[0]}'?)" if same else did_you_mean(pattern, plan.nodes)
-            raise UsageError(f"--only {pattern!r} selects no step{hint}")
+    check_globs("--only", only, plan.nodes, "step")
 
 
 def request_record(request: RunRequest, plan: Plan) -> dict[str, Any]:
@@ -316,11 +371,15 @@ def resume_state(
     preset: dict[str, tuple[Any, Any]] = {}
     attempts: dict[str, int] = {}
     changed: list[str] = []
-    # A step whose compensation ran was undone: it runs again.
+    # A step whose compensation ran was undone: it runs again.  A compensation older than
+    # the step's last end (the step ran again since, by a resume) undoes nothing any more.
+    ended = {r["step_id"]: r["finished"] or 0.0 for r in rows}
     undone = {
         r["step_id"].removesuffix(":compensate")
         for r in rows
-        if r["step_id"].endswith(":compensate") and r["state"] == "succeeded"
+        if r["step_id"].endswith(":compensate")
+        and r["state"] == "succeeded"
+        and (r["finished"] or 0.0) >= ended.get(r["step_id"].removesuffix(":compensate"), 0.0)
     }
     for row in rows:
         sid = row["step_id"]
@@ -435,12 +494,18 @@ def dry_run_cache(request: RunRequest) -> Any:
         return None  # no store to read: every cached step says why it would run
 
 
-def dry_run_text(plan: Plan, only: Sequence[str], cache: Any = None, use_cache: bool = True) -> str:
+def dry_run_text(
+    plan: Plan,
+    only: Sequence[str],
+    cache: Any = None,
+    use_cache: bool = True,
+    forced: frozenset[str] = frozenset(),
+) -> str:
     import fnmatch
 
     from .graph import DryRun
 
-    dry = DryRun(plan, cache, use_cache)
+    dry = DryRun(plan, cache, use_cache, forced)
     lines = [f"plan of {plan.name}: steps in execution order"]
     chosen: set[str] | None = None
     if only:
@@ -459,6 +524,8 @@ def dry_run_text(plan: Plan, only: Sequence[str], cache: Any = None, use_cache: 
         else:
             why = dry.reason(node)
         kind = " (mapped: expanded at run time)" if node.kind is NodeKind.MAPPED else ""
+        if kind and node.cache is not None and node.id in forced:
+            why += " (--force: its instances look nothing up in the cache)"
         lines.append(f"- {node.id} [{node.uses}]{kind}: {why}")
         if node.needs:
             lines.append(f"    needs: {', '.join(node.needs)}")

@@ -34,6 +34,7 @@ class Options:
     recorded_rows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # resume: steps
     cache: CacheBackend | None = None  # where cached results are looked up
     use_cache: bool = True  # False: --no-cache (run every step; still record results)
+    forced: frozenset[str] = frozenset()  # run --force, resume --rerun: no cache lookup
     compensate: bool = True  # False: --no-compensate
     seed: int | None = None
 

@@ -129,7 +129,9 @@ class Transitions:
             self.fail_now(nr, FailureKind.ERROR, f"cache: {problem}")
             return True
         folder = self.plan.folder_of(nr.node)
-        if not cache_hit(nr, self.options.cache, self.options.use_cache, folder):
+        forced = self.options.forced
+        use = self.options.use_cache and nr.id not in forced and nr.node.group not in forced
+        if not cache_hit(nr, self.options.cache, use, folder):
             return False
         self.done(nr, State.CACHED)
         return True
