@@ -139,6 +139,7 @@ class RunState:
         self.main_failed = False  # a main step failed or upstream_failed
         self.cancelling = False  # a signal, --fail-fast or a full disk stopped scheduling
         self.hard_cancel = False  # a second signal: `finally` steps stop too
+        self.cancel_reason: tuple[str, str] | None = None  # the pipeline's timeout: kind, text
         self.by_attempt: dict[int, str] = {}  # running attempts: id -> step
         self.next_attempt_id = 1
 

@@ -131,10 +131,8 @@ def test_rerun_globs_repeat_and_match_inner_ids_of_every_instance(
     )
     assert again.code == 0, again.output
     # `prepare` is upstream of every extract: everything runs again, once.
-    assert sorted(journal(tmp_path)) == sorted(
-        ["prepare", "extract-acme", "extract-globex", "load-acme", "load-globex"]
-        + ["report", "notify"]
-    )
+    everything = ["prepare", "extract-acme", "extract-globex", "load-acme", "load-globex"]
+    assert sorted(journal(tmp_path)) == sorted([*everything, "report", "notify"])
 
 
 def test_rerun_that_selects_nothing_is_an_error_before_anything_runs(
