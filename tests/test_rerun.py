@@ -6,12 +6,12 @@ and a glob that selects nothing."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import Result, RunCli, no_traceback
+from conftest import RunCli, no_traceback
+from test_resume_semantics import shown, start
 
 WritePipeline = Callable[..., Path]
 
@@ -66,19 +66,6 @@ finally:
 """
 
 
-def start(run_cli: RunCli, path: Path, *args: str) -> tuple[Result, str]:
-    summary = path.parent / "first.json"
-    result = run_cli("run", str(path), "--progress", "plain", "--json", str(summary), *args)
-    return result, str(json.loads(summary.read_text())["run_id"])
-
-
-def shown(run_cli: RunCli, run_id: str) -> dict[str, Any]:
-    result = run_cli("show", run_id, "--json")
-    assert result.code == 0, result.output
-    data: dict[str, Any] = json.loads(result.stdout)
-    return data
-
-
 def steps(run_cli: RunCli, run_id: str) -> dict[str, dict[str, Any]]:
     return {s["step_id"]: s for s in shown(run_cli, run_id)["steps"]}
 
@@ -92,13 +79,19 @@ def fresh_journal(tmp_path: Path) -> None:
     (tmp_path / "journal.txt").unlink(missing_ok=True)
 
 
+def succeeded_run(run_cli: RunCli, path: Path) -> str:
+    """A first run of `path` that succeeds; its id (the journal emptied after it)."""
+    first, run_id = start(run_cli, path)
+    assert first.code == 0, first.output
+    fresh_journal(path.parent)
+    return run_id
+
+
 def test_rerun_an_instance_runs_it_and_its_downstream_of_a_succeeded_run(
     run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
 ) -> None:
     path = write_pipeline(TENANTS, files={"lib.py": LIB})
-    first, run_id = start(run_cli, path)
-    assert first.code == 0, first.output
-    fresh_journal(tmp_path)
+    run_id = succeeded_run(run_cli, path)
     # Without --rerun, resuming a succeeded run runs only its `finally` steps again.
     again = run_cli("resume", run_id, "--progress", "plain")
     assert again.code == 0, again.output
@@ -123,9 +116,7 @@ def test_rerun_globs_repeat_and_match_inner_ids_of_every_instance(
     run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
 ) -> None:
     path = write_pipeline(TENANTS, files={"lib.py": LIB})
-    first, run_id = start(run_cli, path)
-    assert first.code == 0, first.output
-    fresh_journal(tmp_path)
+    run_id = succeeded_run(run_cli, path)
     again = run_cli(
         "resume", run_id, "--rerun", "etl.*.load", "--rerun", "prepare", "--progress", "plain"
     )
@@ -139,9 +130,7 @@ def test_rerun_that_selects_nothing_is_an_error_before_anything_runs(
     run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
 ) -> None:
     path = write_pipeline(TENANTS, files={"lib.py": LIB})
-    first, run_id = start(run_cli, path)
-    assert first.code == 0, first.output
-    fresh_journal(tmp_path)
+    run_id = succeeded_run(run_cli, path)
     result = run_cli("resume", run_id, "--rerun", "etl.acme.lod", "--progress", "plain")
     assert result.code == 2, result.output
     assert result.stderr.strip().splitlines() == [
@@ -248,9 +237,7 @@ def test_rerun_one_run_time_instance_and_a_source_of_a_run_time_fan_out(
     run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
 ) -> None:
     path = write_pipeline(RUNTIME, files={"lib.py": LIB})
-    first, run_id = start(run_cli, path)
-    assert first.code == 0, first.output
-    fresh_journal(tmp_path)
+    run_id = succeeded_run(run_cli, path)
     one = run_cli("resume", run_id, "--rerun", "fan.b", "--progress", "plain")
     assert one.code == 0, one.output
     assert journal(tmp_path) == ["fan-b", "total"]
