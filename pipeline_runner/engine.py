@@ -190,14 +190,14 @@ def rerun_notes(
 
 def choose(request: RunRequest, plan: Plan, resume: str | None) -> Chosen:
     """`--force` and `--rerun`, checked before anything runs: a glob that selects nothing
-    is an error."""
+    (in the `--only` slice, when there is one) is an error."""
     from . import rerun as sel
 
+    scope = " in the --only selection" if request.only else ""
     if request.force_steps:
-        sel.check_globs("--force", request.force_steps, plan.nodes, "step")
-        return Chosen(
-            forced=frozenset(sel.whole(plan, sel.matching(request.force_steps, plan.nodes)))
-        )
+        ids = selectable(plan, request.only)
+        sel.check_globs("--force", request.force_steps, ids, "step" + scope)
+        return Chosen(forced=frozenset(sel.whole(plan, sel.matching(request.force_steps, ids))))
     if not request.rerun or resume is None:
         return Chosen()
     from .store import open_store
@@ -207,13 +207,28 @@ def choose(request: RunRequest, plan: Plan, resume: str | None) -> Chosen:
         recorded = [str(r["step_id"]) for r in store.steps(resume)]
     finally:
         store.close()
-    ids = [*plan.nodes, *(sid for sid in recorded if not sid.endswith(":compensate"))]
-    sel.check_globs("--rerun", request.rerun, ids, "step of the run")
+    ids = selectable(plan, request.only, recorded)
+    sel.check_globs("--rerun", request.rerun, ids, "step of the run" + scope)
     matched = sel.matching(request.rerun, ids)
     cleared, held = sel.downstream(plan, matched, recorded)
     given = sel.whole(plan, matched, recorded)
-    shown = tuple(nid for nid in dict.fromkeys(ids) if nid in given)
+    shown = tuple(nid for nid in ids if nid in given)
     return Chosen(frozenset(cleared), frozenset(cleared - held), shown)
+
+
+def selectable(plan: Plan, only: Sequence[str], recorded: Sequence[str] = ()) -> list[str]:
+    """The ids a `--force` or `--rerun` glob may select: the plan's (those of the `--only`
+    slice), and the recorded instances of its run-time `for_each` steps."""
+    from .rerun import owner
+    from .runsetup import selected
+
+    chosen = selected(plan, only)
+    extra = [
+        sid
+        for sid in dict.fromkeys(recorded)
+        if sid not in plan.nodes and not sid.endswith(":compensate") and owner(plan, sid) in chosen
+    ]
+    return [nid for nid in plan.nodes if nid in chosen] + extra
 
 
 def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:

@@ -212,6 +212,9 @@ def test_force_runs_a_cached_step_and_its_downstream_only_if_its_key_changed(
     assert missing.code == 2, missing.output
     assert "--force 'sorce' selects no step (did you mean 'source'?)" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+    outside = run_cli("run", str(path), "--only", "source", "--force", "sink")
+    assert outside.code == 2, outside.output
+    assert "--force 'sink' selects no step in the --only selection" in outside.stderr
 
 
 RUNTIME = """
