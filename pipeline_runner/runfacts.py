@@ -33,16 +33,19 @@ class Deadline:
         left = max(self.at - time.monotonic(), 0.0)
         return left if timeout is None else min(timeout, left)
 
-    def due(self) -> bool:
-        """Whether it passed just now (once); the caller then stops the run."""
+    def passes(self, ended: bool) -> bool:
+        """Whether it passed just now (once): the caller then stops the main steps, as a
+        step's timeout stops a step.  Once they have `ended`, it no longer applies."""
+        if ended:
+            self.at = None
         if self.at is None or time.monotonic() < self.at:
             return False
         self.at, self.passed = None, True
         return True
 
-    def off(self) -> None:
-        """Every main step ended: the deadline no longer applies."""
-        self.at = None
+    def failure(self) -> str | None:
+        """Why the run failed, when the deadline passed (the run's `failure`)."""
+        return "{}: {}".format(*self.reason()) if self.passed else None
 
     def reason(self) -> tuple[str, str]:
         """The failure kind and message of the steps it stopped."""

@@ -180,19 +180,13 @@ class Scheduler:
             not state.cancelling or (self.hard_signal() and not state.hard_cancel)
         ):
             self.cancel()
-        self.watch_deadline()
+        flow = self.flow
+        ended = state.cancelling or flow.compensations is not None or flow.finally_released
+        if self.deadline.passes(ended):
+            self.cancel(self.deadline.reason())
         if not state.cancelling or (self.flow.finally_released and not state.hard_cancel):
             self.dispatch()
         self.flush()
-
-    def watch_deadline(self) -> None:
-        """The pipeline's `timeout`: once it passes, stop the main steps as a step's timeout
-        stops a step; it no longer applies once they have all ended."""
-        flow = self.flow
-        if self.state.cancelling or flow.compensations is not None or flow.finally_released:
-            self.deadline.off()
-        elif self.deadline.due():
-            self.cancel(self.deadline.reason())
 
     def abandon(self) -> None:
         try:
@@ -466,20 +460,10 @@ class Scheduler:
                 status, code = RunStatus.FAILED, EXIT_FAILED
         counts = step_counts(nodes.values())
         records = MappingProxyType({nid: nr.change(nr.state) for nid, nr in nodes.items()})
-        failure = None
-        if self.deadline.passed and self.deadline.seconds is not None:
-            failure = "{}: {}".format(*self.deadline.reason())
+        when = time.time()
+        failure = self.deadline.failure()
         result = RunResult(
-            self.run_id,
-            status,
-            code,
-            records,
-            outputs,
-            started,
-            time.time(),
-            signum,
-            counts,
-            failure,
+            self.run_id, status, code, records, outputs, started, when, signum, counts, failure
         )
         for sink in self.sinks:
             sink.run_finished(result)
