@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import defaults
 from .errors import EXIT_OK, PlatformError, UsageError
@@ -23,6 +23,7 @@ from .model import NodeKind, Plan, State
 from .paths import StatePaths
 from .planner import Options as PlannerOptions
 from .planner import plan_file
+from .rerun import Chosen, rerun_notes
 from .scheduler import Options as SchedulerOptions
 from .scheduler import RunResult, Scheduler, Sink
 from .secrets import Masker, read_secrets
@@ -163,31 +164,6 @@ class Session:
     chosen: Chosen
 
 
-class Chosen(NamedTuple):
-    """The steps `--rerun` (resume) runs again, and those that skip the cache lookup: the
-    `--force` ones (run), or every step `--rerun` runs again."""
-
-    rerun: frozenset[str] = frozenset()
-    forced: frozenset[str] = frozenset()
-    matched: tuple[str, ...] = ()  # the ids the globs of --rerun matched, as given
-
-
-def rerun_notes(
-    plan: Plan, chosen: Chosen, globs: Sequence[str], rows: Sequence[Mapping[str, Any]]
-) -> dict[str, str]:
-    """Why each step `--rerun` runs again does, for `runner show`: a glob matched it, or it is
-    downstream of one that did (steps only, in the run's order)."""
-    given = "--rerun " + " ".join(globs)
-    matched = set(chosen.matched)
-    ids = dict.fromkeys([*plan.nodes, *(str(r["step_id"]) for r in rows)])
-    return {
-        sid: given if sid in matched else f"downstream of {given}"
-        for sid in ids
-        if sid in chosen.rerun
-        and (plan.nodes[sid].kind is NodeKind.STEP if sid in plan.nodes else True)
-    }
-
-
 def choose(request: RunRequest, plan: Plan, resume: str | None) -> Chosen:
     """`--force` and `--rerun`, checked before anything runs: a glob that selects nothing
     (in the `--only` slice, when there is one) is an error."""
@@ -195,7 +171,7 @@ def choose(request: RunRequest, plan: Plan, resume: str | None) -> Chosen:
 
     scope = " in the --only selection" if request.only else ""
     if request.force_steps:
-        ids = selectable(plan, request.only)
+        ids = sel.selectable(plan, request.only)
         sel.check_globs("--force", request.force_steps, ids, "step" + scope)
         return Chosen(forced=frozenset(sel.whole(plan, sel.matching(request.force_steps, ids))))
     if not request.rerun or resume is None:
@@ -207,28 +183,13 @@ def choose(request: RunRequest, plan: Plan, resume: str | None) -> Chosen:
         recorded = [str(r["step_id"]) for r in store.steps(resume)]
     finally:
         store.close()
-    ids = selectable(plan, request.only, recorded)
+    ids = sel.selectable(plan, request.only, recorded)
     sel.check_globs("--rerun", request.rerun, ids, "step of the run" + scope)
     matched = sel.matching(request.rerun, ids)
     cleared, held = sel.downstream(plan, matched, recorded)
     given = sel.whole(plan, matched, recorded)
     shown = tuple(nid for nid in ids if nid in given)
     return Chosen(frozenset(cleared), frozenset(cleared - held), shown)
-
-
-def selectable(plan: Plan, only: Sequence[str], recorded: Sequence[str] = ()) -> list[str]:
-    """The ids a `--force` or `--rerun` glob may select: the plan's (those of the `--only`
-    slice), and the recorded instances of its run-time `for_each` steps."""
-    from .rerun import owner
-    from .runsetup import selected
-
-    chosen = selected(plan, only)
-    extra = [
-        sid
-        for sid in dict.fromkeys(recorded)
-        if sid not in plan.nodes and not sid.endswith(":compensate") and owner(plan, sid) in chosen
-    ]
-    return [nid for nid in plan.nodes if nid in chosen] + extra
 
 
 def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:

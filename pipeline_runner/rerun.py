@@ -11,7 +11,8 @@ not (Snakemake's `--forcerun`: what follows runs again only when its cache key c
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from .errors import UsageError, did_you_mean
 from .model import NodeKind, Plan
@@ -89,3 +90,42 @@ def downstream(
             cleared |= new
             stack.extend(new)
     return cleared, held
+
+
+class Chosen(NamedTuple):
+    """The steps `--rerun` (resume) runs again, and those that skip the cache lookup: the
+    `--force` ones (run), or every step `--rerun` runs again."""
+
+    rerun: frozenset[str] = frozenset()
+    forced: frozenset[str] = frozenset()
+    matched: tuple[str, ...] = ()  # what the globs of --rerun selected (groups' members too)
+
+
+def rerun_notes(
+    plan: Plan, chosen: Chosen, globs: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> dict[str, str]:
+    """Why each step `--rerun` runs again does, for `runner show`: a glob matched it, or it is
+    downstream of one that did (steps only, in the run's order)."""
+    given = "--rerun " + " ".join(globs)
+    matched = set(chosen.matched)
+    ids = dict.fromkeys([*plan.nodes, *(str(r["step_id"]) for r in rows)])
+    return {
+        sid: given if sid in matched else f"downstream of {given}"
+        for sid in ids
+        if sid in chosen.rerun
+        and (plan.nodes[sid].kind is NodeKind.STEP if sid in plan.nodes else True)
+    }
+
+
+def selectable(plan: Plan, only: Sequence[str], recorded: Sequence[str] = ()) -> list[str]:
+    """The ids a `--force` or `--rerun` glob may select: the plan's (those of the `--only`
+    slice), and the recorded instances of its run-time `for_each` steps."""
+    from .runsetup import selected
+
+    chosen = selected(plan, only)
+    extra = [
+        sid
+        for sid in dict.fromkeys(recorded)
+        if sid not in plan.nodes and not sid.endswith(":compensate") and owner(plan, sid) in chosen
+    ]
+    return [nid for nid in plan.nodes if nid in chosen] + extra
