@@ -82,6 +82,7 @@ class RunResult:
     finished: float
     signal: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    failure: str | None = None  # why the run as a whole failed (the pipeline's timeout)
 
 
 class Sink(Protocol):

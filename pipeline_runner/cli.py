@@ -405,6 +405,13 @@ def state_dir_option(func: F) -> F:
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failure.")
 @click.option("--secrets-file", type=click.Path(dir_okay=False), help="YAML file of secret values.")
 @click.option("--no-cache", is_flag=True, help="Run every step, ignoring cached results.")
+@click.option(
+    "--force",
+    "force_steps",
+    multiple=True,
+    metavar="GLOB",
+    help="Run these steps (id or glob) even if cached; what follows them only if its key changed.",
+)
 @click.option("--no-compensate", is_flag=True, help="Do not run compensations on failure.")
 @state_dir_option
 def run(file: str, **options: Any) -> None:
@@ -427,6 +434,12 @@ def run(file: str, **options: Any) -> None:
 @click.option("--only", multiple=True, metavar="SEL", help="Re-run only these steps (and needs).")
 @click.option("--force", is_flag=True, help="Resume even if steps that succeeded changed.")
 @click.option(
+    "--rerun",
+    multiple=True,
+    metavar="GLOB",
+    help="Run these steps (id or glob) and everything downstream again, even if they succeeded.",
+)
+@click.option(
     "--param",
     "params",
     multiple=True,
@@ -444,6 +457,7 @@ def resume(
     run_id: str,
     only: tuple[str, ...],
     force: bool,
+    rerun: tuple[str, ...],
     params: tuple[str, ...],
     params_file: str | None,
     state_dir: str,
@@ -469,6 +483,7 @@ def resume(
         only=only or tuple(recorded.get("only") or ()),
         secrets_file=recorded.get("secrets_file"),
         state_dir=state_dir,
+        rerun=rerun,
         **options,
     )
     sys.exit(run_pipeline(request, resume=full_id, force=force))
@@ -540,11 +555,13 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
         full_id = store.resolve(run_id)
         row = store.run(full_id)
         steps = [s for s in store.steps(full_id) if s["kind"] != "group"]
+        reruns = store.reruns(full_id)
     finally:
         store.close()
     if as_json:
         for step in steps:
             step["output"] = json.loads(step.pop("output_json") or "null")
+            step["rerun"] = reruns.get(step["step_id"])
         row["outputs"] = json.loads(row.pop("outputs_json") or "null")
         row.pop("plan_json", None)
         click.echo(json.dumps({"run": row, "steps": steps}, indent=2, default=str))
@@ -556,7 +573,9 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
             took = f"{step['finished'] - step['started']:.2f}s"
         error = f"  {printable(step['error'])}" if step["error"] else ""
         sid = printable(step["step_id"])
-        click.echo(f"  {sid:<32} {step['state']:<16} {step['attempts']:>2} {took:>8}{error}")
+        why = reruns.get(step["step_id"])
+        note = f"  (re-run: {printable(why)})" if why else ""
+        click.echo(f"  {sid:<32} {step['state']:<16} {step['attempts']:>2} {took:>8}{error}{note}")
 
 
 @main.command()

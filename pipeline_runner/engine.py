@@ -23,6 +23,7 @@ from .model import NodeKind, Plan, State
 from .paths import StatePaths
 from .planner import Options as PlannerOptions
 from .planner import plan_file
+from .rerun import Chosen, rerun_notes
 from .scheduler import Options as SchedulerOptions
 from .scheduler import RunResult, Scheduler, Sink
 from .secrets import Masker, read_secrets
@@ -46,6 +47,8 @@ class RunRequest:
     secrets_file: str | None = None
     grace: float = defaults.GRACE
     no_cache: bool = False
+    force_steps: Sequence[str] = ()  # run --force GLOB: these skip the cache lookup
+    rerun: Sequence[str] = ()  # resume --rerun GLOB: these and their downstream run again
     no_compensate: bool = False
     state_dir: str = defaults.STATE_DIR
     extra: dict[str, Any] = field(default_factory=dict)
@@ -105,12 +108,14 @@ def refuse_if_running(state_dir: str, run_id: str) -> None:
 def _start(request: RunRequest, resume: str | None, force: bool) -> int:
     plan = plan_file(request.file, request.planner)
     check_only(plan, request.only)
+    chosen = choose(request, plan, resume)
     # The plan lives as long as the run: keep the collector's passes during the run off it.
     gc.freeze()
     secret_values = read_secrets(plan.secrets, os.environ, request.secrets_file)
     masker = Masker(secret_values.values())
     if request.dry_run:
-        text = dry_run_text(plan, request.only, dry_run_cache(request), not request.no_cache)
+        cache = dry_run_cache(request)
+        text = dry_run_text(plan, request.only, cache, not request.no_cache, chosen.forced)
         print(masker.text(text), end="")
         if request.json_path:
             from .exports import write_report
@@ -138,7 +143,7 @@ def _start(request: RunRequest, resume: str | None, force: bool) -> int:
         executor.start()  # now, while this process has one thread (see executors/process.py)
     handed_over: list[bool] = []
     try:
-        session = Session(request, plan, secret_values, masker, resume, force)
+        session = Session(request, plan, secret_values, masker, resume, force, chosen)
         return _run(session, executor, handed_over)
     except BaseException:
         if not handed_over:  # the scheduler closes the executor once it has it
@@ -156,6 +161,35 @@ class Session:
     masker: Masker
     resume: str | None
     force: bool
+    chosen: Chosen
+
+
+def choose(request: RunRequest, plan: Plan, resume: str | None) -> Chosen:
+    """`--force` and `--rerun`, checked before anything runs: a glob that selects nothing
+    (in the `--only` slice, when there is one) is an error."""
+    from . import rerun as sel
+
+    scope = " in the --only selection" if request.only else ""
+    if request.force_steps:
+        ids = sel.selectable(plan, request.only)
+        sel.check_globs("--force", request.force_steps, ids, "step" + scope)
+        return Chosen(forced=frozenset(sel.whole(plan, sel.matching(request.force_steps, ids))))
+    if not request.rerun or resume is None:
+        return Chosen()
+    from .store import open_store
+
+    store = open_store(Path(request.state_dir), create=False)
+    try:
+        recorded = [str(r["step_id"]) for r in store.steps(resume)]
+    finally:
+        store.close()
+    ids = sel.selectable(plan, request.only, recorded)
+    sel.check_globs("--rerun", request.rerun, ids, "step of the run" + scope)
+    matched = sel.matching(request.rerun, ids)
+    cleared, held = sel.downstream(plan, matched, recorded)
+    given = sel.whole(plan, matched, recorded)
+    shown = tuple(nid for nid in ids if nid in given)
+    return Chosen(frozenset(cleared), frozenset(cleared - held), shown)
 
 
 def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
@@ -174,15 +208,19 @@ def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
         cache=store,
         use_cache=not request.no_cache,
         compensate=not request.no_compensate,
+        forced=session.chosen.forced,
     )
     lock = None  # a resume holds its run's lock already
     if resume is not None:
         run_id = resume
         rerun = frozenset(nid for nid, node in plan.nodes.items() if node.is_finally)
+        rerun |= session.chosen.rerun
         rows = store.steps(run_id)
         options.preset, options.attempts_done = resume_state(
             store, run_id, rows, plan_json, force, rerun
         )
+        if session.chosen.matched:
+            store.note_rerun(run_id, rerun_notes(plan, session.chosen, request.rerun, rows))
         options.recorded_rows = {str(row["step_id"]): row for row in rows}
     else:
         run_id = new_run_id()
@@ -260,16 +298,9 @@ def _sha256(data: bytes) -> str:
 def check_only(plan: Plan, only: Sequence[str]) -> None:
     """Each `--only` pattern must select a node of the plan: one that selects nothing is a
     mistake (a typo, a wrong case), not an empty run."""
-    import fnmatch
+    from .rerun import check_globs
 
-    from .errors import did_you_mean
-
-    for pattern in only:
-        if not any(fnmatch.fnmatchcase(nid, pattern) for nid in plan.nodes):
-            # Ids are matched case-sensitively: a difference of case alone is the likeliest slip.
-            same = [nid for nid in plan.nodes if nid.casefold() == pattern.casefold()]
-            hint = f" (did you mean '{same[0]}'?)" if same else did_you_mean(pattern, plan.nodes)
-            raise UsageError(f"--only {pattern!r} selects no step{hint}")
+    check_globs("--only", only, plan.nodes, "step")
 
 
 def request_record(request: RunRequest, plan: Plan) -> dict[str, Any]:
@@ -316,11 +347,15 @@ def resume_state(
     preset: dict[str, tuple[Any, Any]] = {}
     attempts: dict[str, int] = {}
     changed: list[str] = []
-    # A step whose compensation ran was undone: it runs again.
+    # A step whose compensation ran was undone: it runs again.  A compensation older than
+    # the step's last end (the step ran again since, by a resume) undoes nothing any more.
+    ended = {r["step_id"]: r["finished"] or 0.0 for r in rows}
     undone = {
         r["step_id"].removesuffix(":compensate")
         for r in rows
-        if r["step_id"].endswith(":compensate") and r["state"] == "succeeded"
+        if r["step_id"].endswith(":compensate")
+        and r["state"] == "succeeded"
+        and (r["finished"] or 0.0) >= ended.get(r["step_id"].removesuffix(":compensate"), 0.0)
     }
     for row in rows:
         sid = row["step_id"]
@@ -435,12 +470,18 @@ def dry_run_cache(request: RunRequest) -> Any:
         return None  # no store to read: every cached step says why it would run
 
 
-def dry_run_text(plan: Plan, only: Sequence[str], cache: Any = None, use_cache: bool = True) -> str:
+def dry_run_text(
+    plan: Plan,
+    only: Sequence[str],
+    cache: Any = None,
+    use_cache: bool = True,
+    forced: frozenset[str] = frozenset(),
+) -> str:
     import fnmatch
 
     from .graph import DryRun
 
-    dry = DryRun(plan, cache, use_cache)
+    dry = DryRun(plan, cache, use_cache, forced)
     lines = [f"plan of {plan.name}: steps in execution order"]
     chosen: set[str] | None = None
     if only:
@@ -459,6 +500,8 @@ def dry_run_text(plan: Plan, only: Sequence[str], cache: Any = None, use_cache: 
         else:
             why = dry.reason(node)
         kind = " (mapped: expanded at run time)" if node.kind is NodeKind.MAPPED else ""
+        if kind and node.cache is not None and node.id in forced:
+            why += " (--force: its instances look nothing up in the cache)"
         lines.append(f"- {node.id} [{node.uses}]{kind}: {why}")
         if node.needs:
             lines.append(f"    needs: {', '.join(node.needs)}")

@@ -98,6 +98,8 @@ def summary_json(result: RunResult, plan_name: str, masker: Masker) -> dict[str,
         "outputs": result.outputs,
         "steps": steps,
     }
+    if result.failure:
+        data["failure"] = result.failure
     return masker.value(data)  # type: ignore[no-any-return]
 
 

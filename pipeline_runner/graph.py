@@ -325,10 +325,17 @@ class DryRun:
     before the run: an `if` over `params`, `env` and items is evaluated; a cache key whose
     parts are all known now is looked up (read-only) in `cache`."""
 
-    def __init__(self, plan: Plan, cache: CacheBackend | None, use_cache: bool = True) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        cache: CacheBackend | None,
+        use_cache: bool = True,
+        forced: frozenset[str] = frozenset(),
+    ) -> None:
         self.plan = plan
         self.cache = cache
         self.use_cache = use_cache  # False: --no-cache
+        self.forced = forced  # --force: these look nothing up
         self.outputs: dict[str, Any] = {}  # steps whose output is known before the run
 
     def reason(self, node: Node) -> str:
@@ -384,6 +391,8 @@ class DryRun:
         assert node.cache is not None
         if not self.use_cache:
             return "--no-cache"
+        if node.id in self.forced or node.group in self.forced:
+            return "--force: the cache is not looked up (its result is stored)"
         needs = {n: self.outputs.get(n, _UNKNOWN) for n in node.needs}
         if any(v is _UNKNOWN for v in needs.values()):
             return "cache: a need runs first"

@@ -168,6 +168,14 @@ class Instances:
                     key=True,
                 )
         nested = p.open_file(doc, {**declared, **given})
+        if "timeout" in doc.data:
+            p.problems.error(
+                nested,
+                ("timeout",),
+                "the `timeout` of an inlined pipeline is not applied (the including pipeline's "
+                "is); set it there, or `timeout` on this file's steps",
+                key=True,
+            )
         p.read_pools(nested)
         aliases = {s["id"]: f"{qid}.{s['id']}" for s in doc.data["steps"]}
         names = {

@@ -28,6 +28,7 @@ class FailureKind(_Text):
     STORAGE = "storage"  # the disk is full or a size limit was hit
     BREAKER = "breaker"  # its pool's circuit breaker was open
     LOST = "lost"  # the runner stopped while it ran
+    RUN_TIMEOUT = "run_timeout"  # the pipeline's `timeout` passed: stopped, or never started
 
 
 class RunStatus(_Text):

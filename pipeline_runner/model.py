@@ -200,6 +200,7 @@ class Plan:
     description: str = ""
     aliases: Mapping[str, str] = field(default_factory=lambda: EMPTY)  # top-level step names
     dependents: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: EMPTY)
+    timeout: float | None = None  # seconds the main steps may take, from the run's start
 
     def steps(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.kind is not NodeKind.GROUP]

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 RUN_NAMES = frozenset({"steps", "run", "secrets"})
 BASE_NAMES = frozenset({"params", "env", "pipeline"}) | RUN_NAMES
+FINALLY_RUN_NAMES = frozenset({"failures", "duration"})  # run.X known to `finally` steps only
 
 
 @dataclass
@@ -52,6 +53,7 @@ class NameChecker:
             self.known_names(f, compiled, path, scope, rules.runtime)
             and self.param_refs(f, compiled, path, scope)
             and self.secret_refs(f, compiled, path, scope)
+            and self.finally_refs(f, compiled, path, scope)
             and self.argv_secrets(f, compiled, path, scope, rules)
         ):
             return False
@@ -106,6 +108,21 @@ class NameChecker:
             self.problems.error(f, path, f"unknown secret '{name}' in secrets.{name}{hint}")
             ok = False
         return ok
+
+    def finally_refs(self, f: FileContext, compiled: Compiled, path: Path_, scope: Scope) -> bool:
+        """`run.failures` and `run.duration` are known once every main step has ended: only
+        `finally` steps read them."""
+        if "run" not in compiled.names or "run" in scope.vars or self.in_finally:
+            return True
+        late = sorted(compiled.run_refs & FINALLY_RUN_NAMES)
+        for name in late:
+            self.problems.error(
+                f,
+                path,
+                f"run.{name} is known only to `finally` steps (they start once every main step "
+                "has ended); read it in a step under `finally:`",
+            )
+        return not late
 
     def argv_secrets(
         self, f: FileContext, compiled: Compiled, path: Path_, scope: Scope, rules: Rules

@@ -113,6 +113,7 @@ class Planner:
         outputs = self.values.render(
             f, data.get("outputs") or {}, ("outputs",), top_scope, Rules(RUN_NAMES)
         )
+        timeout = self.steps.duration(f, data.get("timeout"), ("timeout",), positive=True)
         if self.check_instance_needs():  # the graph below would meet ids that do not exist
             raise PipelineError(in_file_order(self.problems.found))
         self.check_graph()
@@ -133,6 +134,7 @@ class Planner:
             description=str(data.get("description") or ""),
             aliases=MappingProxyType(top_aliases),
             dependents=graph.dependents(nodes),
+            timeout=timeout,
         )
 
     def open_file(self, doc: Document, params: dict[str, Any]) -> FileContext:

@@ -364,5 +364,6 @@ def summary(result: RunResult, color: bool) -> str:
     if len(failed) > 20:
         console.print(f"... and {len(failed) - 20} more failed steps", markup=False)
     elapsed = result.finished - result.started
-    console.print(f"run {result.run_id} {result.status} in {elapsed:.2f}s", markup=False)
+    why = f" ({result.failure})" if result.failure else ""
+    console.print(f"run {result.run_id} {result.status} in {elapsed:.2f}s{why}", markup=False)
     return buffer.getvalue()

@@ -34,6 +34,7 @@ class Options:
     recorded_rows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # resume: steps
     cache: CacheBackend | None = None  # where cached results are looked up
     use_cache: bool = True  # False: --no-cache (run every step; still record results)
+    forced: frozenset[str] = frozenset()  # run --force, resume --rerun: no cache lookup
     compensate: bool = True  # False: --no-compensate
     seed: int | None = None
 
@@ -138,6 +139,7 @@ class RunState:
         self.main_failed = False  # a main step failed or upstream_failed
         self.cancelling = False  # a signal, --fail-fast or a full disk stopped scheduling
         self.hard_cancel = False  # a second signal: `finally` steps stop too
+        self.cancel_reason: tuple[str, str] | None = None  # the pipeline's timeout: kind, text
         self.by_attempt: dict[int, str] = {}  # running attempts: id -> step
         self.next_attempt_id = 1
 

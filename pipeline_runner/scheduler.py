@@ -37,6 +37,7 @@ from .kinds import FailureKind, RunStatus
 from .messages import Completion, Started, Task
 from .model import Plan, State
 from .paths import RunPaths
+from .runfacts import Deadline
 from .runstate import NodeRun, Options, RunState, step_counts
 from .runtime import Renderer
 from .tasks import TaskMaker, record_outputs
@@ -75,6 +76,7 @@ class Scheduler:
         self.tasks = tasks
         self.signals: list[int] = []
         self.storage_error: str | None = None
+        self.deadline = Deadline(None)  # the pipeline's `timeout`, set when the run starts
         base = {"params": plan.params, "env": plan.env, "pipeline": {"name": plan.name}}
         renderer = Renderer(base, dict(secrets), self.state.lookup)
         self.flow = Transitions(
@@ -100,7 +102,8 @@ class Scheduler:
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        started = time.time()
+        started = self.flow.started = time.time()
+        self.deadline = Deadline(self.plan.timeout)
         self.setup()
         info = RunInfo(
             self.run_id,
@@ -162,6 +165,7 @@ class Scheduler:
             # A retry may wait longer than the operating system's waits can (2**31 ms, with a
             # delay of up to 24 days plus jitter): the loop wakes each hour and looks again.
             timeout = min(max(state.timers[0][0] - time.monotonic(), 0.0), MAX_TIMER_WAIT)
+        timeout = self.deadline.wait(timeout)
         if not state.running and not state.ready and not state.timers:
             self.stall()
             return
@@ -176,6 +180,10 @@ class Scheduler:
             not state.cancelling or (self.hard_signal() and not state.hard_cancel)
         ):
             self.cancel()
+        flow = self.flow
+        ended = state.cancelling or flow.compensations is not None or flow.finally_released
+        if self.deadline.passes(ended):
+            self.cancel(self.deadline.reason())
         if not state.cancelling or (self.flow.finally_released and not state.hard_cancel):
             self.dispatch()
         self.flush()
@@ -332,6 +340,8 @@ class Scheduler:
         nr.kind, nr.error, nr.traceback = event.kind, event.message, event.traceback
         nr.exit_code = event.exit_code
         if event.kind == FailureKind.CANCELLED:
+            if self.state.cancel_reason is not None:
+                nr.kind, nr.error = self.state.cancel_reason
             nr.finished = event.finished
             self.flow.done(nr, State.CANCELLED, propagate=False)
             return
@@ -375,10 +385,12 @@ class Scheduler:
         would still be waiting, and nothing of it would be recorded)."""
         return len(self.signals) >= 2
 
-    def cancel(self) -> None:
+    def cancel(self, reason: tuple[str, str] | None = None) -> None:
         """Stop scheduling; stop running attempts; what never started is cancelled.  `finally`
-        steps still run afterwards, unless a second Ctrl-C asked to stop at once."""
+        steps still run afterwards, unless a second Ctrl-C asked to stop at once.  `reason`:
+        the failure kind and message of the steps stopped (the pipeline's timeout)."""
         state = self.state
+        state.cancel_reason = reason
         state.cancelling = True
         state.hard_cancel = self.hard_signal()
         grace = 0.0 if state.hard_cancel else self.options.grace
@@ -399,6 +411,8 @@ class Scheduler:
 
     def cancel_node(self, nr: NodeRun) -> None:
         state = self.state
+        if state.cancel_reason is not None:
+            nr.kind, nr.error = state.cancel_reason
         nr.error = nr.error or "run was cancelled"
         if nr.state is State.RUNNING:
             self.give_back(nr)
@@ -446,8 +460,10 @@ class Scheduler:
                 status, code = RunStatus.FAILED, EXIT_FAILED
         counts = step_counts(nodes.values())
         records = MappingProxyType({nid: nr.change(nr.state) for nid, nr in nodes.items()})
+        when = time.time()
+        failure = self.deadline.failure()
         result = RunResult(
-            self.run_id, status, code, records, outputs, started, time.time(), signum, counts
+            self.run_id, status, code, records, outputs, started, when, signum, counts, failure
         )
         for sink in self.sinks:
             sink.run_finished(result)

@@ -320,6 +320,23 @@ class Store:
         rows = self._rows("SELECT * FROM steps WHERE run_id = ? ORDER BY position", (run_id,))
         return [dict(row) for row in rows]
 
+    def note_rerun(self, run_id: str, notes: Mapping[str, str]) -> None:
+        """`resume --rerun`: an event `rerun` for each step it runs again (step -> why)."""
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO events (run_id, time, step_id, state, message) VALUES (?,?,?,?,?)",
+                [(run_id, now, sid, "rerun", why) for sid, why in notes.items()],
+            )
+
+    def reruns(self, run_id: str) -> dict[str, str]:
+        """The steps `resume --rerun` ran again in a run: id -> why, the last time."""
+        rows = self._rows(
+            "SELECT step_id, message FROM events WHERE run_id = ? AND state = 'rerun' ORDER BY seq",
+            (run_id,),
+        )
+        return {str(row["step_id"]): str(row["message"]) for row in rows}
+
     def get(self, key: str) -> tuple[Any, Any] | None:
         """A cached output and the fingerprint of its declared outputs, by cache key (a list
         of names in entries of older runners, which the cache treats as a miss)."""

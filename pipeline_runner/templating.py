@@ -395,6 +395,7 @@ class Compiled:
     _run: Callable[[Mapping[str, Any]], Any]
     param_refs: frozenset[str] = frozenset()  # X of every params.X / params['X']
     secret_refs: frozenset[str] = frozenset()  # X of every secrets.X / secrets['X']
+    run_refs: frozenset[str] = frozenset()  # X of every run.X / run['X']
 
     def render(self, context: Mapping[str, Any]) -> Any:
         token = _budget.set([MAX_RANGE_BUDGET])
@@ -539,6 +540,7 @@ def compile_value(source: str, shell: bool = False) -> Compiled:
         refs, dynamic = _refs(ast, "steps")
         param_refs = _refs(ast, "params")[0]
         secret_refs = _refs(ast, "secrets")[0]
+        run_refs = _refs(ast, "run")[0]
         if expression and not shell:
             compiled_expr = env.compile_expression(expr or "", undefined_to_none=False)
             run: Callable[[Mapping[str, Any]], Any] = lambda ctx: _check_native(  # noqa: E731
@@ -561,7 +563,16 @@ def compile_value(source: str, shell: bool = False) -> Compiled:
     except Exception as exc:  # constant folding of a literal bomb can fail at compile time
         raise TemplateError(f"template cannot be compiled: {type(exc).__name__}: {exc}") from None
     return Compiled(
-        source, shell, expression and not shell, names, refs, dynamic, run, param_refs, secret_refs
+        source,
+        shell,
+        expression and not shell,
+        names,
+        refs,
+        dynamic,
+        run,
+        param_refs,
+        secret_refs,
+        run_refs,
     )
 
 

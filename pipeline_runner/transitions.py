@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import compensation, expansion, runsetup
+from . import compensation, expansion, runfacts, runsetup
 from .errors import TemplateError
 from .kinds import FailureKind, RunStatus
 from .logfiles import log_file_name
@@ -44,6 +44,7 @@ class Transitions:
         self.failed_before = False  # resume --only: a step left out had not succeeded
         self.finally_released = False
         self.compensations: list[str] | None = None  # queued compensation nodes, once built
+        self.started = time.time()  # the run's (or this resume's) start, for run.duration
 
     def log_path(self, nid: str) -> str:
         return f"{self.logs_dir}/{log_file_name(nid)}"
@@ -59,7 +60,11 @@ class Transitions:
         return self.renderer.value(value, nr.node.scope, self.run_context(nr))
 
     def run_context(self, nr: NodeRun) -> dict[str, Any]:
-        return {"run": {"id": self.run_id, "attempt": nr.attempt + 1, "status": self.main_status()}}
+        run = {"id": self.run_id, "attempt": nr.attempt + 1, "status": self.main_status()}
+        if nr.node.is_finally:
+            run["failures"] = runfacts.failures(self.state.all_nodes().values())
+            run["duration"] = round(time.time() - self.started, 3)
+        return {"run": run}
 
     def main_status(self) -> str:
         """`run.status` for `finally` steps: what `finish` will record.  A run stopped by a
@@ -129,7 +134,9 @@ class Transitions:
             self.fail_now(nr, FailureKind.ERROR, f"cache: {problem}")
             return True
         folder = self.plan.folder_of(nr.node)
-        if not cache_hit(nr, self.options.cache, self.options.use_cache, folder):
+        forced = self.options.forced
+        use = self.options.use_cache and nr.id not in forced and nr.node.group not in forced
+        if not cache_hit(nr, self.options.cache, use, folder):
             return False
         self.done(nr, State.CACHED)
         return True

@@ -104,8 +104,9 @@ def act(ctx):
 class Scenario:
     pipeline: Pipeline
     scripts: Scripts  # the first `runner run`
-    # each `runner resume [--only SEL]` while the run is failed: its outcomes and SEL
-    resumes: tuple[tuple[Scripts, str | None], ...]
+    # each `runner resume [--only SEL] [--rerun GLOB]` while the run is failed (or, with
+    # --rerun, succeeded): its outcomes, SEL and GLOB
+    resumes: tuple[tuple[Scripts, str | None, str | None], ...]
     fail_fast: bool
 
 
@@ -267,9 +268,17 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         step = draw(st.sampled_from(steps))
         return step.id if step.for_each is None else f"{step.id}.*"
 
+    def rerun(selection: str | None) -> str | None:
+        if selection is not None or not draw(st.booleans()):
+            return None
+        step = draw(st.sampled_from(steps))
+        if step.for_each is None:
+            return step.id
+        return f"{step.id}.{draw(st.sampled_from(['*', *step.for_each]))}"
+
     first = all_scripts(1)
-    later = tuple((all_scripts(3), only()) for _ in range(resumes))
-    if "resume_only_outputs" in KNOWN_GAPS and any(sel for _, sel in later):
+    later = tuple((all_scripts(3), sel, rerun(sel)) for sel in (only() for _ in range(resumes)))
+    if "resume_only_outputs" in KNOWN_GAPS and any(sel for _, sel, _ in later):
         pipeline = replace(pipeline, outputs={})
     return Scenario(pipeline, first, later, fail_fast)
 
@@ -390,8 +399,9 @@ def describe(scenario: Scenario) -> str:
 
     text = f"--- p.yaml (fail_fast={scenario.fail_fast})\n{pipeline_yaml(scenario.pipeline)}"
     text += f"--- outcomes of the calls of each step in `runner run`:\n{fmt(scenario.scripts)}\n"
-    for n, (scripts, only) in enumerate(scenario.resumes, 1):
+    for n, (scripts, only, rerun) in enumerate(scenario.resumes, 1):
         how = "runner resume" + (f" --only {only}" if only else "")
+        how += f" --rerun {rerun}" if rerun else ""
         text += f"--- in `{how}` number {n} (while the run is failed):\n{fmt(scripts)}\n"
     return text
 
@@ -474,17 +484,18 @@ def run_and_compare(scenario: Scenario, folder: Path) -> int:
 
     resumed = 0
     last = first
-    for phase, (scripts, only) in enumerate(scenario.resumes, 2):
-        if last.status != "failed":
+    for phase, (scripts, only, rerun) in enumerate(scenario.resumes, 2):
+        if last.status != "failed" and rerun is None:
             break
         write_phase(folder, pipeline, scripts, phase)
         (folder / "run.json").unlink()
-        proc = invoke(folder, "resume", run_id, *common, *(["--only", only] if only else []))
+        chosen = [*(["--only", only] if only else []), *(["--rerun", rerun] if rerun else [])]
+        proc = invoke(folder, "resume", run_id, *common, *chosen)
         context += f"--- runner resume: exit {proc.returncode}\n{proc.stderr[-2000:]}"
         assert (folder / "run.json").exists(), context
         _, now = observed(folder, "run.json", phase)
         recorded = {i: replace(r, calls=0) for i, r in last.steps.items()}
-        want = resume(pipeline, recorded, scripts, only)
+        want = resume(pipeline, recorded, scripts, only, rerun)
         problems = [f"process exit {proc.returncode}"] if proc.returncode != now.exit_code else []
         if only is not None:
             # The summary of `resume --only` lists the slice's steps; the run's steps are

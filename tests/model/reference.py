@@ -36,6 +36,9 @@ What the model encodes, with the sentence of the manual it comes from:
 - `runner resume --only SEL` (commands.md): re-runs only the slice (SEL plus what it needs);
   `finally` steps run again only when the slice selects them; the run's status is over all
   its steps (a step left out that had not succeeded keeps the run `failed`).
+- `runner resume --rerun GLOB` (commands.md, "Re-running what succeeded"): the steps GLOB
+  selects run again even if they succeeded, and with them everything downstream (a step whose
+  need is not kept is not kept: the same rule as above); it works on a succeeded run too.
 - `defaults.retries` / `defaults.continue_on_error` apply to every step that does not set them
   (main and `finally`); `run.attempt` / `ctx.attempt` is the attempt number.
 """
@@ -384,10 +387,13 @@ def run(
     scripts: Scripts,
     previous: Mapping[str, StepResult] | None = None,
     only: str | None = None,
+    rerun: str | None = None,
 ) -> RunResult:
-    """`runner run` (keep-going), or with `previous` `runner resume [--only SEL]`."""
+    """`runner run` (keep-going), or with `previous` `runner resume [--only SEL]
+    [--rerun GLOB]`."""
     previous = previous or {}
     selected = slice_of(pipeline, only) if only is not None else None
+    cleared = selection_of(pipeline, rerun) if rerun is not None else set()
 
     step_of = {i: step for step in pipeline.steps for i in step.instance_ids()}
 
@@ -396,7 +402,7 @@ def run(
         needs is kept too (a step that runs again may give another output)."""
         if selected is not None and i not in selected:
             return True
-        if not (i in previous and previous[i].state in KEPT_BY_RESUME):
+        if i in cleared or not (i in previous and previous[i].state in KEPT_BY_RESUME):
             return False
         needs = step_of[i].needs
         return all(kept(j) for need in needs for j in pipeline.step(need).instance_ids())
@@ -424,10 +430,19 @@ def resume(
     recorded: Mapping[str, StepResult],
     scripts: Scripts,
     only: str | None = None,
+    rerun: str | None = None,
 ) -> RunResult:
-    """`runner resume RUN_ID [--only SEL]` after a run whose recorded step results are
-    `recorded`."""
-    return run(pipeline, scripts, recorded, only)
+    """`runner resume RUN_ID [--only SEL] [--rerun GLOB]` after a run whose recorded step
+    results are `recorded`."""
+    return run(pipeline, scripts, recorded, only, rerun)
+
+
+def selection_of(pipeline: Pipeline, glob: str) -> set[str]:
+    """The instances `--rerun GLOB` selects: a step id (a fan-out's: all its instances),
+    `<id>.*`, or one instance `<id>.<key>`."""
+    top, _, key = glob.partition(".")
+    ids = pipeline.step(top).instance_ids()
+    return set(ids) if key in ("", "*") else {f"{top}.{key}"}
 
 
 def check_fail_fast(pipeline: Pipeline, scripts: Scripts, observed: RunResult) -> list[str]:
