@@ -132,6 +132,8 @@ class PlainReporter:
                 FailureKind.ERROR,
             ):  # what `retries.on` matches: crash, timeout
                 text += f" [{nr.error_kind}]"
+        elif nr.state in (State.SKIPPED, State.UPSTREAM_FAILED) and nr.error:
+            text += f": {one_line(self.mask(nr.error))}"  # why: which need, which exit code
         self.line(text)
 
     def turn(self) -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import compensation, expansion, runsetup
+from . import compensation, expansion, runsetup, triggers
 from .errors import TemplateError
 from .kinds import FailureKind, RunStatus
 from .logfiles import log_file_name
@@ -78,12 +78,62 @@ class Transitions:
             self.follow(nr)
         elif node.kind is NodeKind.GROUP:
             self.complete_group(nr)
-        elif node.kind is NodeKind.MAPPED and not nr.members:
-            self.expand_mapped(nr)
-        elif node.kind is NodeKind.MAPPED:
+        elif node.kind is NodeKind.MAPPED and nr.members:
             self.complete_group(nr)
+        elif self.stopped_by_needs(nr):
+            return
+        elif node.kind is NodeKind.MAPPED:
+            self.expand_mapped(nr)
         else:
             self.prepare(nr)
+
+    def stopped_by_needs(self, nr: NodeRun) -> bool:
+        """Its needs have ended: when its trigger rule does not hold, it ends `skipped` or
+        `upstream_failed` here (triggers.py).  A `finally` step and a step whose `if` calls a
+        status function have no rule; a compensation is started by the saga alone."""
+        node = nr.node
+        if node.is_finally or node.status_if or not node.needs:
+            return False
+        needs = [(n, found.state) for n in node.needs if (found := self.found(n)) is not None]
+        decided = triggers.verdict(node.trigger, needs)
+        if decided is None:
+            return False
+        nr.error = decided[1]
+        self.done(nr, decided[0])
+        return True
+
+    def found(self, nid: str) -> NodeRun | None:
+        """A node of this run, or one `resume --only` kept as recorded."""
+        return self.state.runs.get(nid) or self.state.kept.get(nid)
+
+    def status_functions(self, nr: NodeRun) -> Any:
+        """`success()`, `failure()`, `always()` and `cancelled()` for `nr`'s `if`.  For a
+        `finally` step every main step is upstream: they tell how the run went."""
+        cancelled = self.state.cancelling
+        if nr.node.is_finally:
+            status = self.main_status()
+            return triggers.functions(status == RunStatus.SUCCEEDED, status == RunStatus.FAILED, cancelled)
+        needs = self.needs_of(nr.id)
+
+        def state_of(nid: str) -> State | None:
+            found = self.found(nid)
+            return found.state if found is not None else None
+
+        failure = triggers.ancestors_failed(needs, self.needs_of, state_of)
+        ok = all(state_of(n) in triggers.SUCCESS for n in needs if state_of(n) is not None)
+        return triggers.functions(ok and not failure and not cancelled, failure, cancelled)
+
+    def needs_of(self, nid: str) -> tuple[str, ...]:
+        """A node's needs; an instance of a run-time for_each has those of its step."""
+        found = self.found(nid)
+        node = found.node if found is not None else self.plan.nodes.get(nid)
+        if node is None:
+            return ()
+        if not node.needs and node.group is not None and node.key is not None:
+            group = self.found(node.group)
+            if group is not None and group.node.kind is NodeKind.MAPPED:
+                return group.node.needs
+        return node.needs
 
     def prepare(self, nr: NodeRun) -> None:
         node = nr.node
@@ -93,6 +143,8 @@ class Transitions:
                 extra = self.run_context(nr)
                 if node.condition is not None:
                     ctx = self.renderer.context(node.scope, extra)
+                    if node.status_if:
+                        ctx.update(self.status_functions(nr))
                     from .templating import evaluate_condition
 
                     if not evaluate_condition(node.condition, ctx):
@@ -143,6 +195,17 @@ class Transitions:
         if self.options.fail_fast and not self.state.cancelling and not nr.node.is_finally:
             self.stop()
 
+    def skipped_by_exit(self, nr: NodeRun, finished: float) -> bool:
+        """An attempt that exited with one of the step's `skip_exit_codes` skips the step:
+        no retry, no failure (Airflow's exit code 99)."""
+        code = nr.exit_code
+        if code is None or code not in nr.node.skip_exit_codes or nr.kind != FailureKind.ERROR:
+            return False
+        nr.kind, nr.traceback, nr.finished = None, "", finished
+        nr.error = f"exited with code {code}, one of its skip_exit_codes"
+        self.done(nr, State.SKIPPED)
+        return True
+
     def fail_now(self, nr: NodeRun, kind: str, message: str) -> None:
         """Fail a step before its process starts (a template that cannot render, a broken
         for_each).  This is the step's attempt: the first one reads `attempt 1`, never 0."""
@@ -159,13 +222,7 @@ class Transitions:
             self.next_compensation()
         if nr.state.ok:
             for child in self.state.dependents_of(nr.id):
-                child.waiting -= 1
-                if (
-                    child.waiting == 0
-                    and child.state is State.PENDING
-                    and (not self.state.cancelling or child.node.is_finally or child.follow_id)
-                ):
-                    self.became_ready(child)
+                self.need_ended(child)
         elif propagate:
             self.fail_downstream(nr)
         elif not nr.node.is_finally:
@@ -173,9 +230,21 @@ class Transitions:
             self.release_finally_needs(nr)
         self.check_finally()
 
+    def need_ended(self, child: NodeRun) -> None:
+        child.waiting -= 1
+        if child.waiting == 0 and child.state is State.PENDING and self.may_wake(child):
+            self.became_ready(child)
+
+    def may_wake(self, child: NodeRun) -> bool:
+        """Whether `child` may still start: while the run is being cancelled only `finally`
+        steps, steps whose `if` calls always() or cancelled(), and queued follow-ups do."""
+        node = child.node
+        return not self.state.cancelling or node.is_finally or node.on_cancel or bool(child.follow_id)
+
     def release_finally_needs(self, nr: NodeRun) -> None:
+        """`nr` was cancelled: what runs when cancelled stops waiting for it."""
         for child in self.state.dependents_of(nr.id):
-            if child.node.is_finally:
+            if child.node.is_finally or child.node.on_cancel:
                 self.need_finished(child)
 
     def fail_downstream(self, nr: NodeRun) -> None:
@@ -192,6 +261,10 @@ class Transitions:
                 continue
             if child.node.is_finally and not parent.node.is_finally:
                 self.need_finished(child)
+                continue
+            if child.node.status_if or child.node.trigger != triggers.DEFAULT:
+                # Its rule or its `if` decides when all its needs have ended.
+                self.need_ended(child)
                 continue
             child.error = f"needs {nr.id}, which {nr.state.value.replace('_', ' ')}"
             self.state.finish(child, State.UPSTREAM_FAILED)
