@@ -18,9 +18,9 @@ from collections.abc import Callable
 from . import shortcuts
 from .limits import group_limit
 from .messages import Task
-from .triggers import DEFAULT, SUCCESS
 from .model import Node, NodeKind, State, has_deferred
 from .runstate import NodeRun, RunState
+from .triggers import DEFAULT, SUCCESS
 
 CHAIN_AHEAD = 8  # follow-ups queued behind a running step of a chain
 

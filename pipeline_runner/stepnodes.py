@@ -180,19 +180,28 @@ class StepBuilder:
             called = compile_value(expr).names & triggers.STATUS_FUNCTIONS
         if "trigger" in step and site.finally_:
             self.problems.error(
-                f, site.at("trigger"), "a `finally` step has no trigger rule: it runs after "
-                "every other step, whatever happened (use `if` to choose)", key=True,
+                f,
+                site.at("trigger"),
+                "a `finally` step has no trigger rule: it runs after "
+                "every other step, whatever happened (use `if` to choose)",
+                key=True,
             )
         elif "trigger" in step and called:
             names = ", ".join(f"{n}()" for n in sorted(called))
             self.problems.error(
-                f, site.at("trigger"), f"`trigger` and the status function {names} in `if` "
-                "both say when the step runs; use one of them", key=True,
+                f,
+                site.at("trigger"),
+                f"`trigger` and the status function {names} in `if` "
+                "both say when the step runs; use one of them",
+                key=True,
             )
         if "skip_exit_codes" in step and step.get("uses") in _NO_EXIT_CODE:
             self.problems.error(
-                f, site.at("skip_exit_codes"), f"`{step['uses']}` steps never end with an exit "
-                "code, so `skip_exit_codes` would have no effect", key=True,
+                f,
+                site.at("skip_exit_codes"),
+                f"`{step['uses']}` steps never end with an exit "
+                "code, so `skip_exit_codes` would have no effect",
+                key=True,
             )
         return called
 

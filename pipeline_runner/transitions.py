@@ -76,9 +76,7 @@ class Transitions:
             return
         if nr.follow_id:
             self.follow(nr)
-        elif node.kind is NodeKind.GROUP:
-            self.complete_group(nr)
-        elif node.kind is NodeKind.MAPPED and nr.members:
+        elif node.kind is NodeKind.GROUP or (node.kind is NodeKind.MAPPED and nr.members):
             self.complete_group(nr)
         elif self.stopped_by_needs(nr):
             return
@@ -112,7 +110,9 @@ class Transitions:
         cancelled = self.state.cancelling
         if nr.node.is_finally:
             status = self.main_status()
-            return triggers.functions(status == RunStatus.SUCCEEDED, status == RunStatus.FAILED, cancelled)
+            return triggers.functions(
+                status == RunStatus.SUCCEEDED, status == RunStatus.FAILED, cancelled
+            )
         needs = self.needs_of(nr.id)
 
         def state_of(nid: str) -> State | None:
@@ -239,7 +239,9 @@ class Transitions:
         """Whether `child` may still start: while the run is being cancelled only `finally`
         steps, steps whose `if` calls always() or cancelled(), and queued follow-ups do."""
         node = child.node
-        return not self.state.cancelling or node.is_finally or node.on_cancel or bool(child.follow_id)
+        return (
+            not self.state.cancelling or node.is_finally or node.on_cancel or bool(child.follow_id)
+        )
 
     def release_finally_needs(self, nr: NodeRun) -> None:
         """`nr` was cancelled: what runs when cancelled stops waiting for it."""

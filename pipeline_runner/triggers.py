@@ -78,8 +78,11 @@ def _ended(bad: Iterable[State], nid: str, state: State) -> tuple[State, str]:
     return final, f"needs {nid}, which {_said(state)}"
 
 
-def ancestors_failed(start: Iterable[str], needs_of: Callable[[str], Sequence[str]],
-                     state_of: Callable[[str], State | None]) -> bool:
+def ancestors_failed(
+    start: Iterable[str],
+    needs_of: Callable[[str], Sequence[str]],
+    state_of: Callable[[str], State | None],
+) -> bool:
     """`failure()`: a need, or a need of a need (GitHub: any ancestor job), failed."""
     seen: set[str] = set()
     todo = list(start)
