@@ -156,7 +156,7 @@ def _undefined(name: str, source: str, known: Iterable[str]) -> str:
         return f"undefined name '{name}'{did_you_mean(name, known)}"
     if name in STATUS_FUNCTIONS:
         return f"{name}() is a status function, only for `if`"
-    hint = did_you_mean(name, STATUS_FUNCTIONS) or (
+    hint = did_you_mean(f"{name}()", [f"{f}()" for f in sorted(STATUS_FUNCTIONS)]) or (
         " (the status functions for `if`: success(), failure(), always(), cancelled())"
     )
     return f"unknown function '{name}()'{hint}"
