@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import RunCli, no_traceback
+from conftest import PIPELINES, RunCli, no_traceback
 
 WritePipeline = Callable[..., Path]
 RUN_ID = re.compile(r"\brun (\d{8}T\d{6}-[0-9a-f]{6})\b")
@@ -383,3 +383,57 @@ def test_resume_decides_a_skipped_step_again(
         "flaky": "succeeded",
     }
     assert (tmp_path / "published").exists()
+
+
+# -- the translations under pipelines/ ----------------------------------------------------------
+
+
+def test_the_airflow_branch_dag_skips_the_branches_not_taken_and_joins(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    path = PIPELINES / "airflow-branch.yaml"
+    result = run(run_cli, path, "--param", "choice=c", "--json", str(tmp_path / "run.json"))
+    assert result.code == 0, result.output
+    steps = shown(run_cli, result.stdout)
+    taken = {"branch_c", "follow_c", "ext_py.c"}
+    for sid in ("branch", "follow"):
+        for option in "abd":
+            assert steps[f"{sid}_{option}"]["state"] == "skipped", sid + option
+    assert steps["follow_b"]["error"] == "needs branch_b, which was skipped"
+    assert {s for s in taken if steps[s]["state"] == "succeeded"} == taken
+    assert steps["join"]["state"] == steps["join_ext_python"]["state"] == "succeeded"
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["outputs"] == {
+        "branch": "branch_c",
+        "ext_py": {"c": "Hello World from external Python"},
+    }
+
+
+def test_the_airflow_branch_dag_takes_one_random_branch(run_cli: RunCli) -> None:
+    result = run(run_cli, PIPELINES / "airflow-branch.yaml")
+    assert result.code == 0, result.output
+    found = states(shown(run_cli, result.stdout))
+    ran = [o for o in "abcd" if found[f"branch_{o}"] == "succeeded"]
+    assert len(ran) == 1 and found[f"follow_{ran[0]}"] == "succeeded", found
+    assert sum(found[f"follow_{o}"] == "skipped" for o in "abcd") == 3, found
+    assert found["join"] == "succeeded"
+
+
+def test_the_argo_dag_runs_its_failure_edges_and_its_exit_handler(run_cli: RunCli) -> None:
+    result = run(run_cli, PIPELINES / "argo-dag-depends.yaml")
+    assert result.code == 1, result.output  # C failed: handled, but the workflow fails
+    steps = shown(run_cli, result.stdout)
+    assert states(steps) == {
+        "A": "succeeded",
+        "B": "succeeded",
+        "C": "failed",
+        "should-execute-1": "succeeded",
+        "should-execute-2": "succeeded",
+        "should-not-execute": "upstream_failed",
+        "should-execute-3": "succeeded",
+        "notify": "succeeded",
+        "celebrate": "skipped",
+        "cry": "succeeded",
+    }
+    assert steps["notify"]["output"] == "send e-mail: argo-dag-depends failed"
+    assert steps["cry"]["output"] == "boohoo!"
