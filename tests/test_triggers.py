@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import PIPELINES, RunCli, no_traceback
+import test_engine
+from conftest import PIPELINES, RunCli, no_traceback, wait_for
+from test_engine import start_runner
+
+marker = test_engine.marker  # the fixtures of the engine tests: runners started are cleaned up
+popen = test_engine.popen
 
 WritePipeline = Callable[..., Path]
 RUN_ID = re.compile(r"\brun (\d{8}T\d{6}-[0-9a-f]{6})\b")
@@ -247,6 +254,38 @@ def test_always_and_cancelled_steps_run_when_fail_fast_cancels_the_run(
     }
     assert (tmp_path / "cleanup.txt").read_text().strip() == "cancelled"
     assert not (tmp_path / "after.ran").exists()
+
+
+def test_an_always_step_runs_after_ctrl_c_and_the_run_stays_cancelled(
+    write_pipeline: WritePipeline, tmp_path: Path, popen: list[subprocess.Popen[str]]
+) -> None:
+    path = write_pipeline(
+        """
+        version: 1
+        name: interrupted
+        steps:
+          - {id: work, uses: shell, with: {cmd: "touch work.started; sleep 60"}}
+          - {id: next, needs: work, uses: shell, with: {cmd: "touch next.ran"}}
+          - id: cleanup
+            needs: next
+            if: always()
+            uses: shell
+            with: {cmd: "echo {{ steps.work.state }} {{ steps.next.state }} > cleanup.txt"}
+        """
+    )
+    proc = start_runner(tmp_path, path, "--workers", "2")
+    popen.append(proc)
+    assert wait_for((tmp_path / "work.started").exists, timeout=60), "work never started"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert (tmp_path / "cleanup.txt").read_text().split() == ["cancelled", "cancelled"]
+    assert test_engine.states(stdout) == {
+        "work": "cancelled",
+        "next": "cancelled",
+        "cleanup": "succeeded",
+    }
+    assert not (tmp_path / "next.ran").exists()
 
 
 def test_skip_exit_codes_skip_the_step_without_retrying_and_never_fail_the_run(
