@@ -92,48 +92,12 @@ class Transitions:
         node = nr.node
         if node.is_finally or node.status_if or not node.needs:
             return False
-        needs = [(n, found.state) for n in node.needs if (found := self.found(n)) is not None]
-        decided = triggers.verdict(node.trigger, needs)
+        decided = triggers.verdict(node.trigger, triggers.need_states(self.state, node))
         if decided is None:
             return False
         nr.error = decided[1]
         self.done(nr, decided[0])
         return True
-
-    def found(self, nid: str) -> NodeRun | None:
-        """A node of this run, or one `resume --only` kept as recorded."""
-        return self.state.runs.get(nid) or self.state.kept.get(nid)
-
-    def status_functions(self, nr: NodeRun) -> Any:
-        """`success()`, `failure()`, `always()` and `cancelled()` for `nr`'s `if`.  For a
-        `finally` step every main step is upstream: they tell how the run went."""
-        cancelled = self.state.cancelling
-        if nr.node.is_finally:
-            status = self.main_status()
-            return triggers.functions(
-                status == RunStatus.SUCCEEDED, status == RunStatus.FAILED, cancelled
-            )
-        needs = self.needs_of(nr.id)
-
-        def state_of(nid: str) -> State | None:
-            found = self.found(nid)
-            return found.state if found is not None else None
-
-        failure = triggers.ancestors_failed(needs, self.needs_of, state_of)
-        ok = all(state_of(n) in triggers.SUCCESS for n in needs if state_of(n) is not None)
-        return triggers.functions(ok and not failure and not cancelled, failure, cancelled)
-
-    def needs_of(self, nid: str) -> tuple[str, ...]:
-        """A node's needs; an instance of a run-time for_each has those of its step."""
-        found = self.found(nid)
-        node = found.node if found is not None else self.plan.nodes.get(nid)
-        if node is None:
-            return ()
-        if not node.needs and node.group is not None and node.key is not None:
-            group = self.found(node.group)
-            if group is not None and group.node.kind is NodeKind.MAPPED:
-                return group.node.needs
-        return node.needs
 
     def prepare(self, nr: NodeRun) -> None:
         node = nr.node
@@ -144,7 +108,7 @@ class Transitions:
                 if node.condition is not None:
                     ctx = self.renderer.context(node.scope, extra)
                     if node.status_if:
-                        ctx.update(self.status_functions(nr))
+                        ctx.update(triggers.functions(self.state, nr, self.main_status()))
                     from .templating import evaluate_condition
 
                     if not evaluate_condition(node.condition, ctx):

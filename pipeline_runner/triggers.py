@@ -7,15 +7,18 @@ An `if` that calls a status function (`success()`, `failure()`, `always()`, `can
 in GitHub Actions) replaces the rule: it alone decides.  `finally` steps have no rule (their
 needs only give them outputs).  See docs/semantics.md, "Trigger rules and skips".
 
-These are decisions over states: they return what to mark and never touch the run state.
+These are decisions over the run state: they return what to mark and never change it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from .model import State
+from .model import Node, NodeKind, State
+
+if TYPE_CHECKING:  # the planner reads the names above; the run state is the core's
+    from .runstate import NodeRun, RunState
 
 TRIGGERS = (
     "all_success",
@@ -65,7 +68,8 @@ def verdict(rule: str, needs: Sequence[Need]) -> tuple[State, str] | None:
     for bad in (FAILURE, {State.CANCELLED}):
         for nid, state in needs:
             if state in bad:
-                return _ended(bad, nid, state)
+                final = State.UPSTREAM_FAILED if state in FAILURE else State.CANCELLED
+                return final, f"needs {nid}, which {_said(state)}"
     if rule == DEFAULT:
         nid, state = next((n, s) for n, s in needs if s not in SUCCESS)
         return State.SKIPPED, f"needs {nid}, which {_said(state)}"
@@ -73,32 +77,56 @@ def verdict(rule: str, needs: Sequence[Need]) -> tuple[State, str] | None:
     return State.SKIPPED, f"trigger {rule} does not hold: {listed}"
 
 
-def _ended(bad: Iterable[State], nid: str, state: State) -> tuple[State, str]:
-    final = State.UPSTREAM_FAILED if state in FAILURE else State.CANCELLED
-    return final, f"needs {nid}, which {_said(state)}"
+def found(state: RunState, nid: str) -> NodeRun | None:
+    """A node of this run, or one `resume --only` kept as recorded."""
+    return state.runs.get(nid) or state.kept.get(nid)
 
 
-def ancestors_failed(
-    start: Iterable[str],
-    needs_of: Callable[[str], Sequence[str]],
-    state_of: Callable[[str], State | None],
-) -> bool:
+def need_states(state: RunState, node: Node) -> list[Need]:
+    """The states its needs ended in (a need left out of `run --only` is not one)."""
+    return [(n, nr.state) for n in node.needs if (nr := found(state, n)) is not None]
+
+
+def needs_of(state: RunState, nid: str) -> tuple[str, ...]:
+    """A node's needs; an instance of a run-time for_each has those of its step."""
+    nr = found(state, nid)
+    node = nr.node if nr is not None else state.plan.nodes.get(nid)
+    if node is None:
+        return ()
+    if not node.needs and node.group is not None and node.key is not None:
+        group = found(state, node.group)
+        if group is not None and group.node.kind is NodeKind.MAPPED:
+            return group.node.needs
+    return node.needs
+
+
+def ancestors_failed(state: RunState, nid: str) -> bool:
     """`failure()`: a need, or a need of a need (GitHub: any ancestor job), failed."""
     seen: set[str] = set()
-    todo = list(start)
+    todo = list(needs_of(state, nid))
     while todo:
-        nid = todo.pop()
-        if nid in seen:
+        need = todo.pop()
+        if need in seen:
             continue
-        seen.add(nid)
-        if state_of(nid) in FAILURE:
+        seen.add(need)
+        nr = found(state, need)
+        if nr is not None and nr.state in FAILURE:
             return True
-        todo.extend(needs_of(nid))
+        todo.extend(needs_of(state, need))
     return False
 
 
-def functions(success: bool, failure: bool, cancelled: bool) -> Mapping[str, Any]:
-    """The status functions, as names a template calls."""
+def functions(state: RunState, nr: NodeRun, run_status: str) -> dict[str, Any]:
+    """`success()`, `failure()`, `always()` and `cancelled()` for `nr`'s `if`.  For a
+    `finally` step every main step is upstream: they tell how the run went (`run_status`)."""
+    cancelled = state.cancelling
+    if nr.node.is_finally:
+        success, failure = run_status == "succeeded", run_status == "failed"
+    else:
+        failure = ancestors_failed(state, nr.id)
+        needs = [found(state, n) for n in needs_of(state, nr.id)]
+        ok = all(n.state in SUCCESS for n in needs if n is not None)
+        success = ok and not failure and not cancelled
     return {
         "success": lambda: success,
         "failure": lambda: failure,

@@ -476,3 +476,12 @@ def test_the_argo_dag_runs_its_failure_edges_and_its_exit_handler(run_cli: RunCl
     }
     assert steps["notify"]["output"] == "send e-mail: argo-dag-depends failed"
     assert steps["cry"]["output"] == "boohoo!"
+
+
+def test_the_schema_offers_exactly_the_rules_the_scheduler_knows() -> None:
+    from pipeline_runner import triggers
+    from pipeline_runner.schema import pipeline_schema
+
+    step = pipeline_schema()["$defs"]["step"]["properties"]
+    assert tuple(step["trigger"]["enum"]) == triggers.TRIGGERS
+    assert step["trigger"]["default"] == triggers.DEFAULT
