@@ -133,7 +133,9 @@ class PlainReporter:
             ):  # what `retries.on` matches: crash, timeout
                 text += f" [{nr.error_kind}]"
         elif nr.state in (State.SKIPPED, State.UPSTREAM_FAILED) and nr.error:
-            text += f": {one_line(self.mask(nr.error))}"  # why: which need, which exit code
+            # why: which need, which exit code (after its id and a space, as a duration is)
+            why = one_line(self.mask(nr.error))
+            text += f": {why}" if duration(nr) else f" ({why})"
         self.line(text)
 
     def turn(self) -> None:

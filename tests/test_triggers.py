@@ -73,7 +73,7 @@ def test_a_skipped_need_skips_its_dependents_and_the_reason_names_it(
     )
     result = run(run_cli, path, "--junit", "junit.xml")
     assert result.code == 0, result.output
-    assert "○ skipped         smoke: needs deploy, which was skipped" in result.stdout
+    assert "○ skipped         smoke (needs deploy, which was skipped)" in result.stdout
     steps = shown(run_cli, result.stdout)
     assert states(steps) == {
         "deploy": "skipped",
