@@ -22,6 +22,7 @@ marker = test_engine.marker  # the fixtures of the engine tests: runners started
 popen = test_engine.popen
 
 WritePipeline = Callable[..., Path]
+Steps = dict[str, dict[str, Any]]
 RUN_ID = re.compile(r"\brun (\d{8}T\d{6}-[0-9a-f]{6})\b")
 
 
@@ -38,6 +39,13 @@ def shown(run_cli: RunCli, output: str) -> dict[str, dict[str, Any]]:
     result = run_cli("show", found.group(1), "--json")
     assert result.code == 0, result.output
     return {s["step_id"]: s for s in json.loads(result.stdout)["steps"]}
+
+
+def run_to_end(run_cli: RunCli, path: Path, code: int, *args: str) -> Steps:
+    """Run `path` (exit `code` expected); every step as the store recorded it, by id."""
+    result = run(run_cli, path, *args)
+    assert result.code == code, result.output
+    return shown(run_cli, result.stdout)
 
 
 def states(steps: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -126,9 +134,9 @@ def test_each_trigger_rule_reads_the_states_of_the_needs(
         f"  - {{id: {sid}, trigger: {rule}, needs: [{needs}], uses: noop}}\n"
         for sid, rule, needs, _ in RULES
     )
-    result = run(run_cli, write_pipeline(text))
-    assert result.code == 1, result.output  # `bad` failed: no handler turns the run green
-    steps = shown(run_cli, result.stdout)
+    steps = run_to_end(
+        run_cli, write_pipeline(text), 1
+    )  # `bad` failed: no handler turns the run green
     assert {sid: steps[sid]["state"] for sid, *_ in RULES} == {sid: s for sid, *_, s in RULES}
     assert steps["one_failed_none"]["error"] == (
         "trigger one_failed does not hold: ok succeeded, skip skipped"
@@ -160,9 +168,7 @@ def test_status_functions_decide_alone_and_failure_reads_every_ancestor(
         params: {strict: true}
         """
     )
-    result = run(run_cli, path)
-    assert result.code == 1, result.output
-    steps = shown(run_cli, result.stdout)
+    steps = run_to_end(run_cli, path, 1)
     assert states(steps) == {
         "build": "failed",
         "test": "upstream_failed",
@@ -201,9 +207,8 @@ def test_a_state_test_runs_a_handler_with_a_rule_that_lets_it(
             uses: noop
         """
     )
-    result = run(run_cli, path)
-    assert result.code == 1, result.output
-    assert states(shown(run_cli, result.stdout)) == {
+    found = states(run_to_end(run_cli, path, 1))
+    assert found == {
         "flaky": "failed",
         "recover": "succeeded",
         "celebrate": "skipped",
@@ -241,9 +246,8 @@ def test_always_and_cancelled_steps_run_when_fail_fast_cancels_the_run(
           - {id: report, if: cancelled(), uses: shell, with: {cmd: "touch report.ran"}}
         """
     )
-    result = run(run_cli, path, "--fail-fast", "--workers", "2")
-    assert result.code == 1, result.output
-    assert states(shown(run_cli, result.stdout)) == {
+    found = states(run_to_end(run_cli, path, 1, "--fail-fast", "--workers", "2"))
+    assert found == {
         "slow": "cancelled",
         "boom": "failed",
         "after": "cancelled",
@@ -383,9 +387,7 @@ def test_a_run_time_for_each_after_a_skipped_need_is_skipped_whole(
             with: {cmd: "echo {{ item }}"}
         """
     )
-    result = run(run_cli, path)
-    assert result.code == 0, result.output
-    steps = shown(run_cli, result.stdout)
+    steps = run_to_end(run_cli, path, 0)
     assert steps["each"]["state"] == "skipped"
     assert steps["each"]["error"] == "needs list, which was skipped"
 
@@ -430,10 +432,8 @@ def test_resume_decides_a_skipped_step_again(
 def test_the_airflow_branch_dag_skips_the_branches_not_taken_and_joins(
     run_cli: RunCli, tmp_path: Path
 ) -> None:
-    path = PIPELINES / "airflow-branch.yaml"
-    result = run(run_cli, path, "--param", "choice=c", "--json", str(tmp_path / "run.json"))
-    assert result.code == 0, result.output
-    steps = shown(run_cli, result.stdout)
+    path, summary = PIPELINES / "airflow-branch.yaml", tmp_path / "run.json"
+    steps = run_to_end(run_cli, path, 0, "--param", "choice=c", "--json", str(summary))
     taken = {"branch_c", "follow_c", "ext_py.c"}
     for sid in ("branch", "follow"):
         for option in "abd":
@@ -441,17 +441,14 @@ def test_the_airflow_branch_dag_skips_the_branches_not_taken_and_joins(
     assert steps["follow_b"]["error"] == "needs branch_b, which was skipped"
     assert {s for s in taken if steps[s]["state"] == "succeeded"} == taken
     assert steps["join"]["state"] == steps["join_ext_python"]["state"] == "succeeded"
-    summary = json.loads((tmp_path / "run.json").read_text())
-    assert summary["outputs"] == {
+    assert json.loads(summary.read_text())["outputs"] == {
         "branch": "branch_c",
         "ext_py": {"c": "Hello World from external Python"},
     }
 
 
 def test_the_airflow_branch_dag_takes_one_random_branch(run_cli: RunCli) -> None:
-    result = run(run_cli, PIPELINES / "airflow-branch.yaml")
-    assert result.code == 0, result.output
-    found = states(shown(run_cli, result.stdout))
+    found = states(run_to_end(run_cli, PIPELINES / "airflow-branch.yaml", 0))
     ran = [o for o in "abcd" if found[f"branch_{o}"] == "succeeded"]
     assert len(ran) == 1 and found[f"follow_{ran[0]}"] == "succeeded", found
     assert sum(found[f"follow_{o}"] == "skipped" for o in "abcd") == 3, found
@@ -459,9 +456,9 @@ def test_the_airflow_branch_dag_takes_one_random_branch(run_cli: RunCli) -> None
 
 
 def test_the_argo_dag_runs_its_failure_edges_and_its_exit_handler(run_cli: RunCli) -> None:
-    result = run(run_cli, PIPELINES / "argo-dag-depends.yaml")
-    assert result.code == 1, result.output  # C failed: handled, but the workflow fails
-    steps = shown(run_cli, result.stdout)
+    steps = run_to_end(
+        run_cli, PIPELINES / "argo-dag-depends.yaml", 1
+    )  # C failed: handled, but the workflow fails
     assert states(steps) == {
         "A": "succeeded",
         "B": "succeeded",
