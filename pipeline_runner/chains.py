@@ -18,8 +18,9 @@ from collections.abc import Callable
 from . import shortcuts
 from .limits import group_limit
 from .messages import Task
-from .model import NodeKind, State, has_deferred
+from .model import Node, NodeKind, State, has_deferred
 from .runstate import NodeRun, RunState
+from .triggers import DEFAULT, SUCCESS
 
 CHAIN_AHEAD = 8  # follow-ups queued behind a running step of a chain
 
@@ -35,12 +36,25 @@ def may_follow(state: RunState, child: NodeRun) -> bool:
         or node.is_finally
         or child.compensates is not None
         or node.condition is not None
+        or node.trigger != DEFAULT
+        or not needs_succeeded(state, node)
         or node.cache is not None
         or node.pool is not None
         or node.resources
         or group_limit(state, node) is not None
         or has_deferred(node.with_)
         or has_deferred(node.env)
+    )
+
+
+def needs_succeeded(state: RunState, node: Node) -> bool:
+    """Its other needs ended in success: a follow-up runs when the last one succeeds, so
+    a skipped or failed one would make it run where its trigger rule says no."""
+    if len(node.needs) == 1:
+        return True
+    runs = state.runs
+    return all(
+        runs[n].state in SUCCESS or not runs[n].state.finished for n in node.needs if n in runs
     )
 
 

@@ -296,6 +296,10 @@ def node_json(node: Node, location: bool = True) -> dict[str, Any]:
         data["priority"] = node.priority
         if node.condition is not None:
             data["if"] = node.condition
+        if node.trigger != "all_success":
+            data["trigger"] = node.trigger
+        if node.skip_exit_codes:
+            data["skip_exit_codes"] = sorted(node.skip_exit_codes)
     if node.key is not None:
         data["key"] = node.key
     if node.for_each is not None:
@@ -337,11 +341,18 @@ class DryRun:
         self.use_cache = use_cache  # False: --no-cache
         self.forced = forced  # --force: these look nothing up
         self.outputs: dict[str, Any] = {}  # steps whose output is known before the run
+        self.skipped: set[str] = set()  # steps known to be skipped
 
     def reason(self, node: Node) -> str:
+        skipped_need = self.skipped_need(node)
+        if skipped_need is not None:
+            self.skipped.add(node.id)
+            self.outputs[node.id] = None
+            return f"skip (needs {skipped_need}, which would be skipped)"
         condition = self.condition(node)
         text = _condition_text(node.condition)
         if condition is False:
+            self.skipped.add(node.id)
             return f"skip (if: {text})"
         if condition is None:
             return f"run if {text} (evaluated at run time)"
@@ -353,8 +364,20 @@ class DryRun:
             notes.append(cached)
         return f"run ({'; '.join(notes)})" if notes else "run"
 
+    def skipped_need(self, node: Node) -> str | None:
+        """A need known to be skipped, which skips `node` by the default trigger rule."""
+        if node.is_finally or node.status_if or node.trigger != "all_success":
+            return None
+        for need in node.needs:
+            members = self.plan.nodes[need].members if need in self.plan.nodes else ()
+            if need in self.skipped or (members and all(m in self.skipped for m in members)):
+                return need
+        return None
+
     def condition(self, node: Node) -> bool | None:
         """The `if` as known now: True without one, None when it needs the run."""
+        if node.status_if:
+            return None  # success(), failure()...: what the needs did
         if node.condition is None or isinstance(node.condition, bool):
             result = True if node.condition is None else node.condition
             if not result:

@@ -163,9 +163,13 @@ class Node:
     with_: Any = field(default_factory=lambda: EMPTY)
     needs: tuple[str, ...] = ()
     condition: str | bool | None = None
+    trigger: str = "all_success"  # when its needs let it run (triggers.py)
+    status_if: bool = False  # its `if` calls a status function: the `if` alone decides
+    on_cancel: bool = False  # its `if` calls always() or cancelled(): it runs when cancelled
     retries: RetryPolicy = RetryPolicy()
     timeout: float | None = None
     continue_on_error: bool = False
+    skip_exit_codes: frozenset[int] = frozenset()  # exit codes that make it `skipped`
     pool: str | None = None
     priority: int = 0
     env: Mapping[str, Any] = field(default_factory=lambda: EMPTY)

@@ -17,6 +17,7 @@ from .errors import Location, did_you_mean
 from .foreach import qualified
 from .loader import Path_, format_path
 from .model import Scope
+from .triggers import STATUS_FUNCTIONS
 
 if TYPE_CHECKING:
     from .rendering import Rules
@@ -77,9 +78,7 @@ class NameChecker:
             unknown -= parts
             ok = False
         for name in sorted(unknown):
-            self.problems.error(
-                f, path, f"undefined name '{name}'{did_you_mean(name, known - {'*'})}"
-            )
+            self.problems.error(f, path, _undefined(name, compiled.source, known - {"*"}))
             ok = False
         return ok
 
@@ -166,6 +165,18 @@ class NameChecker:
                     self.in_finally,
                 )
             )
+
+
+def _undefined(name: str, source: str, known: Iterable[str]) -> str:
+    """An unknown name; called like a function, the status functions are the hint."""
+    if not re.search(rf"(?<![.\w]){re.escape(name)}\s*\(", source):
+        return f"undefined name '{name}'{did_you_mean(name, known)}"
+    if name in STATUS_FUNCTIONS:
+        return f"{name}() is a status function, only for `if`"
+    hint = did_you_mean(f"{name}()", [f"{f}()" for f in sorted(STATUS_FUNCTIONS)]) or (
+        " (the status functions for `if`: success(), failure(), always(), cancelled())"
+    )
+    return f"unknown function '{name}()'{hint}"
 
 
 _HYPHENATED = re.compile(r"\bsteps\.([A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)+)")

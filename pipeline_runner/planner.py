@@ -486,6 +486,8 @@ def in_file_order(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
 # Step keys a template instance does not apply (yet): rejected on `template:` steps.
 _NOT_ON_INSTANCES = (
     "if",
+    "trigger",
+    "skip_exit_codes",
     "timeout",
     "retries",
     "continue_on_error",

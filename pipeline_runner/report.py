@@ -132,6 +132,10 @@ class PlainReporter:
                 FailureKind.ERROR,
             ):  # what `retries.on` matches: crash, timeout
                 text += f" [{nr.error_kind}]"
+        elif nr.state in (State.SKIPPED, State.UPSTREAM_FAILED) and nr.error:
+            # why: which need, which exit code (after its id and a space, as a duration is)
+            why = one_line(self.mask(nr.error))
+            text += f": {why}" if duration(nr) else f" ({why})"
         self.line(text)
 
     def turn(self) -> None:

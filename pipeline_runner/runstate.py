@@ -150,8 +150,10 @@ class RunState:
 
     def stopping(self, nr: NodeRun) -> bool:
         """Whether the cancellation stops `nr`: every step once it began, except `finally`
-        steps, which run to their end (retries included) unless a second signal came."""
-        return self.cancelling and (self.hard_cancel or not nr.node.is_finally)
+        steps and steps whose `if` calls always() or cancelled(), which run to their end
+        (retries included) unless a second signal came."""
+        node = nr.node
+        return self.cancelling and (self.hard_cancel or not (node.is_finally or node.on_cancel))
 
     def add(self, nr: NodeRun) -> None:
         """A node joins the run, unfinished."""
@@ -260,10 +262,12 @@ def group_output(
 ) -> tuple[Any, dict[str, Any] | None]:
     """A group's output (and a fan-out's by key) from its members': a template's `outputs`
     rendered by `render` (raises TemplateError), its members' by inner id, or a fan-out's list
-    and mapping by key."""
+    and mapping by key (without its skipped instances)."""
     node = nr.node
     if node.group_kind not in INSTANCE_KINDS:
-        return [m.output for m in members], {m.node.key or m.id: m.output for m in members}
+        # A skipped instance gave nothing: the fan-out's outputs leave it out (as Argo's do).
+        ran = [m for m in members if m.state is not State.SKIPPED]
+        return [m.output for m in ran], {m.node.key or m.id: m.output for m in ran}
     if node.outputs is None:
         return {m.id.removeprefix(node.id + "."): m.output for m in members}, None
     return render(node.outputs), None

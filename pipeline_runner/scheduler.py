@@ -184,7 +184,11 @@ class Scheduler:
         ended = state.cancelling or flow.compensations is not None or flow.finally_released
         if self.deadline.passes(ended):
             self.cancel(self.deadline.reason())
-        if not state.cancelling or (self.flow.finally_released and not state.hard_cancel):
+        # While cancelling, what is ready is `finally` steps (once released) and steps whose
+        # `if` calls always() or cancelled(): cancel() dropped the rest.
+        if not state.cancelling or (
+            not state.hard_cancel and (self.flow.finally_released or state.ready)
+        ):
             self.dispatch()
         self.flush()
 
@@ -345,6 +349,8 @@ class Scheduler:
             nr.finished = event.finished
             self.flow.done(nr, State.CANCELLED, propagate=False)
             return
+        if self.flow.skipped_by_exit(nr, event.finished):
+            return
         self.breakers.record(nr.node, False)
         self.attempt_failed(nr, event.finished)
 
@@ -397,12 +403,15 @@ class Scheduler:
         for event in self.executor.cancel(grace):
             self.handle(event)
         for nr in list(state.runs.values()):
-            if nr.node.is_finally and not state.hard_cancel:
+            if not state.hard_cancel and (nr.node.is_finally or runs_on_cancel(nr)):
                 continue
             if nr.state in (State.PENDING, State.RETRYING, State.RUNNING):
                 self.cancel_node(nr)
         state.ready = [
-            e for e in state.ready if not state.hard_cancel and state.runs[e[3]].node.is_finally
+            e
+            for e in state.ready
+            if not state.hard_cancel
+            and (state.runs[e[3]].node.is_finally or runs_on_cancel(state.runs[e[3]]))
         ]
         heapq.heapify(state.ready)
         state.timers = [t for t in state.timers if not state.stopping(state.runs[t[1]])]
@@ -468,3 +477,9 @@ class Scheduler:
         for sink in self.sinks:
             sink.run_finished(result)
         return result
+
+
+def runs_on_cancel(nr: NodeRun) -> bool:
+    """A main step whose `if` calls always() or cancelled(), not started yet: the
+    cancellation leaves it to run when its needs have ended (GitHub Actions' `if: always()`)."""
+    return nr.node.on_cancel and nr.state is State.PENDING and not nr.follow_id

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from . import triggers
 from .environment import name_problem, value_problem
 from .errors import did_you_mean
 from .loader import Path_, format_path
@@ -106,6 +107,7 @@ class StepBuilder:
         if plugin is not None and with_ is not INVALID:
             self.check_with(f, uses, plugin.schema, with_, site.at("with"))
         condition = self.condition(site, runtime)
+        called = self.status_calls(site, condition)
         own_env = {**(f.defaults.get("env") or {}), **(step.get("env") or {})}
         env_values = self.values.render(f, own_env, site.at("env"), scope, Rules(runtime, needs))
         if isinstance(env_values, dict):
@@ -129,9 +131,13 @@ class StepBuilder:
             with_=with_ if with_ is not INVALID else EMPTY,
             needs=needs,
             condition=condition,
+            trigger=str(step.get("trigger", triggers.DEFAULT)),
+            status_if=bool(called),
+            on_cancel=bool(called & triggers.ON_CANCEL) and not site.finally_,
             retries=self.retry_policy(f, settings.get("retries"), site.path),
             timeout=self.duration(f, settings.get("timeout"), site.at("timeout"), positive=True),
             continue_on_error=bool(settings.get("continue_on_error", False)),
+            skip_exit_codes=frozenset(step.get("skip_exit_codes") or ()),
             pool=pool,
             priority=int(step.get("priority", 0)),
             env=MappingProxyType(env_values) if isinstance(env_values, dict) else EMPTY,
@@ -152,13 +158,52 @@ class StepBuilder:
         if isinstance(condition, str):
             text = condition.strip()
             expr = text if text.startswith("{{") else "{{ " + text + " }}"
-            rules = Rules(runtime | {"*"}, site.needs)
+            rules = Rules(runtime | triggers.STATUS_FUNCTIONS | {"*"}, site.needs)
             checked = self.values.render(
                 site.file, Deferred(expr), site.at("if"), site.scope, rules
             )
             if checked is INVALID:
                 condition = None
         return condition
+
+    def status_calls(self, site: Site, condition: Any) -> frozenset[str]:
+        """The status functions the step's `if` calls; a `trigger` beside one, a `trigger`
+        on a `finally` step and `skip_exit_codes` on a plugin that has no exit code are
+        errors (each would be ignored)."""
+        step, f = site.step, site.file
+        called: frozenset[str] = frozenset()
+        if isinstance(condition, str):
+            from .templating import compile_value
+
+            text = condition.strip()
+            expr = text if text.startswith("{{") else "{{ " + text + " }}"
+            called = compile_value(expr).names & triggers.STATUS_FUNCTIONS
+        if "trigger" in step and site.finally_:
+            self.problems.error(
+                f,
+                site.at("trigger"),
+                "a `finally` step has no trigger rule: it runs after "
+                "every other step, whatever happened (use `if` to choose)",
+                key=True,
+            )
+        elif "trigger" in step and called:
+            names = ", ".join(f"{n}()" for n in sorted(called))
+            self.problems.error(
+                f,
+                site.at("trigger"),
+                f"`trigger` and the status function {names} in `if` "
+                "both say when the step runs; use one of them",
+                key=True,
+            )
+        if "skip_exit_codes" in step and step.get("uses") in _NO_EXIT_CODE:
+            self.problems.error(
+                f,
+                site.at("skip_exit_codes"),
+                f"`{step['uses']}` steps never end with an exit "
+                "code, so `skip_exit_codes` would have no effect",
+                key=True,
+            )
+        return called
 
     def compensation(self, site: Site, runtime: frozenset[str]) -> Compensation | None:
         if "compensate" not in site.step:
@@ -281,6 +326,7 @@ class StepBuilder:
                 self.problems.error(f, (*at, i), no_match_message(pattern))
 
 
+_NO_EXIT_CODE = frozenset({"noop"})  # plugins whose attempt never ends with an exit code
 _NO_RETRIES = RetryPolicy()  # frozen: one for every step without `retries`
 _DEFERRED_MARK = "<deferred value 7f3a>"
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import compensation, expansion, runfacts, runsetup
+from . import compensation, expansion, runfacts, runsetup, triggers
 from .errors import TemplateError
 from .kinds import FailureKind, RunStatus
 from .logfiles import log_file_name
@@ -81,14 +81,28 @@ class Transitions:
             return
         if nr.follow_id:
             self.follow(nr)
-        elif node.kind is NodeKind.GROUP:
+        elif node.kind is NodeKind.GROUP or (node.kind is NodeKind.MAPPED and nr.members):
             self.complete_group(nr)
-        elif node.kind is NodeKind.MAPPED and not nr.members:
-            self.expand_mapped(nr)
+        elif self.stopped_by_needs(nr):
+            return
         elif node.kind is NodeKind.MAPPED:
-            self.complete_group(nr)
+            self.expand_mapped(nr)
         else:
             self.prepare(nr)
+
+    def stopped_by_needs(self, nr: NodeRun) -> bool:
+        """Its needs have ended: when its trigger rule does not hold, it ends `skipped` or
+        `upstream_failed` here (triggers.py).  A `finally` step and a step whose `if` calls a
+        status function have no rule; a compensation is started by the saga alone."""
+        node = nr.node
+        if node.is_finally or node.status_if or not node.needs:
+            return False
+        decided = triggers.verdict(node.trigger, triggers.need_states(self.state, node))
+        if decided is None:
+            return False
+        nr.error = decided[1]
+        self.done(nr, decided[0])
+        return True
 
     def prepare(self, nr: NodeRun) -> None:
         node = nr.node
@@ -98,6 +112,8 @@ class Transitions:
                 extra = self.run_context(nr)
                 if node.condition is not None:
                     ctx = self.renderer.context(node.scope, extra)
+                    if node.status_if:
+                        ctx.update(triggers.functions(self.state, nr, self.main_status()))
                     from .templating import evaluate_condition
 
                     if not evaluate_condition(node.condition, ctx):
@@ -150,6 +166,17 @@ class Transitions:
         if self.options.fail_fast and not self.state.cancelling and not nr.node.is_finally:
             self.stop()
 
+    def skipped_by_exit(self, nr: NodeRun, finished: float) -> bool:
+        """An attempt that exited with one of the step's `skip_exit_codes` skips the step:
+        no retry, no failure (Airflow's exit code 99)."""
+        code = nr.exit_code
+        if code is None or code not in nr.node.skip_exit_codes or nr.kind != FailureKind.ERROR:
+            return False
+        nr.kind, nr.traceback, nr.finished = None, "", finished
+        nr.error = f"exited with code {code}, one of its skip_exit_codes"
+        self.done(nr, State.SKIPPED)
+        return True
+
     def fail_now(self, nr: NodeRun, kind: str, message: str) -> None:
         """Fail a step before its process starts (a template that cannot render, a broken
         for_each).  This is the step's attempt: the first one reads `attempt 1`, never 0."""
@@ -166,13 +193,7 @@ class Transitions:
             self.next_compensation()
         if nr.state.ok:
             for child in self.state.dependents_of(nr.id):
-                child.waiting -= 1
-                if (
-                    child.waiting == 0
-                    and child.state is State.PENDING
-                    and (not self.state.cancelling or child.node.is_finally or child.follow_id)
-                ):
-                    self.became_ready(child)
+                self.need_ended(child)
         elif propagate:
             self.fail_downstream(nr)
         elif not nr.node.is_finally:
@@ -180,9 +201,23 @@ class Transitions:
             self.release_finally_needs(nr)
         self.check_finally()
 
+    def need_ended(self, child: NodeRun) -> None:
+        child.waiting -= 1
+        if child.waiting == 0 and child.state is State.PENDING and self.may_wake(child):
+            self.became_ready(child)
+
+    def may_wake(self, child: NodeRun) -> bool:
+        """Whether `child` may still start: while the run is being cancelled only `finally`
+        steps, steps whose `if` calls always() or cancelled(), and queued follow-ups do."""
+        node = child.node
+        return (
+            not self.state.cancelling or node.is_finally or node.on_cancel or bool(child.follow_id)
+        )
+
     def release_finally_needs(self, nr: NodeRun) -> None:
+        """`nr` was cancelled: what runs when cancelled stops waiting for it."""
         for child in self.state.dependents_of(nr.id):
-            if child.node.is_finally:
+            if child.node.is_finally or child.node.on_cancel:
                 self.need_finished(child)
 
     def fail_downstream(self, nr: NodeRun) -> None:
@@ -199,6 +234,10 @@ class Transitions:
                 continue
             if child.node.is_finally and not parent.node.is_finally:
                 self.need_finished(child)
+                continue
+            if child.node.status_if or child.node.trigger != triggers.DEFAULT:
+                # Its rule or its `if` decides when all its needs have ended.
+                self.need_ended(child)
                 continue
             child.error = f"needs {nr.id}, which {nr.state.value.replace('_', ' ')}"
             self.state.finish(child, State.UPSTREAM_FAILED)

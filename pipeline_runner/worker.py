@@ -422,7 +422,7 @@ def _run(
         message = masker.text(describe(exc))
         tb = masker.text(user_traceback(exc))
         stream.write(tb.encode())
-        return failure(task, "error", message, started, worker, tb, getattr(exc, "exit_code", None))
+        return failure(task, "error", message, started, worker, tb, exit_code_of(exc))
     try:
         text = json.dumps(output, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
@@ -444,6 +444,13 @@ def _run(
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def exit_code_of(exc: BaseException) -> int | None:
+    """The exit code a python step's exception carries: `sys.exit(N)`'s N, or an
+    `exit_code` attribute (for `retries.on` and `skip_exit_codes`)."""
+    code = exc.code if isinstance(exc, SystemExit) else getattr(exc, "exit_code", None)
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
 def describe(exc: BaseException) -> str:

@@ -825,7 +825,7 @@ def test_continue_on_error_is_failed_allowed_and_the_run_succeeds(
     assert outputs_of(result.stdout) == {"build": "built"}
 
 
-def test_false_conditions_skip_steps_and_dependents_still_run(
+def test_false_conditions_skip_steps_and_their_dependents(
     run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
 ) -> None:
     path = write_pipeline(
@@ -859,6 +859,10 @@ def test_false_conditions_skip_steps_and_dependents_still_run(
           - id: notify
             needs: deploy
             uses: noop
+          - id: report
+            needs: deploy
+            trigger: none_failed
+            uses: noop
         """
     )
     result = run(run_cli, path)
@@ -868,7 +872,8 @@ def test_false_conditions_skip_steps_and_dependents_still_run(
         "deploy": "skipped",
         "never": "skipped",
         "checked": "succeeded",
-        "notify": "succeeded",
+        "notify": "skipped",
+        "report": "succeeded",
     }
     assert not (tmp_path / "DEPLOYED").exists() and not (tmp_path / "NEVER").exists()
     assert (tmp_path / "CHECKED").exists()

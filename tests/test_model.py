@@ -30,6 +30,7 @@ from conftest import runner_executable, user_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from model.reference import (
+    TRIGGERS,
     Cond,
     ItemCond,
     LiteralCond,
@@ -43,6 +44,7 @@ from model.reference import (
     RunStatusCond,
     Scripts,
     StateCond,
+    StatusCond,
     Step,
     StepResult,
     check_fail_fast,
@@ -167,7 +169,9 @@ def main_cond(draw: st.DrawFn, upstream: Sequence[Step], for_each: bool) -> Cond
     if for_each:
         options.append(st.builds(ItemCond, st.sampled_from(KEYS), st.booleans()))
     if upstream:
-        options.append(state_cond(upstream, ["succeeded", "skipped", "failed_allowed"]))
+        states = ["succeeded", "skipped", "failed_allowed", "failed", "upstream_failed"]
+        options.append(state_cond(upstream, states))
+        options.append(st.builds(StatusCond, st.sampled_from(STATUS_FUNCTIONS)))
     plain = [s.id for s in upstream if s.for_each is None]
     if plain:
         options.append(st.builds(OutputCond, st.sampled_from(plain), st.integers(0, 9)))
@@ -183,10 +187,27 @@ def finally_cond(draw: st.DrawFn, main: Sequence[Step]) -> Cond | None:
         st.none(),
         st.builds(RunStatusCond, st.sampled_from(["succeeded", "failed"])),
         state_cond(main, states),
+        st.builds(StatusCond, st.sampled_from(STATUS_FUNCTIONS)),
     ]
     if plain:
         options.append(st.builds(OutputCond, st.sampled_from(plain), st.integers(0, 9)))
     return draw(st.one_of(options))
+
+
+STATUS_FUNCTIONS = ("success", "failure", "always", "cancelled")
+
+
+@st.composite
+def trigger(draw: st.DrawFn, needs: Sequence[Step], cond: Cond | None) -> str | None:
+    """A trigger rule, for a step with needs whose `if` calls no status function."""
+    if not needs or isinstance(cond, StatusCond) or draw(st.integers(0, 2)) == 0:
+        return None
+    return draw(st.sampled_from(TRIGGERS))
+
+
+def skip_codes(plugin: str) -> st.SearchStrategy[tuple[int, ...]]:
+    """Exit codes that mean skipped (the scripts exit 3, 75 or 1)."""
+    return st.sampled_from([(), (), (), (3,), (75, 1)])
 
 
 def upstream_of(needs: Sequence[Step], by_id: Mapping[str, Step]) -> list[Step]:
@@ -211,14 +232,17 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         for_each = draw(
             st.none() | st.lists(st.sampled_from(KEYS), min_size=1, max_size=3, unique=True)
         )
+        cond = draw(main_cond(upstream_of(needs, by_id), for_each is not None))
         step = Step(
             id=f"s{i}",
             plugin=plugin,
             needs=tuple(s.id for s in needs),
-            cond=draw(main_cond(upstream_of(needs, by_id), for_each is not None)),
+            cond=cond,
             continue_on_error=draw(st.none() | st.booleans()),
             retries=draw(retries(plugin, fail_fast)),
             for_each=None if for_each is None else tuple(for_each),
+            trigger=draw(trigger(needs, cond)),
+            skip_exit_codes=draw(skip_codes(plugin)),
         )
         steps.append(step)
         by_id[step.id] = step
@@ -238,6 +262,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                     cond=draw(finally_cond(steps)),
                     continue_on_error=draw(st.none() | st.booleans()),
                     retries=draw(retries(fplugin, fail_fast)),
+                    skip_exit_codes=draw(skip_codes(fplugin)),
                 )
             )
     outputs: dict[str, tuple[str, str]] = {}
@@ -302,6 +327,8 @@ def cond_text(cond: Cond, pipeline: Pipeline) -> bool | str:
         else:
             number = f"{out}.split('-')[0] | int"
         return f"{out} is not none and {number} >= {cond.threshold}"
+    if isinstance(cond, StatusCond):
+        return f"{cond.function}()"
     return f"run.status == '{cond.status}'"
 
 
@@ -322,6 +349,10 @@ def step_yaml(step: Step, pipeline: Pipeline) -> dict[str, Any]:
         out["if"] = cond_text(step.cond, pipeline)
     if step.for_each is not None:
         out["for_each"] = list(step.for_each)
+    if step.trigger is not None:
+        out["trigger"] = step.trigger
+    if step.skip_exit_codes:
+        out["skip_exit_codes"] = list(step.skip_exit_codes)
     if step.continue_on_error is not None:
         out["continue_on_error"] = step.continue_on_error
     if step.retries is not None:

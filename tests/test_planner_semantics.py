@@ -328,7 +328,14 @@ def test_dry_run_evaluates_an_if_that_reads_only_params(
             uses: noop
           - id: later
             needs: prod_only
+            trigger: none_failed
             if: steps.prod_only.state == 'skipped'
+            uses: noop
+          - id: after_prod
+            needs: prod_only
+            uses: noop
+          - id: after_that
+            needs: after_prod
             uses: noop
         """
     )
@@ -338,6 +345,8 @@ def test_dry_run_evaluates_an_if_that_reads_only_params(
         "never": "skip (if: false)",
         "always": "run",
         "later": "run if steps.prod_only.state == 'skipped' (evaluated at run time)",
+        "after_prod": "skip (needs prod_only, which would be skipped)",
+        "after_that": "skip (needs after_prod, which would be skipped)",
     }
     prod = dry_lines(run_cli, path, "--param", "target=prod")
     assert prod["prod_only"] == "run (if: params.target == 'prod')"

@@ -274,6 +274,7 @@ steps:
     uses: noop
   - id: b
     needs: a
+    trigger: none_failed    # runs after the skipped `a`
     uses: shell
     with: {cmd: "echo b >> calls.txt; sleep 0.2; echo b"}
   - id: c

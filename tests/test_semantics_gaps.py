@@ -155,6 +155,7 @@ def test_a_fan_out_with_every_instance_skipped_is_skipped(
           - {id: fan, for_each: [a, b], if: "false", uses: noop}
           - id: after
             needs: fan
+            trigger: none_failed      # a skipped need would skip it
             uses: shell
             with: {cmd: "echo after {{ steps.fan.state }} >> seen.txt"}
         finally:

@@ -9,12 +9,20 @@ What the model encodes, with the sentence of the manual it comes from:
 
 - States (semantics.md, "Step states"): `succeeded`, `failed`, `failed_allowed`, `skipped`,
   `upstream_failed`, `cancelled`. A run ends `succeeded` (exit 0) or `failed` (exit 1).
-- `needs` (semantics.md, "needs"): a step starts when all its needs finished in `succeeded`,
-  `cached`, `skipped` or `failed_allowed`; otherwise it is `upstream_failed` and not run.
-  `needs` on a fan-out waits for every instance; its output is the list of the instances'
-  outputs in item order, `outputs` the mapping key -> output.
-- `if` (semantics.md, "if"): evaluated when the needs are done; false makes the step `skipped`
-  with output `null`, and its dependents still run.
+- `needs` and trigger rules (semantics.md, "Trigger rules and skips"): a step is decided when
+  all its needs have ended, by its `trigger` (default `all_success`: every need `succeeded`,
+  `cached` or `failed_allowed`). When the rule does not hold it is `upstream_failed` if a need
+  is `failed` or `upstream_failed`, else `skipped` (a skipped need skips its dependents).
+  A fan-out need counts with its state from the state table. `needs` on a fan-out waits for
+  every instance; its output is the list of the outputs of the instances that were not
+  skipped, in item order, `outputs` the mapping key -> output of those.
+- `if` (semantics.md, "if"): evaluated when the rule holds; false makes the step `skipped`
+  with output `null`. An `if` calling a status function decides alone: `success()` (every
+  need succeeded and no ancestor failed), `failure()` (a need or any ancestor is `failed` or
+  `upstream_failed`), `always()`, `cancelled()` (false in a keep-going run). In `finally`
+  steps they read the run's status.
+- `skip_exit_codes`: an attempt that exits with one of them makes the step `skipped`: no retry,
+  not a failure (python steps: an exception with that `exit_code`).
 - `continue_on_error`: a failure becomes `failed_allowed`, does not fail the run, dependents run.
 - `retries` (semantics.md, "retries"): `max` extra attempts after the first; `on` restricts
   retries to failure kinds (`error`, `timeout`, `crash`) and/or exit codes. A failure with an
@@ -54,7 +62,18 @@ from typing import Any, Literal
 OutcomeKind = Literal["ok", "error", "exit", "timeout"]
 Plugin = Literal["python", "shell"]
 
+# The states that do not fail the run.
 OK_FOR_DEPENDENTS = frozenset({"succeeded", "cached", "skipped", "failed_allowed"})
+SUCCESS = frozenset({"succeeded", "cached", "failed_allowed"})  # what trigger rules call success
+FAILURE = frozenset({"failed", "upstream_failed"})
+TRIGGERS = (
+    "all_success",
+    "all_done",
+    "one_success",
+    "one_failed",
+    "none_failed",
+    "none_failed_min_one_success",
+)
 # A skipped step is not kept: resume evaluates its `if` again (what it read may have changed).
 KEPT_BY_RESUME = frozenset({"succeeded", "cached"})
 
@@ -139,7 +158,14 @@ class RunStatusCond:
     status: str
 
 
-Cond = ParamCond | LiteralCond | StateCond | OutputCond | ItemCond | RunStatusCond
+@dataclass(frozen=True)
+class StatusCond:
+    """`if: success()` / `failure()` / `always()` / `cancelled()`."""
+
+    function: str
+
+
+Cond = ParamCond | LiteralCond | StateCond | OutputCond | ItemCond | RunStatusCond | StatusCond
 
 
 @dataclass(frozen=True)
@@ -151,6 +177,8 @@ class Step:
     continue_on_error: bool | None = None  # None: not set (`defaults` applies)
     retries: Retries | None = None  # None: not set (`defaults` applies)
     for_each: tuple[str, ...] | None = None  # literal list of string items (= keys)
+    trigger: str | None = None  # None: not set (all_success)
+    skip_exit_codes: tuple[int, ...] = ()
 
     def instance_ids(self) -> list[str]:
         if self.for_each is None:
@@ -239,6 +267,8 @@ def attempt_step(
         calls += 1
         attempt = previous_attempts + calls
         outcome = script[min(calls, len(script)) - 1]
+        if outcome.exit_code is not None and outcome.exit_code in step.skip_exit_codes:
+            return StepResult("skipped", attempt, None, "error", outcome.exit_code, calls)
         if outcome.ok:
             return StepResult(
                 "succeeded",
@@ -258,13 +288,6 @@ def attempt_step(
         )
 
 
-def aggregate_state(pipeline: Pipeline, step_id: str, results: Mapping[str, StepResult]) -> str:
-    """The state a dependent sees for a need: a fan-out is ok only when every instance is."""
-    states = [results[i].state for i in pipeline.step(step_id).instance_ids()]
-    bad = [s for s in states if s not in OK_FOR_DEPENDENTS]
-    return bad[0] if bad else states[0]
-
-
 def visible_state(pipeline: Pipeline, step_id: str, results: Mapping[str, StepResult]) -> str:
     """`steps.<id>.state`; for a fan-out (semantics.md, state table): `failed_allowed` when some
     instances are and none succeeded; otherwise the worst state, else `succeeded` when one
@@ -280,6 +303,59 @@ def visible_state(pipeline: Pipeline, step_id: str, results: Mapping[str, StepRe
     return "succeeded" if "succeeded" in states else "skipped"
 
 
+def rule_holds(rule: str, states: Sequence[str]) -> bool:
+    """The trigger rules of semantics.md (a step without needs always runs)."""
+    ok = [s for s in states if s in SUCCESS]
+    failed = [s for s in states if s in FAILURE]
+    return (
+        not states
+        or {
+            "all_success": len(ok) == len(states),
+            "all_done": True,
+            "one_success": bool(ok),
+            "one_failed": bool(failed),
+            "none_failed": not failed,
+            "none_failed_min_one_success": not failed and bool(ok),
+        }[rule]
+    )
+
+
+def ancestor_failed(pipeline: Pipeline, step: Step, results: Mapping[str, StepResult]) -> bool:
+    """`failure()`: an instance of a need, or of a need of a need..., failed."""
+    todo, seen = list(step.needs), set()
+    while todo:
+        sid = todo.pop()
+        if sid in seen:
+            continue
+        seen.add(sid)
+        need = pipeline.step(sid)
+        if any(results[i].state in FAILURE for i in need.instance_ids()):
+            return True
+        todo.extend(need.needs)
+    return False
+
+
+def status_function(
+    function: str,
+    pipeline: Pipeline,
+    step: Step,
+    results: Mapping[str, StepResult],
+    finally_status: str | None,
+    cancelled: bool,
+) -> bool:
+    if function == "always":
+        return True
+    if function == "cancelled":
+        return cancelled
+    if finally_status is not None:  # a `finally` step: the run's status
+        return finally_status == ("succeeded" if function == "success" else "failed")
+    failed = ancestor_failed(pipeline, step, results)
+    if function == "failure":
+        return failed
+    states = [visible_state(pipeline, n, results) for n in step.needs]
+    return not failed and not cancelled and all(s in SUCCESS for s in states)
+
+
 def evaluate(
     cond: Cond | None,
     pipeline: Pipeline,
@@ -289,6 +365,8 @@ def evaluate(
 ) -> bool:
     if cond is None:
         return True
+    assert not isinstance(cond, StatusCond), "status functions: see status_function"
+
     if isinstance(cond, ParamCond):
         return pipeline.params[cond.name] != cond.negate
     if isinstance(cond, LiteralCond):
@@ -317,13 +395,25 @@ def run_main_step(
     for key, instance in zip(keys, step.instance_ids(), strict=True):
         before = previous.get(instance)
         attempts_before = before.attempts if before else 0
-        if any(aggregate_state(pipeline, n, results) not in OK_FOR_DEPENDENTS for n in step.needs):
-            out[instance] = StepResult("upstream_failed", attempts_before)
-        elif not evaluate(step.cond, pipeline, results, None, key):
-            out[instance] = StepResult("skipped", attempts_before)
-        else:
+        decided = decide(pipeline, step, results, key)
+        if decided is None:
             out[instance] = attempt_step(pipeline, step, instance, scripts, attempts_before)
+        else:
+            out[instance] = StepResult(decided, attempts_before)
     return out
+
+
+def decide(
+    pipeline: Pipeline, step: Step, results: Mapping[str, StepResult], item: str | None
+) -> str | None:
+    """None: the step runs; else the state it ends in without running."""
+    if isinstance(step.cond, StatusCond):
+        runs = status_function(step.cond.function, pipeline, step, results, None, False)
+        return None if runs else "skipped"
+    states = [visible_state(pipeline, n, results) for n in step.needs]
+    if not rule_holds(step.trigger or "all_success", states):
+        return "upstream_failed" if any(s in FAILURE for s in states) else "skipped"
+    return None if evaluate(step.cond, pipeline, results, None, item) else "skipped"
 
 
 def main_status(pipeline: Pipeline, results: Mapping[str, StepResult]) -> str:
@@ -351,14 +441,21 @@ def run_finally(
     status: str,
     scripts: Scripts,
     previous: Mapping[str, StepResult],
+    cancelled: bool = False,
 ) -> dict[str, StepResult]:
-    """`finally` steps: their needs only give them outputs and states, never stop them."""
+    """`finally` steps: their needs only give them outputs and states, never stop them.
+    `cancelled`: the run was being stopped (--fail-fast), as `cancelled()` tells."""
     out: dict[str, StepResult] = {}
     for step in pipeline.finally_steps:
         for instance in step.instance_ids():
             before = previous.get(instance)
             attempts_before = before.attempts if before else 0
-            if evaluate(step.cond, pipeline, main_results, status):
+            if isinstance(step.cond, StatusCond):
+                f = step.cond.function
+                runs = status_function(f, pipeline, step, main_results, status, cancelled)
+            else:
+                runs = evaluate(step.cond, pipeline, main_results, status)
+            if runs:
                 out[instance] = attempt_step(pipeline, step, instance, scripts, attempts_before)
             else:
                 out[instance] = StepResult("skipped", attempts_before)
@@ -373,12 +470,14 @@ def finish(pipeline: Pipeline, results: dict[str, StepResult]) -> RunResult:
     if not failed:
         for name, (step_id, attr) in pipeline.outputs.items():
             step = pipeline.step(step_id)
+            ran = [(k, results[f"{step_id}.{k}"]) for k in step.for_each or ()]
+            ran = [(k, r) for k, r in ran if r.state != "skipped"]  # left out of the outputs
             if step.for_each is None:
                 outputs[name] = results[step_id].output
             elif attr == "output":
-                outputs[name] = [results[i].output for i in step.instance_ids()]
+                outputs[name] = [r.output for _, r in ran]
             else:
-                outputs[name] = {key: results[f"{step_id}.{key}"].output for key in step.for_each}
+                outputs[name] = {k: r.output for k, r in ran}
     return RunResult("failed" if failed else "succeeded", 1 if failed else 0, results, outputs)
 
 
@@ -470,15 +569,20 @@ def check_fail_fast(pipeline: Pipeline, scripts: Scripts, observed: RunResult) -
         elif got.state == "cancelled":
             if got.attempts > want.attempts:
                 problems.append(f"{i}: cancelled after {got.attempts} > {want.attempts} attempts")
+        elif runs_when_cancelled(pipeline, i) and got.state != want.state:
+            # It may run while the run is cancelled, after needs that were cancelled.
+            ran = attempt_step(pipeline, pipeline.step(i.split(".")[0]), i, scripts, 0)
+            if got.state not in (ran.state, "skipped"):
+                problems.append(f"{i}: {got.state}, model {want.state} or {ran.state}")
         elif got.state == "upstream_failed" and want.state != "upstream_failed":
             step = pipeline.step(i.split(".")[0])
-            need_states = {aggregate_state(pipeline, n, observed.steps) for n in step.needs}
+            need_states = {visible_state(pipeline, n, observed.steps) for n in step.needs}
             if not need_states & {"failed", "upstream_failed", "cancelled"}:
                 problems.append(f"{i}: upstream_failed, but no need failed ({need_states})")
         else:
             problems.extend(compare_step(i, want, got, check_calls=False))
     main_observed = {i: observed.steps[i] for i in main_ids if i in observed.steps}
-    fin = run_finally(pipeline, main_observed, "failed", scripts, {})
+    fin = run_finally(pipeline, main_observed, "failed", scripts, {}, cancelled=True)
     for i, want in fin.items():
         got = observed.steps.get(i)
         if got is None:
@@ -486,6 +590,12 @@ def check_fail_fast(pipeline: Pipeline, scripts: Scripts, observed: RunResult) -
         else:
             problems.extend(compare_step(i, want, got))
     return problems
+
+
+def runs_when_cancelled(pipeline: Pipeline, instance: str) -> bool:
+    """A main step whose `if` calls always() or cancelled() is not cancelled by --fail-fast."""
+    cond = pipeline.step(instance.split(".")[0]).cond
+    return isinstance(cond, StatusCond) and cond.function in ("always", "cancelled")
 
 
 # --- comparison -----------------------------------------------------------------------------
