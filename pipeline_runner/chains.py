@@ -18,7 +18,7 @@ from collections.abc import Callable
 from . import shortcuts
 from .limits import group_limit
 from .messages import Task
-from .model import NodeKind, State, has_deferred
+from .model import Node, NodeKind, State, has_deferred
 from .runstate import NodeRun, RunState
 
 CHAIN_AHEAD = 8  # follow-ups queued behind a running step of a chain
@@ -39,9 +39,24 @@ def may_follow(state: RunState, child: NodeRun) -> bool:
         or node.pool is not None
         or node.resources
         or group_limit(state, node) is not None
+        or under_fail_fast(state, node)
         or has_deferred(node.with_)
         or has_deferred(node.env)
     )
+
+
+def under_fail_fast(state: RunState, node: Node) -> bool:
+    """Whether `node` is inside a `fail_fast` matrix (whose legs may be cancelled while they
+    run: nothing is queued on a worker behind them)."""
+    group = node.group
+    while group is not None:
+        found = state.runs.get(group)
+        if found is None:
+            return False
+        if found.node.fail_fast:
+            return True
+        group = found.node.group
+    return False
 
 
 def queued_follower(state: RunState, nr: NodeRun) -> NodeRun | None:

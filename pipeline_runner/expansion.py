@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import TemplateError
+from . import matrix
 from .foreach import default_key, id_clash, key_problem
 from .model import Node, NodeKind, Scope, State
 from .runstate import NodeRun, RunState
@@ -29,14 +30,41 @@ def item_scope(node: Node, item: Any) -> Scope:
     )
 
 
+def legs(items: Any) -> list[tuple[str | None, Any]]:
+    """The items of a rendered for_each, each with its default key (None: the list rule): a
+    list, or a matrix mapping (matrix.py); raises TemplateError."""
+    if isinstance(items, list):
+        return [(None, item) for item in items]
+    if not matrix.is_matrix(items):
+        raise TemplateError(f"for_each must give a list or a matrix, got {type(items).__name__}")
+    found = matrix.problems(items)
+    if found:
+        raise TemplateError("; ".join(p.message for p in found))
+    combos, problem = matrix.legs(items)
+    if problem is not None:
+        raise TemplateError(problem)
+    return [(leg.key, leg.item) for leg in combos]
+
+
 def instances(
     state: RunState, node: Node, items: Any, render_key: Callable[[Scope], str]
 ) -> list[Node]:
-    """One step per item of `items` (the rendered list), with ids `<node id>.<key>`."""
-    if not isinstance(items, list):
-        raise TemplateError(f"for_each must give a list, got {type(items).__name__}")
+    """One step per item of `items` (the rendered list or matrix), with ids `<node id>.<key>`."""
     taken: set[str] = set()  # ids of this list's instances, so none is dropped
-    return [instance(state, node, i, item, taken, render_key) for i, item in enumerate(items)]
+    return [
+        instance(state, node, i, item, taken, render_key, default)
+        for i, (default, item) in enumerate(legs(items))
+    ]
+
+
+def limits_of(node: Node, items: Any) -> Node:
+    """A run-time matrix's own `max_parallel` and `fail_fast`, on its node."""
+    if not matrix.is_matrix(items):
+        return node
+    limit = items.get("max_parallel", node.for_each.max_parallel if node.for_each else None)
+    return dataclasses.replace(
+        node, max_parallel=limit, fail_fast=bool(items.get("fail_fast", False))
+    )
 
 
 def instance(
@@ -46,11 +74,15 @@ def instance(
     item: Any,
     taken: set[str],
     render_key: Callable[[Scope], str],
+    default: str | None = None,
 ) -> Node:
     spec = node.for_each
     assert spec is not None
     scope = item_scope(node, item)
-    key = render_key(scope) if spec.key is not None else default_key(item, index)
+    if spec.key is not None:
+        key = render_key(scope)
+    else:
+        key = default if default is not None else default_key(item, index)
     problem = key_problem(key)
     if problem:
         raise TemplateError(f"invalid key {key!r} for item {index}: {problem}")

@@ -299,7 +299,7 @@ def node_json(node: Node, location: bool = True) -> dict[str, Any]:
     if node.key is not None:
         data["key"] = node.key
     if node.for_each is not None:
-        data["for_each"] = node.for_each.items.source
+        data["for_each"] = plain(node.for_each.items)
     return data
 
 

@@ -27,12 +27,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from . import graph
+from . import graph, matrix
 from .errors import Diagnostic, PipelineError, did_you_mean
 from .foreach import default_key, key_problem, qualified, taken_by
 from .instances import Instances
 from .loader import DEFAULT_MAX_FILE_SIZE, Document, Path_, SourceMap, format_path, load_file
-from .model import Deferred, ForEach, Node, NodeKind, Plan, Scope
+from .model import Deferred, ForEach, Node, NodeKind, Plan, Scope, has_deferred
 from .namecheck import BASE_NAMES, RUN_NAMES, NameChecker, step_hint
 from .params import merge_params, parse_param_value
 from .plugins import Registry, registry
@@ -316,7 +316,7 @@ class Planner:
             else ("inlines a pipeline (`uses: pipeline`)", "the inlined file's steps")
         )
         for name in _NOT_ON_INSTANCES:
-            if name in site.step:
+            if name in site.step and not (name == "max_parallel" and "for_each" in site.step):
                 self.problems.error(
                     site.file,
                     site.at(name),
@@ -356,22 +356,20 @@ class Planner:
         as_name = step.get("as", "item")
         spec = step["for_each"]
         at = site.at("for_each")
-        if isinstance(spec, str):
+        value = spec
+        if not isinstance(spec, list):
             value = self.values.render(f, spec, at, site.scope, Rules(RUN_NAMES, site.needs))
-            if isinstance(value, Deferred):
-                self.add_mapped(site, value)
-                return
             if value is INVALID:
                 return
-            items = value
-        else:
-            items = spec
-        if not isinstance(items, list):
-            self.problems.error(f, at, f"for_each must give a list, got {describe(items)}")
+            if has_deferred(value):
+                self.add_mapped(site, value)
+                return
+        legs = self.legs(site, value)
+        if legs is None:
             return
         members: list[str] = []
-        for index, item in enumerate(items):
-            key = self.instance_key(site, as_name, item, index)
+        for index, (default, item) in enumerate(legs):
+            key = self.instance_key(site, as_name, item, index, default)
             if key is None:
                 continue
             inst = f"{qid}.{key}"
@@ -386,6 +384,9 @@ class Planner:
                 MappingProxyType({**scope.vars, as_name: item}), scope.aliases, scope.parent
             )
             self.build(site.instance(inst, key, item, inner))
+        limit, fail_fast = step.get("max_parallel"), False
+        if isinstance(value, dict):
+            limit, fail_fast = value.get("max_parallel", limit), value.get("fail_fast", False)
         group = Node(
             id=qid,
             kind=NodeKind.GROUP,
@@ -396,12 +397,36 @@ class Planner:
             group=site.group,
             members=tuple(members),
             group_kind="for_each",
-            max_parallel=step.get("max_parallel"),
+            max_parallel=limit,
+            fail_fast=fail_fast,
             is_finally=site.finally_,
         )
         self.add_node(site, group)
 
-    def instance_key(self, site: Site, as_name: str, item: Any, index: int) -> str | None:
+    def legs(self, site: Site, value: Any) -> list[tuple[str | None, Any]] | None:
+        """The items of a for_each known before the run, each with its default key (None:
+        the list rule), or None when a problem was reported."""
+        at = site.at("for_each")
+        if isinstance(value, list):
+            return [(None, item) for item in value]
+        if not matrix.is_matrix(value):
+            message = f"for_each must give a list or a matrix, got {describe(value)}"
+            self.problems.error(site.file, at, message)
+            return None
+        found = matrix.problems(value)
+        for problem in found:
+            self.problems.error(site.file, (*at, *problem.at), problem.message)
+        if found:
+            return None
+        legs, problem_text = matrix.legs(value)
+        if problem_text is not None:
+            self.problems.error(site.file, at, problem_text)
+            return None
+        return [(leg.key, leg.item) for leg in legs]
+
+    def instance_key(
+        self, site: Site, as_name: str, item: Any, index: int, default: str | None = None
+    ) -> str | None:
         step = site.step
         if "key" in step:
             scope = site.scope
@@ -413,7 +438,7 @@ class Planner:
                 return None
             key = str(key)
         else:
-            key = default_key(item, index)
+            key = default if default is not None else default_key(item, index)
         problem = key_problem(key)
         if problem:
             # A literal list: point at the item itself; otherwise at the expression.
@@ -427,7 +452,7 @@ class Planner:
             return None
         return key
 
-    def add_mapped(self, site: Site, items: Deferred) -> None:
+    def add_mapped(self, site: Site, items: Any) -> None:
         step = site.step
         if "template" in step or step.get("uses") == "pipeline":
             self.problems.error(

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import compensation, expansion, runsetup
+from . import compensation, expansion, limits, runsetup
 from .errors import TemplateError
 from .kinds import FailureKind, RunStatus
 from .logfiles import log_file_name
@@ -30,7 +30,7 @@ class Transitions:
         options: Options,
         renderer: Renderer,
         tasks: TaskMaker,
-        hooks: tuple[Callable[[NodeRun], None], Callable[[], None]],
+        hooks: tuple[Callable[[NodeRun], None], Callable[[], None], Callable[[NodeRun], None]],
     ) -> None:
         self.state = state
         self.plan: Plan = state.plan
@@ -38,7 +38,8 @@ class Transitions:
         self.renderer = renderer
         self.tasks = tasks
         self.run_id = tasks.run_id
-        self.follow, self.stop = hooks  # start a follow-up; stop the run (--fail-fast)
+        # start a follow-up; stop the run (--fail-fast); stop one running attempt (fail_fast)
+        self.follow, self.stop, self.halt = hooks
         self.logs_dir = ""
         self.signals: list[int] = []  # the stop signals that came (the scheduler's list)
         self.failed_before = False  # resume --only: a step left out had not succeeded
@@ -155,6 +156,10 @@ class Transitions:
     def done(self, nr: NodeRun, state: State, propagate: bool = True, quiet: bool = False) -> None:
         """`nr` reaches its final `state`: finish it, then wake or fail its dependents."""
         self.state.finish(nr, state, quiet=quiet)
+        if nr.node.kind is not NodeKind.STEP:
+            limits.leg_done(self.state, nr.node)
+        if state is State.FAILED:
+            self.fail_fast(nr)
         if nr.compensates is not None:
             self.next_compensation()
         if nr.state.ok:
@@ -172,6 +177,29 @@ class Transitions:
             # Cancelled: a `finally` step that needs it stops waiting for it (as in cancel).
             self.release_finally_needs(nr)
         self.check_finally()
+
+    def fail_fast(self, nr: NodeRun) -> None:
+        """A leg of a `fail_fast` matrix failed: cancel its siblings, each with what is
+        unfinished inside it (not the rest of the run: the fan-out fails, and what needs it)."""
+        runs = self.state.runs
+        fan = runs.get(nr.node.group) if nr.node.group is not None else None
+        if fan is None or not fan.node.fail_fast:
+            return
+        doomed: list[NodeRun] = []
+        stack = [m for m in (fan.members or fan.node.members) if m != nr.id]
+        while stack:
+            found = runs.get(stack.pop())
+            if found is not None and not found.state.finished:
+                doomed.append(found)
+                stack.extend(found.members or found.node.members)
+        for leg in doomed:
+            if leg.state is State.RUNNING:
+                self.halt(leg)
+            leg.error = f"cancelled: {nr.id} failed and the matrix is fail_fast"
+            leg.finished = leg.finished or time.time()
+            self.state.finish(leg, State.CANCELLED)
+        for leg in doomed:
+            self.fail_downstream(leg)
 
     def release_finally_needs(self, nr: NodeRun) -> None:
         for child in self.state.dependents_of(nr.id):
@@ -271,6 +299,7 @@ class Transitions:
         try:
             items = self.render_for(nr, node.for_each.items)
             nodes = expansion.instances(self.state, node, items, self.render_key(nr))
+            nr.node = node = expansion.limits_of(node, items)
             secrets = self.renderer.secrets.values()
             if any(s in inst.id for inst in nodes for s in secrets):
                 # An id is never masked (resume finds steps by it): one holding a secret would
