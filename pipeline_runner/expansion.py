@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from .errors import TemplateError
 from . import matrix
+from .errors import TemplateError
 from .foreach import default_key, id_clash, key_problem
 from .model import Node, NodeKind, Scope, State
 from .runstate import NodeRun, RunState
