@@ -459,7 +459,7 @@ def dry_run_text(plan: Plan, only: Sequence[str], cache: Any = None, use_cache: 
         else:
             why = dry.reason(node)
         kind = " (mapped: expanded at run time)" if node.kind is NodeKind.MAPPED else ""
-        lines.append(f"- {node.id} [{node.uses}]{kind}: {why}")
+        lines.append(f"- {node.id} [{node.uses or 'template'}]{kind}: {why}")
         if node.needs:
             lines.append(f"    needs: {', '.join(node.needs)}")
         if node.with_:

@@ -57,6 +57,87 @@ def instances(
     ]
 
 
+def template_instances(
+    state: RunState, node: Node, items: Any, render_key: Callable[[Scope], str]
+) -> list[Node]:
+    """A template fanned out at run time: per item, a copy of the body planned for it (the
+    instance's group `<node id>.<key>` and its steps `<node id>.<key>.<inner id>`)."""
+    keys: set[str] = set()  # the instances' ids: two items with one key
+    taken: set[str] = set()  # every id made: a key with '.' can spell another item's step's
+    out: list[Node] = []
+    for i, (default, item) in enumerate(legs(items)):
+        head = instance(state, node, i, item, keys, render_key, default)
+        spelt(head.id, taken)
+        out.extend(Rebase(node, head).body(state, taken))
+    return out
+
+
+def spelt(nid: str, taken: set[str]) -> None:
+    if nid in taken:
+        raise TemplateError(
+            f"the id '{nid}' is made twice: a key with '.' can spell the id of another item's "
+            "step; choose another key"
+        )
+    taken.add(nid)
+
+
+class Rebase:
+    """The body of a fanned-out template, moved to one item: ids `<id>.<inner>` become
+    `<id>.<key>.<inner>`, and every scope that saw the item as a run-time value sees it."""
+
+    def __init__(self, node: Node, head: Node) -> None:
+        self.node, self.head = node, head
+        self.old, self.new = f"{node.id}.", f"{head.id}."
+        self.scopes: dict[int, Scope] = {}
+        # where the body saw the item as a run-time value: the parent of its instance's scope
+        self.marked = next(part.scope.parent for part in node.body if part.id == node.id)
+
+    def rename(self, nid: str) -> str:
+        if nid == self.node.id:
+            return self.head.id
+        return self.new + nid[len(self.old) :] if nid.startswith(self.old) else nid
+
+    def inside(self, nid: str) -> bool:
+        return nid == self.node.id or nid.startswith(self.old)
+
+    def scope(self, scope: Scope | None) -> Scope | None:
+        if scope is None or scope is self.marked:
+            return self.head.scope if scope is not None else None
+        found = self.scopes.get(id(scope))
+        if found is None:
+            aliases = {name: self.rename(nid) for name, nid in scope.aliases.items()}
+            found = Scope(scope.vars, MappingProxyType(aliases), self.scope(scope.parent))
+            self.scopes[id(scope)] = found
+        return found
+
+    def body(self, state: RunState, taken: set[str]) -> list[Node]:
+        out = []
+        for part in self.node.body:
+            nid = self.rename(part.id)
+            head = part.id == self.node.id
+            if not head:
+                key = nid[len(self.node.id) + 1 :]
+                if problem := id_clash(nid, key, state.plan.nodes, state.runs):
+                    raise TemplateError(problem)
+                spelt(nid, taken)
+            out.append(
+                dataclasses.replace(
+                    part,
+                    id=nid,
+                    needs=tuple(self.rename(n) for n in part.needs if self.inside(n)),
+                    members=tuple(self.rename(n) for n in part.members),
+                    group=self.node.id if head else self.rename(part.group or ""),
+                    scope=self.scope(part.scope) or part.scope,
+                    **(
+                        {"key": self.head.key, "item": self.head.item, "has_item": True}
+                        if head
+                        else {}
+                    ),
+                )
+            )
+        return out
+
+
 def limits_of(node: Node, items: Any) -> Node:
     """A run-time matrix's own `max_parallel` and `fail_fast`, on its node."""
     if not matrix.is_matrix(items):

@@ -178,6 +178,8 @@ class Node:
     group_kind: str | None = None  # "for_each" | "template" | "pipeline"
     outputs: Any = None  # GROUP of a template/pipeline: the outputs spec (with Deferred)
     for_each: ForEach | None = None  # MAPPED only
+    # MAPPED of a template: its instance planned once (ids `<id>.<inner>`), copied per item
+    body: tuple[Node, ...] = ()
     max_parallel: int | None = None  # GROUP of a for_each: limit on running members
     fail_fast: bool = False  # GROUP of a matrix: a failed member cancels its siblings
     compensate: Compensation | None = None

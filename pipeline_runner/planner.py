@@ -81,6 +81,8 @@ class Planner:
         self.file_stack: list[str] = []
         # needs on one instance (`build.linux`), checked once every node is planned
         self.instance_needs: list[InstanceNeed] = []
+        # the bodies of templates fanned out at run time, by id (checked with the plan)
+        self.bodies: dict[str, Node] = {}
         self.names = NameChecker(self.problems)
         self.values = ValueRenderer(self.problems, self.names)
         plugins = plugins or registry()
@@ -262,7 +264,7 @@ class Planner:
         """Each need on one instance names an instance that exists; True if one does not."""
         bad = False
         for need in self.instance_needs:
-            if need.qid in self.nodes:
+            if need.qid in self.nodes or need.qid in self.bodies:
                 continue
             bad = True
             owner = self.nodes.get(need.owner)
@@ -454,39 +456,76 @@ class Planner:
 
     def add_mapped(self, site: Site, items: Any) -> None:
         step = site.step
-        if "template" in step or step.get("uses") == "pipeline":
+        if step.get("uses") == "pipeline":
             self.problems.error(
                 site.file,
                 site.at("for_each"),
                 "a for_each that reads steps.* is expanded at run time, which works for "
-                "plugin steps only; give a template a list known before the run",
+                "plugin and template steps; give an inlined pipeline a list known before the run",
             )
             return
         as_name = step.get("as", "item")
         runtime = RUN_NAMES | {as_name}
-        node = self.steps.step_node(site, runtime)
-        if node is None:
-            return
         if "key" in step:
             self.values.render(site.file, step["key"], site.at("key"), site.scope, Rules(runtime))
         for_each = ForEach(items, as_name, step.get("key"), step.get("max_parallel"))
+        if "template" in step:
+            self.add_mapped_template(site, for_each)
+            return
+        node = self.steps.step_node(site, runtime)
+        if node is None:
+            return
         self.add_node(site, dataclasses.replace(node, kind=NodeKind.MAPPED, for_each=for_each))
+
+    def add_mapped_template(self, site: Site, for_each: ForEach) -> None:
+        """A template fanned out at run time (GitHub's matrix from `fromJson(needs.x.outputs.y)`,
+        Argo's `withParam` over a steps template): its body is planned once now, with the item
+        a value known only at run time, so every check a static instance gets is made now;
+        each item then gets a copy of the body with its ids and scope (expansion.py)."""
+        scope = site.scope
+        marker = Deferred(f"{{{{ {for_each.as_name} }}}}")  # the item: known at run time
+        body_scope = Scope(
+            MappingProxyType({**scope.vars, for_each.as_name: marker}), scope.aliases, scope.parent
+        )
+        before = set(self.nodes)
+        self.instances.instantiate(site._replace(scope=body_scope))
+        body = tuple(node for nid, node in self.nodes.items() if nid not in before)
+        for node in body:
+            del self.nodes[node.id]
+            self.bodies[node.id] = node
+        if not any(node.id == site.qid for node in body):
+            return  # the template could not be instantiated: said already
+        mapped = Node(
+            id=site.qid,
+            kind=NodeKind.MAPPED,
+            order=len(self.nodes),
+            location=site.file.source.locate(site.path),
+            path=format_path(site.path),
+            needs=site.needs,
+            group=site.group,
+            scope=scope,
+            for_each=for_each,
+            body=body,
+            is_finally=site.finally_,
+        )
+        self.add_node(site, mapped)
 
     # -- graph ---------------------------------------------------------------------------------
 
     def check_graph(self) -> None:
-        for cycle in graph.find_cycles(self.nodes):
-            first = self.nodes[cycle[0]]
+        nodes = {**self.bodies, **self.nodes}
+        for cycle in graph.find_cycles(nodes):
+            first = nodes[cycle[0]]
             message = f"dependency cycle: {' -> '.join(cycle)} (each needs the one before it)"
             self.problems.found.append(Diagnostic(first.location, first.path, message))
         if any(d.message.startswith("dependency cycle") for d in self.problems.found):
             return
         for check in self.names.ref_checks:
             if check.target == check.self_id or graph.reaches(
-                self.nodes, check.node_needs, check.target
+                nodes, check.node_needs, check.target
             ):
                 continue
-            target = self.nodes.get(check.target)
+            target = nodes.get(check.target)
             if check.in_finally and target is not None and not target.is_finally:
                 continue  # `finally` steps start once every main step has finished
             message = (

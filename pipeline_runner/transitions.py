@@ -17,7 +17,7 @@ from . import compensation, expansion, limits, runsetup
 from .errors import TemplateError
 from .kinds import FailureKind, RunStatus
 from .logfiles import log_file_name
-from .model import NodeKind, Plan, Scope, State, has_deferred
+from .model import Node, NodeKind, Plan, Scope, State, has_deferred
 from .runstate import NodeRun, Options, RunState, group_output, group_state
 from .runtime import Renderer
 from .tasks import TaskMaker, cache_hit, cache_key_problem
@@ -293,12 +293,14 @@ class Transitions:
         self.done(nr, state)
 
     def expand_mapped(self, nr: NodeRun) -> None:
-        """A run-time for_each: render the list and create one step per item."""
+        """A run-time for_each: render the list and create one step per item (for a template:
+        one copy of its body per item)."""
         node = nr.node
         assert node.for_each is not None
+        expand = expansion.template_instances if node.body else expansion.instances
         try:
             items = self.render_for(nr, node.for_each.items)
-            nodes = expansion.instances(self.state, node, items, self.render_key(nr))
+            nodes = expand(self.state, node, items, self.render_key(nr))
             nr.node = node = expansion.limits_of(node, items)
             secrets = self.renderer.secrets.values()
             if any(s in inst.id for inst in nodes for s in secrets):
@@ -311,25 +313,39 @@ class Transitions:
         if not nodes:
             self.complete_group(nr)
             return
-        nr.members = [inst.id for inst in nodes]
-        nr.waiting = len(nodes)
-        state, preset = self.state, self.options.preset
+        nr.members = [inst.id for inst in nodes if inst.group == node.id]
+        nr.waiting = len(nr.members)
+        ready = self.add_instances(nr, nodes)
+        if nr.waiting == 0:  # resume: every instance kept its output
+            self.complete_group(nr)
+        for child in ready:
+            self.became_ready(child)
+
+    def add_instances(self, nr: NodeRun, nodes: list[Node]) -> list[NodeRun]:
+        """The instances join the run (on resume, those that succeeded before keep their
+        output); returns those ready to start."""
+        state, preset, node = self.state, self.options.preset, nr.node
         keep = bool(preset) and expansion.upstream_kept(state, preset, node)
         children = []
         for inst in nodes:
-            child = NodeRun(inst, log_path=self.log_path(inst.id))
+            child = NodeRun(inst, log_path=self.log_path(inst.id), waiting=len(inst.needs))
             child.attempt = child.base = self.options.attempts_done.get(inst.id, 0)
             state.add(child)
-            state.dependents[inst.id] = [node.id]
+            state.dependents[inst.id] = [node.id] if inst.group == node.id else []
             state.depth[inst.id] = state.depth.get(node.id, 1)
-            if not (keep and expansion.reuse(child, preset)):
-                state.mark(child, State.PENDING)
             children.append(child)
         for child in children:
+            for need in child.node.needs:
+                state.dependents[need].append(child.id)
+            reused = keep and child.node.kind is NodeKind.STEP and expansion.reuse(child, preset)
+            if not reused:
+                state.mark(child, State.PENDING)
+        for child in children:
             if child.reused:
-                self.done(child, child.state, quiet=True)
-            else:
-                self.became_ready(child)
+                state.finish(child, child.state, quiet=True, ranked=False)
+                for dep in state.dependents_of(child.id):
+                    dep.waiting -= 1
+        return [c for c in children if c.state is State.PENDING and c.waiting == 0]
 
     def render_key(self, nr: NodeRun) -> Any:
         def render(scope: Scope) -> str:
