@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import RunCli, no_traceback, processes_with, wait_for
+from conftest import PIPELINES, RunCli, no_traceback, processes_with, wait_for
 from test_engine import marker, popen, start_runner  # noqa: F401
 
 WritePipeline = Callable[..., Path]
@@ -258,3 +258,21 @@ def test_a_run_time_template_fan_out_killed_mid_run_resumes_to_the_end_once(
     shown = json.loads(run_cli("show", run_id, "--json").stdout)
     assert shown["run"]["status"] == "succeeded"
     assert json.loads(shown["run"]["outputs"]["all"]) == {k: {"n": k} for k in "abcd"}
+
+
+def test_the_github_computed_matrix_example_runs_each_job_of_the_matrix(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    path = PIPELINES / "github-computed-matrix.yaml"
+    out = tmp_path / "summary.json"
+    result = run_cli("run", str(path), "--progress", "plain", "--json", str(out))
+    assert result.code == 0 and no_traceback(result.output), result.output
+    summary = json.loads(out.read_text())
+    assert json.loads(summary["outputs"]["files"]) == {
+        "example_1": {"path": "example_1/", "text": "Hello from example 1"},
+        "example_2": {"path": "example_2/", "text": "Hello from example 2"},
+    }
+    ids = [s["id"] for s in summary["steps"]]
+    for key in ("example_1", "example_2"):
+        inner = [f"use_matrix.{key}.{s}" for s in ("checkout", "echo_output", "cat_file")]
+        assert [i for i in ids if i.startswith(f"use_matrix.{key}.")] == inner
