@@ -97,8 +97,9 @@ class Rebase:
             return self.head.id
         return self.new + nid[len(self.old) :] if nid.startswith(self.old) else nid
 
-    def inside(self, nid: str) -> bool:
-        return nid == self.node.id or nid.startswith(self.old)
+    def inside(self, nid: str, renamed: bool = False) -> bool:
+        top, below = (self.head.id, self.new) if renamed else (self.node.id, self.old)
+        return nid == top or nid.startswith(below)
 
     def scope(self, scope: Scope | None) -> Scope | None:
         if scope is None or scope is self.marked:
@@ -113,29 +114,33 @@ class Rebase:
     def body(self, state: RunState, taken: set[str]) -> list[Node]:
         out = []
         for part in self.node.body:
-            nid = self.rename(part.id)
             head = part.id == self.node.id
-            if not head:
-                key = nid[len(self.node.id) + 1 :]
-                if problem := id_clash(nid, key, state.plan.nodes, state.runs):
+            moved = self.move(part)
+            if head:
+                head_of = {"key": self.head.key, "item": self.head.item, "has_item": True}
+                moved = dataclasses.replace(moved, group=self.node.id, **head_of)
+            else:
+                key = moved.id[len(self.node.id) + 1 :]
+                if problem := id_clash(moved.id, key, state.plan.nodes, state.runs):
                     raise TemplateError(problem)
-                spelt(nid, taken)
-            out.append(
-                dataclasses.replace(
-                    part,
-                    id=nid,
-                    needs=tuple(self.rename(n) for n in part.needs if self.inside(n)),
-                    members=tuple(self.rename(n) for n in part.members),
-                    group=self.node.id if head else self.rename(part.group or ""),
-                    scope=self.scope(part.scope) or part.scope,
-                    **(
-                        {"key": self.head.key, "item": self.head.item, "has_item": True}
-                        if head
-                        else {}
-                    ),
-                )
-            )
+                spelt(moved.id, taken)
+            # needs outside the body are done: the fan-out started after them
+            needs = tuple(n for n in moved.needs if self.inside(n, renamed=True))
+            out.append(dataclasses.replace(moved, needs=needs))
         return out
+
+    def move(self, part: Node) -> Node:
+        """One node of the body with its ids and scope moved (a fan-out of a template inside
+        the body moves with its own body)."""
+        return dataclasses.replace(
+            part,
+            id=self.rename(part.id),
+            needs=tuple(self.rename(n) for n in part.needs),
+            members=tuple(self.rename(n) for n in part.members),
+            group=self.rename(part.group) if part.group is not None else None,
+            scope=self.scope(part.scope) or part.scope,
+            body=tuple(self.move(inner) for inner in part.body),
+        )
 
 
 def limits_of(node: Node, items: Any) -> Node:

@@ -63,11 +63,15 @@ MATRIX = json.dumps(
 
 
 def summary_of(run_cli: RunCli, path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    code, summary, output = summary_with_outputs(run_cli, path, *args)
+    return code, {s["id"]: s for s in summary["steps"]}, output
+
+
+def summary_with_outputs(run_cli: RunCli, path: Path, *args: str) -> tuple[int, Any, str]:
     out = path.parent / "summary.json"
     result = run_cli("run", str(path), "--progress", "plain", "--json", str(out), *args)
     assert no_traceback(result.output) and out.exists(), result.output
-    steps = {s["id"]: s for s in json.loads(out.read_text())["steps"]}
-    return result.code, steps, result.output
+    return result.code, json.loads(out.read_text()), result.output
 
 
 def test_a_template_fans_out_over_a_matrix_computed_by_an_earlier_step(
@@ -276,3 +280,83 @@ def test_the_github_computed_matrix_example_runs_each_job_of_the_matrix(
     for key in ("example_1", "example_2"):
         inner = [f"use_matrix.{key}.{s}" for s in ("checkout", "echo_output", "cat_file")]
         assert [i for i in ids if i.startswith(f"use_matrix.{key}.")] == inner
+
+
+NESTED = """
+version: 1
+name: nested
+templates:
+  inner:
+    params: {v: {}}
+    steps:
+      - id: show
+        uses: shell
+        with: {cmd: "echo inner-{{ v }}"}
+  outer:
+    params: {os: {}}
+    steps:
+      - id: list
+        uses: shell
+        with: {cmd: "echo '[\\"a\\", \\"b\\"]'", parse: json}
+      - id: fan
+        template: inner
+        needs: [list]
+        for_each: "{{ steps.list.output }}"
+        as: v2
+        with: {v: "{{ os }}-{{ v2 }}"}
+      - id: static
+        uses: shell
+        for_each: [x]
+        with: {cmd: "echo static-{{ os }}-{{ item }}"}
+    outputs:
+      fan: "{{ steps.fan.outputs }}"
+      static: "{{ steps.static.outputs }}"
+steps:
+  - id: plan
+    uses: shell
+    with: {cmd: "echo '[\\"linux\\", \\"bsd\\"]'", parse: json}
+  - id: top
+    template: outer
+    needs: [plan]
+    for_each: "{{ steps.plan.output }}"
+    with: {os: "{{ item }}"}
+outputs:
+  all: "{{ steps.top.outputs | tojson }}"
+"""
+
+
+def test_a_run_time_fan_out_inside_a_run_time_fan_out(
+    run_cli: RunCli, write_pipeline: WritePipeline
+) -> None:
+    code, summary, output = summary_with_outputs(run_cli, write_pipeline(NESTED))
+    assert code == 0, output
+    assert json.loads(summary["outputs"]["all"]) == {
+        os: {
+            "fan": {v: {"show": f"inner-{os}-{v}"} for v in "ab"},
+            "static": {"x": f"static-{os}-x"},
+        }
+        for os in ("linux", "bsd")
+    }
+
+
+def test_fail_fast_in_a_computed_matrix_of_templates_cancels_the_other_instances(
+    run_cli: RunCli, write_pipeline: WritePipeline
+) -> None:
+    plan = json.dumps({"matrix": {"os": ["bad", "slow"]}, "fail_fast": True})
+    text = FANOUT.replace("PLAN", plan).replace(
+        'with: {cmd: "echo {{ os }}"}',
+        'with: {cmd: "if [ {{ os }} = bad ]; then while [ ! -e slow.started ]; do sleep 0.02; '
+        'done; exit 1; fi; touch slow.started; while [ ! -e never ]; do sleep 0.05; done"}\n'
+        "        timeout: 60s",
+    )
+    code, steps, output = summary_of(run_cli, write_pipeline(text), "--workers", "3")
+    assert code == 1, output
+    states = {sid: s["state"] for sid, s in steps.items()}
+    assert states == {
+        "prepare": "succeeded",
+        "build.bad.setup": "failed",
+        "build.bad.test": "upstream_failed",
+        "build.slow.setup": "cancelled",
+        "build.slow.test": "cancelled",
+        "collect": "upstream_failed",
+    }, output
