@@ -143,6 +143,25 @@ class Rebase:
         )
 
 
+def recorded_body_node(node: Node, sid: str) -> Node | None:
+    """The node of a recorded step of a template fanned out at run time (`T.<key>.<inner>`),
+    for a resume that does not expand it again: its part of the body, moved to its key."""
+    found: tuple[Node, str] | None = None
+    for part in node.body:
+        suffix = part.id[len(node.id) :]  # "" for the instance, ".<inner id>" for its steps
+        key = sid[len(node.id) + 1 : len(sid) - len(suffix)]
+        if sid.endswith(suffix) and key and (found is None or len(suffix) > len(found[1])):
+            found = part, suffix
+    if found is None:
+        return None
+    key = sid[len(node.id) + 1 : len(sid) - len(found[1])]
+    head = dataclasses.replace(node, id=f"{node.id}.{key}", key=key)
+    moved = Rebase(node, head).move(found[0])
+    if found[0].id == node.id:
+        moved = dataclasses.replace(moved, group=node.id, key=key, has_item=True)
+    return moved
+
+
 def limits_of(node: Node, items: Any) -> Node:
     """A run-time matrix's own `max_parallel` and `fail_fast`, on its node."""
     if not matrix.is_matrix(items):

@@ -360,3 +360,33 @@ def test_fail_fast_in_a_computed_matrix_of_templates_cancels_the_other_instances
         "build.slow.test": "cancelled",
         "collect": "upstream_failed",
     }, output
+
+
+def test_resume_only_another_step_keeps_the_recorded_instances(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    text = FANOUT.replace("PLAN", MATRIX) + (
+        "  - id: flaky\n"
+        "    uses: shell\n"
+        '    with: {cmd: "if [ -e fixed ]; then echo fine; else exit 1; fi"}\n'
+        "outputs:\n"
+        '  built: "{{ steps.build.outputs | tojson }}"\n'
+    )
+    path = write_pipeline(text)
+    code, steps, output = summary_of(run_cli, path)
+    assert code == 1 and steps["flaky"]["state"] == "failed", output
+    run_id = output.split("run ", 1)[1].split(":", 1)[0]
+    (tmp_path / "fixed").touch()
+    out = tmp_path / "resumed.json"
+    resumed = run_cli(
+        "resume", run_id, "--only", "flaky", "--progress", "plain", "--json", str(out)
+    )
+    assert resumed.code == 0 and no_traceback(resumed.output), resumed.output
+    summary = json.loads(out.read_text())
+    states = {s["id"]: s["state"] for s in summary["steps"]}
+    assert states["build.macos.3-12.test"] == "succeeded" and states["flaky"] == "succeeded"
+    assert json.loads(summary["outputs"]["built"]) == {
+        "linux.3-11": {"result": "linux-3.11"},
+        "linux.3-12": {"result": "linux-3.12"},
+        "macos.3-12": {"result": "macos-3.12"},
+    }
