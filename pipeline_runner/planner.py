@@ -18,7 +18,6 @@ reports every problem, not only the first.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import os
 from collections.abc import Iterable, Mapping
@@ -27,17 +26,18 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from . import graph, matrix
+from . import graph
 from .errors import Diagnostic, PipelineError, did_you_mean
+from .fanout import FanOuts
 from .foreach import default_key, key_problem, qualified, taken_by
 from .instances import Instances
-from .loader import DEFAULT_MAX_FILE_SIZE, Document, Path_, SourceMap, format_path, load_file
-from .model import Deferred, ForEach, Node, NodeKind, Plan, Scope, has_deferred
+from .loader import DEFAULT_MAX_FILE_SIZE, Document, Path_, SourceMap, load_file
+from .model import Deferred, Node, NodeKind, Plan, Scope
 from .namecheck import BASE_NAMES, RUN_NAMES, NameChecker, step_hint
 from .params import merge_params, parse_param_value
 from .plugins import Registry, registry
 from .rendering import INVALID, Rules, ValueRenderer
-from .schema import describe, validate_document
+from .schema import validate_document
 from .site import FileContext, Problems, Site, StepList
 from .stepnodes import StepBuilder, parse_duration
 
@@ -88,6 +88,7 @@ class Planner:
         plugins = plugins or registry()
         self.steps = StepBuilder(self.problems, self.values, plugins, self.nodes, self.pools)
         self.instances = Instances(self)
+        self.fanouts = FanOuts(self)
 
     # -- entry -------------------------------------------------------------------------------
 
@@ -304,7 +305,7 @@ class Planner:
         ):
             return
         if "for_each" in step:
-            self.expand_for_each(site)
+            self.fanouts.expand(site)
         else:
             self.build(site)
 
@@ -350,165 +351,6 @@ class Planner:
             self.problems.error(site.file, at, taken_by(node.id, other, site.file.path))
             return
         self.nodes[node.id] = node
-
-    # -- for_each ----------------------------------------------------------------------------
-
-    def expand_for_each(self, site: Site) -> None:
-        f, step, qid = site.file, site.step, site.qid
-        as_name = step.get("as", "item")
-        spec = step["for_each"]
-        at = site.at("for_each")
-        value = spec
-        if not isinstance(spec, list):
-            value = self.values.render(f, spec, at, site.scope, Rules(RUN_NAMES, site.needs))
-            if value is INVALID:
-                return
-            if has_deferred(value):
-                self.add_mapped(site, value)
-                return
-        legs = self.legs(site, value)
-        if legs is None:
-            return
-        members: list[str] = []
-        for index, (default, item) in enumerate(legs):
-            key = self.instance_key(site, as_name, item, index, default)
-            if key is None:
-                continue
-            inst = f"{qid}.{key}"
-            if inst in members:
-                where = (*at, index) if isinstance(step["for_each"], list) else at
-                message = f"two items have the key '{key}'; set `key:` to tell them apart"
-                self.problems.error(f, where, message)
-                continue
-            members.append(inst)
-            scope = site.scope
-            inner = Scope(
-                MappingProxyType({**scope.vars, as_name: item}), scope.aliases, scope.parent
-            )
-            self.build(site.instance(inst, key, item, inner))
-        limit, fail_fast = step.get("max_parallel"), False
-        if isinstance(value, dict):
-            limit, fail_fast = value.get("max_parallel", limit), value.get("fail_fast", False)
-        group = Node(
-            id=qid,
-            kind=NodeKind.GROUP,
-            order=len(self.nodes),
-            location=f.source.locate(site.path),
-            path=format_path(site.path),
-            needs=tuple(members),
-            group=site.group,
-            members=tuple(members),
-            group_kind="for_each",
-            max_parallel=limit,
-            fail_fast=fail_fast,
-            is_finally=site.finally_,
-        )
-        self.add_node(site, group)
-
-    def legs(self, site: Site, value: Any) -> list[tuple[str | None, Any]] | None:
-        """The items of a for_each known before the run, each with its default key (None:
-        the list rule), or None when a problem was reported."""
-        at = site.at("for_each")
-        if isinstance(value, list):
-            return [(None, item) for item in value]
-        if not matrix.is_matrix(value):
-            message = f"for_each must give a list or a matrix, got {describe(value)}"
-            self.problems.error(site.file, at, message)
-            return None
-        found = matrix.problems(value)
-        for problem in found:
-            self.problems.error(site.file, (*at, *problem.at), problem.message)
-        if found:
-            return None
-        legs, problem_text = matrix.legs(value)
-        if problem_text is not None:
-            self.problems.error(site.file, at, problem_text)
-            return None
-        return [(leg.key, leg.item) for leg in legs]
-
-    def instance_key(
-        self, site: Site, as_name: str, item: Any, index: int, default: str | None = None
-    ) -> str | None:
-        step = site.step
-        if "key" in step:
-            scope = site.scope
-            inner = Scope(MappingProxyType({**scope.vars, as_name: item}), scope.aliases)
-            key = self.values.render(
-                site.file, step["key"], site.at("key"), inner, Rules(frozenset())
-            )
-            if key is INVALID:
-                return None
-            key = str(key)
-        else:
-            key = default if default is not None else default_key(item, index)
-        problem = key_problem(key)
-        if problem:
-            # A literal list: point at the item itself; otherwise at the expression.
-            at = site.at("for_each")
-            if isinstance(step["for_each"], list) and "key" not in step:
-                at = (*at, index)
-            elif "key" in step:
-                at = site.at("key")
-            message = f"invalid key {key!r} for item {describe(item)}: {problem}"
-            self.problems.error(site.file, at, message)
-            return None
-        return key
-
-    def add_mapped(self, site: Site, items: Any) -> None:
-        step = site.step
-        if step.get("uses") == "pipeline":
-            self.problems.error(
-                site.file,
-                site.at("for_each"),
-                "a for_each that reads steps.* is expanded at run time, which works for "
-                "plugin and template steps; give an inlined pipeline a list known before the run",
-            )
-            return
-        as_name = step.get("as", "item")
-        runtime = RUN_NAMES | {as_name}
-        if "key" in step:
-            self.values.render(site.file, step["key"], site.at("key"), site.scope, Rules(runtime))
-        for_each = ForEach(items, as_name, step.get("key"), step.get("max_parallel"))
-        if "template" in step:
-            self.add_mapped_template(site, for_each)
-            return
-        node = self.steps.step_node(site, runtime)
-        if node is None:
-            return
-        self.add_node(site, dataclasses.replace(node, kind=NodeKind.MAPPED, for_each=for_each))
-
-    def add_mapped_template(self, site: Site, for_each: ForEach) -> None:
-        """A template fanned out at run time (GitHub's matrix from `fromJson(needs.x.outputs.y)`,
-        Argo's `withParam` over a steps template): its body is planned once now, with the item
-        a value known only at run time, so every check a static instance gets is made now;
-        each item then gets a copy of the body with its ids and scope (expansion.py)."""
-        scope = site.scope
-        marker = Deferred(f"{{{{ {for_each.as_name} }}}}")  # the item: known at run time
-        body_scope = Scope(
-            MappingProxyType({**scope.vars, for_each.as_name: marker}), scope.aliases, scope.parent
-        )
-        before = set(self.nodes)
-        self.instances.instantiate(site._replace(scope=body_scope))
-        body = tuple(node for nid, node in self.nodes.items() if nid not in before)
-        for node in body:
-            del self.nodes[node.id]
-            self.bodies[node.id] = node
-        if not any(node.id == site.qid for node in body):
-            return  # the template could not be instantiated: said already
-        mapped = Node(
-            id=site.qid,
-            kind=NodeKind.MAPPED,
-            order=len(self.nodes),
-            location=site.file.source.locate(site.path),
-            path=format_path(site.path),
-            needs=site.needs,
-            group=site.group,
-            scope=scope,
-            for_each=for_each,
-            body=body,
-            is_finally=site.finally_,
-        )
-        self.add_node(site, mapped)
 
     # -- graph ---------------------------------------------------------------------------------
 

@@ -77,13 +77,8 @@ class Scheduler:
         self.storage_error: str | None = None
         base = {"params": plan.params, "env": plan.env, "pipeline": {"name": plan.name}}
         renderer = Renderer(base, dict(secrets), self.state.lookup)
-        self.flow = Transitions(
-            self.state,
-            self.options,
-            renderer,
-            tasks,
-            (self.start_follow_up, self.cancel, self.halt),
-        )
+        hooks = (self.start_follow_up, self.cancel, self.halt)
+        self.flow = Transitions(self.state, self.options, renderer, tasks, hooks)
         self.flow.signals = self.signals
         folder = RunPaths(run_dir)
         folder.logs.mkdir(parents=True, exist_ok=True)

@@ -137,6 +137,12 @@ steps:
     uses: noop
     for_each:
       matrix: {os: []}
+  - id: f
+    uses: noop
+    max_parallel: 1
+    for_each:
+      matrix: {os: [linux]}
+      max_parallel: 2
 """
 
 
@@ -159,6 +165,8 @@ def test_validate_rejects_a_misused_matrix_with_located_messages(
         f"{path}:24:18: error: steps[3].for_each.matrix.include: write `include` beside "
         "`matrix` (in the for_each mapping), not inside it",
         f"{path}:28:20: error: steps[4].for_each.matrix.os: axis 'os' has no values",
+        f"{path}:34:21: error: steps[5].for_each.max_parallel: max_parallel is set in the "
+        "matrix: leave it out of the step",
     ], result.stderr
 
 
