@@ -255,8 +255,10 @@ def test_a_run_time_template_fan_out_killed_mid_run_resumes_to_the_end_once(
     assert set(counts) == {"prepare"} | {f"{k}-{s}" for k in "abcd" for s in ("one", "two")}
     twice = {line for line, c in counts.items() if c == 2}
     assert all(c in (1, 2) for c in counts.values()), counts
-    assert len(twice) <= 2 and twice <= set(seen_at_kill), (twice, seen_at_kill)
-    for line in twice:  # only what was running at the kill ran again
+    # Only what had started and not been recorded as succeeded at the kill ran again (the
+    # workers may hold more attempts than they have processes, so not a fixed number).
+    assert twice <= set(seen_at_kill), (twice, seen_at_kill)
+    for line in twice:
         key, step = line.split("-")
         assert f"fan.{key}.{step}" not in done_before, (line, done_before)
     shown = json.loads(run_cli("show", run_id, "--json").stdout)
