@@ -14,6 +14,7 @@ known before the run) and at run time (a matrix read from a step's output).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -21,7 +22,8 @@ from typing import Any, NamedTuple
 from .errors import did_you_mean
 
 FIELDS = ("matrix", "include", "exclude", "fail_fast", "max_parallel")
-MAX_COMBINATIONS = 256  # GitHub's limit of jobs per matrix
+MAX_COMBINATIONS = 256  # GitHub's limit of jobs per matrix (after exclude and include)
+MAX_PRODUCT = 65536  # the cross product is not even built past this
 
 _NOT_IN_KEY = re.compile(r"[^A-Za-z0-9_=-]+")
 
@@ -52,6 +54,19 @@ def problems(spec: Mapping[str, Any]) -> list[Problem]:
     axes = spec.get("matrix", {})
     if not isinstance(axes, Mapping):
         return [*found, Problem(("matrix",), "matrix must be a mapping of axis name to values")]
+    found += _axis_problems(axes) + _entry_problems(spec, axes)
+    if not axes and not spec.get("include"):
+        found.append(Problem(("matrix",), "the matrix is empty: give it an axis or `include`"))
+    if not isinstance(spec.get("fail_fast", False), bool):
+        found.append(Problem(("fail_fast",), "fail_fast must be true or false"))
+    limit = spec.get("max_parallel", 1)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        found.append(Problem(("max_parallel",), "max_parallel must be an integer of at least 1"))
+    return found
+
+
+def _axis_problems(axes: Mapping[str, Any]) -> list[Problem]:
+    found = []
     for name, values in axes.items():
         if name in ("include", "exclude"):
             message = f"write `{name}` beside `matrix` (in the for_each mapping), not inside it"
@@ -61,6 +76,11 @@ def problems(spec: Mapping[str, Any]) -> list[Problem]:
             found.append(Problem(("matrix", name), message))
         elif not values:
             found.append(Problem(("matrix", name), f"axis '{name}' has no values"))
+    return found
+
+
+def _entry_problems(spec: Mapping[str, Any], axes: Mapping[str, Any]) -> list[Problem]:
+    found = []
     for field in ("include", "exclude"):
         entries = spec.get(field, [])
         if not isinstance(entries, list):
@@ -71,13 +91,6 @@ def problems(spec: Mapping[str, Any]) -> list[Problem]:
                 found.append(Problem((field, i), f"an {field} entry must be a non-empty mapping"))
             elif field == "exclude":
                 found.extend(_unknown_axes(entry, axes, i))
-    if not axes and not spec.get("include"):
-        found.append(Problem(("matrix",), "the matrix is empty: give it an axis or `include`"))
-    if not isinstance(spec.get("fail_fast", False), bool):
-        found.append(Problem(("fail_fast",), "fail_fast must be true or false"))
-    limit = spec.get("max_parallel", 1)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        found.append(Problem(("max_parallel",), "max_parallel must be an integer of at least 1"))
     return found
 
 
@@ -152,6 +165,10 @@ def legs(spec: Mapping[str, Any]) -> tuple[list[Leg], str | None]:
     """The legs of a valid spec, each with its default key, or the problem that keeps the
     keys from naming them (a value with no key text, two legs with the same key)."""
     axes = list(spec.get("matrix") or {})
+    most = math.prod(len(v) for v in (spec.get("matrix") or {}).values()) if axes else 0
+    most += len(spec.get("include") or [])
+    if most > MAX_PRODUCT:  # counted before the product is built
+        return [], f"the matrix's axes make {most} combinations; at most {MAX_COMBINATIONS}"
     combos = combinations(spec)
     if len(combos) > MAX_COMBINATIONS:
         return [], f"the matrix gives {len(combos)} combinations; at most {MAX_COMBINATIONS}"

@@ -359,3 +359,23 @@ def test_a_broken_computed_matrix_fails_its_step_with_the_reason(
         "failed          build: for_each: exclude names 'arch', which is not an axis of the "
         "matrix (axes: os)" in output
     )
+
+
+def test_a_matrix_has_at_most_256_combinations_after_exclude(
+    run_cli: RunCli, write_pipeline: WritePipeline
+) -> None:
+    text = """
+        version: 1
+        name: big
+        steps:
+          - id: a
+            uses: noop
+            for_each:
+              matrix: {a: [0,1,2,3,4,5,6,7,8,9], b: [0,1,2,3,4,5,6,7,8,9], c: [0,1,2]}
+        """
+    too_many = run_cli("validate", str(write_pipeline(text)))
+    assert too_many.code == 2 and no_traceback(too_many.output), too_many.output
+    assert "the matrix gives 300 combinations; at most 256" in too_many.stderr
+    fewer = write_pipeline(text + "      exclude: [{c: 2}]\n", name="fewer.yaml")
+    ok = run_cli("validate", str(fewer))
+    assert ok.code == 0 and "ok (200 steps)" in ok.stdout, ok.output
