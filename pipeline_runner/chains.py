@@ -42,6 +42,7 @@ def may_follow(state: RunState, child: NodeRun) -> bool:
         or node.pool is not None
         or node.resources
         or group_limit(state, node) is not None
+        or under_fail_fast(state, node)
         or has_deferred(node.with_)
         or has_deferred(node.env)
     )
@@ -56,6 +57,20 @@ def needs_succeeded(state: RunState, node: Node) -> bool:
     return all(
         runs[n].state in SUCCESS or not runs[n].state.finished for n in node.needs if n in runs
     )
+
+
+def under_fail_fast(state: RunState, node: Node) -> bool:
+    """Whether `node` is inside a `fail_fast` matrix (whose legs may be cancelled while they
+    run: nothing is queued on a worker behind them)."""
+    group = node.group
+    while group is not None:
+        found = state.runs.get(group)
+        if found is None:
+            return False
+        if found.node.fail_fast:
+            return True
+        group = found.node.group
+    return False
 
 
 def queued_follower(state: RunState, nr: NodeRun) -> NodeRun | None:

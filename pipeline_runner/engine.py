@@ -502,7 +502,7 @@ def dry_run_text(
         kind = " (mapped: expanded at run time)" if node.kind is NodeKind.MAPPED else ""
         if kind and node.cache is not None and node.id in forced:
             why += " (--force: its instances look nothing up in the cache)"
-        lines.append(f"- {node.id} [{node.uses}]{kind}: {why}")
+        lines.append(f"- {node.id} [{node.uses or 'template'}]{kind}: {why}")
         if node.needs:
             lines.append(f"    needs: {', '.join(node.needs)}")
         if node.with_:

@@ -145,11 +145,19 @@ def topological(nodes: Mapping[str, Node]) -> list[Node]:
 
 
 def _label(node: Node) -> str:
+    if node.kind is NodeKind.MAPPED and node.body:
+        return f"{node.id} [template: {', '.join(body_steps(node))}] (mapped)"
     if node.kind is NodeKind.MAPPED:
         return f"{node.id} [{node.uses}] (mapped)"
     if node.kind is NodeKind.GROUP:
         return node.id
     return f"{node.id} [{node.uses}]"
+
+
+def body_steps(node: Node) -> list[str]:
+    """The steps of one instance of a template fanned out at run time, by inner id."""
+    prefix = node.id + "."
+    return [n.id.removeprefix(prefix) for n in node.body if n.kind is not NodeKind.GROUP]
 
 
 def to_text(plan: Plan) -> str:
@@ -303,7 +311,9 @@ def node_json(node: Node, location: bool = True) -> dict[str, Any]:
     if node.key is not None:
         data["key"] = node.key
     if node.for_each is not None:
-        data["for_each"] = node.for_each.items.source
+        data["for_each"] = plain(node.for_each.items)
+    if node.body:
+        data["template"] = [node_json(n, location) for n in node.body]
     return data
 
 

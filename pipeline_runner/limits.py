@@ -18,11 +18,37 @@ UNLIMITED = 1 << 30
 def group_limit(state: RunState, node: Node) -> int | None:
     """`max_parallel` of the group `node` is in (a for_each's, or its template's)."""
     group = state.runs.get(node.group) if node.group is not None else None
-    if group is None:
-        return None
-    if group.node.max_parallel is not None:
-        return group.node.max_parallel
-    return group.node.for_each.max_parallel if group.node.for_each else None
+    return None if group is None else limit_of(group.node)
+
+
+def limit_of(node: Node) -> int | None:
+    if node.max_parallel is not None:
+        return node.max_parallel
+    return node.for_each.max_parallel if node.for_each else None
+
+
+def leg_limit(state: RunState, node: Node) -> tuple[str, str, int] | None:
+    """For a step inside a template instance (a leg) of a limited fan-out: the fan-out's id,
+    the leg's id and the limit.  A leg holds its place from its first step's start to its
+    end, as a job of GitHub's `max-parallel` does."""
+    leg = state.runs.get(node.group) if node.group is not None else None
+    while leg is not None and leg.node.group is not None:
+        fan = state.runs.get(leg.node.group)
+        if fan is None:
+            return None
+        limit = limit_of(fan.node)
+        if limit is not None:
+            return fan.id, leg.id, limit
+        leg = fan
+    return None
+
+
+def leg_done(state: RunState, node: Node) -> None:
+    """A leg ended: its place in its fan-out is free."""
+    active = state.legs.get(node.group or "")
+    if active is not None and node.id in active:
+        active.discard(node.id)
+        release_all(state, f"group:{node.group}")
 
 
 def limit_reached(state: RunState, node: Node) -> str | None:
@@ -33,6 +59,11 @@ def limit_reached(state: RunState, node: Node) -> str | None:
     limit = group_limit(state, node)
     if limit is not None and state.group_busy.get(node.group or "", 0) >= limit:
         return f"group:{node.group}"
+    leg = leg_limit(state, node)
+    if leg is not None:
+        active = state.legs.get(leg[0], set())
+        if leg[1] not in active and len(active) >= leg[2]:
+            return f"group:{leg[0]}"
     return None
 
 
@@ -47,6 +78,9 @@ def hold(state: RunState, node: Node, delta: int) -> None:
         state.group_busy[node.group] = state.group_busy.get(node.group, 0) + delta
         if delta < 0:
             release(state, "group:" + node.group)
+        leg = leg_limit(state, node) if delta > 0 else None
+        if leg is not None:
+            state.legs.setdefault(leg[0], set()).add(leg[1])
 
 
 def block(state: RunState, limit: str, entry: tuple[int, int, int, str]) -> None:

@@ -146,7 +146,7 @@ class Compensation:
 class ForEach:
     """The run-time fan-out of a MAPPED node."""
 
-    items: Deferred
+    items: Any  # a Deferred list, or a matrix mapping with Deferred in it
     as_name: str = "item"
     key: str | None = None
     max_parallel: int | None = None
@@ -182,7 +182,10 @@ class Node:
     group_kind: str | None = None  # "for_each" | "template" | "pipeline"
     outputs: Any = None  # GROUP of a template/pipeline: the outputs spec (with Deferred)
     for_each: ForEach | None = None  # MAPPED only
+    # MAPPED of a template: its instance planned once (ids `<id>.<inner>`), copied per item
+    body: tuple[Node, ...] = ()
     max_parallel: int | None = None  # GROUP of a for_each: limit on running members
+    fail_fast: bool = False  # GROUP of a matrix: a failed member cancels its siblings
     compensate: Compensation | None = None
     cache: CacheSpec | None = None
     resources: Mapping[str, float] = field(default_factory=lambda: EMPTY)

@@ -18,7 +18,6 @@ reports every problem, not only the first.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import os
 from collections.abc import Iterable, Mapping
@@ -29,15 +28,16 @@ from typing import Any, NamedTuple
 
 from . import graph
 from .errors import Diagnostic, PipelineError, did_you_mean
+from .fanout import FanOuts
 from .foreach import default_key, key_problem, qualified, taken_by
 from .instances import Instances
-from .loader import DEFAULT_MAX_FILE_SIZE, Document, Path_, SourceMap, format_path, load_file
-from .model import Deferred, ForEach, Node, NodeKind, Plan, Scope
+from .loader import DEFAULT_MAX_FILE_SIZE, Document, Path_, SourceMap, load_file
+from .model import Deferred, Node, NodeKind, Plan, Scope
 from .namecheck import BASE_NAMES, RUN_NAMES, NameChecker, step_hint
 from .params import merge_params, parse_param_value
 from .plugins import Registry, registry
 from .rendering import INVALID, Rules, ValueRenderer
-from .schema import describe, validate_document
+from .schema import validate_document
 from .site import FileContext, Problems, Site, StepList
 from .stepnodes import StepBuilder, parse_duration
 
@@ -81,11 +81,14 @@ class Planner:
         self.file_stack: list[str] = []
         # needs on one instance (`build.linux`), checked once every node is planned
         self.instance_needs: list[InstanceNeed] = []
+        # the bodies of templates fanned out at run time, by id (checked with the plan)
+        self.bodies: dict[str, Node] = {}
         self.names = NameChecker(self.problems)
         self.values = ValueRenderer(self.problems, self.names)
         plugins = plugins or registry()
         self.steps = StepBuilder(self.problems, self.values, plugins, self.nodes, self.pools)
         self.instances = Instances(self)
+        self.fanouts = FanOuts(self)
 
     # -- entry -------------------------------------------------------------------------------
 
@@ -264,7 +267,7 @@ class Planner:
         """Each need on one instance names an instance that exists; True if one does not."""
         bad = False
         for need in self.instance_needs:
-            if need.qid in self.nodes:
+            if need.qid in self.nodes or need.qid in self.bodies:
                 continue
             bad = True
             owner = self.nodes.get(need.owner)
@@ -304,7 +307,7 @@ class Planner:
         ):
             return
         if "for_each" in step:
-            self.expand_for_each(site)
+            self.fanouts.expand(site)
         else:
             self.build(site)
 
@@ -318,7 +321,7 @@ class Planner:
             else ("inlines a pipeline (`uses: pipeline`)", "the inlined file's steps")
         )
         for name in _NOT_ON_INSTANCES:
-            if name in site.step:
+            if name in site.step and not (name == "max_parallel" and "for_each" in site.step):
                 self.problems.error(
                     site.file,
                     site.at(name),
@@ -351,119 +354,22 @@ class Planner:
             return
         self.nodes[node.id] = node
 
-    # -- for_each ----------------------------------------------------------------------------
-
-    def expand_for_each(self, site: Site) -> None:
-        f, step, qid = site.file, site.step, site.qid
-        as_name = step.get("as", "item")
-        spec = step["for_each"]
-        at = site.at("for_each")
-        if isinstance(spec, str):
-            value = self.values.render(f, spec, at, site.scope, Rules(RUN_NAMES, site.needs))
-            if isinstance(value, Deferred):
-                self.add_mapped(site, value)
-                return
-            if value is INVALID:
-                return
-            items = value
-        else:
-            items = spec
-        if not isinstance(items, list):
-            self.problems.error(f, at, f"for_each must give a list, got {describe(items)}")
-            return
-        members: list[str] = []
-        for index, item in enumerate(items):
-            key = self.instance_key(site, as_name, item, index)
-            if key is None:
-                continue
-            inst = f"{qid}.{key}"
-            if inst in members:
-                where = (*at, index) if isinstance(step["for_each"], list) else at
-                message = f"two items have the key '{key}'; set `key:` to tell them apart"
-                self.problems.error(f, where, message)
-                continue
-            members.append(inst)
-            scope = site.scope
-            inner = Scope(
-                MappingProxyType({**scope.vars, as_name: item}), scope.aliases, scope.parent
-            )
-            self.build(site.instance(inst, key, item, inner))
-        group = Node(
-            id=qid,
-            kind=NodeKind.GROUP,
-            order=len(self.nodes),
-            location=f.source.locate(site.path),
-            path=format_path(site.path),
-            needs=tuple(members),
-            group=site.group,
-            members=tuple(members),
-            group_kind="for_each",
-            max_parallel=step.get("max_parallel"),
-            is_finally=site.finally_,
-        )
-        self.add_node(site, group)
-
-    def instance_key(self, site: Site, as_name: str, item: Any, index: int) -> str | None:
-        step = site.step
-        if "key" in step:
-            scope = site.scope
-            inner = Scope(MappingProxyType({**scope.vars, as_name: item}), scope.aliases)
-            key = self.values.render(
-                site.file, step["key"], site.at("key"), inner, Rules(frozenset())
-            )
-            if key is INVALID:
-                return None
-            key = str(key)
-        else:
-            key = default_key(item, index)
-        problem = key_problem(key)
-        if problem:
-            # A literal list: point at the item itself; otherwise at the expression.
-            at = site.at("for_each")
-            if isinstance(step["for_each"], list) and "key" not in step:
-                at = (*at, index)
-            elif "key" in step:
-                at = site.at("key")
-            message = f"invalid key {key!r} for item {describe(item)}: {problem}"
-            self.problems.error(site.file, at, message)
-            return None
-        return key
-
-    def add_mapped(self, site: Site, items: Deferred) -> None:
-        step = site.step
-        if "template" in step or step.get("uses") == "pipeline":
-            self.problems.error(
-                site.file,
-                site.at("for_each"),
-                "a for_each that reads steps.* is expanded at run time, which works for "
-                "plugin steps only; give a template a list known before the run",
-            )
-            return
-        as_name = step.get("as", "item")
-        runtime = RUN_NAMES | {as_name}
-        node = self.steps.step_node(site, runtime)
-        if node is None:
-            return
-        if "key" in step:
-            self.values.render(site.file, step["key"], site.at("key"), site.scope, Rules(runtime))
-        for_each = ForEach(items, as_name, step.get("key"), step.get("max_parallel"))
-        self.add_node(site, dataclasses.replace(node, kind=NodeKind.MAPPED, for_each=for_each))
-
     # -- graph ---------------------------------------------------------------------------------
 
     def check_graph(self) -> None:
-        for cycle in graph.find_cycles(self.nodes):
-            first = self.nodes[cycle[0]]
+        nodes = {**self.bodies, **self.nodes}
+        for cycle in graph.find_cycles(nodes):
+            first = nodes[cycle[0]]
             message = f"dependency cycle: {' -> '.join(cycle)} (each needs the one before it)"
             self.problems.found.append(Diagnostic(first.location, first.path, message))
         if any(d.message.startswith("dependency cycle") for d in self.problems.found):
             return
         for check in self.names.ref_checks:
             if check.target == check.self_id or graph.reaches(
-                self.nodes, check.node_needs, check.target
+                nodes, check.node_needs, check.target
             ):
                 continue
-            target = self.nodes.get(check.target)
+            target = nodes.get(check.target)
             if check.in_finally and target is not None and not target.is_finally:
                 continue  # `finally` steps start once every main step has finished
             message = (

@@ -123,6 +123,13 @@ def kill_recorded_group(pgid: int, start_time: str) -> bool:
     return kill_group(pgid, signal.SIGKILL)
 
 
+def term_recorded_group(pgid: int, start_time: str) -> bool:
+    """SIGTERM a running step's process group if its leader is still that same process."""
+    if not start_time or process_start_time(pgid) != start_time:
+        return False
+    return kill_group(pgid, signal.SIGTERM)
+
+
 def group_alive(pgid: int) -> bool:
     """Whether the group has a member that is not a zombie (a zombie is already dead; it only
     waits for its parent to collect it)."""

@@ -9,9 +9,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from . import graph
+from . import expansion, graph
 from .errors import TemplateError
-from .model import Node, NodeKind, Plan, State
+from .model import Deferred, Node, NodeKind, Plan, Scope, State
 from .runstate import NodeRun, Options, RunState, group_output, group_state, kept_run
 
 Render = Callable[[NodeRun, Any], Any]  # a template value rendered for a node
@@ -95,7 +95,31 @@ def keep_recorded(state: RunState, options: Options, render: Render) -> None:
         node = recorded_node(state, sid)
         if node is not None:
             state.kept[sid] = kept_run(node, row)
+    for owner in state.plan.nodes.values():
+        if owner.body and owner.id not in state.runs:
+            relocate(state, owner, render)
     kept_groups(state, render)
+
+
+def relocate(state: RunState, owner: Node, render: Render) -> None:
+    """The kept instances of a template fanned out at run time get the nodes the fan-out
+    gives again (the items, from the kept steps it read), so that their templates see their
+    item; when it cannot be made again they stay as recorded."""
+    assert owner.for_each is not None
+    source = owner.for_each.key
+
+    def render_key(scope: Scope) -> str:
+        return str(render(NodeRun(dataclasses.replace(owner, scope=scope)), Deferred(source or "")))
+
+    try:
+        items = render(NodeRun(owner), owner.for_each.items)
+        nodes = expansion.template_instances(state, owner, items, render_key)
+    except (TemplateError, KeyError):
+        return
+    for node in nodes:
+        kept = state.kept.get(node.id)
+        if kept is not None:
+            kept.node = node
 
 
 def kept_groups(state: RunState, render: Render) -> None:
@@ -119,6 +143,8 @@ def recorded_node(state: RunState, sid: str) -> Node | None:
             if owner.id in state.runs:
                 return None
             key = sid[cut + 1 :]
+            if owner.body:
+                return expansion.recorded_body_node(owner, sid)
             return dataclasses.replace(
                 owner, id=sid, kind=NodeKind.STEP, needs=(), group=owner.id, key=key
             )

@@ -132,6 +132,7 @@ class RunState:
         self.timers: list[tuple[float, str]] = []  # retries: (monotonic time, id)
         self.pool_busy: dict[str, int] = {}
         self.group_busy: dict[str, int] = {}
+        self.legs: dict[str, set[str]] = {}  # a limited fan-out of templates: its legs begun
         self.unfinished = 0  # nodes not in a final state
         self.main_unfinished = 0  # of those, not `finally` steps
         self.running = 0  # attempts handed to the executor and not ended

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from . import limits, retrying, runsetup, runsignals
+from . import limits, procs, retrying, runsetup, runsignals
 from .chains import Chains
 from .changes import RunInfo, RunResult, Sink, StepChanged
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_STORE, TemplateError
@@ -79,9 +79,8 @@ class Scheduler:
         self.deadline = Deadline(None)  # the pipeline's `timeout`, set when the run starts
         base = {"params": plan.params, "env": plan.env, "pipeline": {"name": plan.name}}
         renderer = Renderer(base, dict(secrets), self.state.lookup)
-        self.flow = Transitions(
-            self.state, self.options, renderer, tasks, (self.start_follow_up, self.cancel)
-        )
+        hooks = (self.start_follow_up, self.cancel, self.halt)
+        self.flow = Transitions(self.state, self.options, renderer, tasks, hooks)
         self.flow.signals = self.signals
         folder = RunPaths(run_dir)
         folder.logs.mkdir(parents=True, exist_ok=True)
@@ -219,6 +218,8 @@ class Scheduler:
         while capacity > 0 and state.ready:
             entry = heapq.heappop(state.ready)
             nr = state.runs[entry[3]]
+            if nr.state.finished:  # cancelled while it waited (a fail_fast sibling)
+                continue
             limit = limits.limit_reached(state, nr.node)
             if limit is not None:
                 limits.block(state, limit, entry)
@@ -424,13 +425,27 @@ class Scheduler:
             nr.kind, nr.error = state.cancel_reason
         nr.error = nr.error or "run was cancelled"
         if nr.state is State.RUNNING:
-            self.give_back(nr)
-            # A completion of its attempt that comes later is not applied again.
-            for aid in [a for a, nid in state.by_attempt.items() if nid == nr.id]:
-                del state.by_attempt[aid]
+            self.forget_attempt(nr)
         state.finish(nr, State.CANCELLED)
         if not nr.node.is_finally:
             self.flow.release_finally_needs(nr)
+
+    def forget_attempt(self, nr: NodeRun) -> None:
+        """Free the slots of `nr`'s running attempt; a completion of it that comes later is
+        not applied."""
+        self.give_back(nr)
+        for aid in [a for a, nid in self.state.by_attempt.items() if nid == nr.id]:
+            del self.state.by_attempt[aid]
+
+    def halt(self, nr: NodeRun) -> None:
+        """Stop the running attempt of one step (a sibling of a failed `fail_fast` leg): its
+        process group is sent SIGTERM, and what the attempt reports is not applied.  A step
+        that started no process (a python step) runs to its end, unrecorded."""
+        self.chains.drop(nr)
+        self.forget_attempt(nr)
+        if nr.process is not None:
+            procs.term_recorded_group(*nr.process)
+            nr.process = None
 
     # -- the end --------------------------------------------------------------------------------
 

@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import compensation, expansion, runfacts, runsetup, triggers
+from . import compensation, expansion, limits, runfacts, runsetup, triggers
 from .errors import TemplateError
 from .kinds import FailureKind, RunStatus
 from .logfiles import log_file_name
-from .model import NodeKind, Plan, Scope, State, has_deferred
+from .model import Node, NodeKind, Plan, Scope, State, has_deferred
 from .runstate import NodeRun, Options, RunState, group_output, group_state
 from .runtime import Renderer
 from .tasks import TaskMaker, cache_hit, cache_key_problem
@@ -30,7 +30,7 @@ class Transitions:
         options: Options,
         renderer: Renderer,
         tasks: TaskMaker,
-        hooks: tuple[Callable[[NodeRun], None], Callable[[], None]],
+        hooks: tuple[Callable[[NodeRun], None], Callable[[], None], Callable[[NodeRun], None]],
     ) -> None:
         self.state = state
         self.plan: Plan = state.plan
@@ -38,7 +38,8 @@ class Transitions:
         self.renderer = renderer
         self.tasks = tasks
         self.run_id = tasks.run_id
-        self.follow, self.stop = hooks  # start a follow-up; stop the run (--fail-fast)
+        # start a follow-up; stop the run (--fail-fast); stop one running attempt (fail_fast)
+        self.follow, self.stop, self.halt = hooks
         self.logs_dir = ""
         self.signals: list[int] = []  # the stop signals that came (the scheduler's list)
         self.failed_before = False  # resume --only: a step left out had not succeeded
@@ -189,6 +190,10 @@ class Transitions:
     def done(self, nr: NodeRun, state: State, propagate: bool = True, quiet: bool = False) -> None:
         """`nr` reaches its final `state`: finish it, then wake or fail its dependents."""
         self.state.finish(nr, state, quiet=quiet)
+        if nr.node.kind is not NodeKind.STEP:
+            limits.leg_done(self.state, nr.node)
+        if state is State.FAILED:
+            self.fail_fast(nr)
         if nr.compensates is not None:
             self.next_compensation()
         if nr.state.ok:
@@ -213,6 +218,29 @@ class Transitions:
         return (
             not self.state.cancelling or node.is_finally or node.on_cancel or bool(child.follow_id)
         )
+
+    def fail_fast(self, nr: NodeRun) -> None:
+        """A leg of a `fail_fast` matrix failed: cancel its siblings, each with what is
+        unfinished inside it (not the rest of the run: the fan-out fails, and what needs it)."""
+        runs = self.state.runs
+        fan = runs.get(nr.node.group) if nr.node.group is not None else None
+        if fan is None or not fan.node.fail_fast:
+            return
+        doomed: list[NodeRun] = []
+        stack = [m for m in (fan.members or fan.node.members) if m != nr.id]
+        while stack:
+            found = runs.get(stack.pop())
+            if found is not None and not found.state.finished:
+                doomed.append(found)
+                stack.extend(found.members or found.node.members)
+        for leg in doomed:
+            if leg.state is State.RUNNING:
+                self.halt(leg)
+            leg.error = f"cancelled: {nr.id} failed and the matrix is fail_fast"
+            leg.finished = leg.finished or time.time()
+            self.state.finish(leg, State.CANCELLED)
+        for leg in doomed:
+            self.fail_downstream(leg)
 
     def release_finally_needs(self, nr: NodeRun) -> None:
         """`nr` was cancelled: what runs when cancelled stops waiting for it."""
@@ -311,12 +339,15 @@ class Transitions:
         self.done(nr, state)
 
     def expand_mapped(self, nr: NodeRun) -> None:
-        """A run-time for_each: render the list and create one step per item."""
+        """A run-time for_each: render the list and create one step per item (for a template:
+        one copy of its body per item)."""
         node = nr.node
         assert node.for_each is not None
+        expand = expansion.template_instances if node.body else expansion.instances
         try:
             items = self.render_for(nr, node.for_each.items)
-            nodes = expansion.instances(self.state, node, items, self.render_key(nr))
+            nodes = expand(self.state, node, items, self.render_key(nr))
+            nr.node = node = expansion.limits_of(node, items)
             secrets = self.renderer.secrets.values()
             if any(s in inst.id for inst in nodes for s in secrets):
                 # An id is never masked (resume finds steps by it): one holding a secret would
@@ -328,25 +359,39 @@ class Transitions:
         if not nodes:
             self.complete_group(nr)
             return
-        nr.members = [inst.id for inst in nodes]
-        nr.waiting = len(nodes)
-        state, preset = self.state, self.options.preset
+        nr.members = [inst.id for inst in nodes if inst.group == node.id]
+        nr.waiting = len(nr.members)
+        ready = self.add_instances(nr, nodes)
+        if nr.waiting == 0:  # resume: every instance kept its output
+            self.complete_group(nr)
+        for child in ready:
+            self.became_ready(child)
+
+    def add_instances(self, nr: NodeRun, nodes: list[Node]) -> list[NodeRun]:
+        """The instances join the run (on resume, those that succeeded before keep their
+        output); returns those ready to start."""
+        state, preset, node = self.state, self.options.preset, nr.node
         keep = bool(preset) and expansion.upstream_kept(state, preset, node)
         children = []
         for inst in nodes:
-            child = NodeRun(inst, log_path=self.log_path(inst.id))
+            child = NodeRun(inst, log_path=self.log_path(inst.id), waiting=len(inst.needs))
             child.attempt = child.base = self.options.attempts_done.get(inst.id, 0)
             state.add(child)
-            state.dependents[inst.id] = [node.id]
+            state.dependents[inst.id] = [node.id] if inst.group == node.id else []
             state.depth[inst.id] = state.depth.get(node.id, 1)
-            if not (keep and expansion.reuse(child, preset)):
-                state.mark(child, State.PENDING)
             children.append(child)
         for child in children:
+            for need in child.node.needs:
+                state.dependents[need].append(child.id)
+            reused = keep and child.node.kind is NodeKind.STEP and expansion.reuse(child, preset)
+            if not reused:
+                state.mark(child, State.PENDING)
+        for child in children:
             if child.reused:
-                self.done(child, child.state, quiet=True)
-            else:
-                self.became_ready(child)
+                state.finish(child, child.state, quiet=True, ranked=False)
+                for dep in state.dependents_of(child.id):
+                    dep.waiting -= 1
+        return [c for c in children if c.state is State.PENDING and c.waiting == 0]
 
     def render_key(self, nr: NodeRun) -> Any:
         def render(scope: Scope) -> str:

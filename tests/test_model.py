@@ -243,6 +243,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             for_each=None if for_each is None else tuple(for_each),
             trigger=draw(trigger(needs, cond)),
             skip_exit_codes=draw(skip_codes(plugin)),
+            matrix=for_each is not None and draw(st.booleans()),
         )
         steps.append(step)
         by_id[step.id] = step
@@ -311,13 +312,19 @@ def scenarios(draw: st.DrawFn) -> Scenario:
 # --- writing the files ----------------------------------------------------------------------
 
 
-def cond_text(cond: Cond, pipeline: Pipeline) -> bool | str:
+def item_text(step: Step) -> str:
+    """The item's value in a template: the item, or its one value in a matrix."""
+    return "item.k" if step.matrix else "item"
+
+
+def cond_text(cond: Cond, pipeline: Pipeline, step: Step | None = None) -> bool | str:
     if isinstance(cond, LiteralCond):
         return cond.value
     if isinstance(cond, ParamCond):
         return f"{'not ' if cond.negate else ''}params.{cond.name}"
     if isinstance(cond, ItemCond):
-        return f"item {'!=' if cond.negate else '=='} '{cond.key}'"
+        item = item_text(step) if step is not None else "item"
+        return f"{item} {'!=' if cond.negate else '=='} '{cond.key}'"
     if isinstance(cond, StateCond):
         return f"{{{{ steps.{cond.step}.state == '{cond.state}' }}}}"
     if isinstance(cond, OutputCond):
@@ -346,8 +353,10 @@ def step_yaml(step: Step, pipeline: Pipeline) -> dict[str, Any]:
     elif step.needs:
         out["needs"] = list(step.needs)
     if step.cond is not None:
-        out["if"] = cond_text(step.cond, pipeline)
-    if step.for_each is not None:
+        out["if"] = cond_text(step.cond, pipeline, step)
+    if step.for_each is not None and step.matrix:
+        out["for_each"] = {"matrix": {"k": list(step.for_each)}}
+    elif step.for_each is not None:
         out["for_each"] = list(step.for_each)
     if step.trigger is not None:
         out["trigger"] = step.trigger
@@ -361,7 +370,7 @@ def step_yaml(step: Step, pipeline: Pipeline) -> dict[str, Any]:
     if step.plugin == "python":
         out["with"] = {"call": "modelhelper:act"}
     else:
-        name = step.id if step.for_each is None else f"{step.id}.{{{{ item }}}}"
+        name = step.id if step.for_each is None else f"{step.id}.{{{{ {item_text(step)} }}}}"
         attempt = "{{ run.attempt }}" if pipeline.shell_renders_attempt else "n"
         out["with"] = {"cmd": f"A={attempt}; . ./sh/{name}.sh"}
     return out

@@ -395,13 +395,13 @@ def test_dry_run_says_cached_for_a_step_the_cache_would_answer(
 
 
 # -- (3, 4) keys on a step that instantiates a template -------------------------------------------
+# (`max_parallel` applies to a fan-out of templates: test_matrix.py.)
 
 INSTANCE_KEYS = {
     "if": "params.go",
     "timeout": "1s",
     "retries": "2",
     "continue_on_error": "true",
-    "max_parallel": "2",
     "priority": "5",
     "pool": "db",
     "env": "{A: b}",

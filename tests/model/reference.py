@@ -28,6 +28,8 @@ What the model encodes, with the sentence of the manual it comes from:
   retries to failure kinds (`error`, `timeout`, `crash`) and/or exit codes. A failure with an
   exit code is of kind `error`, so `on: [error]` retries it too.
 - `for_each` over a literal list: one instance `<id>.<key>` per item (a string item is its key).
+  A one-axis matrix (`for_each: {matrix: {k: [a, b]}}`, semantics.md "A matrix") is the same
+  fan-out: one instance per value, keyed by the value, its item the mapping `{k: value}`.
 - `finally` (semantics.md, "finally and outputs"): runs after every other step, succeeded or
   not, with `run.status` the status of the main steps; may read any main step without `needs`,
   and a `needs` on a failed main step does not stop it. A failing `finally` step fails the run.
@@ -179,6 +181,7 @@ class Step:
     for_each: tuple[str, ...] | None = None  # literal list of string items (= keys)
     trigger: str | None = None  # None: not set (all_success)
     skip_exit_codes: tuple[int, ...] = ()
+    matrix: bool = False  # for_each written as a one-axis matrix (the same instances)
 
     def instance_ids(self) -> list[str]:
         if self.for_each is None:
