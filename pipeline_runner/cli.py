@@ -545,6 +545,7 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
     if as_json:
         for step in steps:
             step["output"] = json.loads(step.pop("output_json") or "null")
+            step["outputs"] = json.loads(step.pop("outputs_json") or "null")
         row["outputs"] = json.loads(row.pop("outputs_json") or "null")
         row.pop("plan_json", None)
         click.echo(json.dumps({"run": row, "steps": steps}, indent=2, default=str))

@@ -33,7 +33,7 @@ from .foreach import default_key, key_problem, qualified, taken_by
 from .instances import Instances
 from .loader import DEFAULT_MAX_FILE_SIZE, Document, Path_, SourceMap, format_path, load_file
 from .model import Deferred, ForEach, Node, NodeKind, Plan, Scope
-from .namecheck import BASE_NAMES, RUN_NAMES, NameChecker, step_hint
+from .namecheck import BASE_NAMES, RUN_NAMES, STEP_NAMES, NameChecker, step_hint
 from .params import merge_params, parse_param_value
 from .plugins import Registry, registry
 from .rendering import INVALID, Rules, ValueRenderer
@@ -332,7 +332,7 @@ class Planner:
         elif site.step.get("uses") == "pipeline":
             self.instances.inline_pipeline(site)
         else:
-            node = self.steps.step_node(site, RUN_NAMES)
+            node = self.steps.step_node(site, STEP_NAMES)
             if node is not None:
                 self.add_node(site, node)
 
@@ -438,7 +438,7 @@ class Planner:
             )
             return
         as_name = step.get("as", "item")
-        runtime = RUN_NAMES | {as_name}
+        runtime = STEP_NAMES | {as_name}
         node = self.steps.step_node(site, runtime)
         if node is None:
             return

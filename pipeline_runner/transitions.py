@@ -59,7 +59,13 @@ class Transitions:
         return self.renderer.value(value, nr.node.scope, self.run_context(nr))
 
     def run_context(self, nr: NodeRun) -> dict[str, Any]:
-        return {"run": {"id": self.run_id, "attempt": nr.attempt + 1, "status": self.main_status()}}
+        """The names known at run time besides `steps` and `secrets`: `run` and `step` (the
+        step's own id and instance key, Airflow's `task_instance_key_str`)."""
+        run = {"id": self.run_id, "attempt": nr.attempt + 1, "status": self.main_status()}
+        node = nr.node
+        if "step" in node.scope.vars:  # `as: step` or a template parameter `step` hides it
+            return {"run": run}
+        return {"run": run, "step": {"id": node.id, "key": node.key}}
 
     def main_status(self) -> str:
         """`run.status` for `finally` steps: what `finish` will record.  A run stopped by a
