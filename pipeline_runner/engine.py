@@ -279,6 +279,7 @@ def request_record(request: RunRequest, plan: Plan) -> dict[str, Any]:
     return {
         "file": os.path.abspath(request.file),
         "params": dict(request.planner.params),
+        "param_texts": dict(request.planner.param_texts),
         "params_file": os.path.abspath(request.planner.params_file)
         if request.planner.params_file
         else None,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import PipelineError, did_you_mean
 from .loader import format_path, load_file
-from .model import Node, NodeKind, Scope
+from .model import Deferred, Node, NodeKind, Scope
 from .namecheck import RUN_NAMES
 from .rendering import INVALID, Rules
 from .schema import check as check_schema
@@ -167,7 +167,7 @@ class Instances:
                     f"{rel} has no parameter '{pname}'{did_you_mean(pname, declared)}",
                     key=True,
                 )
-        nested = p.open_file(doc, {**declared, **given})
+        nested = p.open_file(doc, self.inline_params(site, rel, doc, given))
         p.read_pools(nested)
         aliases = {s["id"]: f"{qid}.{s['id']}" for s in doc.data["steps"]}
         names = {
@@ -187,3 +187,24 @@ class Instances:
         )
         # An inlined pipeline's group keeps the key and item but not has_item (as it always did).
         self.add_group(site._replace(has_item=False), members, "pipeline", outputs, inner_scope)
+
+    def inline_params(self, site: Site, rel: str, doc: Any, given: Any) -> dict[str, Any]:
+        """An inlined file's parameters: its defaults under the values `with.params` gives,
+        each checked against the file's typed declarations."""
+        from .params import declarations
+
+        p, at = self.planner, site.at("with", "params")
+        defaults, typed = declarations(doc.data.get("params") or {}, doc.source, p.problems.found)
+        values = {**defaults, **(given if isinstance(given, dict) else {})}
+        for name, spec in typed.items():
+            if name not in values:
+                message = f"{rel} has no default for parameter '{name}': give it in with.params"
+                p.problems.error(site.file, at, message)
+                values[name] = None  # known to its templates: the one error is this one
+            elif not isinstance(values[name], Deferred) and (problem := spec.problem(values[name])):
+                p.problems.error(
+                    site.file, (*at, name), f"{problem} (parameter '{name}' is of type {spec.type})"
+                )
+            else:
+                values[name] = spec.coerce(values[name])
+        return values

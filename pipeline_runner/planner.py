@@ -56,6 +56,7 @@ __all__ = [
 @dataclass
 class Options:
     params: Mapping[str, Any] = field(default_factory=dict)  # --param, already parsed
+    param_texts: Mapping[str, str] = field(default_factory=dict)  # --param, as written
     params_file: str | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
@@ -164,7 +165,9 @@ class Planner:
         o = self.options
         params_file = (o.params_file, o.max_file_size) if o.params_file else None
         declared: dict[str, Any] = dict(data.get("params") or {})
-        return merge_params(declared, o.params, o.environ, params_file, self.problems.found)
+        return merge_params(
+            declared, o.params, o.environ, params_file, self.problems.found, o.param_texts, source
+        )
 
     def read_pools(self, f: FileContext) -> None:
         for name, spec in (f.data.get("pools") or {}).items():

@@ -256,7 +256,10 @@ def _leaf_errors(errors: Iterable[Any]) -> Iterable[Any]:
         if error.context and error.validator in ("anyOf", "oneOf"):
             import jsonschema
 
-            yield jsonschema.exceptions.best_match(error.context)
+            # A failed `not` branch ("should not be valid under ...") explains nothing when
+            # another branch says what is wrong (a typed parameter's declaration).
+            specific = [e for e in error.context if e.validator != "not"]
+            yield jsonschema.exceptions.best_match(specific or error.context)
         else:
             yield error
 
