@@ -37,6 +37,7 @@ _PATTERN_HELP = {
     "that starts with a letter or digit",
     "^[A-Za-z_][A-Za-z0-9_]*$": "an identifier (letters, digits and '_')",
 }
+_TEMPLATE_PATTERN = "\\{\\{"  # a control field's text must be a {{ }} template
 # Patterns whose whole message is known (plugins' `env` mappings, as a step's own `env`).
 _PATTERN_MESSAGES = {
     "^[^=\\u0000]+$": "invalid environment variable name {value!r}: a name is not empty and "
@@ -215,9 +216,19 @@ def _message(error: Any, source: SourceMap, path: Path_) -> tuple[str, Path_, bo
         help_text = _PATTERN_HELP.get(error.validator_value)
         if help_text:
             return f"invalid name {value!r}: expected {help_text}", path, False
+        if error.validator_value == _TEMPLATE_PATTERN:  # a control field: its type, or {{ }}
+            types = [t for t in schema.get("type", ()) if t != "string"]
+            note = _quote_hint(source, path, value, types) or _yaml_note(source, path, value)
+            found = describe(value)
+            return (
+                f"expected {_expected(types)} or a {{{{ }}}} template, found {found}{note}",
+                path,
+                False,
+            )
         if "ms|s|m|h" in error.validator_value:
             return (
-                f"invalid duration {value!r}: expected e.g. 500ms, 30s, 5m, 2h, 1h30m",
+                f"invalid duration {value!r}: expected e.g. 500ms, 30s, 5m, 2h, 1h30m, "
+                "or a {{ }} template",
                 path,
                 False,
             )
