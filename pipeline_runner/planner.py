@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 from . import graph
 from .errors import Diagnostic, PipelineError, did_you_mean
 from .foreach import default_key, key_problem, qualified, taken_by
-from .instances import Instances
+from .instances import JOB_KEYS, Instances
 from .loader import DEFAULT_MAX_FILE_SIZE, Document, Path_, SourceMap, format_path, load_file
 from .model import Deferred, ForEach, Node, NodeKind, Plan, Scope
 from .namecheck import BASE_NAMES, RUN_NAMES, STEP_NAMES, NameChecker, step_hint
@@ -319,6 +319,8 @@ class Planner:
             else ("inlines a pipeline (`uses: pipeline`)", "the inlined file's steps")
         )
         for name in _NOT_ON_INSTANCES:
+            if name in JOB_KEYS and "template" in site.step:
+                continue  # applied to the instance's steps (instances.JobKeys)
             if name in site.step:
                 self.problems.error(
                     site.file,
@@ -484,7 +486,8 @@ def in_file_order(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
     )
 
 
-# Step keys a template instance does not apply (yet): rejected on `template:` steps.
+# Step keys an inlined pipeline (and, but for the JOB_KEYS, a template instance) does not apply
+# (yet): rejected there.
 _NOT_ON_INSTANCES = (
     "if",
     "timeout",

@@ -216,19 +216,15 @@ def _message(error: Any, source: SourceMap, path: Path_) -> tuple[str, Path_, bo
         help_text = _PATTERN_HELP.get(error.validator_value)
         if help_text:
             return f"invalid name {value!r}: expected {help_text}", path, False
-        if error.validator_value == _TEMPLATE_PATTERN:  # a control field: its type, or {{ }}
+        if error.validator_value == _TEMPLATE_PATTERN:
+            # A control field's text that is no {{ }} template: worded as the type error it
+            # is (the template form is for those who mean it).
             types = [t for t in schema.get("type", ()) if t != "string"]
             note = _quote_hint(source, path, value, types) or _yaml_note(source, path, value)
-            found = describe(value)
-            return (
-                f"expected {_expected(types)} or a {{{{ }}}} template, found {found}{note}",
-                path,
-                False,
-            )
+            return f"expected {_expected(types)}, found {describe(value)}{note}", path, False
         if "ms|s|m|h" in error.validator_value:
             return (
-                f"invalid duration {value!r}: expected e.g. 500ms, 30s, 5m, 2h, 1h30m, "
-                "or a {{ }} template",
+                f"invalid duration {value!r}: expected e.g. 500ms, 30s, 5m, 2h, 1h30m",
                 path,
                 False,
             )

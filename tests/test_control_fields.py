@@ -100,12 +100,12 @@ def test_control_fields_rendered_from_the_item_params_and_template_parameters(
         (
             "continue_on_error",
             "yes",
-            "continue_on_error: expected true or false or a {{ }} template, found string 'yes'",
+            "continue_on_error: expected true or false, found string 'yes'",
         ),
         (
             "priority",
             "high",
-            "priority: expected an integer or a {{ }} template, found string 'high'",
+            "priority: expected an integer, found string 'high'",
         ),
     ],
 )
