@@ -40,7 +40,7 @@ MAX_DURATION = 24 * 24 * 3600.0
 def parse_duration(value: Any) -> float:
     """Seconds, from a number or a text like `1h30m`; between 0 and MAX_DURATION."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
+        seconds = float(value) if value < MAX_DURATION * 2 else math.inf  # no float overflow
     else:
         text = str(value).strip()
         parts = _DURATION_RE.findall(text)
@@ -377,8 +377,8 @@ def _as_type(value: Any, kind: str) -> Any:
     if kind == "boolean":
         return value if isinstance(value, bool) else None
     if kind in ("count", "integer"):
-        whole = number and float(value).is_integer()
-        ok = whole and (kind == "integer" or value >= 0)
+        whole = isinstance(value, int) or (number and value.is_integer())
+        ok = number and whole and (kind == "integer" or value >= 0)
         return int(value) if ok else None
     if kind == "factor":
         return value if number and value >= 1 else None

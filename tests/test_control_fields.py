@@ -153,3 +153,28 @@ def test_a_rendered_text_that_reads_as_the_type_is_taken(
     assert result.code == 0 and no_traceback(result.output), result.output
     step = json.loads(summary.read_text())["steps"][0]
     assert (step["state"], step["attempts"]) == ("failed_allowed", 3)
+
+
+def test_a_duration_past_what_a_float_holds_is_a_located_error(
+    run_cli: RunCli, write_pipeline: WritePipeline
+) -> None:
+    """An integer of 400 digits, written or rendered, is over the limit (it used to stop
+    `validate` with an internal error: the float conversion overflowed)."""
+    huge = "1" + "0" * 400
+    path = write_pipeline(f"""
+        version: 1
+        name: huge
+        params: {{n: {huge}}}
+        steps:
+          - id: a
+            uses: noop
+            timeout: {huge}
+          - id: b
+            uses: noop
+            timeout: "{{{{ params.n }}}}"
+        """)
+    result = run_cli("validate", str(path))
+    assert result.code == 2 and no_traceback(result.output), result.output
+    assert "steps[0].timeout: invalid duration" in result.output
+    assert "over the limit of 24 days (576h)" in result.output
+    assert "steps[1].timeout: rendered to integer" in result.output
