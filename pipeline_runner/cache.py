@@ -34,7 +34,8 @@ class CacheBackend(Protocol):
     the declared outputs.  Entries are written by the store's sink, in the same transaction as
     the state of the step that produced them."""
 
-    def get(self, key: str) -> tuple[Any, Any] | None: ...
+    def get(self, key: str) -> tuple[Any, Any, str | None] | None:
+        """(output, fingerprint of the declared outputs, named outputs as JSON or None)."""
 
 
 class MissingInput(Exception):

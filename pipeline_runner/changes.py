@@ -50,6 +50,7 @@ class StepChanged(NamedTuple):
     cache_key: str | None = None
     cache_files: Mapping[str, str] = NO_FILES  # the outputs' fingerprint
     group_kind: str | None = None  # a group's: for_each, template or pipeline
+    outputs_json: str | None = None  # a step's named outputs (a JSON object), if any
 
     @property
     def is_step(self) -> bool:

@@ -125,10 +125,12 @@ def planner_options(params: Sequence[str], params_file: str | None, max_file_siz
     from .planner import Options, parse_param_value
 
     parsed: dict[str, Any] = {}
+    texts: dict[str, str] = {}  # as written: a `string` parameter takes the text itself
     for item in params:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise UsageError(f"--param takes NAME=VALUE, got {item!r}")
+        texts[name.strip()] = value
         parsed[name.strip()] = parse_param_value(value)
         bad = non_finite(parsed[name.strip()], (name.strip(),))
         if bad:
@@ -136,7 +138,9 @@ def planner_options(params: Sequence[str], params_file: str | None, max_file_siz
                 f"--param {item!r}: {format_path(bad[0])}: a number must be finite "
                 "(quote it to pass the text)"
             )
-    return Options(params=parsed, params_file=params_file, max_file_size=max_file_size)
+    return Options(
+        params=parsed, param_texts=texts, params_file=params_file, max_file_size=max_file_size
+    )
 
 
 class Seconds(click.FloatRange):
@@ -500,6 +504,7 @@ def resume_planner(recorded: dict[str, Any], params: Sequence[str], params_file:
         overrides.params_file = recorded["params_file"]
     base = (from_file or {}) if params_file is None else {}
     overrides.params = {**base, **recorded["params"], **overrides.params}
+    overrides.param_texts = {**(recorded.get("param_texts") or {}), **overrides.param_texts}
     return overrides
 
 
@@ -562,6 +567,7 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
         for step in steps:
             step["output"] = json.loads(step.pop("output_json") or "null")
             step["rerun"] = reruns.get(step["step_id"])
+            step["outputs"] = json.loads(step.pop("outputs_json") or "null")
         row["outputs"] = json.loads(row.pop("outputs_json") or "null")
         row.pop("plan_json", None)
         click.echo(json.dumps({"run": row, "steps": steps}, indent=2, default=str))

@@ -24,6 +24,7 @@ from .paths import StatePaths
 from .planner import Options as PlannerOptions
 from .planner import plan_file
 from .rerun import Chosen, rerun_notes
+from .runstate import Preset
 from .scheduler import Options as SchedulerOptions
 from .scheduler import RunResult, Scheduler, Sink
 from .secrets import Masker, read_secrets
@@ -309,6 +310,7 @@ def request_record(request: RunRequest, plan: Plan) -> dict[str, Any]:
     return {
         "file": os.path.abspath(request.file),
         "params": dict(request.planner.params),
+        "param_texts": dict(request.planner.param_texts),
         "params_file": os.path.abspath(request.planner.params_file)
         if request.planner.params_file
         else None,
@@ -337,14 +339,14 @@ def resume_state(
     plan_json: str,
     force: bool,
     rerun: frozenset[str] = frozenset(),
-) -> tuple[dict[str, tuple[Any, Any]], dict[str, int]]:
+) -> tuple[dict[str, Preset], dict[str, int]]:
     """What an earlier run of `run_id` finished (to reuse), from its step `rows`, and how many
     attempts each step had;
     refuses when a step whose output would be reused is planned differently now.  The steps
     in `rerun` (`finally`) run again whatever they did, so they are neither."""
     old_nodes = {n["id"]: n for n in json.loads(store.run(run_id)["plan_json"])["nodes"]}
     new_nodes = {n["id"]: n for n in json.loads(plan_json)["nodes"]}
-    preset: dict[str, tuple[Any, Any]] = {}
+    preset: dict[str, Preset] = {}
     attempts: dict[str, int] = {}
     changed: list[str] = []
     # A step whose compensation ran was undone: it runs again.  A compensation older than
@@ -367,7 +369,8 @@ def resume_state(
         if old_nodes.get(sid) != new_nodes.get(sid):
             changed.append(sid)
             continue
-        preset[sid] = (State(row["state"]), json.loads(row["output_json"] or "null"))
+        output = json.loads(row["output_json"] or "null")
+        preset[sid] = (State(row["state"]), output, row["outputs_json"])
     kept = _kept(new_nodes, preset, [r["step_id"] for r in rows])
     preset = {sid: v for sid, v in preset.items() if sid in kept}
     if changed and not force:

@@ -16,8 +16,8 @@ from typing import Any
 from . import matrix
 from .errors import TemplateError
 from .foreach import default_key, id_clash, key_problem
-from .model import Node, NodeKind, Scope, State
-from .runstate import NodeRun, RunState
+from .model import Node, NodeKind, Scope
+from .runstate import NodeRun, Preset, RunState
 
 
 def item_scope(node: Node, item: Any) -> Scope:
@@ -209,7 +209,7 @@ def instance(
     )
 
 
-def upstream_kept(state: RunState, preset: Mapping[str, tuple[State, Any]], node: Node) -> bool:
+def upstream_kept(state: RunState, preset: Mapping[str, Preset], node: Node) -> bool:
     """Resume: whether every step upstream of `node` kept its output from the earlier run,
     so that a run-time for_each gives the same items as then."""
     stack, seen = list(node.needs), set()
@@ -224,12 +224,13 @@ def upstream_kept(state: RunState, preset: Mapping[str, tuple[State, Any]], node
     return bool(preset)
 
 
-def reuse(nr: NodeRun, preset: Mapping[str, tuple[State, Any]]) -> bool:
+def reuse(nr: NodeRun, preset: Mapping[str, Preset]) -> bool:
     """Resume: keep the output of a run-time for_each instance that succeeded in the earlier
     run (its store row stays as it was); its state is given by the caller when it counts it."""
     found = preset.get(nr.id)
     if found is None or nr.node.is_finally:
         return False
-    nr.state, nr.output = found
-    nr.output_json, nr.reused = json.dumps(nr.output), True
+    nr.state = found[0]
+    nr.take(found[1], json.dumps(found[1]), found[2])
+    nr.reused = True
     return True

@@ -81,6 +81,7 @@ def step_json(nr: StepChanged) -> dict[str, Any]:
         "group": nr.group,
         "key": nr.key,
         "output": nr.output if nr.state in (State.SUCCEEDED, State.CACHED) else None,
+        "outputs": json.loads(nr.outputs_json) if nr.outputs_json else None,
     }
 
 

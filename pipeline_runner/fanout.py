@@ -12,7 +12,7 @@ from . import matrix
 from .foreach import default_key, key_problem
 from .loader import format_path
 from .model import Deferred, ForEach, Node, NodeKind, Scope, has_deferred
-from .namecheck import RUN_NAMES
+from .namecheck import RUN_NAMES, STEP_NAMES
 from .rendering import INVALID, Rules
 from .schema import describe
 
@@ -142,7 +142,7 @@ class FanOuts:
             )
             return
         as_name = step.get("as", "item")
-        runtime = RUN_NAMES | {as_name}
+        runtime = STEP_NAMES | {as_name}
         if "key" in step:
             self.planner.values.render(
                 site.file, step["key"], site.at("key"), site.scope, Rules(runtime)

@@ -7,13 +7,15 @@ one group node whose members they are, with the group's `outputs`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .environment import name_problem
 from .errors import PipelineError, did_you_mean
 from .loader import format_path, load_file
-from .model import Node, NodeKind, Scope
+from .model import Deferred, Node, NodeKind, Scope
 from .namecheck import RUN_NAMES
 from .rendering import INVALID, Rules
 from .schema import check as check_schema
@@ -25,6 +27,104 @@ if TYPE_CHECKING:
     from .site import Site
 
 MAX_TEMPLATE_DEPTH = 16
+
+# Keys of a step that instantiates a template which apply to every step of the instance, as a
+# GitHub job's `if`, `timeout-minutes`, `continue-on-error` and `env` apply to its steps.
+JOB_KEYS = frozenset({"if", "timeout", "retries", "continue_on_error", "priority", "pool", "env"})
+_DEFAULTED = ("timeout", "retries", "continue_on_error", "priority", "pool")
+# The instance's scope variables that carry the job-level `if` and `env` to its steps; each is
+# rendered in the instantiating step's scope (at run time when it reads steps, run or secrets).
+JOB_IF, JOB_ENV = "_job_if", "_job_env"
+
+
+class JobKeys:
+    """The job-level keys of one instantiating step, applied to the template's steps: `if` is
+    and-ed with each step's own, `env` goes under each step's own, and `timeout`, `retries`,
+    `continue_on_error`, `priority` and `pool` are each step's unless it sets its own."""
+
+    def __init__(self, planner: Planner, site: Site) -> None:
+        self.p = planner
+        self.site = site
+
+    def apply(self, steps: list[dict[str, Any]], values: dict[str, Any]) -> list[dict[str, Any]]:
+        """The template's steps with the job keys applied; `values` (the instance's scope
+        variables) gets what they read."""
+        step = self.site.step
+        defaults = self.defaults()
+        env_refs: dict[str, str] = {}
+        if "if" in step:
+            values[JOB_IF] = self.condition()
+        if "env" in step:
+            values[JOB_ENV] = self.env()
+            env_refs = {  # a name the system refuses is an error at the job already
+                name: f"{{{{ {JOB_ENV}[{json.dumps(name)}] }}}}"
+                for name in step["env"]
+                if name_problem(name) is None
+            }
+        out = []
+        for own in steps:
+            new = {**defaults, **own}
+            if "if" in step:
+                new["if"] = _and_job_if(own.get("if"))
+            if env_refs:
+                new["env"] = {**env_refs, **(own.get("env") or {})}
+            out.append(new)
+        return out
+
+    def defaults(self) -> dict[str, Any]:
+        """The job's timeout, retries, continue_on_error, priority and pool, rendered in its
+        scope and checked here (so a problem is located at the instantiating step)."""
+        p, site = self.p, self.site
+        given = {k: site.step[k] for k in _DEFAULTED if k in site.step}
+        settings = p.steps.controls(site, given, RUN_NAMES)
+        if "timeout" in settings:
+            at = site.at("timeout")
+            if p.steps.duration(site.file, settings["timeout"], at, positive=True) is None:
+                del settings["timeout"]
+        if settings.get("retries") is not None:
+            p.steps.retry_policy(site.file, settings["retries"], site.path)
+        pool = settings.get("pool")
+        if pool is not None and pool not in p.steps.pools:
+            pools = ", ".join(p.steps.pools) or "none"
+            hint = did_you_mean(pool, p.steps.pools) or f" (pools: {pools})"
+            p.problems.error(site.file, site.at("pool"), f"unknown pool '{pool}'{hint}")
+            del settings["pool"]
+        return {k: v for k, v in settings.items() if v is not None}
+
+    def condition(self) -> Any:
+        """The job's `if` as a value of the instance's scope: a truth value now, or a Deferred
+        rendered in the instantiating step's scope when the steps are ready."""
+        p, site = self.p, self.site
+        condition = site.step["if"]
+        if not isinstance(condition, str):
+            return bool(condition)
+        text = condition.strip()
+        expr = text if text.startswith("{{") else "{{ " + text + " }}"
+        rules = Rules(RUN_NAMES, site.needs)
+        value = p.values.render(site.file, expr, site.at("if"), site.scope, rules)
+        return True if value is INVALID else value
+
+    def env(self) -> Any:
+        p, site = self.p, self.site
+        rules = Rules(RUN_NAMES, site.needs)
+        values = p.values.render(site.file, site.step["env"], site.at("env"), site.scope, rules)
+        if not isinstance(values, dict):
+            return {name: "" for name in site.step["env"]}
+        plain = {k: v for k, v in values.items() if not isinstance(v, Deferred)}
+        p.steps.check_env(site.file, plain, lambda name: site.at("env", name))
+        return values
+
+
+def _and_job_if(own: Any) -> Any:
+    """A step's `if` under its job's: both must hold."""
+    if own is None or own is True:
+        return JOB_IF
+    if own is False:
+        return False
+    text = str(own).strip()
+    if text.startswith("{{") and text.endswith("}}"):
+        text = text[2:-2]
+    return f"{JOB_IF} and ({text})"
 
 
 class Instances:
@@ -46,12 +146,13 @@ class Instances:
         tpl = f.templates[name]
         values = self.template_params(site, name, tpl.get("params") or {})
         inner_aliases = {s["id"]: f"{qid}.{s['id']}" for s in tpl["steps"]}
+        body = tpl["steps"]
+        if not JOB_KEYS.isdisjoint(step):
+            body = JobKeys(p, site).apply(body, values)
         inner_scope = Scope(MappingProxyType(values), MappingProxyType(inner_aliases), site.scope)
         self.template_stack.append(name)
         try:
-            steps = StepList(
-                f, tpl["steps"], ("templates", name, "steps"), inner_scope, site.needs, qid
-            )
+            steps = StepList(f, body, ("templates", name, "steps"), inner_scope, site.needs, qid)
             members = p.expand(steps)
         finally:
             self.template_stack.pop()
@@ -167,7 +268,7 @@ class Instances:
                     f"{rel} has no parameter '{pname}'{did_you_mean(pname, declared)}",
                     key=True,
                 )
-        nested = p.open_file(doc, {**declared, **given})
+        nested = p.open_file(doc, self.inline_params(site, rel, doc, given))
         if "timeout" in doc.data:
             p.problems.error(
                 nested,
@@ -195,3 +296,24 @@ class Instances:
         )
         # An inlined pipeline's group keeps the key and item but not has_item (as it always did).
         self.add_group(site._replace(has_item=False), members, "pipeline", outputs, inner_scope)
+
+    def inline_params(self, site: Site, rel: str, doc: Any, given: Any) -> dict[str, Any]:
+        """An inlined file's parameters: its defaults under the values `with.params` gives,
+        each checked against the file's typed declarations."""
+        from .params import declarations
+
+        p, at = self.planner, site.at("with", "params")
+        defaults, typed = declarations(doc.data.get("params") or {}, doc.source, p.problems.found)
+        values = {**defaults, **(given if isinstance(given, dict) else {})}
+        for name, spec in typed.items():
+            if name not in values:
+                message = f"{rel} has no default for parameter '{name}': give it in with.params"
+                p.problems.error(site.file, at, message)
+                values[name] = None  # known to its templates: the one error is this one
+            elif not isinstance(values[name], Deferred) and (problem := spec.problem(values[name])):
+                p.problems.error(
+                    site.file, (*at, name), f"{problem} (parameter '{name}' is of type {spec.type})"
+                )
+            else:
+                values[name] = spec.coerce(values[name])
+        return values

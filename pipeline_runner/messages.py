@@ -41,6 +41,7 @@ class Completion(NamedTuple):
     started: float
     finished: float
     worker: str
+    outputs_json: str | None = None  # the named outputs of a success (a JSON object), if any
 
 
 class Started(NamedTuple):

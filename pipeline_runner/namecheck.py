@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .templating import Compiled
 
 RUN_NAMES = frozenset({"steps", "run", "secrets"})
+STEP_NAMES = RUN_NAMES | {"step"}  # in a step's own fields: also `step` (its id and key)
 BASE_NAMES = frozenset({"params", "env", "pipeline"}) | RUN_NAMES
 FINALLY_RUN_NAMES = frozenset({"failures", "duration"})  # run.X known to `finally` steps only
 

@@ -30,10 +30,10 @@ from . import graph
 from .errors import Diagnostic, PipelineError, did_you_mean
 from .fanout import FanOuts
 from .foreach import default_key, key_problem, qualified, taken_by
-from .instances import Instances
+from .instances import JOB_KEYS, Instances
 from .loader import DEFAULT_MAX_FILE_SIZE, Document, Path_, SourceMap, load_file
 from .model import Deferred, Node, NodeKind, Plan, Scope
-from .namecheck import BASE_NAMES, RUN_NAMES, NameChecker, step_hint
+from .namecheck import BASE_NAMES, RUN_NAMES, STEP_NAMES, NameChecker, step_hint
 from .params import merge_params, parse_param_value
 from .plugins import Registry, registry
 from .rendering import INVALID, Rules, ValueRenderer
@@ -56,6 +56,7 @@ __all__ = [
 @dataclass
 class Options:
     params: Mapping[str, Any] = field(default_factory=dict)  # --param, already parsed
+    param_texts: Mapping[str, str] = field(default_factory=dict)  # --param, as written
     params_file: str | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
@@ -169,7 +170,9 @@ class Planner:
         o = self.options
         params_file = (o.params_file, o.max_file_size) if o.params_file else None
         declared: dict[str, Any] = dict(data.get("params") or {})
-        return merge_params(declared, o.params, o.environ, params_file, self.problems.found)
+        return merge_params(
+            declared, o.params, o.environ, params_file, self.problems.found, o.param_texts, source
+        )
 
     def read_pools(self, f: FileContext) -> None:
         for name, spec in (f.data.get("pools") or {}).items():
@@ -321,6 +324,8 @@ class Planner:
             else ("inlines a pipeline (`uses: pipeline`)", "the inlined file's steps")
         )
         for name in _NOT_ON_INSTANCES:
+            if name in JOB_KEYS and "template" in site.step:
+                continue  # applied to the instance's steps (instances.JobKeys)
             if name in site.step and not (name == "max_parallel" and "for_each" in site.step):
                 self.problems.error(
                     site.file,
@@ -337,7 +342,7 @@ class Planner:
         elif site.step.get("uses") == "pipeline":
             self.instances.inline_pipeline(site)
         else:
-            node = self.steps.step_node(site, RUN_NAMES)
+            node = self.steps.step_node(site, STEP_NAMES)
             if node is not None:
                 self.add_node(site, node)
 
@@ -389,7 +394,8 @@ def in_file_order(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
     )
 
 
-# Step keys a template instance does not apply (yet): rejected on `template:` steps.
+# Step keys an inlined pipeline (and, but for the JOB_KEYS, a template instance) does not apply
+# (yet): rejected there.
 _NOT_ON_INSTANCES = (
     "if",
     "trigger",

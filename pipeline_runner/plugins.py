@@ -100,6 +100,17 @@ class StepContext:
     log_stream: BinaryIO | None = None  # the step's log file (plugins should prefer `log`)
     on_process: Callable[[int], None] | None = None  # report a started process group
     write_log: Callable[[bytes], None] | None = None  # write to the log, secrets masked
+    outputs: dict[str, Any] = field(default_factory=dict)  # named outputs (`set_output`)
+
+    def set_output(self, name: str, value: Any) -> None:
+        """Give the step a named output, read as `steps.<id>.outputs.<name>` (any plugin's
+        code may; a process can write `NAME=VALUE` lines to the file `$RUNNER_OUTPUT` names)."""
+        from .named_outputs import name_problem
+
+        problem = name_problem(name)
+        if problem:
+            raise ValueError(problem)
+        self.outputs[name] = value
 
     @property
     def scratch_dir(self) -> Path:

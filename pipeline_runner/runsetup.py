@@ -59,11 +59,12 @@ def build(state: RunState, options: Options, log_path: Callable[[str], str]) -> 
     for nid in list(state.dependents):
         state.dependents[nid] = [d for d in state.dependents[nid] if d in state.runs]
     reused = []
-    for nid, (kept_state, output) in options.preset.items():
+    for nid, (kept_state, output, outputs_json) in options.preset.items():
         found = state.runs.get(nid)
         # `finally` steps run again, with the run's new status.
         if found is not None and found.node.kind is NodeKind.STEP and not found.node.is_finally:
-            found.output, found.output_json, found.reused = output, json.dumps(output), True
+            found.take(output, json.dumps(output), outputs_json)
+            found.reused = True
             found.state = kept_state
             reused.append(found)
     for nr in reused:

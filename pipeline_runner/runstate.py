@@ -18,10 +18,13 @@ from . import defaults
 from .changes import NO_FILES, StepChanged
 from .kinds import INSTANCE_KINDS
 from .messages import Completion, Task
-from .model import Node, NodeKind, Plan, State
+from .model import EMPTY, Node, NodeKind, Plan, State
 
 if TYPE_CHECKING:
     from .cache import CacheBackend, Globs
+
+
+Preset = tuple[State, Any, "str | None"]  # a kept step: its state, output, named outputs
 
 
 @dataclass
@@ -29,7 +32,8 @@ class Options:
     fail_fast: bool = False
     only: Sequence[str] = ()
     grace: float = defaults.GRACE
-    preset: Mapping[str, tuple[State, Any]] = field(default_factory=dict)  # resume: done nodes
+    # resume: done nodes, with their output and named outputs (JSON)
+    preset: Mapping[str, Preset] = field(default_factory=dict)
     attempts_done: Mapping[str, int] = field(default_factory=dict)  # resume: attempts so far
     recorded_rows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # resume: steps
     cache: CacheBackend | None = None  # where cached results are looked up
@@ -60,7 +64,9 @@ class NodeRun:
     finished: float | None = None
     worker: str | None = None
     members: list[str] = field(default_factory=list)
-    outputs: dict[str, Any] | None = None  # groups: key -> output
+    # groups: key -> output (a template instance's: its `outputs`); steps: their named outputs
+    outputs: dict[str, Any] | None = None
+    outputs_json: str | None = None  # a step's named outputs as recorded (None: none)
     attempts: list[Completion] = field(default_factory=list)
     reused: bool = False  # output taken from an earlier run (resume) or the cache
     base: int = 0  # attempts made by earlier runs of the same run id (resume)
@@ -79,10 +85,18 @@ class NodeRun:
         return self.node.id
 
     def view(self) -> Mapping[str, Any]:
-        data = {"output": self.output, "state": self.state.value, "key": self.node.key}
-        if self.outputs is not None:
-            data["outputs"] = self.outputs
-        return data
+        return {
+            "output": self.output,
+            "outputs": self.outputs if self.outputs is not None else EMPTY,
+            "state": self.state.value,
+            "key": self.node.key,
+        }
+
+    def take(self, output: Any, output_json: str, outputs_json: str | None) -> None:
+        """A step's result: its output and its named outputs (as JSON, None for none)."""
+        self.output, self.output_json = output, output_json
+        self.outputs_json = outputs_json
+        self.outputs = json.loads(outputs_json) if outputs_json else None
 
     def change(self, old: State) -> StepChanged:
         """A frozen record of the node as it is now, having been `old` before."""
@@ -114,6 +128,7 @@ class NodeRun:
             self.cache_key,
             self.cache_files or NO_FILES,
             node.group_kind,
+            self.outputs_json,
         )
 
 
@@ -235,8 +250,8 @@ def kept_run(node: Node, row: Mapping[str, Any]) -> NodeRun:
     nr = NodeRun(node, state=state, log_path=str(row["log_path"] or ""), reused=True)
     nr.attempt = nr.base = int(row["attempts"] or 0)
     if state in (State.SUCCEEDED, State.CACHED):
-        nr.output_json = str(row["output_json"] or "null")
-        nr.output = json.loads(nr.output_json)
+        output_json = str(row["output_json"] or "null")
+        nr.take(json.loads(output_json), output_json, row["outputs_json"])
     nr.kind, nr.error, nr.exit_code = row["error_kind"], row["error"] or "", row["exit_code"]
     nr.started, nr.finished, nr.worker = row["started"], row["finished"], row["worker"]
     return nr
@@ -271,4 +286,5 @@ def group_output(
         return [m.output for m in ran], {m.node.key or m.id: m.output for m in ran}
     if node.outputs is None:
         return {m.id.removeprefix(node.id + "."): m.output for m in members}, None
-    return render(node.outputs), None
+    out = render(node.outputs)  # also `steps.X.outputs.NAME`, as a GitHub job's outputs are read
+    return out, out if isinstance(out, dict) else None

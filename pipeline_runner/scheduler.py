@@ -332,8 +332,8 @@ class Scheduler:
         nr.worker = event.worker
         nr.process = None
         if event.ok:
-            nr.output_json = event.output_json or "null"
-            nr.output = json.loads(nr.output_json)
+            output_json = event.output_json or "null"
+            nr.take(json.loads(output_json), output_json, event.outputs_json)
             nr.finished = event.finished
             # A success after failed attempts: those are in the attempts, not on the step.
             nr.kind, nr.error, nr.traceback, nr.exit_code = None, "", "", event.exit_code

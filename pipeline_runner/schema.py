@@ -37,6 +37,7 @@ _PATTERN_HELP = {
     "that starts with a letter or digit",
     "^[A-Za-z_][A-Za-z0-9_]*$": "an identifier (letters, digits and '_')",
 }
+_TEMPLATE_PATTERN = "\\{\\{"  # a control field's text must be a {{ }} template
 # Patterns whose whole message is known (plugins' `env` mappings, as a step's own `env`).
 _PATTERN_MESSAGES = {
     "^[^=\\u0000]+$": "invalid environment variable name {value!r}: a name is not empty and "
@@ -215,6 +216,12 @@ def _message(error: Any, source: SourceMap, path: Path_) -> tuple[str, Path_, bo
         help_text = _PATTERN_HELP.get(error.validator_value)
         if help_text:
             return f"invalid name {value!r}: expected {help_text}", path, False
+        if error.validator_value == _TEMPLATE_PATTERN:
+            # A control field's text that is no {{ }} template: worded as the type error it
+            # is (the template form is for those who mean it).
+            types = [t for t in schema.get("type", ()) if t != "string"]
+            note = _quote_hint(source, path, value, types) or _yaml_note(source, path, value)
+            return f"expected {_expected(types)}, found {describe(value)}{note}", path, False
         if "ms|s|m|h" in error.validator_value:
             return (
                 f"invalid duration {value!r}: expected e.g. 500ms, 30s, 5m, 2h, 1h30m",
@@ -256,7 +263,10 @@ def _leaf_errors(errors: Iterable[Any]) -> Iterable[Any]:
         if error.context and error.validator in ("anyOf", "oneOf"):
             import jsonschema
 
-            yield jsonschema.exceptions.best_match(error.context)
+            # A failed `not` branch ("should not be valid under ...") explains nothing when
+            # another branch says what is wrong (a typed parameter's declaration).
+            specific = [e for e in error.context if e.validator != "not"]
+            yield jsonschema.exceptions.best_match(specific or error.context)
         else:
             yield error
 

@@ -41,7 +41,7 @@ MAX_DURATION = 24 * 24 * 3600.0
 def parse_duration(value: Any) -> float:
     """Seconds, from a number or a text like `1h30m`; between 0 and MAX_DURATION."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
+        seconds = float(value) if value < MAX_DURATION * 2 else math.inf  # no float overflow
     else:
         text = str(value).strip()
         parts = _DURATION_RE.findall(text)
@@ -93,7 +93,7 @@ class StepBuilder:
 
     def step_node(self, site: Site, runtime: frozenset[str]) -> Node | None:
         f, step, scope, needs = site.file, site.step, site.scope, site.needs
-        settings = {**f.defaults, **step}
+        settings = self.controls(site, {**f.defaults, **step}, runtime)
         uses = step["uses"]
         plugin = self.check_plugin(f, uses, site.at("uses"))
         shell_fields = frozenset(getattr(plugin, "shell_fields", ()) or ())
@@ -139,7 +139,7 @@ class StepBuilder:
             continue_on_error=bool(settings.get("continue_on_error", False)),
             skip_exit_codes=frozenset(step.get("skip_exit_codes") or ()),
             pool=pool,
-            priority=int(step.get("priority", 0)),
+            priority=int(settings.get("priority") or 0) if "priority" in step else 0,
             env=MappingProxyType(env_values) if isinstance(env_values, dict) else EMPTY,
             scope=scope,
             group=site.group,
@@ -151,6 +151,57 @@ class StepBuilder:
             item=site.item,
             has_item=site.has_item,
         )
+
+    def controls(
+        self, site: Site, settings: dict[str, Any], runtime: frozenset[str]
+    ) -> dict[str, Any]:
+        """`settings` with its templated control fields (`timeout`, `retries` and its fields,
+        `continue_on_error`, `priority`) rendered now and type-checked; most steps have none,
+        and their settings are returned as they are."""
+        out = settings
+        if _CONTROLS.isdisjoint(settings):
+            return out
+        for name in _CONTROL_ORDER:
+            value = settings.get(name)
+            if isinstance(value, str) and "{{" in value:
+                new = self.control(site, (name,), value, runtime)
+            elif isinstance(value, dict) and any(_templated(v) for v in value.values()):
+                new = {
+                    k: self.control(site, (name, k), v, runtime) if _templated(v) else v
+                    for k, v in value.items()
+                }
+                new = {k: v for k, v in new.items() if v is not None}
+            else:
+                continue
+            if out is settings:
+                out = dict(settings)
+            out[name] = new
+        return out
+
+    def control(
+        self, site: Site, parts: tuple[str, ...], value: str, runtime: frozenset[str]
+    ) -> Any:
+        """One control field's template rendered with the names known before the run; None
+        (and a located problem) when it cannot be, or renders to a value of the wrong type."""
+        at = site.at(*parts) if parts[0] in site.step else ("defaults", *parts)
+        rules = Rules(runtime, site.needs)
+        rendered = self.values.render(site.file, value, at, site.scope, rules)
+        if rendered is INVALID:
+            return None
+        if isinstance(rendered, Deferred):
+            message = (
+                f"`{parts[-1]}` must be known before the run: it may read params, env, template "
+                "parameters and a for_each item known before the run, not steps, run or secrets"
+            )
+            self.problems.error(site.file, at, message)
+            return None
+        kind = _CONTROL_TYPES.get(parts[-1], "duration")
+        checked = _as_type(rendered, kind)
+        if checked is None:
+            self.problems.error(
+                site.file, at, f"rendered to {describe(rendered)}: expected {_KIND_NAMES[kind]}"
+            )
+        return checked
 
     def condition(self, site: Site, runtime: frozenset[str]) -> Any:
         """The step's `if` (checked now, evaluated at run time); None when it is broken."""
@@ -328,6 +379,64 @@ class StepBuilder:
 
 _NO_EXIT_CODE = frozenset({"noop"})  # plugins whose attempt never ends with an exit code
 _NO_RETRIES = RetryPolicy()  # frozen: one for every step without `retries`
+_CONTROL_ORDER = ("timeout", "retries", "continue_on_error", "priority")
+_CONTROLS = frozenset(_CONTROL_ORDER)
+# The type a control field (or field of `retries`) renders to; the others are durations.
+_CONTROL_TYPES = {
+    "retries": "count",
+    "max": "count",
+    "backoff": "factor",
+    "jitter": "boolean",
+    "continue_on_error": "boolean",
+    "priority": "integer",
+}
+_KIND_NAMES = {
+    "count": "an integer of 0 or more",
+    "factor": "a number of 1 or more",
+    "boolean": "true or false",
+    "integer": "an integer",
+    "duration": "a duration (a number of seconds, or e.g. 500ms, 30s, 5m, 1h30m)",
+}
+_INTEGER_TEXT = re.compile(r"-?\d+")
+
+
+def _templated(value: Any) -> bool:
+    return isinstance(value, str) and "{{" in value
+
+
+def _as_type(value: Any, kind: str) -> Any:
+    """A rendered control value as its type (a text that reads as one counts: `true`, `3`),
+    or None when it is not one."""
+    if isinstance(value, str):
+        text = value.strip()
+        if kind == "boolean" and text in ("true", "false"):
+            return text == "true"
+        if kind in ("count", "integer") and _INTEGER_TEXT.fullmatch(text):
+            value = int(text)
+        elif kind in ("factor", "duration"):
+            try:
+                value = float(text)  # a duration's text may be a number of seconds too
+            except ValueError:
+                if kind == "factor":
+                    return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "boolean":
+        return value if isinstance(value, bool) else None
+    if kind in ("count", "integer"):
+        whole = isinstance(value, int) or (number and value.is_integer())
+        ok = number and whole and (kind == "integer" or value >= 0)
+        return int(value) if ok else None
+    if kind == "factor":
+        return value if number and value >= 1 else None
+    if number or isinstance(value, str):
+        try:
+            parse_duration(value)
+        except ValueError:
+            return None
+        return value
+    return None
+
+
 _DEFERRED_MARK = "<deferred value 7f3a>"
 
 

@@ -116,6 +116,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN pid_start TEXT;
     """,
+    # 4 -> 5: a step's named outputs (steps.X.outputs.NAME), kept for resume and the cache
+    """
+    ALTER TABLE steps ADD COLUMN outputs_json TEXT;
+    ALTER TABLE cache ADD COLUMN outputs_json TEXT;
+    """,
 ]
 
 
@@ -337,14 +342,17 @@ class Store:
         )
         return {str(row["step_id"]): str(row["message"]) for row in rows}
 
-    def get(self, key: str) -> tuple[Any, Any] | None:
-        """A cached output and the fingerprint of its declared outputs, by cache key (a list
-        of names in entries of older runners, which the cache treats as a miss)."""
-        found = self._rows("SELECT output_json, files_json FROM cache WHERE key = ?", (key,))
+    def get(self, key: str) -> tuple[Any, Any, str | None] | None:
+        """A cached output, the fingerprint of its declared outputs (a list of names in
+        entries of older runners, which the cache treats as a miss) and its named outputs (JSON
+        or None), by cache key."""
+        found = self._rows(
+            "SELECT output_json, files_json, outputs_json FROM cache WHERE key = ?", (key,)
+        )
         if not found:
             return None
         row = found[0]
-        return json.loads(row["output_json"]), json.loads(row["files_json"])
+        return json.loads(row["output_json"]), json.loads(row["files_json"]), row["outputs_json"]
 
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._rows(
@@ -490,6 +498,7 @@ class StoreSink:
             nr.output_json if nr.state in _OUTPUT_STATES else None,
             nr.log_path,
             position[nr.id],
+            nr.outputs_json if nr.state in _OUTPUT_STATES else None,
         )
 
     def attempt_row(self, nr: StepChanged, when: float) -> tuple[Any, ...] | None:
@@ -526,7 +535,7 @@ class StoreSink:
         if nr.state is not State.SUCCEEDED or not nr.cache_key:
             return None
         files = json.dumps(dict(nr.cache_files))
-        return (nr.cache_key, nr.id, self.run_id, nr.output_json, files, when)
+        return (nr.cache_key, nr.id, self.run_id, nr.output_json, files, when, nr.outputs_json)
 
     def turn(self) -> None:
         """Write the changes of the scheduler's turn in one transaction."""
@@ -560,12 +569,13 @@ class StoreSink:
         with self.store.transaction() as db:
             db.executemany(
                 "INSERT INTO steps (run_id, step_id, kind, state, attempts, started, finished, "
-                "error_kind, error, exit_code, worker, output_json, log_path, position) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (run_id, step_id) DO UPDATE SET "
+                "error_kind, error, exit_code, worker, output_json, log_path, position, "
+                "outputs_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (run_id, step_id) DO UPDATE SET "
                 "state = excluded.state, attempts = excluded.attempts, started = excluded.started, "
                 "finished = excluded.finished, error_kind = excluded.error_kind, "
                 "error = excluded.error, exit_code = excluded.exit_code, worker = excluded.worker, "
-                "output_json = excluded.output_json",
+                "output_json = excluded.output_json, outputs_json = excluded.outputs_json",
                 step_rows,
             )
             if attempt_rows:
@@ -589,7 +599,7 @@ class StoreSink:
             if cache_rows:
                 db.executemany(
                     "INSERT OR REPLACE INTO cache (key, step_id, run_id, output_json, "
-                    "files_json, created) VALUES (?,?,?,?,?,?)",
+                    "files_json, created, outputs_json) VALUES (?,?,?,?,?,?,?)",
                     cache_rows,
                 )
 

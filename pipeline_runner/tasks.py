@@ -109,8 +109,8 @@ def cache_hit(nr: NodeRun, cache: CacheBackend, use_cache: bool, pipeline_dir: s
     hit = cache.get(nr.cache_key) if use_cache else None
     if hit is None or not outputs_match(hit[1], nr.cache_globs, pipeline_dir):
         return False
-    nr.output, nr.cache_files = hit
-    nr.output_json = json.dumps(nr.output)
+    nr.take(hit[0], json.dumps(hit[0]), hit[2])
+    nr.cache_files = hit[1]
     nr.reused = True
     nr.started = nr.finished = time.time()
     return True

@@ -61,11 +61,17 @@ class Transitions:
         return self.renderer.value(value, nr.node.scope, self.run_context(nr))
 
     def run_context(self, nr: NodeRun) -> dict[str, Any]:
+        """The names known at run time besides `steps` and `secrets`: `run` (in `finally` also
+        its failures and duration) and `step` (the step's own id and instance key, Airflow's
+        `task_instance_key_str`)."""
         run = {"id": self.run_id, "attempt": nr.attempt + 1, "status": self.main_status()}
-        if nr.node.is_finally:
+        node = nr.node
+        if node.is_finally:
             run["failures"] = runfacts.failures(self.state.all_nodes().values())
             run["duration"] = round(time.time() - self.started, 3)
-        return {"run": run}
+        if "step" in node.scope.vars:  # `as: step` or a template parameter `step` hides it
+            return {"run": run}
+        return {"run": run, "step": {"id": node.id, "key": node.key}}
 
     def main_status(self) -> str:
         """`run.status` for `finally` steps: what `finish` will record.  A run stopped by a

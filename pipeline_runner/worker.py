@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 from . import defaults, wire
 from .messages import Completion, Started, Task
+from .named_outputs import OUTPUT_ENV, OutputsError, file_path, read_file
 from .plugins import PluginLoadError, StepContext, StepFailed, registry
 from .procs import GRACE, process_start_time, signal_name, stop_group
 from .secrets import Masker, StreamMasker
@@ -330,7 +331,7 @@ def execute(
             text = io.TextIOWrapper(raw, write_through=True, errors="replace")  # type: ignore[type-var]
             sys.stdout = sys.stderr = text
             _base_environ()  # taken before any attempt changes os.environ
-            restore_env = _apply_environ(task.env)
+            restore_env = _apply_environ({**task.env, OUTPUT_ENV: _outputs_path(task)})
         if _pump is not None:
             _pump.attach(stream.write)
         if not redirect_std:
@@ -397,7 +398,8 @@ def _run(
         log=_STEP_LOG,
         scratch_path=task.scratch_dir,
         pipeline_dir=_path(task.pipeline_dir),
-        env={**_base_environ(), **task.env},  # a step inherits the runner's environment
+        # a step inherits the runner's environment
+        env={**_base_environ(), **task.env, OUTPUT_ENV: _outputs_path(task)},
         timeout=task.timeout,
         grace=task.grace,
         log_stream=log,
@@ -424,23 +426,61 @@ def _run(
         stream.write(tb.encode())
         return failure(task, "error", message, started, worker, tb, exit_code_of(exc))
     try:
+        text = _output_json(output, masker, "output")
+        named = _named_json(ctx, masker)
+    except _BadOutput as exc:
+        message = masker.text(str(exc))
+        stream.write(f"[runner] {message}\n".encode())
+        return failure(task, "error", message, started, worker)
+    return Completion(
+        task.attempt_id, True, text, None, "", "", None, started, time.time(), worker, named
+    )
+
+
+class _BadOutput(Exception):
+    """A successful attempt's output or named outputs cannot be kept: the attempt fails."""
+
+
+def _output_json(output: Any, masker: Masker, what: str) -> str:
+    """The output as JSON, checked (serialisable, at most MAX_OUTPUT_BYTES) and masked."""
+    try:
         text = json.dumps(output, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         kind = type(output).__name__
-        return failure(
-            task, "error", f"output is not JSON-serialisable ({kind}): {exc}", started, worker
-        )
+        raise _BadOutput(f"{what} is not JSON-serialisable ({kind}): {exc}") from None
     if len(text) > MAX_OUTPUT_BYTES:
-        return failure(
-            task,
-            "error",
-            f"output is {len(text):,} bytes of JSON, over the limit of {MAX_OUTPUT_BYTES:,}",
-            started,
-            worker,
+        raise _BadOutput(
+            f"{what} is {len(text):,} bytes of JSON, over the limit of {MAX_OUTPUT_BYTES:,}"
         )
     if masker:  # as values: a secret of digits never cuts a number (or the JSON) in two
         text = masker.json(output, allow_nan=False)
-    return Completion(task.attempt_id, True, text, None, "", "", None, started, time.time(), worker)
+    return text
+
+
+def _named_json(ctx: StepContext, masker: Masker) -> str | None:
+    """The named outputs (`ctx.set_output`, then the `$RUNNER_OUTPUT` file) as JSON, or None."""
+    try:
+        found = read_file(ctx.env[OUTPUT_ENV])
+    except OutputsError as exc:
+        raise _BadOutput(str(exc)) from None
+    if not found and not ctx.outputs:
+        return None
+    return _output_json({**ctx.outputs, **found}, masker, "named outputs")
+
+
+@functools.lru_cache(maxsize=8)
+def _outputs_folder(folder: str) -> None:
+    os.makedirs(folder, exist_ok=True)
+
+
+def _outputs_path(task: Task) -> str:
+    """The file the attempt may write its named outputs to (its folder made once)."""
+    path = file_path(task.scratch_dir, task.attempt)
+    try:
+        _outputs_folder(os.path.dirname(path))
+    except OSError:
+        pass  # the step's writes fail and say why
+    return path
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
