@@ -61,6 +61,7 @@ steps:
     with: {region: us}
   - id: after
     needs: [eu, us]
+    trigger: none_failed  # `us` was skipped: by default that would skip `after` too
     uses: shell
     with: {cmd: "echo {{ steps.eu.state }} {{ steps.us.state }}"}
 """

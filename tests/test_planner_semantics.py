@@ -405,6 +405,8 @@ INSTANCE_KEYS = {
     "priority": "5",
     "pool": "db",
     "env": "{A: b}",
+    "trigger": "all_done",
+    "skip_exit_codes": "[99]",
     "cache": "true",
     "resources": "{gpu: 1}",
 }
@@ -412,7 +414,7 @@ INSTANCE_KEYS = {
 
 # `if`, `timeout`, `retries`, `continue_on_error`, `priority`, `pool` and `env` apply to the
 # instance's steps (tests/test_job_keys.py); these do not (yet).
-@pytest.mark.parametrize("key", ["max_parallel", "cache", "resources"])
+@pytest.mark.parametrize("key", ["trigger", "skip_exit_codes", "cache", "resources"])
 def test_keys_a_template_instance_cannot_apply_are_rejected_not_ignored(
     run_cli: RunCli, write_pipeline: WritePipeline, key: str
 ) -> None:
