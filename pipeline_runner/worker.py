@@ -643,7 +643,7 @@ class _ProcessState:
             if handler is not None and _getsignal(sig) is not handler:
                 signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
-        return any(t not in self.threads for t in threading.enumerate())
+        return not self.threads.issuperset(threading.enumerate())
 
 
 # _signal's own getsignal: signal.getsignal wraps each answer in an enum (10x slower).
