@@ -233,10 +233,10 @@ class ProcessExecutor:
             timeout = until if timeout is None else min(timeout, until)
         if self._returned:
             timeout = 0.0
-        if self.gathers:
-            timeout = self._gather(timeout, wake_fd)
         if self._poller is None or self._polled_wake != wake_fd:
             self._poller = self._make_poller(wake_fd)
+        if self.gathers:
+            timeout = self._gather(timeout, wake_fd)
         ms = None if timeout is None else math.ceil(timeout * 1000)
         try:
             ready = dict(self._poller.poll(ms))
@@ -259,10 +259,13 @@ class ProcessExecutor:
         every worker has at least one more attempt queued after the one it runs, and the
         recent steps say it will be busy for a while, wait a little (up to GATHER_SECONDS,
         never past `timeout`; a signal still wakes the loop at once) before reading, so that
-        the completions of short steps are read and recorded together.  Each completion is
+        the completions of short steps are read and recorded together (never when something
+        is readable already: a busy runner does not wait).  Each completion is
         in its pipe before its worker goes on, as always: only the reading waits, and no
         worker runs out of work meanwhile.  Returns what is left of `timeout`."""
         if not self.durations or any(w.kill_reason or w.outgoing for w in self.workers):
+            return timeout
+        if self._poller.poll(0):  # something came while the runner was busy: read it now
             return timeout
         busy_for = min(len(w.queue) - 1 for w in self.workers) * min(self.durations)
         pause = min(GATHER_SECONDS, busy_for, GATHER_SECONDS if timeout is None else timeout)
