@@ -267,7 +267,7 @@ class ProcessExecutor:
             return timeout
         if self._poller.poll(0):  # something came while the runner was busy: read it now
             return timeout
-        busy_for = min(len(w.queue) - 1 for w in self.workers) * min(self.durations)
+        busy_for = min((len(w.queue) - 1 for w in self.workers), default=0) * min(self.durations)
         pause = min(GATHER_SECONDS, busy_for, GATHER_SECONDS if timeout is None else timeout)
         if pause <= 0:
             return timeout
