@@ -43,7 +43,10 @@ class Options:
     seed: int | None = None
 
 
-Entry = tuple[int, int, int, str]  # a ready-queue entry: -priority, -depth, order, id
+Entry = tuple[int, int, int, str]
+_record: Callable[[type[StepChanged], tuple[Any, ...]], StepChanged] = (
+    tuple.__new__
+)  # a ready-queue entry: -priority, -depth, order, id
 
 
 @dataclass
@@ -103,32 +106,37 @@ class NodeRun:
         node, attempts = self.node, self.attempts
         # this runner's attempts, after those of earlier runs (base): the last is the current
         current = bool(attempts) and self.base + len(attempts) == self.attempt
-        return StepChanged(
-            node.id,
-            node.kind,
-            self.state,
-            old,
-            self.attempt,
-            self.started,
-            self.finished,
-            self.kind,
-            self.error,
-            self.exit_code,
-            self.worker,
-            self.output,
-            self.output_json,
-            self.log_path,
-            node.group,
-            node.key,
-            node.uses,
-            node.location,
-            self.process,
-            attempts[-1] if current else None,
-            tuple(attempts),
-            self.cache_key,
-            self.cache_files or NO_FILES,
-            node.group_kind,
-            self.outputs_json,
+        # Every field given, in order: the tuple is made directly, without the named tuple's
+        # own __new__ (a Python call with 24 arguments; one record is made per change).
+        return _record(
+            StepChanged,
+            (
+                node.id,
+                node.kind,
+                self.state,
+                old,
+                self.attempt,
+                self.started,
+                self.finished,
+                self.kind,
+                self.error,
+                self.exit_code,
+                self.worker,
+                self.output,
+                self.output_json,
+                self.log_path,
+                node.group,
+                node.key,
+                node.uses,
+                node.location,
+                self.process,
+                attempts[-1] if current else None,
+                tuple(attempts),
+                self.cache_key,
+                self.cache_files or NO_FILES,
+                node.group_kind,
+                self.outputs_json,
+            ),
         )
 
 

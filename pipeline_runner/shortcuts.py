@@ -1,7 +1,8 @@
 """The switch for the speed shortcuts.
 
 Every shortcut (the compiled schema check in fastschema.py, chains of follow-up attempts queued
-behind a running step, the compact wire format between workers and the runner) sits behind the
+behind a running step, the compact wire format between workers and the runner, the runner
+reading short steps' completions together, no state restore after a `noop` attempt) sits behind the
 interface of a plain implementation that does the same work the straightforward way.
 `RUNNER_NO_SHORTCUTS=1` in the environment turns them all off, so the plain path can be run and
 tested (`make test` runs a part of the suite that way) and a suspected shortcut bug can be ruled

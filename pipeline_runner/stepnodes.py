@@ -73,6 +73,7 @@ class StepBuilder:
         # `with` values a plugin's schema accepted: many steps share theirs (a template's steps
         # across tenants, generated steps), and a valid one needs checking once.
         self._valid_with: set[tuple[str, str]] = set()
+        self._loaded: dict[str, Any] = {}  # plugins by name, once loaded
 
     def plugin_schema(self, name: str) -> Mapping[str, Any] | None:
         try:
@@ -80,47 +81,42 @@ class StepBuilder:
         except (PluginLoadError, KeyError):
             return None
 
-    def check_plugin(self, f: FileContext, name: str, at: Path_) -> Any:
+    def check_plugin(self, f: FileContext, name: str, path: Path_, *parts: str) -> Any:
+        """The plugin `name` (written at `path` + `parts`), or None and a located error."""
+        found = self._loaded.get(name)
+        if found is not None:
+            return found
+        at = (*path, *parts)
         if name not in self.plugins:
             hint = did_you_mean(name, self.plugins.names())
             self.problems.error(f, at, f"unknown plugin '{name}'{hint}")
             return None
         try:
-            return self.plugins.load(name)
+            found = self._loaded[name] = self.plugins.load(name)
         except PluginLoadError as exc:
             self.problems.error(f, at, str(exc))
             return None
+        return found
 
     def step_node(self, site: Site, runtime: frozenset[str]) -> Node | None:
         f, step, scope, needs = site.file, site.step, site.scope, site.needs
         settings = self.controls(site, {**f.defaults, **step}, runtime)
         uses = step["uses"]
-        plugin = self.check_plugin(f, uses, site.at("uses"))
-        shell_fields = frozenset(getattr(plugin, "shell_fields", ()) or ())
-        with_ = self.values.render(
-            f,
-            step.get("with") or {},
-            site.at("with"),
-            scope,
-            Rules(runtime, needs, None, shell_fields),
-        )
-        if plugin is not None and with_ is not INVALID:
-            self.check_with(f, uses, plugin.schema, with_, site.at("with"))
-        condition = self.condition(site, runtime)
+        plugin = self.check_plugin(f, uses, site.path, "uses")
+        # What a step does not have is not rendered nor checked (most steps have no `if`,
+        # `env`, `compensate`, `cache` or `timeout`): planning runs this for every instance.
+        with_ = self.step_with(site, plugin, runtime)
+        condition = self.condition(site, runtime) if "if" in step else None
         called = self.status_calls(site, condition)
-        own_env = {**(f.defaults.get("env") or {}), **(step.get("env") or {})}
-        env_values = self.values.render(f, own_env, site.at("env"), scope, Rules(runtime, needs))
-        if isinstance(env_values, dict):
-            own = step.get("env") or {}
-            self.check_env(
-                f, env_values, lambda n: site.at("env", n) if n in own else ("defaults", "env", n)
-            )
-            env_values = {**f.env, **env_values}
-        compensate = self.compensation(site, runtime)
+        env_values = self.step_env(site, runtime)
+        compensate = self.compensation(site, runtime) if "compensate" in step else None
         pool = settings.get("pool")
         if pool is not None and pool not in self.pools:
             hint = did_you_mean(pool, self.pools) or f" (pools: {', '.join(self.pools) or 'none'})"
             self.problems.error(f, site.at("pool"), f"unknown pool '{pool}'{hint}")
+        timeout = settings.get("timeout")
+        if timeout is not None:
+            timeout = self.duration(f, timeout, site.at("timeout"), positive=True)
         return Node(
             id=site.qid,
             kind=NodeKind.STEP,
@@ -135,7 +131,7 @@ class StepBuilder:
             status_if=bool(called),
             on_cancel=bool(called & triggers.ON_CANCEL) and not site.finally_,
             retries=self.retry_policy(f, settings.get("retries"), site.path),
-            timeout=self.duration(f, settings.get("timeout"), site.at("timeout"), positive=True),
+            timeout=timeout,
             continue_on_error=bool(settings.get("continue_on_error", False)),
             skip_exit_codes=frozenset(step.get("skip_exit_codes") or ()),
             pool=pool,
@@ -144,7 +140,7 @@ class StepBuilder:
             scope=scope,
             group=site.group,
             compensate=compensate,
-            cache=self.cache_spec(site, runtime),
+            cache=self.cache_spec(site, runtime) if step.get("cache") else None,
             resources=MappingProxyType(dict(step["resources"])) if step.get("resources") else EMPTY,
             is_finally=site.finally_,
             key=site.key,
@@ -203,6 +199,35 @@ class StepBuilder:
             )
         return checked
 
+    def step_with(self, site: Site, plugin: Any, runtime: frozenset[str]) -> Any:
+        """The step's `with`, rendered as far as it can be and checked by its plugin's schema."""
+        raw = site.step.get("with")
+        shell_fields = frozenset(getattr(plugin, "shell_fields", ()) or ())
+        rules = Rules(runtime, site.needs, None, shell_fields)
+        with_ = (
+            self.values.render(site.file, raw, site.at("with"), site.scope, rules) if raw else {}
+        )
+        if plugin is not None and with_ is not INVALID:
+            self.check_with(site.file, site.step["uses"], plugin.schema, with_, site.at("with"))
+        return with_
+
+    def step_env(self, site: Site, runtime: frozenset[str]) -> Any:
+        """The step's own `env` over the file's defaults, rendered and checked, on top of the
+        file's `env`; INVALID when broken."""
+        f, step = site.file, site.step
+        own = step.get("env") or {}
+        own_env = {**(f.defaults.get("env") or {}), **own}
+        if not own_env:
+            return dict(f.env)
+        rules = Rules(runtime, site.needs)
+        env_values = self.values.render(f, own_env, site.at("env"), site.scope, rules)
+        if isinstance(env_values, dict):
+            self.check_env(
+                f, env_values, lambda n: site.at("env", n) if n in own else ("defaults", "env", n)
+            )
+            env_values = {**f.env, **env_values}
+        return env_values
+
     def condition(self, site: Site, runtime: frozenset[str]) -> Any:
         """The step's `if` (checked now, evaluated at run time); None when it is broken."""
         condition = site.step.get("if")
@@ -260,7 +285,7 @@ class StepBuilder:
         if "compensate" not in site.step:
             return None
         comp = site.step["compensate"]
-        if self.check_plugin(site.file, comp["uses"], site.at("compensate", "uses")) is None:
+        if self.check_plugin(site.file, comp["uses"], site.path, "compensate", "uses") is None:
             return None
         comp_with = self.values.render(
             site.file,
@@ -288,7 +313,8 @@ class StepBuilder:
     ) -> None:
         probe = _strip_deferred(with_)
         try:
-            seen: tuple[str, str] | None = (uses, json.dumps(probe, sort_keys=True))
+            text = "{}" if type(probe) is dict and not probe else json.dumps(probe, sort_keys=True)
+            seen: tuple[str, str] | None = (uses, text)
         except (TypeError, ValueError, RecursionError):
             seen = None
         if seen in self._valid_with:

@@ -542,12 +542,12 @@ class StoreSink:
         if not self.pending:
             return
         pending, self.pending = self.pending, []
-        step_rows: dict[str, tuple[Any, ...]] = {}
+        latest: dict[str, StepChanged] = {}  # a step's row as its last change left it
         attempt_rows: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
         cache_rows: list[tuple[Any, ...]] = []
         for nr, when in pending:
-            step_rows[nr.id] = self.step_row(nr)
+            latest[nr.id] = nr
             attempt = self.attempt_row(nr, when)
             if attempt is not None:
                 attempt_rows.append(attempt)
@@ -557,7 +557,8 @@ class StoreSink:
             cached = self.cache_row(nr, when)
             if cached is not None:
                 cache_rows.append(cached)
-        self.write(list(step_rows.values()), attempt_rows, events, cache_rows)
+        step_rows = [self.step_row(nr) for nr in latest.values()]
+        self.write(step_rows, attempt_rows, events, cache_rows)
 
     def write(
         self,

@@ -569,6 +569,20 @@ def test_node_run_change_carries_the_current_attempt_only(tmp_path: Path) -> Non
     assert nr.change(State.RUNNING).last_attempt == done
 
 
+def test_a_change_record_has_every_field_in_its_place(tmp_path: Path) -> None:
+    """change() makes the record's tuple directly (not through StepChanged's own __new__): a
+    field added to StepChanged and not given there would shift or drop the fields after it."""
+    state = state_of(tmp_path, "version: 1\nname: s\nsteps:\n  - {id: a, uses: noop}\n")
+    nr: NodeRun = state.runs["a"]
+    nr.cache_files, nr.process = {"out.txt": "ab12"}, (4321, "99")
+    record = nr.change(State.PENDING)
+    assert type(record) is StepChanged
+    assert len(record) == len(StepChanged._fields)
+    assert record == StepChanged(*record)
+    assert (record.id, record.old, record.process) == ("a", State.PENDING, (4321, "99"))
+    assert (record.cache_files, record.group_kind) == ({"out.txt": "ab12"}, None)
+
+
 # -- the chains switch ----------------------------------------------------------------------------
 
 

@@ -118,3 +118,40 @@ def test_the_frame_reader_reads_what_connection_wrote_however_it_is_cut() -> Non
     writer.join()
     assert got == messages
     assert reader.buffer == bytearray()
+
+
+@pytest.mark.parametrize("switch", ["", "1"])
+def test_completions_read_together_all_come_once_in_order_within_the_timeout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, switch: str
+) -> None:
+    """The read side's shortcut (the runner waits a little for completions to gather while the
+    worker has more queued) loses none, repeats none, and never waits past the timeout."""
+    import time
+
+    from pipeline_runner.executors.process import GATHER_SECONDS, ProcessExecutor
+    from pipeline_runner.messages import Task
+
+    monkeypatch.setenv("RUNNER_NO_SHORTCUTS", switch)
+    executor = ProcessExecutor(1, [])
+    assert executor.gathers is (switch == "")
+
+    def task(i: int) -> Task:
+        log, scratch = str(tmp_path / f"{i}.log"), str(tmp_path / "scratch")
+        return Task(
+            i, f"s{i}", "noop", None, {}, None, log, "r", 1, None, None, str(tmp_path), scratch
+        )
+
+    executor.start()
+    try:
+        executor.submit([task(i) for i in range(1, 41)])
+        seen: list[int] = []
+        deadline = time.monotonic() + 60
+        while len(seen) < 40 and time.monotonic() < deadline:
+            began = time.monotonic()
+            events = executor.wait(0.0005, None)
+            # The pause is bounded by the timeout given (and the poll's millisecond rounding).
+            assert time.monotonic() - began < 0.0005 + GATHER_SECONDS + 0.5
+            seen += [e.attempt_id for e in events if isinstance(e, Completion)]
+        assert seen == list(range(1, 41))
+    finally:
+        executor.close()

@@ -13,6 +13,7 @@ only (os.environ is shared).
 
 from __future__ import annotations
 
+import importlib
 import os
 import queue
 import signal
@@ -29,6 +30,9 @@ from ..worker import execute
 from . import Event, deadline_of
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# _signal's own signal(): signal.signal wraps each handler it returns in an enum (most of the
+# cost of the four handlers set and put back around every inline attempt).
+_set_handler: Callable[[int, Any], Any] = importlib.import_module("_signal").signal
 
 
 class EmptyStdin:
@@ -103,11 +107,11 @@ class InlineExecutor:
         timers: list[threading.Timer] = []
         previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            previous = {sig: signal.signal(sig, on_signal) for sig in _STOP_SIGNALS}
+            previous = {sig: _set_handler(sig, on_signal) for sig in _STOP_SIGNALS}
             now = time.monotonic()
             deadline = deadline_of(task, now)
             if deadline is not None:
-                previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, on_alarm)
+                previous[signal.SIGALRM] = _set_handler(signal.SIGALRM, on_alarm)
                 signal.setitimer(signal.ITIMER_REAL, max(deadline - now, 0.001))
         self.stopped = False
         try:
@@ -116,7 +120,7 @@ class InlineExecutor:
             if signal.SIGALRM in previous:
                 signal.setitimer(signal.ITIMER_REAL, 0)
             for sig, handler in previous.items():
-                signal.signal(sig, handler)
+                _set_handler(sig, handler)
             for timer in timers:  # the group is gone: its number must not be signalled later
                 timer.cancel()
             self.group = None
