@@ -52,10 +52,15 @@ dist: $(VENV)/.installed-dev
 	$(BIN)/python -m build --no-isolation --outdir dist plugins/runner-sqlite > /dev/null
 	$(BIN)/twine check --strict dist/*
 
+# The suite runs on TEST_JOBS pytest-xdist workers (2: CI's cores); much of a test is waiting for
+# the processes it starts. Tests marked xdist_group(NAME) share a worker (and its fixtures).
+TEST_JOBS ?= 2
+PYTEST_JOBS = -n $(TEST_JOBS) --dist loadgroup
+
 test: $(VENV)/.installed-dev lint docs dist
 	$(BIN)/python tests/ensure_graphviz.py
 	$(BIN)/python -m compileall -q pipeline_runner > /dev/null
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_JOBS)
 	$(MAKE) --no-print-directory test-plain
 
 # The plain paths: the engine, chain, wire, scheduler and reference-model tests again with every
@@ -63,7 +68,7 @@ test: $(VENV)/.installed-dev lint docs dist
 # message), so the version each shortcut stands in for stays correct.
 test-plain: $(VENV)/.installed-dev
 	RUNNER_NO_SHORTCUTS=1 RUNNER_MODEL_EXAMPLES=$${RUNNER_MODEL_EXAMPLES:-15} $(BIN)/pytest -q \
-		-p no:cacheprovider tests/test_engine.py tests/test_chains.py tests/test_wire.py \
+		$(PYTEST_JOBS) -p no:cacheprovider tests/test_engine.py tests/test_chains.py tests/test_wire.py \
 		tests/test_scheduler_unit.py tests/test_model.py
 
 # The reference-model test with a longer budget (`make test` tries about 100 pipelines in a
@@ -78,7 +83,7 @@ test-latest:
 	$(call PIP,.venv-latest) --upgrade --upgrade-strategy eager -r requirements/build.in \
 		-e '.[dev,docs]' -e plugins/runner-sqlite
 	.venv-latest/bin/python tests/ensure_graphviz.py
-	.venv-latest/bin/pytest -q
+	.venv-latest/bin/pytest -q $(PYTEST_JOBS)
 
 # Update the lock to the newest releases the version ranges allow (one command; commit the result).
 lock:

@@ -18,6 +18,14 @@ REPO = Path(__file__).resolve().parent.parent
 PIPELINES = REPO / "pipelines"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules holding a `slow` test run first (each module stays in one piece, so a
+    module-scoped fixture starts once): with `-n 2` the longest tests start at once and the
+    short ones fill the other worker, instead of one long test finishing alone at the end."""
+    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 def runner_executable() -> str:
     found = Path(sys.executable).with_name("runner")
     if found.exists():

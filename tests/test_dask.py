@@ -36,7 +36,8 @@ pytest.importorskip(
     "distributed", reason="dask[distributed] is not installed (pip install -e '.[dev]')"
 )
 
-pytestmark = pytest.mark.dask
+# One worker of `pytest -n` runs them all, so the module's cluster is started once.
+pytestmark = [pytest.mark.dask, pytest.mark.xdist_group("dask")]
 
 WORKERS = {"wA": [], "wB": ["--resources", "gpu=1"]}
 STARTUP_TIMEOUT = 60.0

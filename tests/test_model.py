@@ -53,6 +53,7 @@ from model.reference import (
     resume,
     run,
 )
+from model.warm import WarmRunner
 
 # Disagreements between the engine and the manual that are known and being fixed. While a name
 # is listed here, the generator avoids the feature (the comparison itself is never weakened);
@@ -449,19 +450,38 @@ def describe(scenario: Scenario) -> str:
 # --- running the engine ---------------------------------------------------------------------
 
 
-def invoke(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def base_env() -> dict[str, str]:
     env = user_env()
     env.pop("GITHUB_ACTIONS", None)
-    env["RUNNER_STATE_DIR"] = str(folder / "state")
-    return subprocess.run(
-        [runner_executable(), *args],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    return env
+
+
+class Invoke:
+    """`runner ARGS` in a scenario's folder: by default through a warm runner (tests/model/warm.py:
+    a forked child calls the console script's `main`, sparing each command the imports);
+    RUNNER_MODEL_WARM=0 starts the console script itself every time."""
+
+    def __init__(self) -> None:
+        warm = os.environ.get("RUNNER_MODEL_WARM", "1") != "0"
+        self.warm = WarmRunner(base_env()) if warm else None
+
+    def __call__(self, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**base_env(), "RUNNER_STATE_DIR": str(folder / "state")}
+        if self.warm is not None:
+            return self.warm(*args, cwd=folder, env=env, timeout=120)
+        return subprocess.run(
+            [runner_executable(), *args],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def close(self) -> None:
+        if self.warm is not None:
+            self.warm.close()
 
 
 def step_results(folder: Path, entries: list[dict[str, Any]], phase: int) -> dict[str, StepResult]:
@@ -490,7 +510,7 @@ def observed(folder: Path, report: str, phase: int) -> tuple[str, RunResult]:
     return data["run_id"], result
 
 
-def recorded_steps(folder: Path, run_id: str, phase: int) -> dict[str, StepResult]:
+def recorded_steps(invoke: Invoke, folder: Path, run_id: str, phase: int) -> dict[str, StepResult]:
     """Every step of the run as the store holds it (`runner show RUN --json`)."""
     proc = invoke(folder, "show", run_id, "--json")
     assert proc.returncode == 0, proc.stderr
@@ -498,7 +518,7 @@ def recorded_steps(folder: Path, run_id: str, phase: int) -> dict[str, StepResul
     return step_results(folder, entries, phase)
 
 
-def run_and_compare(scenario: Scenario, folder: Path) -> int:
+def run_and_compare(invoke: Invoke, scenario: Scenario, folder: Path) -> int:
     """Run the scenario through the engine and the model; returns how many resumes were made."""
     pipeline = scenario.pipeline
     (folder / "p.yaml").write_text(pipeline_yaml(pipeline))
@@ -540,7 +560,7 @@ def run_and_compare(scenario: Scenario, folder: Path) -> int:
         if only is not None:
             # The summary of `resume --only` lists the slice's steps; the run's steps are
             # all compared as the store records them.
-            full = replace(now, steps=recorded_steps(folder, run_id, phase))
+            full = replace(now, steps=recorded_steps(invoke, folder, run_id, phase))
             problems += compare(want, full)
             if "resume_only_summary" not in KNOWN_GAPS:
                 problems += [
@@ -567,6 +587,7 @@ def run_and_compare(scenario: Scenario, folder: Path) -> int:
 @pytest.mark.slow
 def test_engine_agrees_with_the_reference_model(capsys: pytest.CaptureFixture[str]) -> None:
     tried = {"pipelines": 0, "resumed": 0, "fail_fast": 0}
+    invoke = Invoke()
 
     @settings(
         max_examples=EXAMPLES,
@@ -581,11 +602,12 @@ def test_engine_agrees_with_the_reference_model(capsys: pytest.CaptureFixture[st
         tried["pipelines"] += 1
         tried["fail_fast"] += scenario.fail_fast
         with tempfile.TemporaryDirectory(prefix="runner-model-") as tmp:
-            tried["resumed"] += run_and_compare(scenario, Path(tmp))
+            tried["resumed"] += run_and_compare(invoke, scenario, Path(tmp))
 
     try:
         check()
     finally:
+        invoke.close()
         with capsys.disabled():
             print(
                 f"\nreference model: {tried['pipelines']} pipelines tried "

@@ -23,6 +23,9 @@ from conftest import REPO, no_traceback
 
 from pipeline_runner.plugins import BUILTINS, DISTRIBUTION, GROUP, Registry
 
+# One worker of `pytest -n` runs them all, so the sdist and wheels are built once.
+pytestmark = pytest.mark.xdist_group("packaging")
+
 OURS = ("yaml_pipeline_runner", "_yaml_pipeline_runner", "runner_sqlite", "_runner_sqlite")
 
 PIPELINE = textwrap.dedent(
