@@ -468,16 +468,16 @@ def _named_json(ctx: StepContext, masker: Masker) -> str | None:
     return _output_json({**ctx.outputs, **found}, masker, "named outputs")
 
 
-@functools.lru_cache(maxsize=8)
-def _outputs_folder(folder: str) -> None:
-    os.makedirs(folder, exist_ok=True)
-
-
 def _outputs_path(task: Task) -> str:
     """The file the attempt may write its named outputs to (its folder made once)."""
-    path = file_path(task.scratch_dir, task.attempt)
+    return _attempt_outputs(task.scratch_dir, task.attempt)
+
+
+@functools.lru_cache(maxsize=4)  # asked twice per attempt (the environment, the step's context)
+def _attempt_outputs(scratch_dir: str, attempt: int) -> str:
+    path = file_path(scratch_dir, attempt)
     try:
-        _outputs_folder(os.path.dirname(path))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     except OSError:
         pass  # the step's writes fail and say why
     return path
