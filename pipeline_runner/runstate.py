@@ -44,6 +44,9 @@ class Options:
 
 
 Entry = tuple[int, int, int, str]
+_UNEXPANDED_ENDS = frozenset(
+    {State.FAILED, State.FAILED_ALLOWED, State.UPSTREAM_FAILED, State.SKIPPED, State.CANCELLED}
+)
 _record: Callable[[type[StepChanged], tuple[Any, ...]], StepChanged] = (
     tuple.__new__
 )  # a ready-queue entry: -priority, -depth, order, id
@@ -101,6 +104,16 @@ class NodeRun:
         self.outputs_json = outputs_json
         self.outputs = json.loads(outputs_json) if outputs_json else None
 
+    def reported_kind(self) -> NodeKind:
+        """The node's kind for the readers: a run-time `for_each` that ended before its items
+        were known (its expression failed, or a need failed or was skipped) is a step that
+        ended so, counted and reported like one; once expanded it is the group of its
+        instances."""
+        kind = self.node.kind
+        if kind is NodeKind.MAPPED and not self.members and self.state in _UNEXPANDED_ENDS:
+            return NodeKind.STEP
+        return kind
+
     def change(self, old: State) -> StepChanged:
         """A frozen record of the node as it is now, having been `old` before."""
         node, attempts = self.node, self.attempts
@@ -112,7 +125,7 @@ class NodeRun:
             StepChanged,
             (
                 node.id,
-                node.kind,
+                self.reported_kind(),
                 self.state,
                 old,
                 self.attempt,
@@ -247,7 +260,7 @@ def step_counts(nodes: Iterable[NodeRun]) -> dict[str, int]:
     """How many steps (not groups) ended in each state."""
     counts: dict[str, int] = {}
     for nr in nodes:
-        if nr.node.kind is NodeKind.STEP:
+        if nr.reported_kind() is NodeKind.STEP:
             counts[nr.state.value] = counts.get(nr.state.value, 0) + 1
     return counts
 

@@ -232,6 +232,18 @@ def _checked_text(convert: Callable[..., str]) -> Callable[..., str]:
     return checked
 
 
+def _fromjson(text: Any) -> Any:
+    """`fromjson`: JSON text (a named output, a shell step's stdout) as a value: GitHub's
+    `fromJSON`.  Its size is checked like any text the template builds."""
+    if not isinstance(text, (str, bytes)):
+        raise TemplateError(f"fromjson needs JSON text, got {type(text).__name__}")
+    check_weight(text, "fromjson")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise TemplateError(f"fromjson: not JSON ({exc})") from None
+
+
 class _Budgeted(jinja2.visitor.NodeTransformer):
     """Rewrites a template so that loops draw from the work budget and `~` is checked."""
 
@@ -306,6 +318,7 @@ class Sandbox(SandboxedEnvironment):
         self.filters["tojson"] = _checked_text(
             lambda v, indent=None: json.dumps(v, indent=indent, default=str)
         )
+        self.filters["fromjson"] = _fromjson
         self.filters["shquote"] = lambda v: shlex.quote(to_text(v))
         self.filters["replace"] = _checked_replace
         self.filters["format"] = _checked_format

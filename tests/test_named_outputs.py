@@ -312,3 +312,40 @@ def test_a_fan_outs_outputs_stay_its_instances_by_key(
     result = run_cli("run", str(path), "--json", str(summary))
     assert result.code == 0 and no_traceback(result.output), result.output
     assert outputs_of(summary)["use"][0] == "x Y"
+
+
+def test_a_named_output_read_with_fromjson_is_a_computed_matrix(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    """GitHub's `matrix: ${{ fromJSON(needs.prepare.outputs.matrix) }}`: a named output is
+    text; `fromjson` makes it the matrix of a run-time fan-out.  Text that is not JSON fails
+    the fan-out with a message naming the filter."""
+    path = write_pipeline("""
+        version: 1
+        name: fromjson
+        steps:
+          - id: prepare
+            uses: shell
+            with:
+              cmd: >-
+                echo 'matrix={"matrix": {"os": ["linux", "mac"]}, "exclude": [{"os": "mac"}]}'
+                >> "$RUNNER_OUTPUT"; echo 'bad=[1,' >> "$RUNNER_OUTPUT"
+          - id: test
+            uses: shell
+            needs: prepare
+            for_each: "{{ steps.prepare.outputs.matrix | fromjson }}"
+            with: {cmd: "echo {{ item.os }}"}
+          - id: broken
+            uses: shell
+            needs: prepare
+            for_each: "{{ steps.prepare.outputs.bad | fromjson }}"
+            with: {cmd: "echo {{ item }}"}
+    """)
+    summary = tmp_path / "s.json"
+    result = run_cli("run", str(path), "--progress", "plain", "--json", str(summary))
+    assert result.code == 1 and no_traceback(result.output), result.output
+    steps = {s["id"]: s for s in json.loads(summary.read_text())["steps"]}
+    assert steps["test.linux"]["output"] == "linux"
+    assert "test.mac" not in steps
+    assert steps["broken"]["state"] == "failed"
+    assert "fromjson: not JSON" in steps["broken"]["error"], steps["broken"]

@@ -392,3 +392,36 @@ def test_resume_only_another_step_keeps_the_recorded_instances(
         "linux.3-12": {"result": "linux-3.12"},
         "macos.3-12": {"result": "macos-3.12"},
     }
+
+
+def test_a_fan_out_that_fails_before_its_items_are_known_is_a_failed_step_in_every_report(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    """A run-time for_each whose expression fails (here: a number, not a list) is the one
+    record of that failure: the summary counts it, --json lists it and JUnit fails on it
+    (they used to show a failed run with every step green)."""
+    path = write_pipeline("""
+        version: 1
+        name: badfan
+        steps:
+          - id: prepare
+            uses: shell
+            with: {cmd: "echo 5", parse: json}
+          - id: broken
+            uses: shell
+            needs: prepare
+            for_each: "{{ steps.prepare.output }}"
+            with: {cmd: "echo {{ item }}"}
+    """)
+    summary, junit = tmp_path / "s.json", tmp_path / "j.xml"
+    result = run_cli(
+        "run", str(path), "--progress", "plain", "--json", str(summary), "--junit", str(junit)
+    )
+    assert result.code == 1 and no_traceback(result.output), result.output
+    data = json.loads(summary.read_text())
+    assert data["counts"] == {"succeeded": 1, "failed": 1}
+    assert [(s["id"], s["state"]) for s in data["steps"]] == [
+        ("prepare", "succeeded"),
+        ("broken", "failed"),
+    ]
+    assert 'failures="1"' in junit.read_text()
