@@ -25,7 +25,7 @@ from .errors import (
     RunnerError,
     UsageError,
 )
-from .escape import printable
+from .escape import ci_report, printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 REPORT_URL = "https://github.com/pipeline-runner/pipeline-runner/issues"
@@ -570,7 +570,7 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
             step["outputs"] = json.loads(step.pop("outputs_json") or "null")
         row["outputs"] = json.loads(row.pop("outputs_json") or "null")
         row.pop("plan_json", None)
-        click.echo(json.dumps({"run": row, "steps": steps}, indent=2, default=str))
+        click.echo(ci_report(json.dumps({"run": row, "steps": steps}, indent=2, default=str)))
         return
     click.echo(f"run {full_id}: {row['pipeline']} {row['status']} ({printable(row['file'])})")
     for step in steps:
@@ -601,7 +601,7 @@ def logs(run_id: str, step: str | None, follow: bool, as_json: bool, state_dir: 
         return
     found = read_logs(Path(state_dir), run_id, step)
     if as_json:
-        click.echo(json.dumps(found, indent=2))
+        click.echo(ci_report(json.dumps(found, indent=2)))
         return
     for name, text in found.items():
         if step is None:
