@@ -209,3 +209,120 @@ def test_junit_with_control_characters_is_valid_jenkins_junit(
     assert "failed, allowed" in (cases["allowed"].system_out or "")
     assert "tolerated" in (cases["allowed"].system_out or "")
     assert "skipped" not in xml._elem.attrib  # not a testsuites attribute in Jenkins' schema
+
+
+# --- GitHub annotations and GitLab code quality --------------------------------------------
+
+
+def unescape(value: str) -> str:
+    for code, char in (("%0D", "\r"), ("%0A", "\n"), ("%3A", ":"), ("%2C", ","), ("%25", "%")):
+        value = value.replace(code, char)
+    return value
+
+
+def properties(command: Command) -> dict[str, str]:
+    """`key=value,key=value` as GitHub reads it: split at `,`, then at the first `=`."""
+    pairs = (p.partition("=") for p in command.properties.split(",") if p)
+    return {key: unescape(value) for key, _, value in pairs}
+
+
+ANNOTATED = """
+version: 1
+name: annotated
+steps:
+  - id: fine
+    uses: noop
+  - id: broken
+    uses: shell
+    with: {cmd: "echo 'clue: 50%, sure'; exit 3"}
+  - id: tolerated
+    uses: shell
+    continue_on_error: true
+    with: {cmd: "exit 5"}
+"""
+
+
+def test_run_annotations_point_at_the_file_from_the_workspace(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    # A job with `working-directory: jobs/a,b:c`: GitHub reads file= from the workspace.
+    folder = tmp_path / "jobs" / "a,b:c"
+    folder.mkdir(parents=True)
+    (folder / "p.yaml").write_text(ANNOTATED.lstrip())
+    result = run_cli("run", "p.yaml", cwd=folder, env=github_env(tmp_path))
+    assert result.code == 1, result.output
+    commands = workflow_commands(result.stdout)
+    assert_no_step_command(result.stdout, RUNNER_COMMANDS)
+    levels = {c.name: c for c in commands if c.name in ("error", "warning")}
+    assert set(levels) == {"error", "warning"}, result.stdout
+    lines = (folder / "p.yaml").read_text().splitlines()
+    for level, step in (("error", "broken"), ("warning", "tolerated")):
+        props = properties(levels[level])
+        assert props["file"] == "jobs/a,b:c/p.yaml", props
+        assert (tmp_path / props["file"]).is_file()
+        line, col = int(props["line"]), int(props["col"])
+        assert lines[line - 1][col - 1 :].startswith(f"id: {step}") or step in lines[line - 1]
+        assert unescape(levels[level].message).startswith(f"{step}: ")
+    assert "%2C" in levels["error"].properties and "%3A" in levels["error"].properties
+
+
+BAD = """
+version: 1
+name: bad
+steps:
+  - id: a
+    uses: shell
+    with: {cmdd: "echo x"}
+  - id: b
+    needs: nothere
+    uses: noop
+"""
+
+
+def test_validate_annotates_in_github_actions(run_cli: RunCli, tmp_path: Path) -> None:
+    folder = tmp_path / "ci"
+    folder.mkdir()
+    (folder / "bad.yaml").write_text(BAD.lstrip())
+    (folder / "good.yaml").write_text(ANNOTATED.lstrip())
+    env = github_env(tmp_path)
+    auto = run_cli("validate", "bad.yaml", "good.yaml", cwd=folder, env=env)
+    explicit = run_cli("validate", "bad.yaml", "good.yaml", "--format", "github", cwd=folder)
+    for result in (auto, explicit):
+        assert result.code == 2, result.output
+        assert "bad.yaml:6:" in result.stderr  # the located errors, as always
+        errors = [c for c in workflow_commands(result.stdout) if c.name == "error"]
+        assert len(errors) >= 2, result.stdout
+        for command in errors:
+            props = properties(command)
+            assert props["file"].endswith("bad.yaml") and int(props["line"]) > 0, props
+            assert int(props["col"]) > 0 and props["title"] == "runner validate"
+    assert {properties(c)["file"] for c in workflow_commands(auto.stdout)} == {"ci/bad.yaml"}
+    plain = run_cli("validate", "bad.yaml", cwd=folder)
+    assert workflow_commands(plain.output) == []
+
+
+def test_validate_writes_a_gitlab_code_quality_report(run_cli: RunCli, tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(BAD.lstrip())
+    report = tmp_path / "gl-code-quality.json"
+    result = run_cli("validate", "bad.yaml", "--codequality", str(report))
+    assert result.code == 2, result.output
+    on_stdout = run_cli("validate", "bad.yaml", "--format", "gitlab")
+    assert on_stdout.code == 2
+    for issues in (json.loads(report.read_text()), json.loads(on_stdout.stdout)):
+        assert len(issues) >= 2
+        for issue in issues:
+            assert set(issue) == {
+                "description",
+                "check_name",
+                "fingerprint",
+                "severity",
+                "location",
+            }
+            assert issue["severity"] in ("info", "minor", "major", "critical", "blocker")
+            assert issue["location"]["path"] == "bad.yaml"
+            assert issue["location"]["lines"]["begin"] >= 6
+        assert len({i["fingerprint"] for i in issues}) == len(issues)
+    empty = tmp_path / "empty.json"
+    (tmp_path / "good.yaml").write_text(ANNOTATED.lstrip())
+    assert run_cli("validate", "good.yaml", "--codequality", str(empty)).code == 0
+    assert json.loads(empty.read_text()) == []
