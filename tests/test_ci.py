@@ -9,13 +9,16 @@ key=value,...::message` on a line (after leading white space), and the old
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import RunCli, no_traceback
+from conftest import RunCli, no_traceback, runner_executable, user_env
 
 WritePipeline = Callable[..., Path]
 
@@ -326,3 +329,127 @@ def test_validate_writes_a_gitlab_code_quality_report(run_cli: RunCli, tmp_path:
     (tmp_path / "good.yaml").write_text(ANNOTATED.lstrip())
     assert run_cli("validate", "good.yaml", "--codequality", str(empty)).code == 0
     assert json.loads(empty.read_text()) == []
+
+
+# --- the jobs of docs/ci.md ----------------------------------------------------------------
+
+CI_PAGE = Path(__file__).resolve().parent.parent / "docs" / "ci.md"
+WORKFLOW_KEYS = {"name", "run-name", "on", "permissions", "env", "defaults", "concurrency", "jobs"}
+JOB_KEYS = {
+    "name", "needs", "permissions", "if", "runs-on", "environment", "concurrency", "outputs",
+    "env", "defaults", "steps", "timeout-minutes", "strategy", "continue-on-error", "container",
+    "services",
+}  # fmt: skip
+STEP_KEYS = {
+    "id", "if", "name", "uses", "run", "working-directory", "shell", "with", "env",
+    "continue-on-error", "timeout-minutes",
+}  # fmt: skip
+GITLAB_JOB_KEYS = {
+    "image", "services", "stage", "variables", "cache", "before_script", "script",
+    "after_script", "artifacts", "rules", "needs", "tags", "timeout", "retry", "when",
+}  # fmt: skip
+FLAKY = """
+version: 1
+name: flaky
+steps:
+  - id: build
+    uses: shell
+    with: {cmd: "echo built"}
+  - id: check
+    needs: build
+    uses: shell
+    with: {cmd: "test -f fixed"}
+"""
+
+
+def ci_jobs() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The GitHub workflow and the GitLab job shown on docs/ci.md."""
+    import yaml
+
+    blocks = re.findall(r"^```yaml\n(.*?)^```", CI_PAGE.read_text(), re.M | re.S)
+    docs = [yaml.safe_load(b) for b in blocks]
+    github = [d for d in docs if isinstance(d, dict) and "jobs" in d]
+    gitlab = [
+        d for d in docs if isinstance(d, dict) and "pipeline" in d and "script" in d["pipeline"]
+    ]
+    assert len(github) == 1 and len(gitlab) == 1
+    return github[0], gitlab[0]["pipeline"]
+
+
+def test_the_github_job_is_workflow_syntax() -> None:
+    workflow, _ = ci_jobs()
+    workflow["on"] = workflow.pop(True)  # YAML 1.1 reads `on` as true, as GitHub does not
+    assert set(workflow) <= WORKFLOW_KEYS
+    (job,) = workflow["jobs"].values()
+    assert set(job) <= JOB_KEYS and "runs-on" in job
+    for step in job["steps"]:
+        assert set(step) <= STEP_KEYS, step
+        assert ("uses" in step) != ("run" in step), step
+        if "uses" in step:
+            assert re.fullmatch(r"[\w.-]+/[\w./-]+@v\d+", step["uses"]), step
+        for value in (step.get("if"), *(step.get("with") or {}).values()):
+            assert "${{" not in str(value) or str(value).count("${{") == str(value).count("}}")
+
+
+def shell_of(script: str) -> str:
+    """A job's shell script as the test runs it: GitHub's `${{ }}` expressions given values,
+    `pip install` (the distribution named) left out, as runner is installed already."""
+    script = re.sub(r"\$\{\{[^}]*\}\}", "1", script)
+    lines = []
+    for line in script.splitlines():
+        if line.strip().startswith("pip install"):
+            assert line.split()[-1] == "yaml-pipeline-runner", line
+            continue
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def attempt(
+    scripts: list[str], workspace: Path, env: dict[str, str]
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run the scripts in order, as CI does (`bash -e`), until one fails."""
+    done = []
+    for script in scripts:
+        proc = subprocess.run(
+            ["bash", "-e", "-c", shell_of(script)],
+            cwd=workspace, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        done.append(proc)
+        if proc.returncode != 0:
+            break
+    return done
+
+
+@pytest.mark.parametrize("system", ["github", "gitlab"])
+def test_the_ci_jobs_run_validate_report_and_resume_on_a_retry(tmp_path: Path, system: str) -> None:
+    import xml.etree.ElementTree as ET
+
+    workflow, gitlab = ci_jobs()
+    env = user_env()
+    env["PATH"] = f"{Path(runner_executable()).parent}{os.pathsep}{env.get('PATH', '')}"
+    if system == "github":
+        (job,) = workflow["jobs"].values()
+        scripts = [step["run"] for step in job["steps"] if "run" in step]
+        env.update(GITHUB_ACTIONS="true", GITHUB_WORKSPACE=str(tmp_path))
+    else:
+        scripts = list(gitlab["script"])
+        env.pop("GITHUB_ACTIONS", None)
+        env.update(GITLAB_CI="true", CI_PROJECT_DIR=str(tmp_path))
+    (tmp_path / "pipeline.yaml").write_text(FLAKY.lstrip())
+
+    first = attempt(scripts, tmp_path, env)
+    assert [p.returncode for p in first][:-1] == [0] * (len(first) - 1)
+    assert first[-1].returncode == 1, first[-1].stdout + first[-1].stderr
+    junit = ET.parse(tmp_path / "reports" / "junit.xml").getroot()
+    assert junit.find(".//testcase[@name='check']/failure") is not None
+    if system == "gitlab":
+        assert json.loads((tmp_path / "gl-code-quality-report.json").read_text()) == []
+    run_id = re.search(r"run (\S+): flaky", first[-1].stdout)
+    assert run_id, first[-1].stdout
+
+    (tmp_path / "fixed").write_text("")  # the fix; the job is retried with the store kept
+    second = attempt(scripts, tmp_path, env)
+    assert [p.returncode for p in second] == [0] * len(scripts), second[-1].stderr
+    assert run_id[1] in second[-1].stdout  # resumed, not run anew
+    junit = ET.parse(tmp_path / "reports" / "junit.xml").getroot()
+    assert junit.find(".//failure") is None
