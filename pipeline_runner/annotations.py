@@ -67,14 +67,10 @@ class GitHubAnnotations:
         self.out = out or sys.stdout
         self.mask = (masker or Masker()).text
 
-    def run_started(self, run: RunInfo) -> None:
-        pass
+    def _nothing(self, *_: RunInfo | StepChanged) -> None:
+        """Nothing is shown until the run has ended."""
 
-    def changed(self, change: StepChanged) -> None:
-        pass
-
-    def turn(self) -> None:
-        pass
+    run_started = changed = turn = _nothing
 
     def run_finished(self, result: RunResult) -> None:
         for nr in result.nodes.values():
