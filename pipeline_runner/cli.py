@@ -560,7 +560,7 @@ def runs(as_json: bool, limit: int, state_dir: str) -> None:
             row.pop("plan_json", None)
             row["request"] = json.loads(row.pop("request_json") or "{}")
             row["outputs"] = json.loads(row.pop("outputs_json") or "null")
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(ci_report(json.dumps(rows, indent=2, default=str)))
         return
     if not rows:
         click.echo("no runs yet")

@@ -50,6 +50,11 @@ steps:
   - id: after
     needs: talk
     uses: noop
+  - id: say
+    uses: shell
+    with: {cmd: "echo '##[warning]PWN output'"}
+outputs:
+  said: "{{ steps.say.output }}"
 """
 
 LIB = f"""
@@ -134,6 +139,32 @@ def test_no_workflow_command_from_a_step_anywhere_runner_echoes_it(
         assert_no_step_command(shown.output)
     logs = json.loads(run_cli("logs", run_id[1], "--json", env=env).stdout)
     assert logs["talk"].count("PWN") >= len(PAYLOADS)
+
+
+def test_pipeline_outputs_printed_at_the_end_hold_no_command(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    path = write_pipeline(
+        """
+        version: 1
+        name: says
+        steps:
+          - id: say
+            uses: shell
+            with: {cmd: "echo '##[warning]PWN output'"}
+        outputs:
+          said: "{{ steps.say.output }}"
+        """
+    )
+    result = run_cli("run", str(path), "--progress", "plain", env=github_env(tmp_path))
+    assert result.code == 0, result.output
+    assert "PWN output" in result.stdout
+    assert_no_step_command(result.output)
+    said = json.loads(result.stdout.partition("outputs:\n")[2])["said"]
+    assert said == "##[warning]PWN output"  # the same JSON value
+    runs = run_cli("runs", "--json", env=github_env(tmp_path))
+    assert_no_step_command(runs.output)
+    assert json.loads(runs.stdout)[0]["outputs"] == {"said": "##[warning]PWN output"}
 
 
 def test_junit_on_stdout_in_ci_has_no_command(
