@@ -295,7 +295,7 @@ def test_run_annotations_point_at_the_file_from_the_workspace(
         assert props["file"] == "jobs/a,b:c/p.yaml", props
         assert (tmp_path / props["file"]).is_file()
         line, col = int(props["line"]), int(props["col"])
-        assert lines[line - 1][col - 1 :].startswith(f"id: {step}") or step in lines[line - 1]
+        assert lines[line - 1][col - 1 :] == f"id: {step}", (line, col)
         assert unescape(levels[level].message).startswith(f"{step}: ")
     assert "%2C" in levels["error"].properties and "%3A" in levels["error"].properties
 
