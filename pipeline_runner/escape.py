@@ -8,6 +8,12 @@ tails, `runner logs`, `runner show`, `runner validate` and every error message):
 - under a CI system (GitHub Actions, Azure Pipelines) a line that starts with `::` or holds
   `##[` / `##vso[` would be read as a workflow command (`::add-mask::`, `::error::`,
   `::stop-commands::`): its first `:` or `#` is shown escaped (`\\x3a`, `\\x23`) instead.
+  GitHub's runner reads `##[` anywhere in a line and `::` after any leading white space,
+  Unicode spaces included.
+
+JSON and XML that runner prints on stdout in CI (`--json -`, `runner logs --json`, `--junit -`,
+the outputs at the end of a run) go through `ci_report`, which spells the same characters so
+that the value is unchanged and no CI reads a command in it.
 """
 
 from __future__ import annotations
