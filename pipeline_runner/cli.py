@@ -21,11 +21,12 @@ from .errors import (
     EXIT_INTERNAL,
     EXIT_SIGINT,
     EXIT_USAGE,
+    Diagnostic,
     PipelineError,
     RunnerError,
     UsageError,
 )
-from .escape import printable
+from .escape import ci_report, printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 REPORT_URL = "https://github.com/pipeline-runner/pipeline-runner/issues"
@@ -178,12 +179,22 @@ def main(ctx: click.Context, debug: bool) -> None:
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "github", "gitlab"]),
+    help="text (default); json; github: text and `::error` annotations (the default when "
+    "GITHUB_ACTIONS=true); gitlab: a GitLab Code Quality report on stdout.",
+)
+@click.option(
+    "--codequality",
+    metavar="FILE",
+    help="Also write a GitLab Code Quality report (JSON) to FILE (- for stdout).",
 )
 @param_options
 def validate(
     files: tuple[str, ...],
-    fmt: str,
+    fmt: str | None,
+    codequality: str | None,
     params: tuple[str, ...],
     params_file: str | None,
     max_file_size: int,
@@ -191,31 +202,50 @@ def validate(
     """Check pipeline files without running anything (every error, not only the first)."""
     from .planner import plan_file
 
+    if fmt is None:
+        fmt = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
     options = planner_options(params, params_file, max_file_size)
     results: list[dict[str, Any]] = []
-    failed = False
+    found: list[Diagnostic] = []
     for path in files:
         try:
             plan = plan_file(path, options)
         except PipelineError as exc:
-            failed = True
+            found.extend(exc.diagnostics)
             results.append(
                 {"file": path, "valid": False, "errors": [d.as_json() for d in exc.diagnostics]}
             )
-            if fmt == "text":
+            if fmt in ("text", "github", "gitlab"):
                 for diagnostic in exc.diagnostics:
                     click.echo(printable(str(diagnostic)), err=True)
             continue
         steps = len(plan.steps())
         results.append({"file": path, "valid": True, "steps": steps, "errors": []})
-        if fmt == "text":
+        if fmt in ("text", "github"):
             click.echo(f"{printable(path)}: ok ({steps} step{'s' if steps != 1 else ''})")
+    validate_reports(fmt, codequality, results, found)
+    sys.exit(EXIT_USAGE if found else 0)
+
+
+def validate_reports(
+    fmt: str, codequality: str | None, results: list[dict[str, Any]], found: list[Diagnostic]
+) -> None:
+    """What `runner validate` writes after checking: JSON, annotations, a Code Quality report."""
+    from .annotations import codequality_json, github_diagnostics
+
     if fmt == "json":
-        click.echo(json.dumps(results, indent=2))
-    elif failed:
-        count = sum(len(r["errors"]) for r in results)
+        click.echo(ci_report(json.dumps(results, indent=2)))
+    elif fmt == "github":
+        click.echo(github_diagnostics(found), nl=False)
+    elif fmt == "gitlab":
+        click.echo(codequality_json(found), nl=False)
+    if codequality:
+        from .exports import write_report
+
+        write_report(codequality, codequality_json(found))
+    if found and fmt != "json":
+        count = len(found)
         click.echo(f"{count} error{'s' if count != 1 else ''} found", err=True)
-    sys.exit(EXIT_USAGE if failed else 0)
 
 
 @main.command()
@@ -530,7 +560,7 @@ def runs(as_json: bool, limit: int, state_dir: str) -> None:
             row.pop("plan_json", None)
             row["request"] = json.loads(row.pop("request_json") or "{}")
             row["outputs"] = json.loads(row.pop("outputs_json") or "null")
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(ci_report(json.dumps(rows, indent=2, default=str)))
         return
     if not rows:
         click.echo("no runs yet")
@@ -570,7 +600,7 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
             step["outputs"] = json.loads(step.pop("outputs_json") or "null")
         row["outputs"] = json.loads(row.pop("outputs_json") or "null")
         row.pop("plan_json", None)
-        click.echo(json.dumps({"run": row, "steps": steps}, indent=2, default=str))
+        click.echo(ci_report(json.dumps({"run": row, "steps": steps}, indent=2, default=str)))
         return
     click.echo(f"run {full_id}: {row['pipeline']} {row['status']} ({printable(row['file'])})")
     for step in steps:
@@ -601,7 +631,7 @@ def logs(run_id: str, step: str | None, follow: bool, as_json: bool, state_dir: 
         return
     found = read_logs(Path(state_dir), run_id, step)
     if as_json:
-        click.echo(json.dumps(found, indent=2))
+        click.echo(ci_report(json.dumps(found, indent=2)))
         return
     for name, text in found.items():
         if step is None:

@@ -447,13 +447,14 @@ def finish(result: RunResult, request: RunRequest, masker: Masker, plan: Plan) -
 
 
 def _print_summary(result: RunResult, masker: Masker, color: bool) -> None:
+    from .escape import ci_report  # outputs can hold a step's text: no `##[` command in CI
     from .report import summary
 
     try:
         print(masker.text(summary(result, color)), end="")
         if result.outputs:
             print("outputs:")
-            print(masker.json(result.outputs, indent=2, default=str))
+            print(ci_report(masker.json(result.outputs, indent=2, default=str)))
         if result.status == "cancelled" or result.status == "failed":
             print(f"resume with: runner resume {result.run_id}")
         sys.stdout.flush()

@@ -8,6 +8,12 @@ tails, `runner logs`, `runner show`, `runner validate` and every error message):
 - under a CI system (GitHub Actions, Azure Pipelines) a line that starts with `::` or holds
   `##[` / `##vso[` would be read as a workflow command (`::add-mask::`, `::error::`,
   `::stop-commands::`): its first `:` or `#` is shown escaped (`\\x3a`, `\\x23`) instead.
+  GitHub's runner reads `##[` anywhere in a line and `::` after any leading white space,
+  Unicode spaces included.
+
+JSON and XML that runner prints on stdout in CI (`--json -`, `runner logs --json`, `--junit -`,
+the outputs at the end of a run) go through `ci_report`, which spells the same characters so
+that the value is unchanged and no CI reads a command in it.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ import os
 import re
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e]")
-_CI_COMMAND = re.compile(r"^([ \t]*):(?=:)", re.M)
-_CI_MARKER = re.compile(r"#(?=#(?:vso)?\[)")
+# GitHub's runner trims every Unicode space (C#'s Char.IsWhiteSpace: NBSP, U+2000-U+200A, U+3000
+# ...) off a line before it looks for `::`; Python's `\s` is the same set.
+_CI_COMMAND = re.compile(r"^(\s*):(?=:)", re.M)
+_CI_MARKER = re.compile(r"#(?=#(?:vso)?\[)", re.I)
 
 
 def in_ci() -> bool:
@@ -39,3 +47,16 @@ def printable(
             text = _CI_COMMAND.sub("\\1\\\\x3a", text)
         text = _CI_MARKER.sub("\\\\x23", text)
     return text
+
+
+def ci_report(text: str, *, xml: bool = False) -> str:
+    """JSON text printed where a CI system reads it (`runner logs --json`, `--json -`): a `#`
+    that starts `##[` inside a string is written `\\u0023`, the same JSON value that no CI reads
+    as a command.  (A JSON line never starts with `::` outside a string, and a `#` is never
+    escaped in JSON, so the replacement cannot break an escape sequence.)  `xml`: XML text,
+    where the `#` is written `&#35;` and a `:` that starts a line's `::` is written `&#58;`."""
+    if not in_ci():
+        return text
+    if xml:  # text and attributes may hold line breaks: a line may start with `::`
+        return _CI_MARKER.sub("&#35;", _CI_COMMAND.sub("\\1&#58;", text))
+    return _CI_MARKER.sub("\\\\u0023", text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 import sys
 import time
@@ -17,20 +18,21 @@ from typing import Any, TextIO
 from xml.etree import ElementTree as ET
 
 from .changes import RunInfo, RunResult, StepChanged
+from .escape import ci_report
 from .kinds import FailureKind
 from .model import NodeKind, State
 from .report import log_tail
 from .secrets import Masker
 
 
-def write_report(path: str, text: str) -> None:
+def write_report(path: str, text: str, *, xml: bool = False) -> None:
     """Write a report file: `-` is stdout; a regular file (or a new one) is replaced atomically,
     by a temporary file renamed over it, so a reader never sees half a report; a symlink to one
     stays a symlink and its target is replaced.  Anything else (a FIFO, a device such as
     /dev/stdout, a symlink to one) is written in place: renaming over it would replace the FIFO
     or the device node with a regular file."""
     if path == "-":
-        sys.stdout.write(text)
+        sys.stdout.write(ci_report(text, xml=xml))  # read by CI: no `##[` command
         sys.stdout.flush()
         return
     target = os.path.realpath(path)
@@ -120,55 +122,88 @@ def _suite_of(nr: StepChanged, nodes: Mapping[str, StepChanged]) -> str:
     return ""
 
 
+# What XML 1.0 allows in a document: anything else (ESC, NUL, a lone surrogate, U+FFFE) makes
+# the whole report unreadable, so it is shown as a visible escape instead.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: str) -> str:
+    """`text` with every character XML 1.0 forbids shown as `\\xNN` (or `\\uNNNN`)."""
+    return _NOT_XML.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 256 else f"\\u{ord(m[0]):04x}", text
+    )
+
+
+def _clean(root: ET.Element) -> None:
+    """Every attribute and text of the report made XML 1.0 (step ids, errors, logs)."""
+    for element in root.iter():
+        for key, value in element.attrib.items():
+            element.set(key, xml_text(value))
+        if element.text:
+            element.text = xml_text(element.text)
+
+
+def _testcase(suite: ET.Element, nr: StepChanged, classname: str, masker: Masker) -> str:
+    """One step's testcase; what it counts as: "failures", "skipped" or "" (passed).  An
+    allowed failure (`continue_on_error`) passes, as it did not fail the run: its error and
+    log tail are in `system-out` and its `status` is `failed_allowed`."""
+    seconds = (nr.finished - nr.started) if nr.started and nr.finished else 0.0
+    case = ET.SubElement(suite, "testcase", name=nr.id, classname=classname, time=f"{seconds:.3f}")
+    case.set("status", nr.state.value)
+    message = masker.text(nr.error or nr.state.value)
+    if nr.state is State.FAILED:
+        failure = ET.SubElement(
+            case, "failure", message=message, type=str(nr.error_kind or FailureKind.ERROR)
+        )
+        failure.text = masker.text("\n".join(log_tail(nr.log_path, 50)))
+        return "failures"
+    if nr.state is State.FAILED_ALLOWED:
+        out = ET.SubElement(case, "system-out")
+        tail = "\n".join(log_tail(nr.log_path, 50))
+        out.text = masker.text(f"failed, allowed (continue_on_error): {nr.error}\n{tail}")
+        return ""
+    if nr.state in (State.UPSTREAM_FAILED, State.CANCELLED, State.SKIPPED):
+        ET.SubElement(case, "skipped", message=message)
+        return "skipped"
+    return ""
+
+
 def junit_xml(result: RunResult, plan_name: str, masker: Masker) -> str:
     """One testsuite per template instance (the rest in one suite named after the pipeline),
-    one testcase per step; failures carry the error and the tail of the step's log."""
+    one testcase per step; failures carry the error and the tail of the step's log.  Elements
+    and attributes are those of Jenkins' JUnit schema (no `skipped` on `testsuites`)."""
     suites: dict[str, list[StepChanged]] = {}
     for nr in result.nodes.values():
         if nr.kind is NodeKind.STEP:
             suites.setdefault(_suite_of(nr, result.nodes), []).append(nr)
     root = ET.Element("testsuites", name=plan_name)
-    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    totals = {"tests": 0, "failures": 0, "errors": 0}
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(result.started))
     for suite_name, members in suites.items():
         suite = ET.SubElement(root, "testsuite", name=suite_name or plan_name)
-        counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-        elapsed = 0.0
+        counts = {"tests": len(members), "failures": 0, "errors": 0, "skipped": 0}
+        classname = f"{plan_name}.{suite_name or plan_name}"
         for nr in members:
-            counts["tests"] += 1
-            seconds = (nr.finished - nr.started) if nr.started and nr.finished else 0.0
-            elapsed += seconds
-            case = ET.SubElement(
-                suite,
-                "testcase",
-                name=nr.id,
-                classname=f"{plan_name}.{suite_name or plan_name}",
-                time=f"{seconds:.3f}",
-            )
-            if nr.state in (State.FAILED, State.FAILED_ALLOWED):
-                counts["failures"] += 1
-                failure = ET.SubElement(
-                    case,
-                    "failure",
-                    message=masker.text(nr.error or nr.state.value),
-                    type=str(nr.error_kind or FailureKind.ERROR),
-                )
-                failure.text = masker.text("\n".join(log_tail(nr.log_path, 50)))
-            elif nr.state in (State.UPSTREAM_FAILED, State.CANCELLED, State.SKIPPED):
-                counts["skipped"] += 1
-                ET.SubElement(case, "skipped", message=masker.text(nr.error or nr.state.value))
+            counted = _testcase(suite, nr, classname, masker)
+            if counted:
+                counts[counted] += 1
         for key, value in counts.items():
             suite.set(key, str(value))
-            totals[key] += value
+            if key in totals:
+                totals[key] += value
+        elapsed = sum(float(case.get("time") or 0) for case in suite)
         suite.set("time", f"{elapsed:.3f}")
+        suite.set("timestamp", stamp)
     for key, value in totals.items():
         root.set(key, str(value))
     root.set("time", f"{result.finished - result.started:.3f}")
+    _clean(root)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
 def write_junit(path: str, result: RunResult, plan_name: str, masker: Masker) -> None:
-    write_report(path, junit_xml(result, plan_name, masker))
+    write_report(path, junit_xml(result, plan_name, masker), xml=True)
 
 
 def trace_json(result: RunResult, masker: Masker) -> dict[str, Any]:
@@ -271,7 +306,8 @@ class EventsFile:
 
     def turn(self) -> None:
         if self.lines:
-            self.file.write("\n".join(self.lines) + "\n")
+            text = "\n".join(self.lines) + "\n"
+            self.file.write(ci_report(text) if self.file is sys.stdout else text)
             self.file.flush()
             self.lines = []
 

@@ -155,40 +155,8 @@ class PlainReporter:
         self.turn()
 
 
-class GitHubAnnotations:
-    """`::error::` for each failed step and a `::group::` holding its log tail."""
-
-    def __init__(self, out: TextIO | None = None, masker: Masker | None = None) -> None:
-        self.out = out or sys.stdout
-        self.mask = (masker or Masker()).text
-
-    def run_started(self, run: RunInfo) -> None:
-        self.file = run.plan.file
-
-    def changed(self, change: StepChanged) -> None:
-        pass
-
-    def turn(self) -> None:
-        pass
-
-    def run_finished(self, result: RunResult) -> None:
-        for nr in result.nodes.values():
-            if nr.state is not State.FAILED or nr.kind is not NodeKind.STEP:
-                continue
-            message = _gh_escape(self.mask(f"{nr.id}: {nr.error}"))
-            loc = nr.location
-            self.out.write(
-                f"::error file={loc.file},line={loc.line},title=step failed::{message}\n"
-            )
-            self.out.write(f"::group::log of {_gh_escape(self.mask(nr.id))}\n")
-            for line in log_tail(nr.log_path, 50):
-                self.out.write(f"  | {self.mask(line)}\n")
-            self.out.write("::endgroup::\n")
-        self.out.flush()
-
-
-def _gh_escape(text: str) -> str:
-    return safe(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+# The annotations of a run's failures live with validate's (annotations.py); kept importable here.
+from .annotations import GitHubAnnotations as GitHubAnnotations  # noqa: E402
 
 
 class LiveReporter:
