@@ -282,11 +282,23 @@ def render_graphviz(dot: str, output: str, ext: str) -> None:
 
 
 @main.command()
-def schema() -> None:
+@click.option(
+    "--plugins",
+    "with_plugins",
+    is_flag=True,
+    help="Add every installed plugin's `with` schema, chosen by the step's `uses` (for editors).",
+)
+def schema(with_plugins: bool) -> None:
     """Print the JSON Schema of pipeline files."""
-    from .schema import schema_text
+    from .schema import plugins_schema_text, schema_text
 
-    click.echo(schema_text(), nl=False)
+    if not with_plugins:
+        click.echo(schema_text(), nl=False)
+        return
+    text, broken = plugins_schema_text()
+    for message in broken:
+        click.echo(f"runner: warning: {message}; its `with` is not in the schema", err=True)
+    click.echo(text)
 
 
 @main.command()
