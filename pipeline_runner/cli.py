@@ -180,10 +180,17 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option(
+    "--skip-non-pipelines",
+    is_flag=True,
+    help="Skip YAML files that are not pipelines: neither named NAME.runner.yaml nor with "
+    "top-level `version` and `steps` (for the pre-commit hook).",
+)
 @param_options
 def validate(
     files: tuple[str, ...],
     fmt: str,
+    skip_non_pipelines: bool,
     params: tuple[str, ...],
     params_file: str | None,
     max_file_size: int,
@@ -191,6 +198,10 @@ def validate(
     """Check pipeline files without running anything (every error, not only the first)."""
     from .planner import plan_file
 
+    if skip_non_pipelines:
+        from .pipelinefiles import pipeline_files
+
+        files = pipeline_files(files, max_file_size)
     options = planner_options(params, params_file, max_file_size)
     results: list[dict[str, Any]] = []
     failed = False

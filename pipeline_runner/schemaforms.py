@@ -29,7 +29,7 @@ _TYPE_KEYWORDS = {
     "array": {"items", "prefixItems", "minItems", "maxItems", "uniqueItems", "contains"},
 }
 _TYPE_KEYWORDS["integer"] = _TYPE_KEYWORDS["number"]
-PLUGIN_IDS = "https://pipeline-runner.dev/schemas/plugins/"
+PLUGIN_IDS = "plugins/"  # resolved against the schema's own `$id`
 
 
 def _type_branches(node: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
