@@ -93,24 +93,29 @@ def _embedded(name: str, schema: Mapping[str, Any]) -> dict[str, Any]:
     return {"$id": PLUGIN_IDS + quote(name, safe="") + ".json", **out}
 
 
-def with_plugins(schema: Mapping[str, Any], plugins: Mapping[str, Mapping[str, Any]]) -> Any:
-    """The pipeline schema with each plugin's `with` schema, chosen by the step's `uses`, and
-    the rule that a step has exactly one of `uses` and `template`."""
-    out = dict(schema)
-    defs = dict(out["$defs"])
-    step = dict(defs["step"])
-    step["oneOf"] = [{"properties": {k: {}}, "required": [k]} for k in ("uses", "template")]
-    step["allOf"] = [
+def _chosen_by_uses(names: list[str]) -> list[dict[str, Any]]:
+    """`with` follows the schema of the plugin named in `uses`: one if/then per plugin."""
+    return [
         {
             "if": {"properties": {"uses": {"const": name}}, "required": ["uses"]},
             "then": {"properties": {"with": {"$ref": f"#/$defs/plugin_{name}"}}},
         }
-        for name in plugins
+        for name in names
     ]
+
+
+def with_plugins(schema: Mapping[str, Any], plugins: Mapping[str, Mapping[str, Any]]) -> Any:
+    """The pipeline schema with each plugin's `with` schema, chosen by the `uses` of a step or
+    of its `compensate`, and the rule that a step has exactly one of `uses` and `template`."""
+    names = list(plugins)
+    defs = dict(schema["$defs"])
+    step = dict(defs["step"])
+    step["oneOf"] = [{"properties": {k: {}}, "required": [k]} for k in ("uses", "template")]
+    step["allOf"] = _chosen_by_uses(names)
     properties = dict(step["properties"])
-    properties["uses"] = {**properties["uses"], "examples": list(plugins)}
+    properties["uses"] = {**properties["uses"], "examples": names}
+    properties["compensate"] = {**properties["compensate"], "allOf": _chosen_by_uses(names)}
     step["properties"] = properties
     defs["step"] = step
     defs.update({f"plugin_{name}": _embedded(name, s) for name, s in plugins.items()})
-    out["$defs"] = defs
-    return out
+    return {**schema, "$defs": defs}

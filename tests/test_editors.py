@@ -33,6 +33,10 @@ SQLITE_GOOD = (
     "version: 1\nname: p\nsteps:\n  - id: q\n    uses: sqlite\n"
     "    with: {database: a.db, query: select 1}\n"
 )
+COMPENSATE_TYPO = (
+    "version: 1\nname: p\nsteps:\n  - id: a\n    uses: noop\n"
+    "    compensate: {uses: shell, with: {cmdd: ./undo.sh}}\n"
+)
 NEITHER = "version: 1\nname: p\nsteps:\n  - id: q\n    with: {cmd: ls}\n"
 
 
@@ -63,7 +67,8 @@ def test_schema_plugins_adds_each_plugins_with_schema_chosen_by_uses(run_cli: Ru
 def test_an_editor_check_flags_a_wrong_with_key_only_with_the_plugins(run_cli: RunCli) -> None:
     plain = Draft202012Validator(schema_of(run_cli))
     full = Draft202012Validator(schema_of(run_cli, "--plugins"))
-    for text, key in ((SHELL_TYPO, "cmdd"), (SQLITE_TYPO, "databse")):
+    typos = ((SHELL_TYPO, "cmdd"), (SQLITE_TYPO, "databse"), (COMPENSATE_TYPO, "cmdd"))
+    for text, key in typos:
         assert plain.is_valid(data_of(text))  # the plain schema knows no plugin's `with`
         errors = list(full.iter_errors(data_of(text)))
         assert errors, text
@@ -127,6 +132,35 @@ def test_step_name_is_described_as_what_the_runner_does_with_it(
     assert "Display Me" not in result.output
 
 
+def test_validate_checks_a_compensations_with_as_the_editor_does(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    (tmp_path / "p.yaml").write_text(COMPENSATE_TYPO)
+    result = run_cli("validate", "p.yaml")
+    assert result.code == 2, result.output
+    assert "p.yaml:6:38: error: steps[0].compensate.with.cmdd: shell: unknown key 'cmdd'" in (
+        result.stderr
+    )
+
+
+def test_the_key_description_says_an_invalid_default_key_is_an_error(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    text = schema_of(run_cli)["$defs"]["step"]["properties"]["key"]["description"]
+    assert "is an error: set `key`" in text
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\nname: p\nsteps:\n  - id: a\n    uses: noop\n    for_each: [a b, c]\n"
+    )
+    result = run_cli("validate", "p.yaml")
+    assert result.code == 2
+    assert "steps[0].for_each[0]: invalid key 'a b'" in result.stderr
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\nname: p\nsteps:\n  - id: a\n    uses: noop\n    for_each: [a b, c]\n"
+        "    key: \"{{ item | replace(' ', '-') }}\"\n"
+    )
+    assert run_cli("validate", "p.yaml").code == 0
+
+
 # -- Ajv, the validator of many editors and of SchemaStore's checks -------------------------------
 
 AJV_SCRIPT = """
@@ -187,8 +221,9 @@ def test_the_schemas_compile_in_ajv_strict_mode_and_check_with(
     plain = ajv_check(ajv, schema_of(run_cli), docs, tmp_path)
     assert all(errors == [] for errors in plain.values()), plain
     docs.update(shell_typo=SHELL_TYPO, sqlite_typo=SQLITE_TYPO, sqlite_good=SQLITE_GOOD)
+    docs.update(compensate_typo=COMPENSATE_TYPO)
     full = ajv_check(ajv, schema_of(run_cli, "--plugins"), docs, tmp_path)
     flagged = sorted(name for name, errors in full.items() if errors)
-    assert flagged == ["shell_typo", "sqlite_typo"], full
+    assert flagged == ["compensate_typo", "shell_typo", "sqlite_typo"], full
     extra = {e["params"].get("additionalProperty") for e in full["sqlite_typo"]}
     assert "databse" in extra
