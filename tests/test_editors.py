@@ -5,7 +5,9 @@ schema, and the descriptions say what the runner does."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -227,3 +229,19 @@ def test_the_schemas_compile_in_ajv_strict_mode_and_check_with(
     assert flagged == ["compensate_typo", "shell_typo", "sqlite_typo"], full
     extra = {e["params"].get("additionalProperty") for e in full["sqlite_typo"]}
     assert "databse" in extra
+
+
+def test_the_editors_page_gives_the_published_url_and_the_convention(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    page = (REPO / "docs" / "editors.md").read_text()
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", page, re.DOTALL)]
+    settings, catalog = blocks
+    assert settings["yaml.schemas"] == {PUBLISHED: catalog["fileMatch"]}
+    assert catalog["url"] == PUBLISHED
+    # A file the catalog matches is a pipeline to the hook by its name alone.
+    (tmp_path / "etl.runner.yml").write_text("version: 1\nname: p\nstesp: []\n")
+    assert any(fnmatch.fnmatch("etl.runner.yml", glob) for glob in catalog["fileMatch"])
+    result = run_cli("validate", "--skip-non-pipelines", "etl.runner.yml")
+    assert result.code == 2
+    assert "etl.runner.yml:3:1: error: stesp: unknown key 'stesp'" in result.stderr
