@@ -190,11 +190,18 @@ def main(ctx: click.Context, debug: bool) -> None:
     metavar="FILE",
     help="Also write a GitLab Code Quality report (JSON) to FILE (- for stdout).",
 )
+@click.option(
+    "--skip-non-pipelines",
+    is_flag=True,
+    help="Skip YAML files that are not pipelines: neither named NAME.runner.yaml nor with "
+    "top-level `version` and `steps` (for the pre-commit hook).",
+)
 @param_options
 def validate(
     files: tuple[str, ...],
     fmt: str | None,
     codequality: str | None,
+    skip_non_pipelines: bool,
     params: tuple[str, ...],
     params_file: str | None,
     max_file_size: int,
@@ -204,6 +211,10 @@ def validate(
 
     if fmt is None:
         fmt = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
+    if skip_non_pipelines:
+        from .pipelinefiles import pipeline_files
+
+        files = pipeline_files(files, max_file_size)
     options = planner_options(params, params_file, max_file_size)
     results: list[dict[str, Any]] = []
     found: list[Diagnostic] = []
@@ -312,11 +323,23 @@ def render_graphviz(dot: str, output: str, ext: str) -> None:
 
 
 @main.command()
-def schema() -> None:
+@click.option(
+    "--plugins",
+    "with_plugins",
+    is_flag=True,
+    help="Add every installed plugin's `with` schema, chosen by the step's `uses` (for editors).",
+)
+def schema(with_plugins: bool) -> None:
     """Print the JSON Schema of pipeline files."""
-    from .schema import schema_text
+    from .schema import plugins_schema_text, schema_text
 
-    click.echo(schema_text(), nl=False)
+    if not with_plugins:
+        click.echo(schema_text(), nl=False)
+        return
+    text, broken = plugins_schema_text()
+    for message in broken:
+        click.echo(f"runner: warning: {message}; its `with` is not in the schema", err=True)
+    click.echo(text)
 
 
 @main.command()

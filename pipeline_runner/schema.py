@@ -62,6 +62,31 @@ def pipeline_schema() -> dict[str, Any]:
     return schema
 
 
+def plugins_schema_text() -> tuple[str, list[str]]:
+    """The schema with every installed plugin's `with` schema (`runner schema --plugins`),
+    and the load errors of the plugins left out."""
+    from .plugins import PluginLoadError, registry
+    from .schemaforms import with_plugins
+
+    found, broken = {}, []
+    for name in registry().names():
+        try:
+            found[name] = registry().load(name).schema
+        except PluginLoadError as exc:
+            broken.append(str(exc))
+    return json.dumps(with_plugins(pipeline_schema(), found), indent=2), broken
+
+
+@cache
+def checked_schema() -> dict[str, Any]:
+    """The pipeline schema as `runner validate` checks it: its `anyOf`s of one branch per type
+    folded into `type` lists, so a wrong type is one message naming every type allowed."""
+    from .schemaforms import fold_types
+
+    folded: dict[str, Any] = fold_types(pipeline_schema())
+    return folded
+
+
 _validators: dict[int, tuple[Mapping[str, Any], Any, Any]] = {}
 
 
@@ -308,4 +333,4 @@ def validate_document(data: Any, source: SourceMap) -> list[Diagnostic]:
                 f"a pipeline file must be a mapping at the top level, found {describe(data)}",
             )
         ]
-    return check(data, pipeline_schema(), source)
+    return check(data, checked_schema(), source)

@@ -285,15 +285,14 @@ class StepBuilder:
         if "compensate" not in site.step:
             return None
         comp = site.step["compensate"]
-        if self.check_plugin(site.file, comp["uses"], site.path, "compensate", "uses") is None:
+        plugin = self.check_plugin(site.file, comp["uses"], site.path, "compensate", "uses")
+        if plugin is None:
             return None
-        comp_with = self.values.render(
-            site.file,
-            comp.get("with") or {},
-            site.at("compensate", "with"),
-            site.scope,
-            Rules(runtime, site.needs, site.qid),
-        )
+        at = site.at("compensate", "with")
+        rules = Rules(runtime, site.needs, site.qid)
+        comp_with = self.values.render(site.file, comp.get("with") or {}, at, site.scope, rules)
+        if comp_with is not INVALID:  # checked as a step's `with` is, before anything runs
+            self.check_with(site.file, comp["uses"], plugin.schema, comp_with, at)
         return Compensation(comp["uses"], comp_with)
 
     def check_env(

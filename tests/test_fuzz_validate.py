@@ -25,7 +25,7 @@ from pipeline_runner.errors import PipelineError, RunnerError
 from pipeline_runner.fastschema import compile_schema
 from pipeline_runner.loader import decode, load_text
 from pipeline_runner.planner import Options, Planner
-from pipeline_runner.schema import pipeline_schema
+from pipeline_runner.schema import checked_schema, pipeline_schema
 
 EXAMPLES = {p.name: p.read_bytes() for p in sorted(PIPELINES.glob("*.yaml"))}
 SETTINGS = settings(
@@ -36,6 +36,8 @@ SETTINGS = settings(
 SCHEMA = pipeline_schema()
 FAST = compile_schema(SCHEMA)
 REFERENCE = Draft202012Validator(SCHEMA)
+# What `runner validate` checks: the same schema, its one-branch-per-type anyOfs folded.
+CHECKED = compile_schema(checked_schema())
 
 
 def plan(text: str) -> None:
@@ -335,6 +337,7 @@ def test_a_back_edge_is_reported_as_a_real_cycle(needs: dict[str, list[str]]) ->
 def agree(doc: Any) -> None:
     assert FAST is not None, "the pipeline schema must compile to a fast check"
     assert FAST(doc) == REFERENCE.is_valid(doc), doc
+    assert CHECKED is not None and CHECKED(doc) == FAST(doc), doc
 
 
 @SETTINGS

@@ -12,14 +12,14 @@ from pathlib import Path
 from conftest import RunCli, no_traceback
 
 from pipeline_runner.model import RetryPolicy
-from pipeline_runner.schema import pipeline_schema
+from pipeline_runner.schema import checked_schema
 from pipeline_runner.stepnodes import parse_duration
 
 WritePipeline = Callable[..., Path]
 
 
 def test_every_retry_option_is_one_field_and_one_schema_key_with_the_same_default() -> None:
-    options = pipeline_schema()["$defs"]["retries"]["properties"]
+    options = checked_schema()["$defs"]["retries"]["properties"]
     fields = {f.name: f for f in dataclasses.fields(RetryPolicy)}
     assert set(options) == set(fields)
     for name, spec in options.items():

@@ -86,6 +86,8 @@ def _subschemas(schema: Any, where: str) -> list[tuple[str, Any]]:
         if isinstance(sub, dict) and sub:
             out.append((f"{where}.{key}", sub))
             out.extend(_subschemas(sub, f"{where}.{key}"))
+    for i, branch in enumerate(schema.get("anyOf", ())):  # one branch per type: documented
+        out.extend(_subschemas(branch, f"{where}.anyOf.{i}"))  # by its parent, its keys not
     return out
 
 
