@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from . import defaults
 from .errors import EXIT_OK, PlatformError, UsageError
@@ -245,7 +245,7 @@ def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
         from .exports import EventsFile
 
         sinks.append(EventsFile(request.events, masker))
-    sinks.extend(choose_reporter(request.progress, masker))
+    sinks.extend(choose_reporter(request, masker))
     scheduler = Scheduler(plan, executor, run_id, run_dir, secret_values, sinks, options)
     handed_over.append(True)
     try:
@@ -414,20 +414,39 @@ def _kept(nodes: dict[str, Any], done: Mapping[str, Any], recorded: Sequence[str
     return {sid for sid in done if kept(sid)}
 
 
-def choose_reporter(progress: str, masker: Masker) -> list[Sink]:
-    from .report import GitHubAnnotations, LiveReporter, PlainReporter, Quiet
+def choose_reporter(request: RunRequest, masker: Masker) -> list[Sink]:
+    """The live view when the terminal can redraw (or `--progress rich`), plain lines otherwise
+    (TERM=dumb, a CI job, not a TTY), failures only with `--progress none`.  Progress goes to
+    stderr when a report is written to stdout (`--json -`), so stdout holds the report alone."""
+    from .report import FailuresOnly, GitHubAnnotations, LiveReporter, PlainReporter, can_redraw
 
+    progress = request.progress
     github = os.environ.get("GITHUB_ACTIONS") == "true"
+    out = progress_stream(request)
     sinks: list[Sink] = []
     if progress == "none":
-        sinks.append(Quiet())
-    elif progress == "rich" or (progress == "auto" and sys.stdout.isatty() and not github):
-        sinks.append(LiveReporter(masker))
+        sinks.append(FailuresOnly(out=sys.stderr, masker=masker))
+    elif progress == "rich" or (progress == "auto" and can_redraw(out, os.environ)):
+        sinks.append(LiveReporter(masker, color=summary_color(request, out), out=out))
     else:
-        sinks.append(PlainReporter(masker=masker))
+        sinks.append(PlainReporter(out=out, masker=masker))
     if github and progress != "none":
         sinks.append(GitHubAnnotations(masker=masker))
     return sinks
+
+
+def progress_stream(request: RunRequest) -> TextIO:
+    """stdout, or stderr when a report goes to stdout or with `--progress none`."""
+    to_stdout = "-" in (request.json_path, request.junit, request.trace, request.events)
+    return sys.stderr if to_stdout or request.progress == "none" else sys.stdout
+
+
+def summary_color(request: RunRequest, out: TextIO) -> bool:
+    from .report import wants_color
+
+    return request.progress != "plain" and wants_color(
+        out, os.environ, forced=request.progress == "rich"
+    )
 
 
 def finish(result: RunResult, request: RunRequest, masker: Masker, plan: Plan) -> None:
@@ -440,26 +459,42 @@ def finish(result: RunResult, request: RunRequest, masker: Masker, plan: Plan) -
             exports.write_junit(request.junit, result, plan.name, masker)
         if request.trace:
             exports.write_trace(request.trace, result, masker)
-    if request.progress != "none":
-        color = request.progress == "rich" or (request.progress == "auto" and sys.stdout.isatty())
-        _print_summary(result, masker, color)
+    out = progress_stream(request)
+    if request.progress == "none":
+        _print_last_line(result, masker, out)
+    else:
+        _print_summary(result, masker, summary_color(request, out), out)
     sys.stdout.flush()
 
 
-def _print_summary(result: RunResult, masker: Masker, color: bool) -> None:
+def _print_last_line(result: RunResult, masker: Masker, out: TextIO) -> None:
+    """`--progress none`: the run's last line only (and how to resume it)."""
+    from .report import summary_line
+
+    lines = [summary_line(result)]
+    if result.status in ("cancelled", "failed"):
+        lines.append(f"resume with: runner resume {result.run_id}")
+    _write(out, masker.text("\n".join(lines) + "\n"))
+
+
+def _print_summary(result: RunResult, masker: Masker, color: bool, out: TextIO) -> None:
     from .report import summary
 
+    text = masker.text(summary(result, color))
+    if result.outputs:
+        text += "outputs:\n" + masker.json(result.outputs, indent=2, default=str) + "\n"
+    if result.status == "cancelled" or result.status == "failed":
+        text += f"resume with: runner resume {result.run_id}\n"
+    _write(out, text)
+
+
+def _write(out: TextIO, text: str) -> None:
     try:
-        print(masker.text(summary(result, color)), end="")
-        if result.outputs:
-            print("outputs:")
-            print(masker.json(result.outputs, indent=2, default=str))
-        if result.status == "cancelled" or result.status == "failed":
-            print(f"resume with: runner resume {result.run_id}")
-        sys.stdout.flush()
+        out.write(text)
+        out.flush()
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, out.fileno())
 
 
 def dry_run_cache(request: RunRequest) -> Any:
