@@ -101,6 +101,7 @@ def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 # The options of every command that plans a file (validate, graph, run).
 param_options = _options(
     click.option(
+        "-p",
         "--param",
         "params",
         multiple=True,
@@ -178,12 +179,19 @@ def main(ctx: click.Context, debug: bool) -> None:
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Errors as text (FILE:LINE:COLUMN: error: ...) or JSON on stdout.",
 )
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout (--format json).")
 @param_options
 def validate(
     files: tuple[str, ...],
     fmt: str,
+    as_json: bool,
     params: tuple[str, ...],
     params_file: str | None,
     max_file_size: int,
@@ -191,6 +199,7 @@ def validate(
     """Check pipeline files without running anything (every error, not only the first)."""
     from .planner import plan_file
 
+    fmt = "json" if as_json else fmt
     options = planner_options(params, params_file, max_file_size)
     results: list[dict[str, Any]] = []
     failed = False
@@ -228,7 +237,7 @@ def validate(
     "-o",
     "--output",
     type=click.Path(dir_okay=False),
-    help="Write to a file; .svg/.png/.pdf render the DOT through Graphviz.",
+    help="Write to a file (- for stdout); .svg/.png/.pdf render the DOT through Graphviz.",
 )
 @param_options
 def graph(
@@ -257,8 +266,9 @@ def graph(
     }[fmt]
     text = render(plan)
     if output:
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(text)
+        from .exports import write_report
+
+        write_report(output, text)
     else:
         click.echo(text, nl=False)
 
@@ -354,9 +364,17 @@ def report_problem(path: str) -> str | None:
     return None
 
 
+def quiet(options: dict[str, Any]) -> None:
+    """`-q` is `--progress none`."""
+    if options.pop("quiet"):
+        options["progress"] = "none"
+
+
 # The options `run` and `resume` share, defined once (click makes a new Option each use).
 run_options = _options(
-    click.option("--workers", type=int, help="Parallel workers (default: the number of CPUs)."),
+    click.option(
+        "-j", "--workers", type=int, help="Parallel workers (default: the number of CPUs)."
+    ),
     click.option(
         "--executor",
         type=click.Choice(defaults.EXECUTORS),
@@ -372,7 +390,13 @@ run_options = _options(
         type=click.Choice(defaults.PROGRESS_CHOICES),
         default=defaults.PROGRESS,
         show_default=True,
-        help="Live view on a terminal, plain lines otherwise.",
+        help="Live view on a terminal that can redraw, plain lines otherwise.",
+    ),
+    click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        help="Show only failures and the last line, on stderr (--progress none).",
     ),
     report_options,
     click.option(
@@ -404,7 +428,10 @@ def state_dir_option(func: F) -> F:
     "--only", multiple=True, metavar="SEL", help="Run these steps (id or glob) and their needs."
 )
 @click.option(
-    "--dry-run", is_flag=True, help="Print the plan and why each step would run; run nothing."
+    "-n",
+    "--dry-run",
+    is_flag=True,
+    help="Print the plan and why each step would run; run nothing.",
 )
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failure.")
 @click.option("--secrets-file", type=click.Path(dir_okay=False), help="YAML file of secret values.")
@@ -423,6 +450,7 @@ def run(file: str, **options: Any) -> None:
     from .engine import RunRequest, run_pipeline
 
     check_reports(options)
+    quiet(options)
     request = RunRequest(
         file=file,
         planner=planner_options(
@@ -444,6 +472,7 @@ def run(file: str, **options: Any) -> None:
     help="Run these steps (id or glob) and everything downstream again, even if they succeeded.",
 )
 @click.option(
+    "-p",
     "--param",
     "params",
     multiple=True,
@@ -471,6 +500,7 @@ def resume(
     from pathlib import Path
 
     check_reports(options)
+    quiet(options)
     from .engine import RunRequest, run_pipeline
     from .store import open_store
 

@@ -117,7 +117,7 @@ def _start(request: RunRequest, resume: str | None, force: bool) -> int:
     if request.dry_run:
         cache = dry_run_cache(request)
         text = dry_run_text(plan, request.only, cache, not request.no_cache, chosen.forced)
-        print(masker.text(text), end="")
+        progress_stream(request).write(masker.text(text))
         if request.json_path:
             from .exports import write_report
             from .graph import to_json
