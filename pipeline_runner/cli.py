@@ -47,8 +47,18 @@ def fail(exc: RunnerError) -> NoReturn:
     sys.exit(exc.exit_code)
 
 
+class Command(click.Command):
+    """A command whose summary in `runner --help` is its first sentence whole: click cuts it at
+    45 characters with `...`; the help screen wraps it instead."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return super().get_short_help_str(limit=max(limit, 200))
+
+
 class Group(click.Group):
     """Turns the library's errors into messages and exit codes, and hides tracebacks."""
+
+    command_class = Command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -176,7 +186,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-@main.command()
+@main.command(short_help="Check pipeline files; run nothing.")
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--format",
@@ -227,7 +237,7 @@ def validate(
     sys.exit(EXIT_USAGE if failed else 0)
 
 
-@main.command()
+@main.command(short_help="Print or draw the planned DAG.")
 @click.argument("file", type=click.Path())
 @click.option("--text", "fmt", flag_value="text", default=True, help="Levelled text (default).")
 @click.option("--dot", "fmt", flag_value="dot", help="Graphviz DOT.")
@@ -540,7 +550,13 @@ def resume_planner(recorded: dict[str, Any], params: Sequence[str], params_file:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="JSON for tools.")
-@click.option("--limit", type=int, default=defaults.RUNS_LIMIT, show_default=True)
+@click.option(
+    "--limit",
+    type=int,
+    default=defaults.RUNS_LIMIT,
+    show_default=True,
+    help="Show at most this many runs.",
+)
 @state_dir_option
 def runs(as_json: bool, limit: int, state_dir: str) -> None:
     """List recorded runs, newest first."""

@@ -15,6 +15,7 @@ SHARED = (
     "executor",
     "dask_scheduler",
     "progress",
+    "quiet",
     "junit",
     "json_path",
     "events",

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import click
 from conftest import PIPELINES, RunCli
+
+from pipeline_runner.cli import main
 
 WritePipeline = Callable[..., Path]
 
@@ -109,3 +112,38 @@ def test_a_graph_file_is_written_whole(run_cli: RunCli, tmp_path: Path) -> None:
     result = run_cli("graph", str(PIPELINES / "hello.yaml"), "--mermaid", "-o", str(out))
     assert result.code == 0, result.output
     assert out.read_text() == run_cli("graph", str(PIPELINES / "hello.yaml"), "--mermaid").stdout
+
+
+def _commands(group: click.Group, prefix: str = "runner") -> Iterator[tuple[str, click.Command]]:
+    for name, command in group.commands.items():
+        yield f"{prefix} {name}", command
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{prefix} {name}")
+
+
+def test_every_option_has_help_and_no_summary_is_cut() -> None:
+    """Click cuts a command's summary at 45 characters with `...`: each is short enough, and
+    every option (of every command, as the other commands grow) says what it does."""
+    missing = []
+    for where, command in [("runner", main), *_commands(main)]:
+        if command is not main:
+            assert not command.get_short_help_str(limit=45).endswith("..."), where
+        missing += [
+            f"{where} {'/'.join(p.opts)}"
+            for p in command.params
+            if isinstance(p, click.Option) and not p.hidden and not (p.help or "").strip()
+        ]
+    assert missing == []
+
+
+def test_the_help_screens_cut_nothing(run_cli: RunCli) -> None:
+    for args in [(), *((name,) for name in main.commands)]:
+        for columns in ("80", "60"):
+            result = run_cli(*args, "--help", env={"COLUMNS": columns})
+            assert result.code == 0, args
+            cut = [
+                line
+                for line in result.stdout.splitlines()
+                if line.rstrip().endswith("...") and not line.startswith("Usage:")
+            ]
+            assert cut == [], (args, columns)
