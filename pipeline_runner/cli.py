@@ -243,6 +243,7 @@ def validate(
 @click.option("--dot", "fmt", flag_value="dot", help="Graphviz DOT.")
 @click.option("--mermaid", "fmt", flag_value="mermaid", help="Mermaid flowchart.")
 @click.option("--json", "fmt", flag_value="json", help="JSON for tools.")
+@click.option("--md", is_flag=True, help="With --mermaid: a fenced ```mermaid block for Markdown.")
 @click.option(
     "-o",
     "--output",
@@ -253,6 +254,7 @@ def validate(
 def graph(
     file: str,
     fmt: str,
+    md: bool,
     output: str | None,
     params: tuple[str, ...],
     params_file: str | None,
@@ -262,6 +264,8 @@ def graph(
     from . import graph as graphs
     from .planner import plan_file
 
+    if md and fmt != "mermaid":
+        raise UsageError("--md goes with --mermaid (a fenced ```mermaid block)")
     plan = plan_file(file, planner_options(params, params_file, max_file_size))
     ext = os.path.splitext(output or "")[1].lower().lstrip(".")
     if ext in ("svg", "png", "pdf"):
@@ -275,6 +279,8 @@ def graph(
         "json": graphs.to_json,
     }[fmt]
     text = render(plan)
+    if md:
+        text = graphs.mermaid_markdown(text)
     if output:
         from .exports import write_report
 
