@@ -478,6 +478,25 @@ def run(file: str, **options: Any) -> None:
 
 
 @main.command()
+@click.argument("file", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="JSON for tools.")
+@click.option("--no-cache", is_flag=True, help="As `run --no-cache` would: every step runs.")
+@param_options
+@state_dir_option
+def status(file: str, as_json: bool, no_cache: bool, state_dir: str, **planner: Any) -> None:
+    """Show what a run would do now: each step cached, run or skipped, and why."""
+    from .planner import plan_file
+    from .status import status as find
+    from .status import status_text
+
+    plan = plan_file(file, planner_options(**planner))
+    data = find(plan, state_dir, use_cache=not no_cache)
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else status_text(data), nl=False)
+    if as_json:
+        click.echo()
+
+
+@main.command()
 @click.argument("run_id")
 @click.option("--only", multiple=True, metavar="SEL", help="Re-run only these steps (and needs).")
 @click.option("--force", is_flag=True, help="Resume even if steps that succeeded changed.")

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from . import defaults
 from .errors import EXIT_OK, PlatformError, UsageError
 from .graph import plain, topological
-from .model import NodeKind, Plan, State
+from .model import Node, NodeKind, Plan, State
 from .paths import StatePaths
 from .planner import Options as PlannerOptions
 from .planner import plan_file
@@ -115,7 +115,7 @@ def _start(request: RunRequest, resume: str | None, force: bool) -> int:
     secret_values = read_secrets(plan.secrets, os.environ, request.secrets_file)
     masker = Masker(secret_values.values())
     if request.dry_run:
-        cache = dry_run_cache(request)
+        cache = dry_run_cache(request.state_dir)
         text = dry_run_text(plan, request.only, cache, not request.no_cache, chosen.forced)
         progress_stream(request).write(masker.text(text))
         if request.json_path:
@@ -497,30 +497,31 @@ def _write(out: TextIO, text: str) -> None:
         os.dup2(devnull, out.fileno())
 
 
-def dry_run_cache(request: RunRequest) -> Any:
+def dry_run_cache(state_dir: str) -> Any:
     """The run store, read for cache lookups, when it exists (a dry run creates nothing)."""
     from .errors import RunNotFound, StoreError
     from .store import open_store
 
     try:
-        return open_store(Path(request.state_dir), create=False)
+        return open_store(Path(state_dir), create=False)
     except (RunNotFound, StoreError):
         return None  # no store to read: every cached step says why it would run
 
 
-def dry_run_text(
+def dry_run_reasons(
     plan: Plan,
-    only: Sequence[str],
+    only: Sequence[str] = (),
     cache: Any = None,
     use_cache: bool = True,
     forced: frozenset[str] = frozenset(),
-) -> str:
+) -> Iterator[tuple[Node, str]]:
+    """Each step in execution order with what a run would do with it and why (`run`, `skip
+    (...)`, `cached (...)`): what `run --dry-run` and `runner status` print."""
     import fnmatch
 
     from .graph import DryRun
 
     dry = DryRun(plan, cache, use_cache, forced)
-    lines = [f"plan of {plan.name}: steps in execution order"]
     chosen: set[str] | None = None
     if only:
         chosen = {n for n in plan.nodes if any(fnmatch.fnmatchcase(n, p) for p in only)}
@@ -537,9 +538,21 @@ def dry_run_text(
             why = "skip: not selected by --only"
         else:
             why = dry.reason(node)
-        kind = " (mapped: expanded at run time)" if node.kind is NodeKind.MAPPED else ""
-        if kind and node.cache is not None and node.id in forced:
+        if node.kind is NodeKind.MAPPED and node.cache is not None and node.id in forced:
             why += " (--force: its instances look nothing up in the cache)"
+        yield node, why
+
+
+def dry_run_text(
+    plan: Plan,
+    only: Sequence[str],
+    cache: Any = None,
+    use_cache: bool = True,
+    forced: frozenset[str] = frozenset(),
+) -> str:
+    lines = [f"plan of {plan.name}: steps in execution order"]
+    for node, why in dry_run_reasons(plan, only, cache, use_cache, forced):
+        kind = " (mapped: expanded at run time)" if node.kind is NodeKind.MAPPED else ""
         lines.append(f"- {node.id} [{node.uses or 'template'}]{kind}: {why}")
         if node.needs:
             lines.append(f"    needs: {', '.join(node.needs)}")
