@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from . import __version__, defaults
+from . import __version__, completion, defaults
 from .errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERNAL,
@@ -441,7 +441,11 @@ def state_dir_option(func: F) -> F:
 @param_options
 @run_options
 @click.option(
-    "--only", multiple=True, metavar="SEL", help="Run these steps (id or glob) and their needs."
+    "--only",
+    multiple=True,
+    metavar="SEL",
+    shell_complete=completion.file_step_ids,
+    help="Run these steps (id or glob) and their needs.",
 )
 @click.option(
     "-n",
@@ -457,6 +461,7 @@ def state_dir_option(func: F) -> F:
     "force_steps",
     multiple=True,
     metavar="GLOB",
+    shell_complete=completion.file_step_ids,
     help="Run these steps (id or glob) even if cached; what follows them only if its key changed.",
 )
 @click.option("--no-compensate", is_flag=True, help="Do not run compensations on failure.")
@@ -497,13 +502,20 @@ def status(file: str, as_json: bool, no_cache: bool, state_dir: str, **planner: 
 
 
 @main.command()
-@click.argument("run_id")
-@click.option("--only", multiple=True, metavar="SEL", help="Re-run only these steps (and needs).")
+@click.argument("run_id", shell_complete=completion.run_ids)
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="SEL",
+    shell_complete=completion.run_step_ids,
+    help="Re-run only these steps (and needs).",
+)
 @click.option("--force", is_flag=True, help="Resume even if steps that succeeded changed.")
 @click.option(
     "--rerun",
     multiple=True,
     metavar="GLOB",
+    shell_complete=completion.run_step_ids,
     help="Run these steps (id or glob) and everything downstream again, even if they succeeded.",
 )
 @click.option(
@@ -617,7 +629,7 @@ def runs(as_json: bool, limit: int, state_dir: str) -> None:
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=completion.run_ids)
 @click.option("--json", "as_json", is_flag=True, help="JSON for tools.")
 @state_dir_option
 def show(run_id: str, as_json: bool, state_dir: str) -> None:
@@ -656,8 +668,8 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
 
 
 @main.command()
-@click.argument("run_id")
-@click.argument("step", required=False)
+@click.argument("run_id", shell_complete=completion.run_ids)
+@click.argument("step", required=False, shell_complete=completion.run_step_ids)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing while the run goes on.")
 @click.option("--json", "as_json", is_flag=True, help="JSON: step -> log text.")
 @state_dir_option
