@@ -184,6 +184,9 @@ def main(ctx: click.Context, debug: bool) -> None:
       runner run pipeline.yaml          run it
     """
     ctx.obj = {"debug": debug}
+    from .envvars import note_old_names
+
+    note_old_names()
 
 
 @main.command(short_help="Check pipeline files; run nothing.")
@@ -429,7 +432,7 @@ def state_dir_option(func: F) -> F:
     return click.option(
         "--state-dir",
         type=click.Path(file_okay=False),
-        envvar=defaults.STATE_DIR_ENV,
+        envvar=[defaults.STATE_DIR_ENV, defaults.STATE_DIR_ENV_OLD],
         default=defaults.STATE_DIR,
         show_default=True,
         help=f"Where runs are recorded (also {defaults.STATE_DIR_ENV}).",

@@ -6,20 +6,19 @@ prints an error into the user's command line."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from typing import Any
 
 import click
 from click.shell_completion import CompletionItem
 
-from . import defaults
+from . import defaults, envvars
 
 
 def _state_dir(ctx: click.Context) -> str:
     root = ctx.find_root()
     found = ctx.params.get("state_dir") or root.params.get("state_dir")
-    return str(found or os.environ.get(defaults.STATE_DIR_ENV) or defaults.STATE_DIR)
+    return str(found or envvars.get(defaults.STATE_DIR_ENV) or defaults.STATE_DIR)
 
 
 def _store(ctx: click.Context) -> Any:

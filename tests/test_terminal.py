@@ -65,7 +65,7 @@ class Pane:
         full.pop("GITHUB_ACTIONS", None)
         full.pop("CI", None)
         full.pop("NO_COLOR", None)
-        full["RUNNER_STATE_DIR"] = str(self.folder / "state")
+        full["PIPELINE_RUNNER_STATE_DIR"] = str(self.folder / "state")
         full.update(env)
         assigns = " ".join(shlex.quote(f"{k}={v}") for k, v in full.items() if "\n" not in v)
         # After the run the pane keeps its screen: the shell waits on `cat` until the test ends.
