@@ -355,20 +355,6 @@ class FailuresOnly(PlainReporter):
             super().changed(nr)
 
 
-class Quiet:
-    def run_started(self, run: RunInfo) -> None:
-        pass
-
-    def changed(self, change: StepChanged) -> None:
-        pass
-
-    def turn(self) -> None:
-        pass
-
-    def run_finished(self, result: RunResult) -> None:
-        pass
-
-
 def _top_group(nid: str, group_of: Mapping[str, str | None]) -> str | None:
     """The outermost group `nid` is in (`group_of`: each node's group)."""
     group = group_of.get(nid)
