@@ -431,7 +431,7 @@ def choose_reporter(request: RunRequest, masker: Masker) -> list[Sink]:
     else:
         sinks.append(PlainReporter(out=out, masker=masker))
     if github and progress != "none":
-        sinks.append(GitHubAnnotations(masker=masker))
+        sinks.append(GitHubAnnotations(out=out, masker=masker))
     return sinks
 
 

@@ -147,3 +147,12 @@ def test_the_help_screens_cut_nothing(run_cli: RunCli) -> None:
                 if line.rstrip().endswith("...") and not line.startswith("Usage:")
             ]
             assert cut == [], (args, columns)
+
+
+def test_a_report_on_stdout_stays_whole_under_github_actions(
+    run_cli: RunCli, write_pipeline: WritePipeline
+) -> None:
+    path = write_pipeline(GREET)
+    result = run_cli("run", str(path), "--json", "-", env={"GITHUB_ACTIONS": "true"})
+    assert json.loads(result.stdout)["status"] == "failed"
+    assert "::error " in result.stderr
