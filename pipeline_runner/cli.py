@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from . import __version__, defaults
+from . import __version__, completion, defaults
 from .errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERNAL,
@@ -48,8 +48,18 @@ def fail(exc: RunnerError) -> NoReturn:
     sys.exit(exc.exit_code)
 
 
+class Command(click.Command):
+    """A command whose summary in `runner --help` is its first sentence whole: click cuts it at
+    45 characters with `...`; the help screen wraps it instead."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return super().get_short_help_str(limit=max(limit, 200))
+
+
 class Group(click.Group):
     """Turns the library's errors into messages and exit codes, and hides tracebacks."""
+
+    command_class = Command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -102,6 +112,7 @@ def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 # The options of every command that plans a file (validate, graph, run).
 param_options = _options(
     click.option(
+        "-p",
         "--param",
         "params",
         multiple=True,
@@ -174,9 +185,12 @@ def main(ctx: click.Context, debug: bool) -> None:
       runner run pipeline.yaml          run it
     """
     ctx.obj = {"debug": debug}
+    from .envvars import note_old_names
+
+    note_old_names()
 
 
-@main.command()
+@main.command(short_help="Check pipeline files; run nothing.")
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--format",
@@ -196,12 +210,14 @@ def main(ctx: click.Context, debug: bool) -> None:
     help="Skip YAML files that are not pipelines: neither named NAME.runner.yaml nor with "
     "top-level `version` and `steps` (for the pre-commit hook).",
 )
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout (--format json).")
 @param_options
 def validate(
     files: tuple[str, ...],
     fmt: str | None,
     codequality: str | None,
     skip_non_pipelines: bool,
+    as_json: bool,
     params: tuple[str, ...],
     params_file: str | None,
     max_file_size: int,
@@ -209,6 +225,7 @@ def validate(
     """Check pipeline files without running anything (every error, not only the first)."""
     from .planner import plan_file
 
+    fmt = "json" if as_json else fmt
     if fmt is None:
         fmt = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
     if skip_non_pipelines:
@@ -259,22 +276,24 @@ def validate_reports(
         click.echo(f"{count} error{'s' if count != 1 else ''} found", err=True)
 
 
-@main.command()
+@main.command(short_help="Print or draw the planned DAG.")
 @click.argument("file", type=click.Path())
 @click.option("--text", "fmt", flag_value="text", default=True, help="Levelled text (default).")
 @click.option("--dot", "fmt", flag_value="dot", help="Graphviz DOT.")
 @click.option("--mermaid", "fmt", flag_value="mermaid", help="Mermaid flowchart.")
 @click.option("--json", "fmt", flag_value="json", help="JSON for tools.")
+@click.option("--md", is_flag=True, help="With --mermaid: a fenced ```mermaid block for Markdown.")
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False),
-    help="Write to a file; .svg/.png/.pdf render the DOT through Graphviz.",
+    help="Write to a file (- for stdout); .svg/.png/.pdf render the DOT through Graphviz.",
 )
 @param_options
 def graph(
     file: str,
     fmt: str,
+    md: bool,
     output: str | None,
     params: tuple[str, ...],
     params_file: str | None,
@@ -284,6 +303,8 @@ def graph(
     from . import graph as graphs
     from .planner import plan_file
 
+    if md and fmt != "mermaid":
+        raise UsageError("--md goes with --mermaid (a fenced ```mermaid block)")
     plan = plan_file(file, planner_options(params, params_file, max_file_size))
     ext = os.path.splitext(output or "")[1].lower().lstrip(".")
     if ext in ("svg", "png", "pdf"):
@@ -297,9 +318,12 @@ def graph(
         "json": graphs.to_json,
     }[fmt]
     text = render(plan)
+    if md:
+        text = graphs.mermaid_markdown(text)
     if output:
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(text)
+        from .exports import write_report
+
+        write_report(output, text)
     else:
         click.echo(text, nl=False)
 
@@ -407,9 +431,17 @@ def report_problem(path: str) -> str | None:
     return None
 
 
+def quiet(options: dict[str, Any]) -> None:
+    """`-q` is `--progress none`."""
+    if options.pop("quiet"):
+        options["progress"] = "none"
+
+
 # The options `run` and `resume` share, defined once (click makes a new Option each use).
 run_options = _options(
-    click.option("--workers", type=int, help="Parallel workers (default: the number of CPUs)."),
+    click.option(
+        "-j", "--workers", type=int, help="Parallel workers (default: the number of CPUs)."
+    ),
     click.option(
         "--executor",
         type=click.Choice(defaults.EXECUTORS),
@@ -425,7 +457,13 @@ run_options = _options(
         type=click.Choice(defaults.PROGRESS_CHOICES),
         default=defaults.PROGRESS,
         show_default=True,
-        help="Live view on a terminal, plain lines otherwise.",
+        help="Live view on a terminal that can redraw, plain lines otherwise.",
+    ),
+    click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        help="Show only failures and the last line, on stderr (--progress none).",
     ),
     report_options,
     click.option(
@@ -442,7 +480,7 @@ def state_dir_option(func: F) -> F:
     return click.option(
         "--state-dir",
         type=click.Path(file_okay=False),
-        envvar=defaults.STATE_DIR_ENV,
+        envvar=[defaults.STATE_DIR_ENV, defaults.STATE_DIR_ENV_OLD],
         default=defaults.STATE_DIR,
         show_default=True,
         help=f"Where runs are recorded (also {defaults.STATE_DIR_ENV}).",
@@ -454,10 +492,17 @@ def state_dir_option(func: F) -> F:
 @param_options
 @run_options
 @click.option(
-    "--only", multiple=True, metavar="SEL", help="Run these steps (id or glob) and their needs."
+    "--only",
+    multiple=True,
+    metavar="SEL",
+    shell_complete=completion.file_step_ids,
+    help="Run these steps (id or glob) and their needs.",
 )
 @click.option(
-    "--dry-run", is_flag=True, help="Print the plan and why each step would run; run nothing."
+    "-n",
+    "--dry-run",
+    is_flag=True,
+    help="Print the plan and why each step would run; run nothing.",
 )
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failure.")
 @click.option("--secrets-file", type=click.Path(dir_okay=False), help="YAML file of secret values.")
@@ -467,6 +512,7 @@ def state_dir_option(func: F) -> F:
     "force_steps",
     multiple=True,
     metavar="GLOB",
+    shell_complete=completion.file_step_ids,
     help="Run these steps (id or glob) even if cached; what follows them only if its key changed.",
 )
 @click.option("--no-compensate", is_flag=True, help="Do not run compensations on failure.")
@@ -476,6 +522,7 @@ def run(file: str, **options: Any) -> None:
     from .engine import RunRequest, run_pipeline
 
     check_reports(options)
+    quiet(options)
     request = RunRequest(
         file=file,
         planner=planner_options(
@@ -487,16 +534,43 @@ def run(file: str, **options: Any) -> None:
 
 
 @main.command()
-@click.argument("run_id")
-@click.option("--only", multiple=True, metavar="SEL", help="Re-run only these steps (and needs).")
+@click.argument("file", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="JSON for tools.")
+@click.option("--no-cache", is_flag=True, help="As `run --no-cache` would: every step runs.")
+@param_options
+@state_dir_option
+def status(file: str, as_json: bool, no_cache: bool, state_dir: str, **planner: Any) -> None:
+    """Show what a run would do now: each step cached, run or skipped, and why."""
+    from .planner import plan_file
+    from .status import status as find
+    from .status import status_text
+
+    plan = plan_file(file, planner_options(**planner))
+    data = find(plan, state_dir, use_cache=not no_cache)
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else status_text(data), nl=False)
+    if as_json:
+        click.echo()
+
+
+@main.command()
+@click.argument("run_id", shell_complete=completion.run_ids)
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="SEL",
+    shell_complete=completion.run_step_ids,
+    help="Re-run only these steps (and needs).",
+)
 @click.option("--force", is_flag=True, help="Resume even if steps that succeeded changed.")
 @click.option(
     "--rerun",
     multiple=True,
     metavar="GLOB",
+    shell_complete=completion.run_step_ids,
     help="Run these steps (id or glob) and everything downstream again, even if they succeeded.",
 )
 @click.option(
+    "-p",
     "--param",
     "params",
     multiple=True,
@@ -524,6 +598,7 @@ def resume(
     from pathlib import Path
 
     check_reports(options)
+    quiet(options)
     from .engine import RunRequest, run_pipeline
     from .store import open_store
 
@@ -563,7 +638,13 @@ def resume_planner(recorded: dict[str, Any], params: Sequence[str], params_file:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="JSON for tools.")
-@click.option("--limit", type=int, default=defaults.RUNS_LIMIT, show_default=True)
+@click.option(
+    "--limit",
+    type=int,
+    default=defaults.RUNS_LIMIT,
+    show_default=True,
+    help="Show at most this many runs.",
+)
 @state_dir_option
 def runs(as_json: bool, limit: int, state_dir: str) -> None:
     """List recorded runs, newest first."""
@@ -599,7 +680,7 @@ def runs(as_json: bool, limit: int, state_dir: str) -> None:
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=completion.run_ids)
 @click.option("--json", "as_json", is_flag=True, help="JSON for tools.")
 @state_dir_option
 def show(run_id: str, as_json: bool, state_dir: str) -> None:
@@ -638,8 +719,8 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
 
 
 @main.command()
-@click.argument("run_id")
-@click.argument("step", required=False)
+@click.argument("run_id", shell_complete=completion.run_ids)
+@click.argument("step", required=False, shell_complete=completion.run_step_ids)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing while the run goes on.")
 @click.option("--json", "as_json", is_flag=True, help="JSON: step -> log text.")
 @state_dir_option

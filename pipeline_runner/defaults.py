@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 
 STATE_DIR = ".runner"  # where runs are recorded (--state-dir)
-STATE_DIR_ENV = "RUNNER_STATE_DIR"  # the environment variable that sets it
+STATE_DIR_ENV = "PIPELINE_RUNNER_STATE_DIR"  # the environment variable that sets it
+STATE_DIR_ENV_OLD = "RUNNER_STATE_DIR"  # its deprecated name (envvars.py)
 EXECUTORS = ("process", "thread", "inline", "dask")
 EXECUTOR = "process"
 PROGRESS_CHOICES = ("auto", "rich", "plain", "none")

@@ -11,15 +11,15 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from . import defaults
 from .errors import EXIT_OK, PlatformError, UsageError
 from .graph import plain, topological
-from .model import NodeKind, Plan, State
+from .model import Node, NodeKind, Plan, State
 from .paths import StatePaths
 from .planner import Options as PlannerOptions
 from .planner import plan_file
@@ -115,9 +115,9 @@ def _start(request: RunRequest, resume: str | None, force: bool) -> int:
     secret_values = read_secrets(plan.secrets, os.environ, request.secrets_file)
     masker = Masker(secret_values.values())
     if request.dry_run:
-        cache = dry_run_cache(request)
+        cache = dry_run_cache(request.state_dir)
         text = dry_run_text(plan, request.only, cache, not request.no_cache, chosen.forced)
-        print(masker.text(text), end="")
+        progress_stream(request).write(masker.text(text))
         if request.json_path:
             from .exports import write_report
             from .graph import to_json
@@ -245,7 +245,7 @@ def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
         from .exports import EventsFile
 
         sinks.append(EventsFile(request.events, masker))
-    sinks.extend(choose_reporter(request.progress, masker))
+    sinks.extend(choose_reporter(request, masker))
     scheduler = Scheduler(plan, executor, run_id, run_dir, secret_values, sinks, options)
     handed_over.append(True)
     try:
@@ -414,20 +414,39 @@ def _kept(nodes: dict[str, Any], done: Mapping[str, Any], recorded: Sequence[str
     return {sid for sid in done if kept(sid)}
 
 
-def choose_reporter(progress: str, masker: Masker) -> list[Sink]:
-    from .report import GitHubAnnotations, LiveReporter, PlainReporter, Quiet
+def choose_reporter(request: RunRequest, masker: Masker) -> list[Sink]:
+    """The live view when the terminal can redraw (or `--progress rich`), plain lines otherwise
+    (TERM=dumb, a CI job, not a TTY), failures only with `--progress none`.  Progress goes to
+    stderr when a report is written to stdout (`--json -`), so stdout holds the report alone."""
+    from .report import FailuresOnly, GitHubAnnotations, LiveReporter, PlainReporter, can_redraw
 
+    progress = request.progress
     github = os.environ.get("GITHUB_ACTIONS") == "true"
+    out = progress_stream(request)
     sinks: list[Sink] = []
     if progress == "none":
-        sinks.append(Quiet())
-    elif progress == "rich" or (progress == "auto" and sys.stdout.isatty() and not github):
-        sinks.append(LiveReporter(masker))
+        sinks.append(FailuresOnly(out=sys.stderr, masker=masker))
+    elif progress == "rich" or (progress == "auto" and can_redraw(out, os.environ)):
+        sinks.append(LiveReporter(masker, color=summary_color(request, out), out=out))
     else:
-        sinks.append(PlainReporter(masker=masker))
+        sinks.append(PlainReporter(out=out, masker=masker))
     if github and progress != "none":
-        sinks.append(GitHubAnnotations(masker=masker))
+        sinks.append(GitHubAnnotations(out=out, masker=masker))
     return sinks
+
+
+def progress_stream(request: RunRequest) -> TextIO:
+    """stdout, or stderr when a report goes to stdout or with `--progress none`."""
+    to_stdout = "-" in (request.json_path, request.junit, request.trace, request.events)
+    return sys.stderr if to_stdout or request.progress == "none" else sys.stdout
+
+
+def summary_color(request: RunRequest, out: TextIO) -> bool:
+    from .report import wants_color
+
+    return request.progress != "plain" and wants_color(
+        out, os.environ, forced=request.progress == "rich"
+    )
 
 
 def finish(result: RunResult, request: RunRequest, masker: Masker, plan: Plan) -> None:
@@ -440,53 +459,71 @@ def finish(result: RunResult, request: RunRequest, masker: Masker, plan: Plan) -
             exports.write_junit(request.junit, result, plan.name, masker)
         if request.trace:
             exports.write_trace(request.trace, result, masker)
-    if request.progress != "none":
-        color = request.progress == "rich" or (request.progress == "auto" and sys.stdout.isatty())
-        _print_summary(result, masker, color)
+    out = progress_stream(request)
+    if request.progress == "none":
+        _print_last_line(result, masker, out)
+    else:
+        _print_summary(result, masker, summary_color(request, out), out)
     sys.stdout.flush()
 
 
-def _print_summary(result: RunResult, masker: Masker, color: bool) -> None:
-    from .escape import ci_report  # outputs can hold a step's text: no `##[` command in CI
+def _print_last_line(result: RunResult, masker: Masker, out: TextIO) -> None:
+    """`--progress none`: the run's last line only (and how to resume it)."""
+    from .report import summary_line
+
+    lines = [summary_line(result)]
+    if result.status in ("cancelled", "failed"):
+        lines.append(f"resume with: runner resume {result.run_id}")
+    _write(out, masker.text("\n".join(lines) + "\n"))
+
+
+def _print_summary(result: RunResult, masker: Masker, color: bool, out: TextIO) -> None:
+    from .escape import ci_report
     from .report import summary
 
+    text = masker.text(summary(result, color))
+    if result.outputs:
+        # outputs can hold a step's text: no `##[` command in CI
+        text += "outputs:\n" + ci_report(masker.json(result.outputs, indent=2, default=str)) + "\n"
+    if result.status == "cancelled" or result.status == "failed":
+        text += f"resume with: runner resume {result.run_id}\n"
+    _write(out, text)
+
+
+def _write(out: TextIO, text: str) -> None:
     try:
-        print(masker.text(summary(result, color)), end="")
-        if result.outputs:
-            print("outputs:")
-            print(ci_report(masker.json(result.outputs, indent=2, default=str)))
-        if result.status == "cancelled" or result.status == "failed":
-            print(f"resume with: runner resume {result.run_id}")
-        sys.stdout.flush()
+        out.write(text)
+        out.flush()
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, out.fileno())
 
 
-def dry_run_cache(request: RunRequest) -> Any:
+def dry_run_cache(state_dir: str) -> Any:
     """The run store, read for cache lookups, when it exists (a dry run creates nothing)."""
     from .errors import RunNotFound, StoreError
     from .store import open_store
 
     try:
-        return open_store(Path(request.state_dir), create=False)
+        return open_store(Path(state_dir), create=False)
     except (RunNotFound, StoreError):
         return None  # no store to read: every cached step says why it would run
 
 
-def dry_run_text(
+def dry_run_reasons(
     plan: Plan,
-    only: Sequence[str],
+    only: Sequence[str] = (),
     cache: Any = None,
     use_cache: bool = True,
     forced: frozenset[str] = frozenset(),
-) -> str:
+) -> Iterator[tuple[Node, str]]:
+    """Each step in execution order with what a run would do with it and why (`run`, `skip
+    (...)`, `cached (...)`): what `run --dry-run` and `runner status` print."""
     import fnmatch
 
     from .graph import DryRun
 
     dry = DryRun(plan, cache, use_cache, forced)
-    lines = [f"plan of {plan.name}: steps in execution order"]
     chosen: set[str] | None = None
     if only:
         chosen = {n for n in plan.nodes if any(fnmatch.fnmatchcase(n, p) for p in only)}
@@ -503,9 +540,21 @@ def dry_run_text(
             why = "skip: not selected by --only"
         else:
             why = dry.reason(node)
-        kind = " (mapped: expanded at run time)" if node.kind is NodeKind.MAPPED else ""
-        if kind and node.cache is not None and node.id in forced:
+        if node.kind is NodeKind.MAPPED and node.cache is not None and node.id in forced:
             why += " (--force: its instances look nothing up in the cache)"
+        yield node, why
+
+
+def dry_run_text(
+    plan: Plan,
+    only: Sequence[str],
+    cache: Any = None,
+    use_cache: bool = True,
+    forced: frozenset[str] = frozenset(),
+) -> str:
+    lines = [f"plan of {plan.name}: steps in execution order"]
+    for node, why in dry_run_reasons(plan, only, cache, use_cache, forced):
+        kind = " (mapped: expanded at run time)" if node.kind is NodeKind.MAPPED else ""
         lines.append(f"- {node.id} [{node.uses or 'template'}]{kind}: {why}")
         if node.needs:
             lines.append(f"    needs: {', '.join(node.needs)}")

@@ -163,13 +163,36 @@ def body_steps(node: Node) -> list[str]:
 def to_text(plan: Plan) -> str:
     count = len(plan.steps())
     lines = [f"pipeline {plan.name}: {count} step{'' if count == 1 else 's'}"]
-    for i, row in enumerate(levels(plan)):
+    rows = levels(plan)
+    main = [[n for n in row if not n.is_finally] for row in rows]
+    for i, row in enumerate(r for r in main if r):
         lines.append(f"level {i}:")
-        for node in row:
-            needs = list(node.needs)
-            after = f"  <- {', '.join(needs)}" if needs else ""
-            lines.append(f"  {_label(node)}{after}")
+        lines.extend(_text_lines(row))
+    last = [n for row in rows for n in row if n.is_finally]
+    if last:
+        lines.append(f"{FINALLY_LABEL}:")
+        lines.extend(_text_lines(last))
     return "\n".join(lines) + "\n"
+
+
+FINALLY_LABEL = "finally (after every other step)"
+
+
+def _text_lines(row: list[Node]) -> list[str]:
+    lines = []
+    for node in row:
+        needs = list(node.needs)
+        after = f"  <- {', '.join(needs)}" if needs else ""
+        lines.append(f"  {_label(node)}{after}")
+        if node.compensate is not None:
+            lines.append(f"    {_undo_label(node)}")
+    return lines
+
+
+def _undo_label(node: Node) -> str:
+    """A step's compensation: run when the run fails after the step succeeded (saga order)."""
+    assert node.compensate is not None
+    return f"compensate [{node.compensate.uses}] (undoes {node.id} if the run fails)"
 
 
 def _dot_id(nid: str) -> str:
@@ -187,8 +210,10 @@ def to_dot(plan: Plan) -> str:
     for node in plan.nodes.values():
         children.setdefault(node.group, []).append(node)
 
-    def emit(group: str | None, indent: str) -> None:
+    def emit(group: str | None, indent: str, main: bool | None = None) -> None:
         for node in children.get(group, []):
+            if main is not None and node.is_finally == main:
+                continue  # the top level: main steps, or those of `finally`
             if node.kind is NodeKind.GROUP:
                 out.append(f"{indent}subgraph {_dot_id('cluster_' + node.id)} {{")
                 kind = node.group_kind or "group"
@@ -204,10 +229,27 @@ def to_dot(plan: Plan) -> str:
             else:
                 out.append(f"{indent}{_dot_id(node.id)} [label={json.dumps(_label(node))}];")
 
-    emit(None, "  ")
+    emit(None, "  ", main=True)
+    if any(n.is_finally for n in children.get(None, [])):
+        out.append(f"  subgraph {_dot_id('cluster_finally')} {{")
+        out.append(f"    label={json.dumps(FINALLY_LABEL)};")
+        out.append('    style="rounded,dotted"; color="#8a99b0";')
+        emit(None, "    ", main=False)
+        out.append("  }")
     out.extend(f"  {_dot_id(need)} -> {_dot_id(nid)};" for need, nid in _edges(plan))
+    for node in _compensated(plan):
+        undo = _dot_id(node.id + " (compensate)")
+        out.append(
+            f'  {undo} [label={json.dumps(_undo_label(node))}, fillcolor="#fbe3e3", '
+            'style="rounded,filled,dashed"];'
+        )
+        out.append(f'  {_dot_id(node.id)} -> {undo} [style=dashed, color="#b04a4a"];')
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def _compensated(plan: Plan) -> list[Node]:
+    return [n for n in plan.nodes.values() if n.compensate is not None]
 
 
 def _sinks(plan: Plan, nid: str) -> list[str]:
@@ -251,8 +293,10 @@ def to_mermaid(plan: Plan) -> str:
     for node in plan.nodes.values():
         children.setdefault(node.group, []).append(node)
 
-    def emit(group: str | None, indent: str) -> None:
+    def emit(group: str | None, indent: str, main: bool | None = None) -> None:
         for node in children.get(group, []):
+            if main is not None and node.is_finally == main:
+                continue  # the top level: main steps, or those of `finally`
             if node.kind is NodeKind.GROUP:
                 out.append(f'{indent}subgraph {ids[node.id]}["{_mm(node.id)}"]')
                 emit(node.id, indent + "  ")
@@ -262,9 +306,21 @@ def to_mermaid(plan: Plan) -> str:
             else:
                 out.append(f'{indent}{ids[node.id]}["{_mm(_label(node))}"]')
 
-    emit(None, "  ")
+    emit(None, "  ", main=True)
+    if any(n.is_finally for n in children.get(None, [])):
+        out.append(f'  subgraph finally["{_mm(FINALLY_LABEL)}"]')
+        emit(None, "    ", main=False)
+        out.append("  end")
     out.extend(f"  {ids[need]} --> {ids[nid]}" for need, nid in _edges(plan))
+    for i, node in enumerate(_compensated(plan)):
+        out.append(f'  u{i}>"{_mm(_undo_label(node))}"]')
+        out.append(f"  {ids[node.id]} -. undo .-> u{i}")
     return "\n".join(out) + "\n"
+
+
+def mermaid_markdown(text: str) -> str:
+    """A Mermaid flowchart as a fenced block, as GitHub, GitLab and MkDocs render it."""
+    return f"```mermaid\n{text}```\n"
 
 
 def _mm(text: str) -> str:
@@ -308,6 +364,10 @@ def node_json(node: Node, location: bool = True) -> dict[str, Any]:
             data["trigger"] = node.trigger
         if node.skip_exit_codes:
             data["skip_exit_codes"] = sorted(node.skip_exit_codes)
+    if node.is_finally:
+        data["finally"] = True
+    if node.compensate is not None:
+        data["compensate"] = {"uses": node.compensate.uses, "with": plain(node.compensate.with_)}
     if node.key is not None:
         data["key"] = node.key
     if node.for_each is not None:

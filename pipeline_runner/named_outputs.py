@@ -25,6 +25,8 @@ from typing import Any
 from . import defaults
 
 OUTPUT_ENV = "RUNNER_OUTPUT"
+# The same path under the prefix of runner's own variables (envvars.py); a step gets both.
+OUTPUT_ENVS = ("PIPELINE_RUNNER_OUTPUT", OUTPUT_ENV)
 MAX_FILE_BYTES = defaults.MAX_OUTPUT_BYTES
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 

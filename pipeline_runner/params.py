@@ -1,12 +1,14 @@
 """A pipeline's parameters: the declared defaults merged with what the user gave.
 
-Precedence, lowest first: the file's `params` defaults < `--params-file` < `RUNNER_PARAM_<NAME>`
-< `--param`. A name the file does not declare is a problem, with a did-you-mean.
+Precedence, lowest first: the file's `params` defaults < `--params-file` <
+`PIPELINE_RUNNER_PARAM_<NAME>` (or the deprecated `RUNNER_PARAM_<NAME>`) < `--param`.  A name
+the file does not declare is a problem, with a did-you-mean.
 
 A parameter is declared by its default value (`region: eu-west-1`), or by a mapping with a
 `type` key, which is a declaration (GitHub's workflow_dispatch inputs, Airflow's `Param`):
-`{type, enum, default, description}`.  A typed parameter's values are checked (and the text of a
-`--param` or `RUNNER_PARAM_` for a `string` parameter is taken as it is, never read as YAML);
+`{type, enum, default, description}`.  A typed parameter's values are checked (and the text of
+a `--param` or `PIPELINE_RUNNER_PARAM_` for a `string` parameter is taken as it is, never read as
+YAML);
 one without a default must be given.  A plain default that is itself a mapping with a `type`
 key is written as a declaration: `{type: object, default: {type: ...}}`.
 """
@@ -17,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import envvars
 from .errors import Diagnostic, Location, PipelineError, did_you_mean
 from .loader import Path_, SourceMap, load_values_file
 from .loader import load_text as load_yaml_text
@@ -141,12 +144,11 @@ def merge_params(
         for name, (value, where) in read_params_file(*params_file, declared, problems).items():
             params[name] = check.value(name, value, where)
     by_upper = {name.upper(): name for name in declared}
-    for var, text in environ.items():
-        if var.startswith("RUNNER_PARAM_"):
-            known = by_upper.get(var[len("RUNNER_PARAM_") :].upper())
-            if known is not None:
-                found = text if check.wants_text(known) else parse_param_value(text)
-                params[known] = check.value(known, found, Location(var))
+    for var, text in envvars.params(environ).items():
+        known = by_upper.get(var.upper())
+        if known is not None:
+            found = text if check.wants_text(known) else parse_param_value(text)
+            params[known] = check.value(known, found, Location(envvars.PARAM + var))
     for name, value in given.items():
         if name not in declared:
             problems.append(
@@ -169,7 +171,7 @@ def merge_params(
                     source.locate(("params", name), key=True),
                     f"params.{name}",
                     f"parameter '{name}' has no default: give it with --param {name}=VALUE "
-                    f"(or --params-file, RUNNER_PARAM_{name.upper()})",
+                    f"(or --params-file, {envvars.PARAM}{name.upper()})",
                 )
             )
             params[name] = None  # known to templates: the one error is this one

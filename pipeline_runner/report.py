@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -160,34 +160,58 @@ from .annotations import GitHubAnnotations as GitHubAnnotations  # noqa: E402
 
 
 class LiveReporter:
-    """A rich live view: counts per state, running steps with elapsed time, a bar per group."""
+    """A rich live view: the run id and pipeline in a header, an overall bar (steps done of all,
+    elapsed, ETA) and a bar per group (rich.progress columns), counts per state, the running steps
+    with their elapsed time; failures printed above it as they happen.  The view stays on screen
+    at the end (the summary follows it)."""
 
-    def __init__(self, masker: Masker | None = None) -> None:
+    def __init__(
+        self, masker: Masker | None = None, color: bool = True, out: TextIO | None = None
+    ) -> None:
         from rich.console import Console
 
-        self.console = Console(stderr=False)
+        # No colour system at all without colour (NO_COLOR): no bold or dim either.
+        self.console = Console(
+            file=out, color_system="auto" if color else None, no_color=not color, highlight=False
+        )
         self.mask = (masker or Masker()).text
         self.counts: Counter[State] = Counter()
         self.running: dict[str, float] = {}
-        self.groups: dict[str, list[int]] = {}
-        self.failures: deque[str] = deque(maxlen=5)
-        self.live: Any = None
+        self.groups: dict[str, Any] = {}  # top group -> its progress task
+        self.progress: Any = None
+        self.overall: Any = None
+        self.title = ""
         self.total = 0
         self.last = 0.0
 
     def run_started(self, run: RunInfo) -> None:
-        from rich.live import Live
-
+        self.title = f"run {run.run_id}: {safe(self.mask(run.plan.name))}"
+        self.progress = _progress(self)
+        self.overall = self.progress.add_task("all steps", total=0)
         self.group_of = {nid: nr.group for nid, nr in run.nodes.items()}
         for nr in run.nodes.values():
             if nr.kind is NodeKind.STEP:
-                self.total += 1
                 self.counts[nr.state] += 1
-                top = _top_group(nr.id, self.group_of)
-                if top is not None:
-                    self.groups.setdefault(top, [0, 0])[1] += 1
-        self.live = Live(self.render(), console=self.console, refresh_per_second=8, transient=True)
-        self.live.start()
+                self._add_step(nr.id)
+                if nr.state.finished:  # kept from the run resumed
+                    self._advance(nr.id)
+        self.progress.start()
+
+    def _add_step(self, nid: str) -> None:
+        self.total += 1
+        self.progress.update(self.overall, total=self.total)
+        top = _top_group(nid, self.group_of)
+        if top is not None:
+            if top not in self.groups:
+                self.groups[top] = self.progress.add_task(f"  {safe(self.mask(top))}", total=0)
+            task = self.groups[top]
+            self.progress.update(task, total=self.progress.tasks[task].total + 1)
+
+    def _advance(self, nid: str) -> None:
+        self.progress.advance(self.overall)
+        top = _top_group(nid, self.group_of)
+        if top is not None:
+            self.progress.advance(self.groups[top])
 
     def changed(self, nr: StepChanged) -> None:
         old = nr.old
@@ -196,91 +220,107 @@ class LiveReporter:
         if nr.id not in self.group_of:
             self.group_of[nr.id] = nr.group
         if old is State.PENDING and nr.id not in self.running and nr.state is State.PENDING:
-            self.total += 1  # a run-time for_each instance
-            top = _top_group(nr.id, self.group_of)
-            if top is not None:
-                self.groups.setdefault(top, [0, 0])[1] += 1
+            self._add_step(nr.id)  # a run-time for_each instance
         self.counts[old] -= 1
         self.counts[nr.state] += 1
         if nr.state is State.RUNNING:
             self.running[nr.id] = time.monotonic()
         else:
             self.running.pop(nr.id, None)
-        if nr.state.finished:
-            top = _top_group(nr.id, self.group_of)
-            if top is not None:
-                self.groups[top][0] += 1
+        if nr.state.finished and not old.finished:
+            self._advance(nr.id)
         if nr.state is State.FAILED:
             from rich.text import Text
 
             error = one_line(self.mask(nr.error))
-            self.failures.append(f"{self.mask(nr.id)}: {error}")
             # A Text, not markup: a message holding `[/]` or `[link=...]` is shown as it is.
             line = Text.assemble((f"✗ {safe(self.mask(nr.id))}", "red"), f": {error}")
             self.console.print(line, highlight=False, soft_wrap=True)  # no line breaks added
 
     def turn(self) -> None:
         now = time.monotonic()
-        if self.live is not None and now - self.last > 0.1:
+        if self.progress is not None and now - self.last > 0.1:
             self.last = now
-            self.live.update(self.render())
+            self.progress.refresh()
 
-    def render(self) -> Any:
-        from rich.console import Group
-        from rich.progress_bar import ProgressBar
+    def renderables(self, progress: Any) -> list[Any]:
+        """What the view shows (read by rich's refresh thread too: it copies what it reads)."""
         from rich.table import Table
         from rich.text import Text
 
-        done = sum(n for s, n in self.counts.items() if s.finished)
-        header = Text(f"{done}/{self.total} steps  ")
-        for state in (
-            State.RUNNING,
-            State.RETRYING,
-            State.SUCCEEDED,
-            State.CACHED,
-            State.FAILED,
-            State.UPSTREAM_FAILED,
-            State.SKIPPED,
-            State.CANCELLED,
-        ):
-            if self.counts[state] > 0:
-                header.append(
-                    f"{SYMBOLS[state]} {self.counts[state]} {state.value}  ",
-                    style=COLORS.get(state, ""),
-                )
+        header = Text(self.title + "  ", style="bold")
+        for state in HEADER_STATES:
+            n = self.counts[state]
+            if n > 0:
+                header.append(f"{SYMBOLS[state]} {n} {state.value}  ", style=COLORS.get(state, ""))
         table = Table.grid(padding=(0, 1))
         now = time.monotonic()
-        for nid, since in list(self.running.items())[:10]:
+        running = list(self.running.items())
+        for nid, since in running[:10]:
             label = Text(safe(self.mask(nid)))
             table.add_row(Text("▶", style="cyan"), label, Text(f"{now - since:5.1f}s"))
-        if len(self.running) > 10:
-            table.add_row("", Text(f"... and {len(self.running) - 10} more running"), "")
-        bars = Table.grid(padding=(0, 1))
-        for name, (finished, total) in list(self.groups.items())[:8]:
-            bars.add_row(
-                Text(safe(self.mask(name))),
-                ProgressBar(total=max(total, 1), completed=finished, width=30),
-                Text(f"{finished}/{total}"),
-            )
-        return Group(header, table, bars)
+        if len(running) > 10:
+            table.add_row("", Text(f"... and {len(running) - 10} more running"), "")
+        return [header, progress.make_tasks_table(progress.tasks[:9]), table]
 
     def run_finished(self, result: RunResult) -> None:
-        if self.live is not None:
-            self.live.stop()
+        if self.progress is not None:
+            self.running.clear()
+            self.progress.refresh()
+            self.progress.stop()  # not transient: the last view stays above the summary
 
 
-class Quiet:
+HEADER_STATES = (
+    State.RUNNING,
+    State.RETRYING,
+    State.SUCCEEDED,
+    State.CACHED,
+    State.FAILED,
+    State.UPSTREAM_FAILED,
+    State.SKIPPED,
+    State.CANCELLED,
+)
+
+
+def _progress(view: LiveReporter) -> Any:
+    """A rich Progress showing `view`: its columns draw the bars, `view` the rest."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    class View(Progress):
+        def get_renderables(self) -> Any:
+            yield from view.renderables(self)
+
+    return View(
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=30),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=view.console,
+        refresh_per_second=8,
+        transient=False,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+
+
+class FailuresOnly(PlainReporter):
+    """`--progress none`: no progress, but a failed step is still told (on stderr)."""
+
     def run_started(self, run: RunInfo) -> None:
         pass
 
-    def changed(self, change: StepChanged) -> None:
-        pass
-
-    def turn(self) -> None:
-        pass
-
-    def run_finished(self, result: RunResult) -> None:
-        pass
+    def changed(self, nr: StepChanged) -> None:
+        if nr.kind is NodeKind.STEP and nr.state is State.FAILED and nr.old is not State.FAILED:
+            super().changed(nr)
 
 
 def _top_group(nid: str, group_of: Mapping[str, str | None]) -> str | None:
@@ -291,6 +331,32 @@ def _top_group(nid: str, group_of: Mapping[str, str | None]) -> str | None:
         top = group
         group = group_of.get(group)
     return top
+
+
+def can_redraw(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Whether `stream` is a terminal that can redraw a live view: a TTY, not `TERM=dumb`, and
+    not a CI job (`CI` set, as every CI system does; GitHub Actions' log is not a terminal)."""
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return (
+        tty
+        and environ.get("TERM", "") != "dumb"
+        and environ.get("CI", "").lower() in ("", "0", "false")
+        and environ.get("GITHUB_ACTIONS") != "true"
+    )
+
+
+def wants_color(stream: TextIO, environ: Mapping[str, str], forced: bool = False) -> bool:
+    """Colour on a terminal (or when asked with `--progress rich`), never with `NO_COLOR` set
+    to anything (no-color.org) or on `TERM=dumb`."""
+    if environ.get("NO_COLOR") or environ.get("TERM", "") == "dumb":
+        return False
+    try:
+        return forced or stream.isatty()
+    except (AttributeError, ValueError):
+        return forced
 
 
 def summary(result: RunResult, color: bool) -> str:
@@ -335,7 +401,12 @@ def summary(result: RunResult, color: bool) -> str:
             console.print(f"    | {line}", markup=False)
     if len(failed) > 20:
         console.print(f"... and {len(failed) - 20} more failed steps", markup=False)
+    console.print(summary_line(result), markup=False)
+    return buffer.getvalue()
+
+
+def summary_line(result: RunResult) -> str:
+    """The run's last line: `run ID STATUS in 1.23s (why)`."""
     elapsed = result.finished - result.started
     why = f" ({result.failure})" if result.failure else ""
-    console.print(f"run {result.run_id} {result.status} in {elapsed:.2f}s{why}", markup=False)
-    return buffer.getvalue()
+    return f"run {result.run_id} {result.status} in {elapsed:.2f}s{why}"

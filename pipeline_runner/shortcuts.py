@@ -4,18 +4,18 @@ Every shortcut (the compiled schema check in fastschema.py, chains of follow-up 
 behind a running step, the compact wire format between workers and the runner, the runner
 reading short steps' completions together, no state restore after a `noop` attempt) sits behind the
 interface of a plain implementation that does the same work the straightforward way.
-`RUNNER_NO_SHORTCUTS=1` in the environment turns them all off, so the plain path can be run and
-tested (`make test` runs a part of the suite that way) and a suspected shortcut bug can be ruled
-in or out by a user without a new release.
+`PIPELINE_RUNNER_NO_SHORTCUTS=1` in the environment turns them all off, so the plain path can be
+run and tested (`make test` runs a part of the suite that way) and a suspected shortcut bug can be
+ruled in or out by a user without a new release.
 """
 
 from __future__ import annotations
 
-import os
+from . import envvars
 
-ENV = "RUNNER_NO_SHORTCUTS"
+ENV = envvars.NO_SHORTCUTS  # or the deprecated RUNNER_NO_SHORTCUTS
 
 
 def enabled() -> bool:
-    """True unless RUNNER_NO_SHORTCUTS is set to something other than empty or 0."""
-    return os.environ.get(ENV, "") in ("", "0")
+    """True unless PIPELINE_RUNNER_NO_SHORTCUTS is set to something other than empty or 0."""
+    return (envvars.get(ENV) or "") in ("", "0")

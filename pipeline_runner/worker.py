@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 from . import defaults, shortcuts, wire
 from .messages import Completion, Started, Task
-from .named_outputs import OUTPUT_ENV, OutputsError, file_path, read_file
+from .named_outputs import OUTPUT_ENV, OUTPUT_ENVS, OutputsError, file_path, read_file
 from .plugins import PluginLoadError, StepContext, StepFailed, registry
 from .procs import GRACE, process_start_time, signal_name, stop_group
 from .secrets import Masker, StreamMasker
@@ -331,7 +331,7 @@ def execute(
             text = io.TextIOWrapper(raw, write_through=True, errors="replace")  # type: ignore[type-var]
             sys.stdout = sys.stderr = text
             _base_environ()  # taken before any attempt changes os.environ
-            restore_env = _apply_environ({**task.env, OUTPUT_ENV: _outputs_path(task)})
+            restore_env = _apply_environ({**task.env, **_output_env(task)})
         if _pump is not None:
             _pump.attach(stream.write)
         if not redirect_std:
@@ -350,6 +350,12 @@ def execute(
             if redirect_std:
                 sys.stdout, sys.stderr = saved
                 _apply_environ(restore_env)
+
+
+def _output_env(task: Task) -> dict[str, str]:
+    """$PIPELINE_RUNNER_OUTPUT and $RUNNER_OUTPUT: the one file a step may write outputs to."""
+    path = _outputs_path(task)
+    return dict.fromkeys(OUTPUT_ENVS, path)
 
 
 def _apply_environ(env: Mapping[str, str | None]) -> dict[str, str | None]:
@@ -399,7 +405,7 @@ def _run(
         scratch_path=task.scratch_dir,
         pipeline_dir=_path(task.pipeline_dir),
         # a step inherits the runner's environment
-        env={**_base_environ(), **task.env, OUTPUT_ENV: _outputs_path(task)},
+        env={**_base_environ(), **task.env, **_output_env(task)},
         timeout=task.timeout,
         grace=task.grace,
         log_stream=log,

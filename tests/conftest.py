@@ -38,10 +38,14 @@ def runner_executable() -> str:
 
 def user_env() -> dict[str, str]:
     """This process's environment as a user's shell would pass it to `runner`: the test run's own
-    RUNNER_* settings left out (each test sets what it needs), except RUNNER_NO_SHORTCUTS, so
-    `RUNNER_NO_SHORTCUTS=1 pytest` runs every subprocess on the plain paths."""
-    keep = {"RUNNER_NO_SHORTCUTS"}
-    return {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_") or k in keep}
+    runner settings left out (each test sets what it needs), except the shortcut switch, so
+    `PIPELINE_RUNNER_NO_SHORTCUTS=1 pytest` (or the old `RUNNER_NO_SHORTCUTS=1`) runs every
+    subprocess on the plain paths, passed on under the new name."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNNER_", "PIPELINE_RUNNER_"))}
+    switch = os.environ.get("PIPELINE_RUNNER_NO_SHORTCUTS", os.environ.get("RUNNER_NO_SHORTCUTS"))
+    if switch is not None:
+        env["PIPELINE_RUNNER_NO_SHORTCUTS"] = switch
+    return env
 
 
 @dataclass
@@ -71,7 +75,7 @@ def run_cli(tmp_path: Path) -> RunCli:
     ) -> Result:
         full_env = user_env()
         full_env.pop("GITHUB_ACTIONS", None)
-        full_env.setdefault("RUNNER_STATE_DIR", str(tmp_path / "state"))
+        full_env.setdefault("PIPELINE_RUNNER_STATE_DIR", str(tmp_path / "state"))
         full_env.update(env or {})
         proc = subprocess.run(
             [runner_executable(), *args],

@@ -232,10 +232,10 @@ def test_a_short_step_batched_before_a_long_one_is_reported_without_waiting_for_
 def test_a_chain_runs_the_same_with_the_shortcuts_off(
     run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
 ) -> None:
-    # RUNNER_NO_SHORTCUTS=1: no follow-ups, each attempt handed out by the runner's loop.
+    # PIPELINE_RUNNER_NO_SHORTCUTS=1: no follow-ups, each attempt handed out by the runner's loop.
     path = write_pipeline(chain(10), files={"lib.py": LIB})
     states = []
-    for env in ({}, {"RUNNER_NO_SHORTCUTS": "1"}):
+    for env in ({}, {"PIPELINE_RUNNER_NO_SHORTCUTS": "1"}):
         (tmp_path / "journal.txt").unlink(missing_ok=True)
         result = run_cli("run", str(path), "--workers", "2", "--progress", "plain", env=env)
         assert result.code == 0, result.output

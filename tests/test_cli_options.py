@@ -15,6 +15,7 @@ SHARED = (
     "executor",
     "dask_scheduler",
     "progress",
+    "quiet",
     "junit",
     "json_path",
     "events",
@@ -48,6 +49,6 @@ def test_the_shared_defaults_come_from_one_place() -> None:
     assert run["progress"]["default"] == defaults.PROGRESS
     assert run["grace"]["default"] == defaults.GRACE
     assert run["state_dir"]["default"] == defaults.STATE_DIR
-    assert run["state_dir"]["envvar"] == defaults.STATE_DIR_ENV
+    assert run["state_dir"]["envvar"] == [defaults.STATE_DIR_ENV, defaults.STATE_DIR_ENV_OLD]
     assert run["max_file_size"]["default"] == defaults.MAX_FILE_SIZE
     assert _options("runs")["limit"]["default"] == defaults.RUNS_LIMIT

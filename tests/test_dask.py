@@ -412,7 +412,7 @@ def test_sigterm_stops_the_attempts_on_the_workers(cluster: Cluster, tmp_path: P
         {"sigmod.py": SIGNAL_MODULE},
     )
     env = user_env()
-    env["RUNNER_STATE_DIR"] = str(tmp_path / "state")
+    env["PIPELINE_RUNNER_STATE_DIR"] = str(tmp_path / "state")
     proc = subprocess.Popen(
         [runner_executable(), "run", str(path), "--executor", "dask",
          "--scheduler", cluster.address, "--progress", "plain"],

@@ -214,7 +214,7 @@ def max_concurrency(spans: list[tuple[float, float]]) -> int:
 def runner_env(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = user_env()
     env.pop("GITHUB_ACTIONS", None)
-    env["RUNNER_STATE_DIR"] = str(tmp_path / "state")
+    env["PIPELINE_RUNNER_STATE_DIR"] = str(tmp_path / "state")
     env.update(extra or {})
     return env
 

@@ -142,7 +142,7 @@ def start_race(tmp_path: Path, path: Path, report: Path) -> subprocess.Popen[str
         (tmp_path / name).unlink(missing_ok=True)
     env = user_env()
     env.pop("GITHUB_ACTIONS", None)
-    env["RUNNER_STATE_DIR"] = str(tmp_path / "state")
+    env["PIPELINE_RUNNER_STATE_DIR"] = str(tmp_path / "state")
     args = ["run", str(path), "--fail-fast", "--workers", "2", "--progress", "none"]
     return subprocess.Popen(
         [runner_executable(), *args, "--grace", "1", "--json", str(report)],

@@ -153,3 +153,59 @@ def test_graph_of_an_invalid_file_exits_2(run_cli: RunCli) -> None:
     assert result.code == 2
     assert no_traceback(result.output)
     assert "dependency cycle: a -> b -> c -> a" in result.stderr
+
+
+# -- finally steps and compensations, in every format -----------------------------------------
+
+SAGA = PIPELINES / "order-saga.yaml"
+
+
+def test_finally_and_compensations_in_text(run_cli: RunCli) -> None:
+    text = graph(run_cli, SAGA, "--text")
+    main, _, last = text.partition("finally (after every other step):\n")
+    assert last == "  notify [shell]\n", text  # not on level 0 with the first steps
+    assert "notify" not in main
+    assert "  reserve [python]\n    compensate [python] (undoes reserve if the run fails)" in main
+    assert "compensate [python] (undoes charge if the run fails)" in main
+    assert "undoes ship" not in text
+
+
+def test_finally_and_compensations_in_json(run_cli: RunCli) -> None:
+    nodes = {n["id"]: n for n in plan_nodes(run_cli, SAGA)}
+    assert nodes["notify"]["finally"] is True
+    assert "finally" not in nodes["ship"]
+    assert nodes["reserve"]["compensate"]["uses"] == "python"
+    assert nodes["charge"]["compensate"]["with"]["call"] == "saga_lib:refund"
+    assert "compensate" not in nodes["ship"]
+
+
+def test_finally_and_compensations_in_dot(run_cli: RunCli, tmp_path: Path) -> None:
+    dot = graph(run_cli, SAGA, "--dot")
+    cluster = dot[dot.index('subgraph "cluster_finally"') :]
+    assert cluster.index('"notify" [label=') < cluster.index("}")
+    assert '"reserve" -> "reserve (compensate)" [style=dashed' in dot
+    assert '"charge" -> "charge (compensate)"' in dot and "ship (compensate)" not in dot
+    if DOT is not None:  # Graphviz reads it: the clusters and nodes are well formed
+        svg = subprocess.run([DOT, "-Tsvg"], input=dot, capture_output=True, text=True)
+        assert svg.returncode == 0, svg.stderr
+        assert "undoes reserve" in svg.stdout and "after every other step" in svg.stdout
+
+
+def test_finally_and_compensations_in_mermaid(run_cli: RunCli) -> None:
+    mermaid = graph(run_cli, SAGA, "--mermaid")
+    block = mermaid[mermaid.index('subgraph finally["finally (after every other step)"]') :]
+    assert block.splitlines()[1].strip() == 'n3["notify [shell]"]'
+    assert block.splitlines()[2].strip() == "end"
+    assert 'u0>"compensate [python] (undoes reserve if the run fails)"]' in mermaid
+    assert "n0 -. undo .-> u0" in mermaid and "n1 -. undo .-> u1" in mermaid
+
+
+def test_mermaid_md_is_a_fenced_block(run_cli: RunCli, tmp_path: Path) -> None:
+    plain = graph(run_cli, SAGA, "--mermaid")
+    fenced = graph(run_cli, SAGA, "--mermaid", "--md")
+    assert fenced == f"```mermaid\n{plain}```\n"
+    out = tmp_path / "graph.md"
+    assert run_cli("graph", str(SAGA), "--mermaid", "--md", "-o", str(out)).code == 0
+    assert out.read_text() == fenced
+    wrong = run_cli("graph", str(SAGA), "--dot", "--md")
+    assert wrong.code == 2 and "--md goes with --mermaid" in wrong.stderr

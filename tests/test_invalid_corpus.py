@@ -140,8 +140,8 @@ def test_run_of_a_dangerous_file_exits_2(name: str, run_cli: RunCli, tmp_path: P
 
 
 def test_the_plain_schema_check_reports_the_same(run_cli: RunCli) -> None:
-    """RUNNER_NO_SHORTCUTS=1: jsonschema alone answers, with the same lines for every case."""
-    env = {"RUNNER_NO_SHORTCUTS": "1"}
+    """PIPELINE_RUNNER_NO_SHORTCUTS=1: jsonschema alone answers, the same lines for each case."""
+    env = {"PIPELINE_RUNNER_NO_SHORTCUTS": "1"}
     result = run_cli("validate", *(rel(n) for n in CASES), cwd=REPO, env=env, timeout=60)
     assert result.code == 2
     assert error_lines(result.stderr) == [line for n in CASES for line in expected(n)]
@@ -156,8 +156,8 @@ def test_the_switch_bypasses_the_compiled_check(monkeypatch: pytest.MonkeyPatch)
     data, source = doc.data, doc.source
     compiled = schema._compiled(schema.pipeline_schema())
     monkeypatch.setattr(schema, "_compiled", lambda s: (lambda d: True, compiled[1]))
-    monkeypatch.delenv("RUNNER_NO_SHORTCUTS", raising=False)
+    monkeypatch.delenv("PIPELINE_RUNNER_NO_SHORTCUTS", raising=False)
     assert schema.validate_document(data, source) == []
-    monkeypatch.setenv("RUNNER_NO_SHORTCUTS", "1")
+    monkeypatch.setenv("PIPELINE_RUNNER_NO_SHORTCUTS", "1")
     [diagnostic] = schema.validate_document(data, source)
     assert diagnostic.path == "steps"

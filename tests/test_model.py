@@ -466,7 +466,7 @@ class Invoke:
         self.warm = WarmRunner(base_env()) if warm else None
 
     def __call__(self, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**base_env(), "RUNNER_STATE_DIR": str(folder / "state")}
+        env = {**base_env(), "PIPELINE_RUNNER_STATE_DIR": str(folder / "state")}
         if self.warm is not None:
             return self.warm(*args, cwd=folder, env=env, timeout=120)
         return subprocess.run(

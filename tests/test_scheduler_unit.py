@@ -617,9 +617,9 @@ def test_runner_no_shortcuts_turns_chains_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plain: bool
 ) -> None:
     if plain:
-        monkeypatch.setenv("RUNNER_NO_SHORTCUTS", "1")
+        monkeypatch.setenv("PIPELINE_RUNNER_NO_SHORTCUTS", "1")
     else:
-        monkeypatch.delenv("RUNNER_NO_SHORTCUTS", raising=False)
+        monkeypatch.delenv("PIPELINE_RUNNER_NO_SHORTCUTS", raising=False)
     executor = Following()
     recorder = Recorder()
     plan = plan_of(tmp_path, CHAIN)

@@ -97,7 +97,11 @@ def test_an_environment_parameter_of_a_string_type_is_text_too(
     run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
 ) -> None:
     found = run_typed(
-        run_cli, write_pipeline, tmp_path, RUNNER_PARAM_FLAG="1.10", RUNNER_PARAM_SHARDS="3"
+        run_cli,
+        write_pipeline,
+        tmp_path,
+        PIPELINE_RUNNER_PARAM_FLAG="1.10",
+        PIPELINE_RUNNER_PARAM_SHARDS="3",
     )
     assert found[0] == "1.10" and found[3] == 3
 

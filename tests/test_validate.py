@@ -347,13 +347,13 @@ def test_param_values_are_read_as_yaml(run_cli: RunCli, write_pipeline: WritePip
 
 
 def test_param_precedence(run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path) -> None:
-    """defaults < --params-file < RUNNER_PARAM_<NAME> < --param (SPEC 3)."""
+    """defaults < --params-file < PIPELINE_RUNNER_PARAM_<NAME> < --param (SPEC 3)."""
     path = write_pipeline(PARAMS_PIPELINE)
     params_file = tmp_path / "params.yaml"
     params_file.write_text("n: 10\ntenants: [from-file]\nregion: file\n")
     json_file = tmp_path / "params.json"
     json_file.write_text('{"n": 20}')
-    env = {"RUNNER_PARAM_N": "30", "RUNNER_PARAM_TENANTS": "[from-env, two]"}
+    env = {"PIPELINE_RUNNER_PARAM_N": "30", "PIPELINE_RUNNER_PARAM_TENANTS": "[from-env, two]"}
 
     assert plan_json(run_cli, path)["params"]["n"] == 1
     from_file = plan_json(run_cli, path, "--params-file", str(params_file))["params"]

@@ -1,5 +1,5 @@
 """The wire format between the runner and its workers, with its speed shortcut (several messages
-in one plain pickle) on, and off with RUNNER_NO_SHORTCUTS=1 (one pickle per message): a
+in one plain pickle) on, and off with PIPELINE_RUNNER_NO_SHORTCUTS=1 (one pickle per message): a
 pipeline gives the same record both ways."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ MESSAGES = [
 def test_the_switch_chooses_one_batch_or_one_pickle_per_message(
     monkeypatch: pytest.MonkeyPatch, switch: str, payloads: int
 ) -> None:
-    monkeypatch.setenv("RUNNER_NO_SHORTCUTS", switch)
+    monkeypatch.setenv("PIPELINE_RUNNER_NO_SHORTCUTS", switch)
     encoded = wire.encode(MESSAGES)
     assert len(encoded) == payloads
     received = [m for payload in encoded for m in wire.decode(pickle.loads(payload))]
@@ -73,7 +73,7 @@ def test_a_pipeline_gives_the_same_record_with_and_without_the_shortcuts(
             "2",
             "--json",
             str(report),
-            env={"RUNNER_NO_SHORTCUTS": switch},
+            env={"PIPELINE_RUNNER_NO_SHORTCUTS": switch},
         )
         assert result.code == 1, result.output
         steps = json.loads(report.read_text())["steps"]
@@ -131,7 +131,7 @@ def test_completions_read_together_all_come_once_in_order_within_the_timeout(
     from pipeline_runner.executors.process import GATHER_SECONDS, ProcessExecutor
     from pipeline_runner.messages import Task
 
-    monkeypatch.setenv("RUNNER_NO_SHORTCUTS", switch)
+    monkeypatch.setenv("PIPELINE_RUNNER_NO_SHORTCUTS", switch)
     executor = ProcessExecutor(1, [])
     assert executor.gathers is (switch == "")
 

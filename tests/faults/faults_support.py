@@ -35,7 +35,7 @@ STATE_LINE = re.compile(r"^\d\d:\d\d:\d\d \S+ ([a-z_]+)\s+(\S+)", re.M)
 def runner_env(state_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = user_env()
     env.pop("GITHUB_ACTIONS", None)
-    env["RUNNER_STATE_DIR"] = str(state_dir)
+    env["PIPELINE_RUNNER_STATE_DIR"] = str(state_dir)
     env.update(extra or {})
     return env
 

@@ -78,7 +78,7 @@ def test_the_longest_timeout_and_retry_delay_are_waited_for(
     )
     out = tmp_path / "out.txt"
     env = user_env()
-    env["RUNNER_STATE_DIR"] = str(tmp_path / "state")
+    env["PIPELINE_RUNNER_STATE_DIR"] = str(tmp_path / "state")
     with out.open("wb") as sink:
         proc = subprocess.Popen(
             [runner_executable(), "run", str(path), "--progress", "plain", "--grace", "3600"],

@@ -64,7 +64,7 @@ BUSY = re.compile(
 def _runner(args: list[str], folder: Path, out: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
     env.pop("GITHUB_ACTIONS", None)
-    env["RUNNER_STATE_DIR"] = str(folder / "state")
+    env["PIPELINE_RUNNER_STATE_DIR"] = str(folder / "state")
     with out.open("wb") as sink:
         return subprocess.Popen(
             [runner_executable(), *args, "--progress", "plain"],
@@ -79,7 +79,7 @@ def _runner(args: list[str], folder: Path, out: Path) -> subprocess.Popen[bytes]
 def _failed_run(run_cli: RunCli, folder: Path) -> str:
     folder.mkdir(exist_ok=True)
     (folder / "p.yaml").write_text(RESUMABLE)
-    env = {"RUNNER_STATE_DIR": str(folder / "state")}
+    env = {"PIPELINE_RUNNER_STATE_DIR": str(folder / "state")}
     assert run_cli("run", "p.yaml", cwd=folder, env=env).code == 1
     (folder / "ok").touch()
     runs = run_cli("runs", "--json", env=env)
@@ -104,7 +104,7 @@ def test_a_second_resume_is_refused_naming_the_first_and_a_killed_one_blocks_not
     first = _runner(["resume", run_id], tmp_path, tmp_path / "first.out")
     try:
         assert wait_for(lambda: (tmp_path / "count").exists(), timeout=60)
-        env = {"RUNNER_STATE_DIR": str(tmp_path / "state")}
+        env = {"PIPELINE_RUNNER_STATE_DIR": str(tmp_path / "state")}
         second = run_cli("resume", run_id, cwd=tmp_path, env=env)
         assert second.code == 2, second.output
         assert no_traceback(second.stderr)
@@ -148,7 +148,7 @@ def test_resuming_a_run_that_is_still_running_is_refused_naming_it(
     running = _runner(["run", "p.yaml"], tmp_path, tmp_path / "run.out")
     try:
         assert wait_for(lambda: (tmp_path / "count").exists(), timeout=60)
-        env = {"RUNNER_STATE_DIR": str(tmp_path / "state")}
+        env = {"PIPELINE_RUNNER_STATE_DIR": str(tmp_path / "state")}
         run_id = str(json.loads(run_cli("runs", "--json", env=env).stdout)[0]["id"])
         result = run_cli("resume", run_id, cwd=tmp_path, env=env)
         assert result.code == 2, result.output
@@ -338,7 +338,7 @@ def test_the_cache_never_serves_one_folders_result_to_another(
             "--json",
             str(json_path),
             cwd=folder,
-            env={"RUNNER_STATE_DIR": str(state)},
+            env={"PIPELINE_RUNNER_STATE_DIR": str(state)},
         )
         assert result.code == 0, result.output
         step = json.loads(json_path.read_text())["steps"]
