@@ -209,7 +209,7 @@ def only_the_runners_commands(output: str) -> None:
     """No line a CI system would read as a command, but the runner's own annotations."""
     for line in output.splitlines():
         if line.startswith("::"):
-            assert re.match(r"::(error file=[^,]*p\.yaml,line=\d+,title=step failed::|"
+            assert re.match(r"::(error file=[^,]*p\.yaml,line=\d+(,col=\d+)?,title=step failed::|"
                             r"group::log of (boom|sh)$|endgroup::$)", line), line  # fmt: skip
     assert not COMMAND_LINE.search(re.sub(r"^::(group|endgroup)::.*$", "", output, flags=re.M))
 
