@@ -317,6 +317,8 @@ class Scheduler:
         self.give_back(nr)
         nr.attempt -= 1
         if self.state.cancelling:
+            if self.state.cancel_reason is not None:  # the pipeline's timeout, as for the rest
+                nr.kind, nr.error = self.state.cancel_reason
             self.flow.done(nr, State.CANCELLED, propagate=False)
         else:
             self.state.mark(nr, State.PENDING)
