@@ -3,6 +3,7 @@ installed console script), and write pipeline files into a temporary folder."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,6 +109,21 @@ def write_pipeline(tmp_path: Path) -> Callable[..., Path]:
 
 def no_traceback(text: str) -> bool:
     return "Traceback (most recent call last)" not in text
+
+
+def summary_with_outputs(run_cli: RunCli, path: Path, *args: str) -> tuple[int, Any, str]:
+    """`runner run PATH --progress plain --json FILE ARGS`: the exit code, the JSON summary and
+    the output (no traceback in it, and the summary written)."""
+    out = path.parent / "summary.json"
+    result = run_cli("run", str(path), "--progress", "plain", "--json", str(out), *args)
+    assert no_traceback(result.output) and out.exists(), result.output
+    return result.code, json.loads(out.read_text()), result.output
+
+
+def summary_of(run_cli: RunCli, path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    """As `summary_with_outputs`, with the summary's steps by id."""
+    code, summary, output = summary_with_outputs(run_cli, path, *args)
+    return code, {s["id"]: s for s in summary["steps"]}, output
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> bool:

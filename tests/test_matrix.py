@@ -8,23 +8,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from conftest import RunCli, no_traceback
+from conftest import RunCli, no_traceback, summary_of
 
 WritePipeline = Callable[..., Path]
 
 
 def errors_of(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ": error: " in line]
-
-
-def run_json(run_cli: RunCli, path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
-    summary = path.parent / "summary.json"
-    result = run_cli("run", str(path), "--progress", "plain", "--json", str(summary), *args)
-    assert no_traceback(result.output), result.output
-    steps = {s["id"]: s for s in json.loads(summary.read_text())["steps"]}
-    return result.code, steps, result.output
 
 
 # GitHub's own example of `include` ("Expanding or adding matrix configurations"), with the
@@ -53,7 +44,7 @@ steps:
 
 
 def test_include_follows_github_rules(run_cli: RunCli, write_pipeline: WritePipeline) -> None:
-    code, steps, output = run_json(run_cli, write_pipeline(GITHUB_INCLUDE))
+    code, steps, output = summary_of(run_cli, write_pipeline(GITHUB_INCLUDE))
     assert code == 0, output
     items = {sid: json.loads(s["output"]) for sid, s in steps.items() if sid != "job"}
     assert items == {
@@ -97,7 +88,7 @@ def test_exclude_removes_matching_combinations_and_keys_come_from_the_values(
     run_cli: RunCli, write_pipeline: WritePipeline
 ) -> None:
     path = write_pipeline(EXCLUDE_AND_KEYS)
-    code, steps, output = run_json(run_cli, path, "--param", 'oses=["linux", "macos", "win"]')
+    code, steps, output = summary_of(run_cli, path, "--param", 'oses=["linux", "macos", "win"]')
     assert code == 0, output
     assert json.loads(steps["report"]["output"]) == {
         "linux.3-11": "linux/3.11/true",
@@ -227,7 +218,7 @@ def test_fail_fast_cancels_the_failed_legs_siblings_only(
     run_cli: RunCli, write_pipeline: WritePipeline
 ) -> None:
     path = write_pipeline(FAIL_FAST.replace("FAIL_FAST", "true"))
-    code, steps, output = run_json(run_cli, path, "--workers", "4")
+    code, steps, output = summary_of(run_cli, path, "--workers", "4")
     assert code == 1, output
     states = {sid: s["state"] for sid, s in steps.items()}
     assert states == {
@@ -244,7 +235,7 @@ def test_without_fail_fast_the_siblings_run_on(
     run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
 ) -> None:
     path = write_pipeline(FAIL_FAST.replace("FAIL_FAST", "false").replace("60s", "1s"))
-    code, steps, output = run_json(run_cli, path, "--workers", "4")
+    code, steps, output = summary_of(run_cli, path, "--workers", "4")
     assert code == 1, output
     assert steps["test.slow"]["state"] == "failed"  # its timeout ended it, not its sibling
     assert steps["test.slow"]["error_kind"] == "timeout", steps["test.slow"]
@@ -285,7 +276,7 @@ def test_a_matrix_of_templates_runs_one_instance_per_combination_two_at_a_time(
     run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
 ) -> None:
     path = write_pipeline(LEGS)
-    code, steps, output = run_json(run_cli, path, "--workers", "4")
+    code, steps, output = summary_of(run_cli, path, "--workers", "4")
     assert code == 0, output
     assert json.loads(steps["collect"]["output"]) == {
         "linux.3-11": {"where": "linux-3.11"},
@@ -311,7 +302,7 @@ def test_max_parallel_on_a_template_fan_out_is_no_longer_refused(
         '    key: "{{ item.os }}"\n    max_parallel: 1',
     )
     assert "max_parallel: 1" in text
-    code, _, output = run_json(run_cli, write_pipeline(text), "--workers", "4")
+    code, _, output = summary_of(run_cli, write_pipeline(text), "--workers", "4")
     assert code == 0, output
     lines = (tmp_path / "legs.log").read_text().splitlines()
     assert [line.split()[0] for line in lines] == ["start", "end"] * 3, lines
@@ -343,7 +334,7 @@ steps:
 def test_a_matrix_computed_by_an_earlier_step_expands_at_run_time(
     run_cli: RunCli, write_pipeline: WritePipeline
 ) -> None:
-    code, steps, output = run_json(run_cli, write_pipeline(RUN_TIME))
+    code, steps, output = summary_of(run_cli, write_pipeline(RUN_TIME))
     assert code == 0, output
     assert json.loads(steps["after"]["output"]) == {"linux": "linux+", "macos": "macos"}
 
@@ -352,7 +343,7 @@ def test_a_broken_computed_matrix_fails_its_step_with_the_reason(
     run_cli: RunCli, write_pipeline: WritePipeline
 ) -> None:
     text = RUN_TIME.replace('"include": [{"os": "linux", "big": true}]', '"exclude": [{"arch": 1}]')
-    code, steps, output = run_json(run_cli, write_pipeline(text))
+    code, steps, output = summary_of(run_cli, write_pipeline(text))
     assert code == 1, output
     assert steps["after"]["error"] == "needs build, which failed"
     assert (

@@ -13,9 +13,16 @@ import sqlite3
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from conftest import PIPELINES, RunCli, no_traceback, processes_with, wait_for
+from conftest import (
+    PIPELINES,
+    RunCli,
+    no_traceback,
+    processes_with,
+    summary_of,
+    summary_with_outputs,
+    wait_for,
+)
 from test_engine import marker, popen, start_runner  # noqa: F401
 
 WritePipeline = Callable[..., Path]
@@ -60,18 +67,6 @@ MATRIX = json.dumps(
         "exclude": [{"os": "macos", "py": "3.11"}],
     }
 )
-
-
-def summary_of(run_cli: RunCli, path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
-    code, summary, output = summary_with_outputs(run_cli, path, *args)
-    return code, {s["id"]: s for s in summary["steps"]}, output
-
-
-def summary_with_outputs(run_cli: RunCli, path: Path, *args: str) -> tuple[int, Any, str]:
-    out = path.parent / "summary.json"
-    result = run_cli("run", str(path), "--progress", "plain", "--json", str(out), *args)
-    assert no_traceback(result.output) and out.exists(), result.output
-    return result.code, json.loads(out.read_text()), result.output
 
 
 def test_a_template_fans_out_over_a_matrix_computed_by_an_earlier_step(
