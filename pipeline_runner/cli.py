@@ -547,9 +547,10 @@ def status(file: str, as_json: bool, no_cache: bool, state_dir: str, **planner: 
 
     plan = plan_file(file, planner_options(**planner))
     data = find(plan, state_dir, use_cache=not no_cache)
-    click.echo(json.dumps(data, indent=2, default=str) if as_json else status_text(data), nl=False)
     if as_json:
-        click.echo()
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        click.echo(status_text(data), nl=False)
 
 
 @main.command()
