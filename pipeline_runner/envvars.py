@@ -18,6 +18,7 @@ OLD_PREFIX = "RUNNER_"
 STATE_DIR = PREFIX + "STATE_DIR"
 NO_SHORTCUTS = PREFIX + "NO_SHORTCUTS"
 PARAM = PREFIX + "PARAM_"
+OLD_PARAM = OLD_PREFIX + "PARAM_"
 # The settings the old prefix still names (a RUNNER_* variable not here is not ours).
 SETTINGS = ("STATE_DIR", "NO_SHORTCUTS")
 
@@ -37,7 +38,7 @@ def get(name: str, environ: Mapping[str, str] | None = None) -> str | None:
 def params(environ: Mapping[str, str]) -> dict[str, str]:
     """`PIPELINE_RUNNER_PARAM_<NAME>` (and the old `RUNNER_PARAM_<NAME>`): NAME -> text."""
     out: dict[str, str] = {}
-    for prefix in (OLD_PREFIX + "PARAM_", PARAM):  # the new prefix last: it wins
+    for prefix in (OLD_PARAM, PARAM):  # the new prefix last: it wins
         for var, text in environ.items():
             if var.startswith(prefix) and len(var) > len(prefix):
                 out[var[len(prefix) :]] = text
@@ -48,7 +49,7 @@ def old_names_used(environ: Mapping[str, str]) -> list[str]:
     """The deprecated names set in `environ`."""
     settings = {OLD_PREFIX + s for s in SETTINGS}
     return sorted(
-        v for v in environ if v in settings or (v.startswith(OLD_PREFIX + "PARAM_") and v[13:])
+        v for v in environ if v in settings or (v.startswith(OLD_PARAM) and v != OLD_PARAM)
     )
 
 
