@@ -74,7 +74,8 @@ def run_step_ids(
 def file_step_ids(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
-    """The steps (and groups) the file on the command line plans, with its --param values."""
+    """The steps (and groups) the file on the command line plans with its own parameter
+    defaults (a file that needs a --param completes nothing)."""
     file = _argument(ctx, "file")
     if not file:
         return []
