@@ -393,6 +393,7 @@ REPORTS = {
     "--json": ("json_path", "Write a JSON summary"),
     "--events": ("events", "Write state changes as JSON lines"),
     "--trace": ("trace", "Write a Chrome/Perfetto trace"),
+    "--metrics": ("metrics", "Write Prometheus metrics at the end, a node_exporter textfile"),
 }
 
 
@@ -466,6 +467,12 @@ run_options = _options(
         help="Show only failures and the last line, on stderr (--progress none).",
     ),
     report_options,
+    click.option(
+        "--otlp",
+        is_flag=True,
+        help="Send spans of the run, its steps and attempts to an OTLP/HTTP collector "
+        "(OTEL_EXPORTER_OTLP_ENDPOINT; needs the otlp extra).",
+    ),
     click.option(
         "--grace",
         type=GRACE,

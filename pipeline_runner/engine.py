@@ -44,6 +44,8 @@ class RunRequest:
     json_path: str | None = None
     events: str | None = None
     trace: str | None = None
+    metrics: str | None = None  # a Prometheus textfile written at the end (metrics.py)
+    otlp: bool = False  # spans sent to an OTLP collector (otlp.py)
     progress: str = defaults.PROGRESS
     secrets_file: str | None = None
     grace: float = defaults.GRACE
@@ -108,6 +110,10 @@ def refuse_if_running(state_dir: str, run_id: str) -> None:
 
 def _start(request: RunRequest, resume: str | None, force: bool) -> int:
     plan = plan_file(request.file, request.planner)
+    if request.otlp and not request.dry_run:
+        from .otlp import check_installed
+
+        check_installed()
     check_only(plan, request.only)
     chosen = choose(request, plan, resume)
     # The plan lives as long as the run: keep the collector's passes during the run off it.
@@ -246,6 +252,12 @@ def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
 
         sinks.append(EventsFile(request.events, masker))
     sinks.extend(choose_reporter(request, masker))
+    if request.otlp:
+        from .otlp import OtlpSink
+
+        tracing = OtlpSink(run_id, plan.name, masker, resumed=resume is not None)
+        options.trace = tracing.trace
+        sinks.append(tracing)
     scheduler = Scheduler(plan, executor, run_id, run_dir, secret_values, sinks, options)
     handed_over.append(True)
     try:
@@ -272,7 +284,7 @@ def absolute_paths(request: RunRequest) -> None:
     """Paths the user gave, fixed against the current folder now: steps run in the
     pipeline's folder (and with the inline executor, in this very process)."""
     request.state_dir = os.path.abspath(request.state_dir)
-    for name in ("junit", "json_path", "events", "trace", "secrets_file"):
+    for name in ("junit", "json_path", "events", "trace", "metrics", "secrets_file"):
         value = getattr(request, name)
         if value and value != "-":  # a report to `-` goes to stdout
             setattr(request, name, os.path.abspath(value))
@@ -437,7 +449,8 @@ def choose_reporter(request: RunRequest, masker: Masker) -> list[Sink]:
 
 def progress_stream(request: RunRequest) -> TextIO:
     """stdout, or stderr when a report goes to stdout or with `--progress none`."""
-    to_stdout = "-" in (request.json_path, request.junit, request.trace, request.events)
+    reports = (request.json_path, request.junit, request.trace, request.events, request.metrics)
+    to_stdout = "-" in reports
     return sys.stderr if to_stdout or request.progress == "none" else sys.stdout
 
 
@@ -450,7 +463,7 @@ def summary_color(request: RunRequest, out: TextIO) -> bool:
 
 
 def finish(result: RunResult, request: RunRequest, masker: Masker, plan: Plan) -> None:
-    if request.json_path or request.junit or request.trace:
+    if request.json_path or request.junit or request.trace or request.metrics:
         from . import exports
 
         if request.json_path:
@@ -459,6 +472,10 @@ def finish(result: RunResult, request: RunRequest, masker: Masker, plan: Plan) -
             exports.write_junit(request.junit, result, plan.name, masker)
         if request.trace:
             exports.write_trace(request.trace, result, masker)
+        if request.metrics:
+            from .metrics import metrics_text
+
+            exports.write_report(request.metrics, metrics_text(result, plan.name))
     out = progress_stream(request)
     if request.progress == "none":
         _print_last_line(result, masker, out)

@@ -28,6 +28,8 @@ class Task(NamedTuple):
     # A follow-up: run only if the attempt with this id, queued before it in the same
     # worker, succeeded (0: a task of its own).
     after: int = 0
+    # `--otlp`: the run's trace as TRACE_ID-FLAGS; the attempt gets $TRACEPARENT (tracecontext)
+    trace: str | None = None
 
 
 class Completion(NamedTuple):

@@ -41,6 +41,7 @@ class Options:
     forced: frozenset[str] = frozenset()  # run --force, resume --rerun: no cache lookup
     compensate: bool = True  # False: --no-compensate
     seed: int | None = None
+    trace: str | None = None  # `--otlp`: the run's TRACE_ID-FLAGS, for $TRACEPARENT
 
 
 Entry = tuple[int, int, int, str]

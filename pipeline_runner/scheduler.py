@@ -72,7 +72,9 @@ class Scheduler:
         self.rng: random.Random | None = None  # made when a retry first needs jitter
         self.chains = Chains(self.state, getattr(executor, "can_follow", None))
         self.breakers = retrying.Breakers(dict(plan.breakers))
-        tasks = TaskMaker(plan, run_id, str(run_dir), secrets, self.options.grace)
+        tasks = TaskMaker(
+            plan, run_id, str(run_dir), secrets, self.options.grace, self.options.trace
+        )
         self.tasks = tasks
         self.signals: list[int] = []
         self.storage_error: str | None = None

@@ -36,11 +36,18 @@ class TaskMaker:
     """Makes the tasks of one run."""
 
     def __init__(
-        self, plan: Plan, run_id: str, run_dir: str, secrets: Mapping[str, str], grace: float
+        self,
+        plan: Plan,
+        run_id: str,
+        run_dir: str,
+        secrets: Mapping[str, str],
+        grace: float,
+        trace: str | None = None,
     ) -> None:
         self.plan = plan
         self.run_id = run_id
         self.grace = grace
+        self.trace = trace  # `--otlp`: TRACE_ID-FLAGS, for the attempts' $TRACEPARENT
         env_base = {**plan.env, **secrets}
         self.step_env_base = {k: str(v) for k, v in env_base.items()}
         self.scratch_dir = f"{run_dir}/scratch"
@@ -71,6 +78,7 @@ class TaskMaker:
             scratch_dir=f"{self.scratch_dir}/{file_stem(node.id)}",
             resources=dict(node.resources) or None,
             grace=self.grace,
+            trace=self.trace,
         )
 
     def plain(self, nr: NodeRun) -> Task:

@@ -40,6 +40,7 @@ from .named_outputs import OUTPUT_ENV, OUTPUT_ENVS, OutputsError, file_path, rea
 from .plugins import PluginLoadError, StepContext, StepFailed, registry
 from .procs import GRACE, process_start_time, signal_name, stop_group
 from .secrets import Masker, StreamMasker
+from .tracecontext import traceparent
 
 MAX_OUTPUT_BYTES = defaults.MAX_OUTPUT_BYTES
 
@@ -353,9 +354,13 @@ def execute(
 
 
 def _output_env(task: Task) -> dict[str, str]:
-    """$PIPELINE_RUNNER_OUTPUT and $RUNNER_OUTPUT: the one file a step may write outputs to."""
+    """$PIPELINE_RUNNER_OUTPUT and $RUNNER_OUTPUT: the one file a step may write outputs to;
+    with `--otlp`, $TRACEPARENT: the attempt's span as the parent of what the step traces."""
     path = _outputs_path(task)
-    return dict.fromkeys(OUTPUT_ENVS, path)
+    env = dict.fromkeys(OUTPUT_ENVS, path)
+    if task.trace is not None:
+        env["TRACEPARENT"] = traceparent(task.trace, task.node_id, task.attempt)
+    return env
 
 
 def _apply_environ(env: Mapping[str, str | None]) -> dict[str, str | None]:
