@@ -120,6 +120,7 @@ class OtlpSink:
         self.running: dict[str, tuple[int, float]] = {}  # step -> its attempt running, since
         self.sent: set[tuple[str, int]] = set()  # attempts whose span is sent
         self.seen: dict[str, StepChanged] = {}  # nodes this invocation changed: their last record
+        self.decided: dict[str, float] = {}  # when each of them last changed state
 
     # -- the Sink protocol ----------------------------------------------------------------------
 
@@ -129,7 +130,11 @@ class OtlpSink:
         )
 
     def changed(self, change: StepChanged) -> None:
-        self.seen[change.id] = change
+        # a node a resume keeps as it was gets no span: it did nothing in this invocation
+        if change.old is not change.state:
+            self.decided[change.id] = time.time()
+        if change.id in self.decided:
+            self.seen[change.id] = change
         if change.state is State.RUNNING and change.old is not State.RUNNING:
             self.running[change.id] = (change.attempt, time.time())
         done = change.last_attempt
@@ -153,7 +158,7 @@ class OtlpSink:
             change = self.seen.get(sid)
             if change is not None and (sid, attempt) not in self.sent:
                 self._attempt(change, attempt, since, change.finished or result.finished, None)
-        bounds = _bounds(result.nodes, set(self.seen))
+        bounds = _bounds(result.nodes, self.decided)
         for nid, change in result.nodes.items():
             if nid in self.seen:
                 self._node(change, *bounds.get(nid, (result.started, result.finished)))
@@ -251,18 +256,17 @@ class OtlpSink:
         span.set_status(Status(StatusCode.ERROR, self.masker.text(message)))
 
 
-def _bounds(nodes: Mapping[str, StepChanged], seen: set[str]) -> dict[str, tuple[float, float]]:
+def _bounds(
+    nodes: Mapping[str, StepChanged], decided: Mapping[str, float]
+) -> dict[str, tuple[float, float]]:
     """When each node this invocation changed began and ended: a step's own times (a step that
     never ran: the moment it was decided), a group's from its own or its members'."""
     bounds: dict[str, tuple[float, float]] = {}
     for nid, change in nodes.items():
-        if nid not in seen or change.is_group:
+        if nid not in decided or change.is_group:
             continue
-        at = change.finished or change.started
-        start = change.started or at
-        end = change.finished or at
-        if start is not None and end is not None:
-            bounds[nid] = (start, end)
+        at = change.finished or change.started or decided[nid]
+        bounds[nid] = (change.started or at, change.finished or at)
     members: dict[str, list[str]] = {}
     for nid, change in nodes.items():
         if change.group is not None:
@@ -281,6 +285,6 @@ def _bounds(nodes: Mapping[str, StepChanged], seen: set[str]) -> dict[str, tuple
         return bounds[nid]
 
     for nid in nodes:
-        if nid in seen:
+        if nid in decided:
             group(nid)
     return bounds

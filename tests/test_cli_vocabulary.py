@@ -100,7 +100,7 @@ def test_a_dash_is_stdout_for_every_file_a_command_writes(
     dry = run_cli("run", str(path), "-n", "--json", "-")
     assert json.loads(dry.stdout)["name"] == "greet"  # the plan alone on stdout
     assert "plan of greet" in dry.stderr
-    for option in ("--json", "--junit", "--events", "--trace"):
+    for option in ("--json", "--junit", "--events", "--trace", "--metrics"):
         result = run_cli("run", str(path), option, "-")
         assert result.stdout.strip(), option
         assert "✓ succeeded" in result.stderr and "✓ succeeded" not in result.stdout, option

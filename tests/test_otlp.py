@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunCli, no_traceback, user_env, wait_for
+from conftest import PIPELINES, RunCli, no_traceback, user_env, wait_for
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -141,6 +142,7 @@ steps:
 
 LIB = """
 import os
+import shutil
 from pathlib import Path
 
 def flaky():
@@ -254,7 +256,11 @@ def test_resume_sends_its_own_trace_and_counts_attempts_on(
         version: 1
         name: gated
         steps:
+          - id: first
+            uses: shell
+            with: {cmd: "true"}
           - id: gate
+            needs: first
             uses: shell
             with: {cmd: 'test -f open && printf %s "$TRACEPARENT" > tp.txt'}
         """
@@ -263,12 +269,19 @@ def test_resume_sends_its_own_trace_and_counts_attempts_on(
     first = run_cli("run", str(path), "--progress", "plain", "--otlp", env=env)
     assert first.code == 1 and no_traceback(first.output), first.output
     run_id = first.output.split("runner resume ")[1].split()[0]
-    assert {s.name for s in receiver.spans} == {"run gated", "gate", "gate attempt 1"}
+    assert {s.name for s in receiver.spans} == {
+        "run gated",
+        "first",
+        "first attempt 1",
+        "gate",
+        "gate attempt 1",
+    }
     before = receiver.spans[:]
     receiver.spans.clear()
     (path.parent / "open").write_text("")
     again = run_cli("resume", run_id, "--progress", "plain", "--otlp", env=env)
     assert again.code == 0 and no_traceback(again.output), again.output
+    # `first` is kept as it was: this invocation did nothing with it, and sends no span of it
     assert {s.name for s in receiver.spans} == {"run gated", "gate", "gate attempt 2"}
     run = receiver.named("run gated")
     assert run.attributes["runner.resumed"] is True and run.attributes["runner.run.id"] == run_id
@@ -375,15 +388,40 @@ def test_help_and_a_plain_run_do_not_import_opentelemetry(traced: Path) -> None:
     code = (
         "import sys\n"
         "from pipeline_runner.cli import main\n"
-        "for args in (['--help'], ['run', '--help'], ['run', %r, '--progress', 'none',"
-        " '--executor', 'inline', '--metrics', 'm.prom']):\n"
+        "for args in (['--help'], ['run', '--help'],"
+        f" ['run', {str(traced)!r}, '--progress', 'none', '--executor', 'inline',"
+        " '--metrics', 'm.prom']):\n"
         "    try:\n"
         "        main(args, prog_name='runner')\n"
         "    except SystemExit:\n"
         "        pass\n"
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
-    ) % str(traced)
+    )
     done = _python(code, traced.parent)
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
     assert wait_for(lambda: (traced.parent / "m.prom").exists(), timeout=5)
     assert os.path.getsize(traced.parent / "m.prom") > 0
+
+
+def test_template_instances_of_a_for_each_nest_under_their_fan_out(
+    tmp_path: Path, run_cli: RunCli, receiver: Receiver
+) -> None:
+    shutil.copytree(PIPELINES, tmp_path / "pipelines")
+    path = tmp_path / "pipelines" / "etl.yaml"
+    result = run_cli("run", str(path), "--progress", "plain", "--otlp", env=otel_env(receiver))
+    assert result.code == 0 and no_traceback(result.output), result.output
+    by_id = {s.span_id: s for s in receiver.spans}
+    run = receiver.named("run etl")
+    assert all(s.parent in by_id for s in receiver.spans if s is not run)
+    fan_out = receiver.named("etl")
+    assert fan_out.attributes["runner.group.kind"] == "for_each"
+    for tenant in ("acme", "globex", "initech"):
+        instance = receiver.named(f"etl.{tenant}")
+        assert instance.parent == fan_out.span_id
+        assert instance.attributes["runner.group.kind"] == "template"
+        assert instance.attributes["runner.key"] == tenant
+        for step in ("extract", "transform", "load"):
+            span = receiver.named(f"etl.{tenant}.{step}")
+            assert span.parent == instance.span_id
+            assert receiver.named(f"etl.{tenant}.{step} attempt 1").parent == span.span_id
+    assert receiver.named("report").parent == run.span_id
