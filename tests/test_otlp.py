@@ -425,3 +425,33 @@ def test_template_instances_of_a_for_each_nest_under_their_fan_out(
             assert span.parent == instance.span_id
             assert receiver.named(f"etl.{tenant}.{step} attempt 1").parent == span.span_id
     assert receiver.named("report").parent == run.span_id
+
+
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_a_python_step_finds_its_traceparent_with_each_executor(
+    executor: str, run_cli: RunCli, write_pipeline: Any, receiver: Receiver
+) -> None:
+    path = write_pipeline(
+        """
+        version: 1
+        name: py
+        steps:
+          - id: look
+            uses: python
+            with: {call: "seen:look"}
+        """,
+        files={
+            "seen.py": """
+            import os
+
+            def look(ctx):
+                return {"environ": os.environ.get("TRACEPARENT"), "ctx": ctx.env["TRACEPARENT"]}
+            """
+        },
+    )
+    summary = run_traced(run_cli, path, otel_env(receiver), "--otlp", "--executor", executor)
+    attempt = receiver.named("look attempt 1")
+    output = summary["steps"][0]["output"]
+    assert output["ctx"].split("-")[1:3] == [attempt.trace_id, attempt.span_id]
+    # the process executor sets the worker's environment; a thread shares the runner's
+    assert output["environ"] == (output["ctx"] if executor == "process" else None)
