@@ -27,4 +27,3 @@ STEP_DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 360
 def workers() -> int:
     """Parallel workers when --workers is not given: the number of CPUs."""
     return os.cpu_count() or 1
-
