@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from . import tracecontext
 from .changes import RunInfo, RunResult, StepChanged
 from .errors import UsageError
-from .kinds import RunStatus
+from .kinds import FailureKind, RunStatus
 from .model import State
 from .secrets import Masker
 
@@ -43,7 +43,8 @@ MISSING = (
     f"pip install 'yaml-pipeline-runner[{EXTRA}]'"
 )
 SERVICE_NAME = "runner"  # when neither OTEL_SERVICE_NAME nor OTEL_RESOURCE_ATTRIBUTES names one
-_FAILED = (State.FAILED, State.UPSTREAM_FAILED)
+_FAILED = (State.FAILED, State.UPSTREAM_FAILED)  # the span's status is ERROR
+_NOT_DONE = (*_FAILED, State.FAILED_ALLOWED, State.CANCELLED)  # the span says why
 
 
 def check_installed() -> None:
@@ -154,7 +155,8 @@ class OtlpSink:
 
     def _finish(self, result: RunResult) -> None:
         for sid, (attempt, since) in self.running.items():
-            # an attempt that ended without a completion (killed with the runner's workers)
+            # an attempt that ended without a completion: refused by an open breaker, or
+            # killed with the runner's workers
             change = self.seen.get(sid)
             if change is not None and (sid, attempt) not in self.sent:
                 self._attempt(change, attempt, since, change.finished or result.finished, None)
@@ -179,7 +181,13 @@ class OtlpSink:
         self, change: StepChanged, attempt: int, start: float, end: float, done: Any
     ) -> None:
         self.sent.add((change.id, attempt))
-        kind = None if done is not None and done.ok else (done.kind if done else "lost")
+        if done is not None:
+            kind = None if done.ok else done.kind or str(FailureKind.ERROR)
+            message = done.message
+        else:  # the step's last attempt says why, if it is this one
+            last = change.attempt == attempt
+            kind = (change.error_kind if last else None) or str(FailureKind.LOST)
+            message = change.error if last and change.error else "the attempt never completed"
         attributes: dict[str, Any] = {
             **self.common,
             "runner.step.id": change.id,
@@ -200,7 +208,7 @@ class OtlpSink:
             attributes,
         )
         if kind is not None:
-            self._error(span, done.message if done is not None else "no completion")
+            self._error(span, message)
         span.end(end_time=_ns(max(end, start)))
 
     def _node(self, change: StepChanged, start: float, end: float) -> None:
@@ -216,7 +224,7 @@ class OtlpSink:
             "runner.key": change.key,
             "runner.group": change.group,
             "runner.group.kind": change.group_kind,
-            "runner.failure.kind": change.error_kind if change.state in _FAILED else None,
+            "runner.failure.kind": change.error_kind if change.state in _NOT_DONE else None,
             "runner.exit_code": change.exit_code,
         }
         attributes.update({k: v for k, v in optional.items() if v is not None})

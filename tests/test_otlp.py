@@ -455,3 +455,36 @@ def test_a_python_step_finds_its_traceparent_with_each_executor(
     assert output["ctx"].split("-")[1:3] == [attempt.trace_id, attempt.span_id]
     # the process executor sets the worker's environment; a thread shares the runner's
     assert output["environ"] == (output["ctx"] if executor == "process" else None)
+
+
+def test_an_attempt_an_open_breaker_refused_has_its_span_and_kind(
+    run_cli: RunCli, write_pipeline: Any, receiver: Receiver
+) -> None:
+    path = write_pipeline(
+        """
+        version: 1
+        name: brk
+        pools:
+          api: {size: 1, breaker: {failures: 1, cooldown: 60s}}
+        steps:
+          - id: one
+            pool: api
+            uses: shell
+            with: {cmd: "exit 4"}
+          - id: two
+            needs: one
+            trigger: all_done
+            pool: api
+            uses: shell
+            with: {cmd: "true"}
+        """
+    )
+    result = run_cli("run", str(path), "--progress", "plain", "--otlp", env=otel_env(receiver))
+    assert result.code == 1 and no_traceback(result.output), result.output
+    one = receiver.named("one")
+    assert one.error and one.attributes["runner.exit_code"] == 4
+    refused = receiver.named("two attempt 1")  # no process ran: no completion, still a span
+    assert refused.parent == receiver.named("two").span_id
+    assert refused.error and refused.attributes["runner.failure.kind"] == "breaker"
+    assert receiver.named("two").attributes["runner.failure.kind"] == "breaker"
+    assert receiver.named("run brk").attributes["runner.status"] == "failed"
