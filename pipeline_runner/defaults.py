@@ -20,6 +20,7 @@ GRACE_MAX = 3600.0
 MAX_FILE_SIZE = 10 * 1024 * 1024  # bytes of a pipeline, params or secrets file
 RUNS_LIMIT = 30  # rows `runner runs` shows
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024  # a step's output as JSON; a command's stdout kept
+MAX_LOOP_ITERATIONS = 10_000  # the largest `loop.max_iterations` a pipeline may set
 
 
 def workers() -> int:
