@@ -31,8 +31,8 @@ from .errors import Diagnostic, PipelineError, did_you_mean
 from .fanout import FanOuts
 from .foreach import default_key, key_problem, qualified, taken_by
 from .instances import JOB_KEYS, Instances
-from .loopplan import LoopPlans
 from .loader import DEFAULT_MAX_FILE_SIZE, Document, Path_, SourceMap, load_file
+from .loopplan import LoopPlans
 from .model import Deferred, Node, NodeKind, Plan, Scope
 from .namecheck import BASE_NAMES, RUN_NAMES, STEP_NAMES, NameChecker, step_hint
 from .params import merge_params, parse_param_value

@@ -210,7 +210,9 @@ steps:
 def test_a_template_instance_loops_with_each_iteration_a_copy_of_its_steps(
     run_cli: RunCli, write_pipeline: Write, tmp_path: Path
 ) -> None:
-    path = write_pipeline(TEMPLATE_LOOP, files={"lib.py": LIB, "sides.txt": "tails\ntails\nheads\n"})
+    path = write_pipeline(
+        TEMPLATE_LOOP, files={"lib.py": LIB, "sides.txt": "tails\ntails\nheads\n"}
+    )
     code, steps, output = summary_of(run_cli, path)
     assert code == 0, output
     assert [steps[f"coin.{k}.look"]["output"] for k in (1, 2, 3)] == ["tails", "tails", "heads"]
@@ -257,17 +259,17 @@ def test_the_argo_coinflip_recursive_translation_flips_until_heads(
     assert code == 0, output
     last = max(int(sid.split(".")[1]) for sid in other if sid.startswith("coinflip."))
     assert other[f"coinflip.{last}.flip-coin"]["output"] == "heads"
-    assert all(
-        other[f"coinflip.{k}.flip-coin"]["output"] == "tails" for k in range(1, last)
-    )
+    assert all(other[f"coinflip.{k}.flip-coin"]["output"] == "tails" for k in range(1, last))
 
 
 def test_graph_marks_a_looping_step(run_cli: RunCli, tmp_path: Path) -> None:
     path = str(PIPELINES / "argo-coinflip-recursive.yaml")
     text = run_cli("graph", path)
     assert text.code == 0, text.output
-    assert "coinflip [template: flip-coin, heads] (loop until output.result == 'heads', " \
+    assert (
+        "coinflip [template: flip-coin, heads] (loop until output.result == 'heads', "
         "at most 50)" in text.stdout
+    )
     dot = run_cli("graph", "--dot", path)
     assert dot.code == 0, dot.output
     assert '"coinflip" -> "coinflip" [label="loop", style=dashed];' in dot.stdout
@@ -300,7 +302,9 @@ def test_validate_locates_every_loop_mistake(run_cli: RunCli, write_pipeline: Wr
     )
     result = run_cli("validate", str(path))
     assert result.code == 2 and no_traceback(result.output), result.output
-    lines = [line.split(": error: ", 1) for line in result.stderr.splitlines() if ": error: " in line]
+    lines = [
+        line.split(": error: ", 1) for line in result.stderr.splitlines() if ": error: " in line
+    ]
     found = {where.rsplit("/", 1)[-1]: message for where, message in lines}
     assert found["p.yaml:7:19"].startswith("steps[0].loop.until: template syntax error")
     assert found["p.yaml:10:5"] == (
