@@ -3,12 +3,14 @@
 The loop is a MAPPED node (loopplan.py).  When its needs are done it gets its first iteration,
 `<id>.1`: an instance whose scope binds `loop` to `{index: 1, previous: none}` (for a template,
 a copy of its body, as a run-time for_each makes one per item).  Each iteration is a member of
-the loop and the loop waits for it alone; when it ends the loop is ready again and `advance`
-decides what follows:
+the loop and the loop waits for it alone; when it ends the loop is ready again and
+`decide` says what follows:
 
 - the iteration did not succeed: the loop ends in the iteration's state (a failure has failed
   the loop already, as for any group);
-- it was skipped, or `until` holds over its output: the loop succeeds with that output;
+- it was skipped (its `if` was false): the loop ends (`skipped` if every iteration was), with
+  no output;
+- `until` holds over its output: the loop succeeds with that output;
 - `max_iterations` ran: the loop fails with kind `loop_limit`;
 - else the next iteration joins the run, with `loop.previous` the output just made.
 
@@ -21,7 +23,9 @@ no stack.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import expansion
@@ -58,9 +62,29 @@ def iteration_item(nr: NodeRun, state: RunState) -> tuple[int, Any]:
     return len(nr.members) + 1, state.runs[nr.members[-1]].output
 
 
+class Move(enum.Enum):
+    END = "end"  # the loop ends with its last iteration
+    LIMIT = "limit"  # max_iterations ran and until did not hold: loop_limit
+    NEXT = "next"  # the next iteration joins the run
+
+
+def decide(nr: NodeRun, runs: Mapping[str, NodeRun], holds: Callable[[NodeRun], bool]) -> Move:
+    """What follows once the loop `nr` is ready (its needs done, or its last iteration ended).
+    `holds` evaluates `until` over an iteration that succeeded (it may raise TemplateError)."""
+    loop = nr.node.loop
+    assert loop is not None
+    if nr.members:
+        last = runs[nr.members[-1]]
+        if last.state not in (State.SUCCEEDED, State.CACHED) or holds(last):
+            return Move.END
+    if len(nr.members) >= loop.max_iterations:
+        return Move.LIMIT
+    return Move.NEXT
+
+
 class Loops:
-    """Drives the loops of a run: `advance` is called each time a loop is ready (its needs
-    done, or its last iteration ended); what it starts goes through the transitions."""
+    """Carries out what `decide` says each time a loop is ready; what it starts goes through
+    the transitions (as a run-time for_each's instances do)."""
 
     def __init__(self, flow: Transitions) -> None:
         self.flow = flow
@@ -83,47 +107,39 @@ class Loops:
             self.again.discard(nr.id)
 
     def turn(self, nr: NodeRun) -> None:
-        if nr.members and self.ends(nr):
-            return
-        state, loop = self.flow.state, nr.node.loop
+        flow, loop = self.flow, nr.node.loop
         assert loop is not None
-        index, previous = iteration_item(nr, state)
-        if index > loop.max_iterations:
-            self.flow.fail_now(
-                nr,
-                FailureKind.LOOP_LIMIT,
-                f"loop: `until` did not hold after {loop.max_iterations} iterations "
-                f"(until: {loop.until.strip('{} ')})",
-            )
+        try:
+            move = decide(nr, flow.state.runs, lambda last: self.until(nr, last))
+        except TemplateError as exc:
+            flow.fail_now(nr, FailureKind.ERROR, f"loop.until: {exc}")
             return
+        if move is Move.END:
+            self.finish(nr)
+        elif move is Move.LIMIT:
+            until = loop.until.strip("{} ")
+            message = f"loop: `until` did not hold after {loop.max_iterations} iterations"
+            flow.fail_now(nr, FailureKind.LOOP_LIMIT, f"{message} (until: {until})")
+        else:
+            self.next_iteration(nr)
+
+    def next_iteration(self, nr: NodeRun) -> None:
+        state = self.flow.state
+        index, previous = iteration_item(nr, state)
         try:
             nodes = iteration(state, nr.node, index, previous)
         except TemplateError as exc:
             self.flow.fail_now(nr, FailureKind.ERROR, f"loop: {exc}")
             return
-        head = next(n.id for n in nodes if n.group == nr.id)
-        nr.members.append(head)
+        nr.members.append(next(n.id for n in nodes if n.group == nr.id))
         nr.waiting = 1
         ready = self.flow.add_instances(nr, nodes, self.keep.get(nr.id))
         steps = [state.runs[n.id] for n in nodes if n.kind is NodeKind.STEP]
         self.keep[nr.id] = all(s.reused for s in steps)
         for child in ready:
             self.flow.became_ready(child)
-        if nr.waiting == 0:
+        if nr.waiting == 0:  # resume: the iteration kept its output
             self.again.add(nr.id)
-
-    def ends(self, nr: NodeRun) -> bool:
-        """After an iteration: whether the loop ends now (it is then done)."""
-        last = self.flow.state.runs[nr.members[-1]]
-        if last.state is State.SUCCEEDED or last.state is State.CACHED:
-            try:
-                if not self.until(nr, last):
-                    return False
-            except TemplateError as exc:
-                self.flow.fail_now(nr, FailureKind.ERROR, f"loop.until: {exc}")
-                return True
-        self.finish(nr, last)
-        return True
 
     def until(self, nr: NodeRun, last: NodeRun) -> bool:
         flow = self.flow
@@ -138,14 +154,15 @@ class Loops:
         ctx = flow.renderer.context(nr.node.scope, extra)
         return evaluate_condition(nr.node.loop.until, ctx)
 
-    def finish(self, nr: NodeRun, last: NodeRun) -> None:
+    def finish(self, nr: NodeRun) -> None:
         """The loop ends with its last iteration: its state (over all iterations, as a
         group's), and the last iteration's output as its own."""
         members = [self.flow.state.runs[m] for m in nr.members]
         final = group_state(members)
-        if final.ok:
+        last = members[-1] if members else None
+        if final.ok and last is not None:
             nr.output, nr.outputs = last.output, last.outputs
-        else:
+        elif last is not None:
             nr.error = last.error
         nr.started = min((m.started for m in members if m.started), default=None)
         nr.finished = time.time()
