@@ -340,3 +340,24 @@ def test_the_schema_holds_max_iterations_positive_and_until_required(
     assert result.code == 2 and no_traceback(result.output), result.output
     assert "p.yaml:7:43: error: steps[0].loop.max_iterations: expected at least 1" in result.stderr
     assert "p.yaml:11:11: error: steps[1].loop: missing required key 'until'" in result.stderr
+
+
+def test_an_until_that_cannot_be_evaluated_fails_the_loop_with_its_reason(
+    run_cli: RunCli, write_pipeline: Write
+) -> None:
+    path = write_pipeline(
+        """
+        version: 1
+        name: wrong
+        steps:
+          - id: x
+            uses: shell
+            with: {cmd: echo hi}
+            loop: {until: "output.total > 1", max_iterations: 3}
+        """
+    )
+    code, steps, output = summary_of(run_cli, path)
+    assert code == 1, output
+    assert steps["x"]["state"] == "failed" and steps["x"]["error_kind"] == "error"
+    assert steps["x"]["error"] == "loop.until: 'str object' has no attribute 'total'"
+    assert "x.2" not in steps
