@@ -274,6 +274,11 @@ def test_graph_marks_a_looping_step(run_cli: RunCli, tmp_path: Path) -> None:
     assert dot.code == 0, dot.output
     assert '"coinflip" -> "coinflip" [label="loop", style=dashed];' in dot.stdout
     assert "peripheries=2" in dot.stdout
+    dry = run_cli("run", "--dry-run", path)
+    assert dry.code == 0, dry.output
+    assert "- coinflip [template] (loop: at most 50 iterations, made at run time): run" in (
+        dry.stdout
+    )
 
 
 def test_validate_locates_every_loop_mistake(run_cli: RunCli, write_pipeline: Write) -> None:
