@@ -22,6 +22,7 @@ RUNS_LIMIT = 30  # rows `runner runs` shows
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024  # a step's output as JSON; a command's stdout kept
 # `--metrics`: the upper bounds (seconds) of the step duration histogram's buckets
 STEP_DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+MAX_LOOP_ITERATIONS = 10_000  # the largest `loop.max_iterations` a pipeline may set
 
 
 def workers() -> int:

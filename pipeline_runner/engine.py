@@ -572,6 +572,8 @@ def dry_run_text(
     lines = [f"plan of {plan.name}: steps in execution order"]
     for node, why in dry_run_reasons(plan, only, cache, use_cache, forced):
         kind = " (mapped: expanded at run time)" if node.kind is NodeKind.MAPPED else ""
+        if node.loop is not None:
+            kind = f" (loop: at most {node.loop.max_iterations} iterations, made at run time)"
         lines.append(f"- {node.id} [{node.uses or 'template'}]{kind}: {why}")
         if node.needs:
             lines.append(f"    needs: {', '.join(node.needs)}")

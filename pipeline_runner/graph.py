@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .model import Deferred, Node, NodeKind, Plan, has_deferred
+from .model import Deferred, Loop, Node, NodeKind, Plan, has_deferred
 
 if TYPE_CHECKING:
     from .cache import CacheBackend
@@ -145,13 +145,22 @@ def topological(nodes: Mapping[str, Node]) -> list[Node]:
 
 
 def _label(node: Node) -> str:
+    how = "mapped" if node.loop is None else _loop_label(node.loop)
     if node.kind is NodeKind.MAPPED and node.body:
-        return f"{node.id} [template: {', '.join(body_steps(node))}] (mapped)"
+        return f"{node.id} [template: {', '.join(body_steps(node))}] ({how})"
     if node.kind is NodeKind.MAPPED:
-        return f"{node.id} [{node.uses}] (mapped)"
+        return f"{node.id} [{node.uses}] ({how})"
     if node.kind is NodeKind.GROUP:
         return node.id
     return f"{node.id} [{node.uses}]"
+
+
+def _loop_label(loop: Loop) -> str:
+    """The marker of a looping step: it runs again until `until` holds."""
+    until = loop.until.strip()
+    if until.startswith("{{") and until.endswith("}}"):
+        until = until[2:-2].strip()
+    return f"loop until {until}, at most {loop.max_iterations}"
 
 
 def body_steps(node: Node) -> list[str]:
@@ -221,6 +230,16 @@ def to_dot(plan: Plan) -> str:
                 out.append(f'{indent}  style="rounded,dashed"; color="#8a99b0";')
                 emit(node.id, indent + "  ")
                 out.append(f"{indent}}}")
+            elif node.kind is NodeKind.MAPPED and node.loop is not None:
+                # a loop: doubled border, and an edge back to itself (it runs again)
+                out.append(
+                    f"{indent}{_dot_id(node.id)} [label={json.dumps(_label(node))}, "
+                    'peripheries=2, fillcolor="#e4f4e4"];'
+                )
+                out.append(
+                    f"{indent}{_dot_id(node.id)} -> {_dot_id(node.id)} "
+                    '[label="loop", style=dashed];'
+                )
             elif node.kind is NodeKind.MAPPED:
                 out.append(
                     f"{indent}{_dot_id(node.id)} [label={json.dumps(_label(node))}, "
@@ -370,7 +389,9 @@ def node_json(node: Node, location: bool = True) -> dict[str, Any]:
         data["compensate"] = {"uses": node.compensate.uses, "with": plain(node.compensate.with_)}
     if node.key is not None:
         data["key"] = node.key
-    if node.for_each is not None:
+    if node.loop is not None:
+        data["loop"] = {"until": node.loop.until, "max_iterations": node.loop.max_iterations}
+    elif node.for_each is not None:
         data["for_each"] = plain(node.for_each.items)
     if node.body:
         data["template"] = [node_json(n, location) for n in node.body]

@@ -29,6 +29,7 @@ class FailureKind(_Text):
     BREAKER = "breaker"  # its pool's circuit breaker was open
     LOST = "lost"  # the runner stopped while it ran
     RUN_TIMEOUT = "run_timeout"  # the pipeline's `timeout` passed: stopped, or never started
+    LOOP_LIMIT = "loop_limit"  # a `loop` ran `max_iterations` times and `until` never held
 
 
 class RunStatus(_Text):

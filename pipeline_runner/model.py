@@ -7,7 +7,8 @@ A `Plan` is a DAG of `Node`s keyed by qualified id, in file order.  Three kinds 
   its members, runs nothing, and its output is assembled from theirs (list + mapping for a
   `for_each`, the template's `outputs` for an instance), so `needs: [etl]` waits for all of `etl`;
 - `MAPPED`: a `for_each` whose list is only known at run time; the scheduler expands it into
-  STEP instances when its needs are done, and it then behaves like a GROUP.
+  STEP instances when its needs are done, and it then behaves like a GROUP.  A step with a
+  `loop` is MAPPED too: its instances are its iterations, made one at a time (loops.py).
 
 Values that can only be rendered at run time (they read `steps`, `run` or `secrets`) stay in the
 plan as `Deferred` leaves, with the `Scope` (template parameters, the `for_each` item, the
@@ -152,6 +153,15 @@ class ForEach:
     max_parallel: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Loop:
+    """A step's or template instance's `loop`: iterations run one after the other until
+    `until` (a Jinja expression over the last iteration's output) holds (loops.py)."""
+
+    until: str
+    max_iterations: int
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Node:
     id: str
@@ -190,6 +200,7 @@ class Node:
     cache: CacheSpec | None = None
     resources: Mapping[str, float] = field(default_factory=lambda: EMPTY)
     is_finally: bool = False
+    loop: Loop | None = None  # MAPPED only: its instances are the iterations `<id>.1`, ...
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from .fanout import FanOuts
 from .foreach import default_key, key_problem, qualified, taken_by
 from .instances import JOB_KEYS, Instances
 from .loader import DEFAULT_MAX_FILE_SIZE, Document, Path_, SourceMap, load_file
+from .loopplan import LoopPlans
 from .model import Deferred, Node, NodeKind, Plan, Scope
 from .namecheck import BASE_NAMES, RUN_NAMES, STEP_NAMES, NameChecker, step_hint
 from .params import merge_params, parse_param_value
@@ -90,6 +91,7 @@ class Planner:
         self.steps = StepBuilder(self.problems, self.values, plugins, self.nodes, self.pools)
         self.instances = Instances(self)
         self.fanouts = FanOuts(self)
+        self.loops = LoopPlans(self)
 
     # -- entry -------------------------------------------------------------------------------
 
@@ -309,7 +311,9 @@ class Planner:
             site
         ):
             return
-        if "for_each" in step:
+        if "loop" in step:
+            self.loops.expand(site)
+        elif "for_each" in step:
             self.fanouts.expand(site)
         else:
             self.build(site)

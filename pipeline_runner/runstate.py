@@ -109,9 +109,11 @@ class NodeRun:
         """The node's kind for the readers: a run-time `for_each` that ended before its items
         were known (its expression failed, or a need failed or was skipped) is a step that
         ended so, counted and reported like one; once expanded it is the group of its
-        instances."""
+        instances.  A loop that failed on its own (`loop_limit`, an `until` that cannot be
+        evaluated), not by an iteration's failure, is a failed step too."""
         kind = self.node.kind
-        if kind is NodeKind.MAPPED and not self.members and self.state in _UNEXPANDED_ENDS:
+        own = not self.members or (self.node.loop is not None and self.kind is not None)
+        if kind is NodeKind.MAPPED and own and self.state in _UNEXPANDED_ENDS:
             return NodeKind.STEP
         return kind
 

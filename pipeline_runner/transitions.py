@@ -17,6 +17,7 @@ from . import compensation, expansion, limits, runfacts, runsetup, triggers
 from .errors import TemplateError
 from .kinds import FailureKind, RunStatus
 from .logfiles import log_file_name
+from .loops import Loops
 from .model import Node, NodeKind, Plan, Scope, State, has_deferred
 from .runstate import NodeRun, Options, RunState, group_output, group_state
 from .runtime import Renderer
@@ -46,6 +47,7 @@ class Transitions:
         self.finally_released = False
         self.compensations: list[str] | None = None  # queued compensation nodes, once built
         self.started = time.time()  # the run's (or this resume's) start, for run.duration
+        self.loops = Loops(self)
 
     def log_path(self, nid: str) -> str:
         return f"{self.logs_dir}/{log_file_name(nid)}"
@@ -88,10 +90,14 @@ class Transitions:
             return
         if nr.follow_id:
             self.follow(nr)
+        elif node.loop is not None and nr.members:
+            self.loops.advance(nr)
         elif node.kind is NodeKind.GROUP or (node.kind is NodeKind.MAPPED and nr.members):
             self.complete_group(nr)
         elif self.stopped_by_needs(nr):
             return
+        elif node.loop is not None:
+            self.loops.advance(nr)
         elif node.kind is NodeKind.MAPPED:
             self.expand_mapped(nr)
         else:
@@ -373,11 +379,14 @@ class Transitions:
         for child in ready:
             self.became_ready(child)
 
-    def add_instances(self, nr: NodeRun, nodes: list[Node]) -> list[NodeRun]:
+    def add_instances(
+        self, nr: NodeRun, nodes: list[Node], keep: bool | None = None
+    ) -> list[NodeRun]:
         """The instances join the run (on resume, those that succeeded before keep their
-        output); returns those ready to start."""
+        output, unless `keep` is False); returns those ready to start."""
         state, preset, node = self.state, self.options.preset, nr.node
-        keep = bool(preset) and expansion.upstream_kept(state, preset, node)
+        if keep is not False:
+            keep = bool(preset) and expansion.upstream_kept(state, preset, node)
         children = []
         for inst in nodes:
             child = NodeRun(inst, log_path=self.log_path(inst.id), waiting=len(inst.needs))
