@@ -97,7 +97,9 @@ def _when_busy(fd: int, spec: Concurrency, note: Callable[[str], None]) -> None:
         from .cancel import interrupt
 
         interrupt(holder.get("pid"), holder.get("pid_start"))
-        note(f"concurrency group {spec.group!r} is busy ({who}): cancelling it (if_running: cancel)")
+        note(
+            f"concurrency group {spec.group!r} is busy ({who}): cancelling it (if_running: cancel)"
+        )
     else:
         note(f"concurrency group {spec.group!r} is busy ({who}): waiting (if_running: queue)")
     fcntl.lockf(fd, fcntl.LOCK_EX)  # blocks until the holder's process lets go or ends

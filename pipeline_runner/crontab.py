@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import sys
 from collections.abc import Sequence
 
 from . import timetable
@@ -21,7 +22,11 @@ from .model import Plan
 
 
 def runner_command() -> str:
-    """The `runner` to call: the one on PATH, absolute (cron's PATH is short)."""
+    """The `runner` to call, absolute (cron's PATH is short): the one installed beside this
+    Python (its virtual environment's), else the one on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "runner")
+    if os.access(beside, os.X_OK):
+        return beside
     found = shutil.which("runner")
     return os.path.abspath(found) if found else "runner"
 
@@ -50,9 +55,7 @@ def crontab_text(
     return "\n".join(lines) + "\n", unsaid
 
 
-def run_command(
-    plan: Plan, state_dir: str, params: Sequence[str], params_file: str | None
-) -> str:
+def run_command(plan: Plan, state_dir: str, params: Sequence[str], params_file: str | None) -> str:
     args = [runner_command(), "run", os.path.abspath(plan.file)]
     args += ["--state-dir", os.path.abspath(state_dir), "--progress", "none"]
     if params_file:

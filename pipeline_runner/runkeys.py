@@ -35,8 +35,9 @@ class RunKeys:
         rendered = self.values.render(self.f, raw, at, Scope(), _RULES)
         if rendered is not INVALID and (isinstance(rendered, Deferred) or has_deferred(rendered)):
             self.problems.error(
-                self.f, at, "must be known before the run: use params or env, not steps, run "
-                "or secrets"
+                self.f,
+                at,
+                "must be known before the run: use params or env, not steps, run or secrets",
             )
             return INVALID
         return rendered
