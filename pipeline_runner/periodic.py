@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,6 @@ class Settings:
     max_runs: int | None = None
     progress: str = "none"
     log: Callable[[str], None] = print
-    extra: list[str] = field(default_factory=list)
 
 
 class Loop:
@@ -180,7 +179,7 @@ class Loop:
             args += ["--params-file", params_file]
         for item in s.params:
             args += ["--param", item]
-        return args + s.extra
+        return args
 
     def finish_text(self, child: subprocess.Popen[bytes], since: float) -> str:
         from .store import open_store

@@ -420,3 +420,59 @@ def test_schedule_refuses_a_file_without_a_schedule_and_if_running_must_be_known
     assert result.code == 2
     assert f"{bad}:4:37: error: concurrency.if_running: expected one of" in result.stderr
     assert not os.path.exists(plain.parent / "state" / "runs.db")
+
+
+# -- the decisions behind the loop, as functions -------------------------------------------------
+
+
+def test_next_due_times_of_intervals_and_crons() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from pipeline_runner import timetable
+    from pipeline_runner.model import Schedule
+
+    every = Schedule(interval=10.0)
+    assert timetable.first_due(every, 100.0) == 100.0
+    assert timetable.next_due(every, 100.0, 101.0) == 110.0
+    assert timetable.next_due(every, 100.0, 135.0) == 140.0  # missed starts: no burst
+    paris = Schedule(cron="30 3 * * *", timezone="Europe/Paris")
+    noon = datetime(2026, 7, 1, 12, 0, tzinfo=ZoneInfo("UTC")).timestamp()
+    due = datetime.fromtimestamp(timetable.first_due(paris, noon), ZoneInfo("Europe/Paris"))
+    assert (due.day, due.hour, due.minute) == (2, 3, 30)
+    seconds = Schedule(cron="*/10 * * * * *")
+    assert timetable.first_due(seconds, 1000.0) == 1010.0
+
+
+@pytest.mark.parametrize(
+    ("spec", "line"),
+    [
+        ({"cron": "0 3 * * *"}, "0 3 * * *"),
+        ({"cron": "0 */2 * * * *"}, "*/2 * * * *"),
+        ({"cron": "5 * * * * *"}, None),
+        ({"interval": 60.0}, "* * * * *"),
+        ({"interval": 900.0}, "*/15 * * * *"),
+        ({"interval": 420.0}, None),
+        ({"interval": 21600.0}, "0 */6 * * *"),
+        ({"interval": 86400.0}, "0 0 * * *"),
+        ({"interval": 30.0}, None),
+    ],
+)
+def test_crontab_fields_only_when_exact(spec: dict[str, Any], line: str | None) -> None:
+    from pipeline_runner import timetable
+    from pipeline_runner.model import Schedule
+
+    assert timetable.as_crontab(Schedule(**spec)) == line
+
+
+def test_what_a_due_start_does() -> None:
+    from pipeline_runner.kinds import DueAction
+    from pipeline_runner.model import IfRunning
+    from pipeline_runner.periodic import on_due
+
+    assert on_due(False, IfRunning.SKIP, False) is DueAction.START
+    assert on_due(True, None, False) is DueAction.SKIP
+    assert on_due(True, IfRunning.SKIP, False) is DueAction.SKIP
+    assert on_due(True, IfRunning.QUEUE, False) is DueAction.QUEUE
+    assert on_due(True, IfRunning.QUEUE, True) is DueAction.SKIP  # one start waits at most
+    assert on_due(True, IfRunning.CANCEL, False) is DueAction.CANCEL
