@@ -22,6 +22,7 @@ cancellation, as a first Ctrl-C); a second one is handed on too (the run then st
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -221,7 +222,9 @@ def chained_params_file(entry: Entry, settings: Settings, log: Callable[[Entry, 
         log(entry, f"params from run {run_id}: {json.dumps(fed, sort_keys=True, default=str)}")
     folder = Path(settings.state_dir) / "schedule"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{entry.plan.name}-{os.getpid()}.params.json"
+    # One file per scheduled file and schedule process: a run reads it as it plans.
+    which = hashlib.sha256(entry.file.encode()).hexdigest()[:8]
+    path = folder / f"{entry.plan.name}-{which}-{os.getpid()}.params.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(values, default=str))
     os.replace(tmp, path)
