@@ -304,6 +304,20 @@ def test_runner_cancel_stops_a_run_from_another_process(
     assert unknown.code == 2 and "no run with id 'nope'" in unknown.stderr
 
 
+def test_runner_cancel_of_a_scheduled_run_lets_the_schedule_go_on(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path, procs: Procs
+) -> None:
+    path = holding(write_pipeline, tmp_path, "ticking", "schedule:\n  interval: 200ms\n")
+    schedule = procs.start("schedule", str(path), "--max-runs", "2", name="schedule")
+    run_id = holding_run(run_cli)
+    result = run_cli("cancel", run_id)
+    assert result.code == 0 and f"run {run_id}: cancelled" in result.stdout, result.output
+    assert wait_for(lambda: f"finished run {run_id}: cancelled" in procs.output("schedule"))
+    (tmp_path / "release").touch()
+    assert schedule.wait(timeout=60) == 0, procs.output("schedule")
+    assert [r["status"] for r in runs(run_cli)] == ["cancelled", "succeeded"]
+
+
 # -- print-crontab and validation ----------------------------------------------------------------
 
 
