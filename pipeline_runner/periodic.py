@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import timetable
+from .errors import EXIT_SKIPPED
 from .kinds import DueAction
 from .model import IfRunning, Plan, Schedule
 
@@ -191,6 +192,8 @@ class Loop:
         finally:
             store.close()
         code = child.returncode
+        if row is None and code == EXIT_SKIPPED:
+            return f"not started (pid {child.pid}): its concurrency group is busy, exit {code}"
         if row is None:
             return f"finished (pid {child.pid}): no run recorded, exit {code}"
         took = (row["finished"] or time.time()) - row["started"]

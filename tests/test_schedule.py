@@ -280,6 +280,24 @@ def test_a_crashed_holder_does_not_block_the_group(
     assert [r["status"] for r in runs(run_cli)][-1] == "succeeded"
 
 
+def test_a_scheduled_run_meets_a_manual_run_of_its_group(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path, procs: Procs
+) -> None:
+    extra = "schedule:\n  interval: 1s\n" + group("skip")
+    path = holding(write_pipeline, tmp_path, "shared", extra)
+    manual = procs.start("run", str(path), "--progress", "plain", name="manual")
+    holding_run(run_cli)
+    result = run_cli("schedule", str(path), "--max-runs", "1")
+    assert result.code == 0, result.output
+    assert "not started (pid " in result.stdout and "concurrency group is busy, exit 76" in (
+        result.stdout
+    )
+    assert "runner: skipped: concurrency group 'shared' is busy" in result.stderr
+    assert len(runs(run_cli)) == 1
+    (tmp_path / "release").touch()
+    assert manual.wait(timeout=60) == 0
+
+
 # -- runner cancel -------------------------------------------------------------------------------
 
 
