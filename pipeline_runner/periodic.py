@@ -184,13 +184,7 @@ class Loop:
         return args
 
     def finish_text(self, child: subprocess.Popen[bytes], since: float) -> str:
-        from .store import open_store
-
-        store = open_store(Path(self.settings.state_dir), create=False)
-        try:
-            row = store.run_of_pid(child.pid, since - 1.0)
-        finally:
-            store.close()
+        row = recorded_run(self.settings.state_dir, child.pid, since - 1.0)
         code = child.returncode
         if row is None and code == EXIT_SKIPPED:
             return f"not started (pid {child.pid}): its concurrency group is busy, exit {code}"
@@ -241,6 +235,22 @@ def base_params(settings: Settings) -> dict[str, Any]:
 
     data = load_values_file(settings.params_file, settings.max_file_size).data
     return dict(data) if isinstance(data, dict) else {}
+
+
+def recorded_run(state_dir: str, pid: int, since: float) -> dict[str, Any] | None:
+    """The run the runner of process `pid` recorded, if any (a run refused before it started,
+    by a bad parameter or a busy group, recorded none; there may be no store yet)."""
+    from .errors import RunNotFound, StoreError
+    from .store import open_store
+
+    try:
+        store = open_store(Path(state_dir), create=False)
+    except (RunNotFound, StoreError):
+        return None
+    try:
+        return store.run_of_pid(pid, since)
+    finally:
+        store.close()
 
 
 def previous_outputs(state_dir: str, file: str) -> tuple[str, dict[str, Any]] | None:
