@@ -11,7 +11,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from conftest import PIPELINES, RunCli, no_traceback, runner_executable, user_env, wait_for
@@ -46,12 +46,14 @@ class Procs:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self.started: list[subprocess.Popen[str]] = []
+        self.files: list[IO[str]] = []
 
     def start(self, *args: str, name: str = "proc") -> subprocess.Popen[str]:
         env = user_env()
         env.pop("GITHUB_ACTIONS", None)
         env["PIPELINE_RUNNER_STATE_DIR"] = str(self.tmp_path / "state")
         out = open(self.tmp_path / f"{name}.out", "w")  # noqa: SIM115 (closed with the test)
+        self.files.append(out)
         proc = subprocess.Popen(
             [runner_executable(), *args],
             cwd=self.tmp_path,
@@ -76,6 +78,8 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    for out in found.files:
+        out.close()
     (tmp_path / "release").touch()  # let go any step process a killed runner left
 
 
