@@ -763,7 +763,7 @@ def logs(run_id: str, step: str | None, follow: bool, as_json: bool, state_dir: 
 @click.option(
     "--progress",
     type=click.Choice(defaults.PROGRESS_CHOICES),
-    default="none",
+    default=defaults.SCHEDULE_PROGRESS,
     show_default=True,
     help="The --progress of each run (none: its failures and last line).",
 )

@@ -20,6 +20,8 @@ GRACE_MAX = 3600.0
 MAX_FILE_SIZE = 10 * 1024 * 1024  # bytes of a pipeline, params or secrets file
 RUNS_LIMIT = 30  # rows `runner runs` shows
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024  # a step's output as JSON; a command's stdout kept
+SCHEDULE_PROGRESS = "none"  # the --progress of the runs `runner schedule` starts
+SCHEDULE_POLL = 0.05  # seconds between the schedule's looks at the clock and its runs
 
 
 def workers() -> int:

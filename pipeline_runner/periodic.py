@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import timetable
+from . import defaults, timetable
 from .errors import EXIT_SKIPPED
 from .kinds import DueAction
 from .model import IfRunning, Plan, Schedule
 
-POLL = 0.05  # seconds between looks at the clock and the children
+POLL = defaults.SCHEDULE_POLL
 
 
 def on_due(busy: bool, if_running: IfRunning | None, pending: bool) -> DueAction:
@@ -78,7 +78,7 @@ class Settings:
     params_file: str | None = None
     max_file_size: int = 0
     max_runs: int | None = None
-    progress: str = "none"
+    progress: str = defaults.SCHEDULE_PROGRESS
     log: Callable[[str], None] = print
 
 
