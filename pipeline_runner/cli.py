@@ -24,6 +24,7 @@ from .errors import (
     Diagnostic,
     PipelineError,
     RunnerError,
+    RunSkipped,
     UsageError,
 )
 from .escape import ci_report, printable
@@ -44,7 +45,8 @@ def fail(exc: RunnerError) -> NoReturn:
         _echo_err(f"{count} error{'s' if count != 1 else ''} found; nothing was run")
     else:
         # A message may quote a value from a file or the command line: escaped, on its lines.
-        _echo_err(f"runner: error: {printable(str(exc), one_line=False)}")
+        what = "skipped" if isinstance(exc, RunSkipped) else "error"
+        _echo_err(f"runner: {what}: {printable(str(exc), one_line=False)}")
     sys.exit(exc.exit_code)
 
 
@@ -750,3 +752,70 @@ def logs(run_id: str, step: str | None, follow: bool, as_json: bool, state_dir: 
             click.echo(f"==> {printable(name)} <==")
         # As written, but with no escape sequence for the terminal and no CI command.
         click.echo(printable(text, one_line=False), nl=False)
+
+
+@main.command(short_help="Start runs of pipelines on their `schedule:`, in the foreground.")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--max-runs",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Stop once N runs of each file have started and ended (default: run until stopped).",
+)
+@click.option(
+    "--print-crontab",
+    is_flag=True,
+    help="Print crontab lines (`runner run FILE ...`) for the schedules instead; run nothing.",
+)
+@click.option(
+    "--progress",
+    type=click.Choice(defaults.PROGRESS_CHOICES),
+    default=defaults.SCHEDULE_PROGRESS,
+    show_default=True,
+    help="The --progress of each run (none: its failures and last line).",
+)
+@param_options
+@state_dir_option
+def schedule(
+    files: tuple[str, ...],
+    max_runs: int | None,
+    print_crontab: bool,
+    progress: str,
+    state_dir: str,
+    **planner: Any,
+) -> None:
+    """Start runs of pipelines on their `schedule:` (cron or interval) until stopped.
+
+    Each run is a `runner run FILE` of its own, recorded in the state folder; one line is
+    logged per start and finish.  SIGINT/SIGTERM stop the schedule cleanly: a run in progress is
+    cancelled as a first Ctrl-C would.
+    """
+    from .crontab import crontab_text
+    from .periodic import schedule_plans, start_schedule
+
+    options = planner_options(**planner)
+    plans = schedule_plans(files, options)
+    if print_crontab:
+        text, unsaid = crontab_text(plans, state_dir, planner["params"], options.params_file)
+        click.echo(text, nl=False)
+        for line in unsaid:
+            _echo_err(f"runner: warning: {line}")
+        return
+    sys.exit(start_schedule(plans, state_dir, options, max_runs, progress, click.echo))
+
+
+@main.command()
+@click.argument("run_id", shell_complete=completion.run_ids)
+@click.option("--no-wait", is_flag=True, help="Return once the run is told, not once it ended.")
+@state_dir_option
+def cancel(run_id: str, no_wait: bool, state_dir: str) -> None:
+    """Cancel a running run from another terminal, as a first Ctrl-C in its own would."""
+    from pathlib import Path
+
+    from .cancel import cancel as cancel_run
+    from .cancel import wait_ended
+
+    row = cancel_run(Path(state_dir), run_id)
+    click.echo(f"cancelling run {row['id']} (pid {row['pid']})")
+    if not no_wait:
+        click.echo(f"run {row['id']}: {wait_ended(Path(state_dir), row)}")

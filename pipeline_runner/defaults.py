@@ -23,6 +23,8 @@ MAX_OUTPUT_BYTES = 16 * 1024 * 1024  # a step's output as JSON; a command's stdo
 # `--metrics`: the upper bounds (seconds) of the step duration histogram's buckets
 STEP_DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 MAX_LOOP_ITERATIONS = 10_000  # the largest `loop.max_iterations` a pipeline may set
+SCHEDULE_PROGRESS = "none"  # the --progress of the runs `runner schedule` starts
+SCHEDULE_POLL = 0.05  # seconds between the schedule's looks at the clock and its runs
 
 
 def workers() -> int:

@@ -130,6 +130,30 @@ def _start(request: RunRequest, resume: str | None, force: bool) -> int:
 
             write_report(request.json_path, masker.json(json.loads(to_json(plan)), indent=2) + "\n")
         return EXIT_OK
+    from .concurrency import enter
+
+    group = enter(Path(request.state_dir), plan.concurrency, _note)
+    try:
+        return _execute(request, plan, (secret_values, masker), resume, (force, chosen))
+    finally:
+        group.release()  # once the run's end is recorded: the next of the group may start
+
+
+def _note(text: str) -> None:
+    sys.stderr.write(f"runner: {text}\n")
+    sys.stderr.flush()
+
+
+def _execute(
+    request: RunRequest,
+    plan: Plan,
+    secrets: tuple[dict[str, str], Masker],
+    resume: str | None,
+    choice: tuple[bool, Chosen],
+) -> int:
+    """The run itself, once the plan may run (its concurrency group is held)."""
+    secret_values, masker = secrets
+    force, chosen = choice
     if request.workers is not None and request.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {request.workers}")
     workers = request.workers or defaults.workers()

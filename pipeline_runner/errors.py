@@ -19,6 +19,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STORE = 3
 EXIT_INTERNAL = 70  # a bug in the runner (an exception no error class covers)
+# a run not started: its concurrency group is busy and its `if_running` is `skip`
+EXIT_SKIPPED = 76
 EXIT_SIGINT = 130
 EXIT_BROKEN_PIPE = 141  # the reader of our output went away (128 + SIGPIPE)
 EXIT_SIGTERM = 143
@@ -110,6 +112,19 @@ class RunNotFound(RunnerError):
 
 class RunBusy(RunnerError):
     """Another runner is running or resuming this run (it holds the run's lock)."""
+
+    exit_code = EXIT_USAGE
+
+
+class RunSkipped(RunnerError):
+    """A run was not started: another run of its concurrency group is going (`if_running:
+    skip`)."""
+
+    exit_code = EXIT_SKIPPED
+
+
+class NotRunning(RunnerError):
+    """`runner cancel` of a run that is not running."""
 
     exit_code = EXIT_USAGE
 

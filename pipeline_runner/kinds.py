@@ -39,6 +39,15 @@ class RunStatus(_Text):
     CANCELLED = "cancelled"
 
 
+class DueAction(_Text):
+    """What `runner schedule` does when a start is due (periodic.py)."""
+
+    START = "start"
+    SKIP = "skip"  # its previous run still goes on (if_running: skip, or no concurrency block)
+    QUEUE = "queue"  # start when the previous run ends
+    CANCEL = "cancel"  # cancel the previous run, then start
+
+
 class GroupKind(_Text):
     FOR_EACH = "for_each"
     TEMPLATE = "template"

@@ -61,6 +61,32 @@ class State(enum.Enum):
         return self in (State.SUCCEEDED, State.SKIPPED, State.FAILED_ALLOWED, State.CACHED)
 
 
+class IfRunning(enum.Enum):
+    """What a run does when another run of its concurrency group is going (`if_running`)."""
+
+    SKIP = "skip"  # not started: exit EXIT_SKIPPED
+    QUEUE = "queue"  # waits until the group is free
+    CANCEL = "cancel"  # the running one is cancelled (as `runner cancel`), then this starts
+
+
+@dataclass(frozen=True, slots=True)
+class Concurrency:
+    """`concurrency:`: at most one run of the group at a time on one state folder."""
+
+    group: str
+    if_running: IfRunning = IfRunning.QUEUE
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """`schedule:`: when `runner schedule` starts runs; exactly one of `cron` and `interval`."""
+
+    cron: str | None = None
+    interval: float | None = None  # seconds
+    timezone: str | None = None  # an IANA name; None is UTC
+    params_from_previous: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Deferred:
     """A template value rendered at run time (it reads upstream outputs, `run` or secrets)."""
@@ -219,6 +245,8 @@ class Plan:
     aliases: Mapping[str, str] = field(default_factory=lambda: EMPTY)  # top-level step names
     dependents: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: EMPTY)
     timeout: float | None = None  # seconds the main steps may take, from the run's start
+    schedule: Schedule | None = None
+    concurrency: Concurrency | None = None
 
     def steps(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.kind is not NodeKind.GROUP]

@@ -4,6 +4,7 @@
     runs/<run id>/logs/      one log file per step attempt
     runs/<run id>/scratch/   steps' scratch folders
     runs/<run id>/run.lock   held (an OS lock) by the one runner running or resuming the run
+    groups/<group>.lock      held by the one run of a `concurrency` group (concurrency.py)
 
 Step cache entries live in the store; there is no cache folder.
 """
@@ -51,3 +52,7 @@ class StatePaths:
 
     def run(self, run_id: str) -> RunPaths:
         return RunPaths(self.runs / run_id)
+
+    def group_lock(self, file_name: str) -> Path:
+        """The lock of a concurrency group (`file_name`: the group's name made a file name)."""
+        return self.root / "groups" / f"{file_name}.lock"

@@ -38,6 +38,7 @@ from .namecheck import BASE_NAMES, RUN_NAMES, STEP_NAMES, NameChecker, step_hint
 from .params import merge_params, parse_param_value
 from .plugins import Registry, registry
 from .rendering import INVALID, Rules, ValueRenderer
+from .runkeys import RunKeys
 from .schema import validate_document
 from .site import FileContext, Problems, Site, StepList
 from .stepnodes import StepBuilder, parse_duration
@@ -120,6 +121,9 @@ class Planner:
             f, data.get("outputs") or {}, ("outputs",), top_scope, Rules(RUN_NAMES)
         )
         timeout = self.steps.duration(f, data.get("timeout"), ("timeout",), positive=True)
+        run_keys = RunKeys(self.problems, self.values, f)
+        schedule = run_keys.schedule(data.get("schedule"), f.context["params"])
+        concurrency = run_keys.concurrency(data.get("concurrency"))
         if self.check_instance_needs():  # the graph below would meet ids that do not exist
             raise PipelineError(in_file_order(self.problems.found))
         self.check_graph()
@@ -141,6 +145,8 @@ class Planner:
             aliases=MappingProxyType(top_aliases),
             dependents=graph.dependents(nodes),
             timeout=timeout,
+            schedule=schedule,
+            concurrency=concurrency,
         )
 
     def open_file(self, doc: Document, params: dict[str, Any]) -> FileContext:

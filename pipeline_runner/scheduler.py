@@ -115,8 +115,6 @@ class Scheduler:
             MappingProxyType({nid: nr.change(nr.state) for nid, nr in self.state.runs.items()}),
             started,
         )
-        for sink in self.sinks:
-            sink.run_started(info)
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
@@ -124,8 +122,11 @@ class Scheduler:
         # The handlers stay until the end of the run is recorded: a signal arriving while the
         # workers close or the store commits is noted (a second one still kills the workers at
         # once), never a KeyboardInterrupt or a default SIGTERM death that leaves the run
-        # `running` in the store.
+        # `running` in the store.  They come before the run is recorded: once `runner cancel`
+        # can see the run, its signal is a clean cancellation.
         try:
+            for sink in self.sinks:
+                sink.run_started(info)
             try:
                 self.executor.start()
                 self.start_roots()

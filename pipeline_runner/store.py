@@ -314,6 +314,23 @@ class Store:
         )
         return [dict(row) for row in rows]
 
+    def latest_run(self, file: str, *, status: str | None = None) -> dict[str, Any] | None:
+        """The newest run of pipeline file `file` (an absolute path), of `status` if given."""
+        found = self._rows(
+            "SELECT * FROM runs WHERE file = ? AND (? IS NULL OR status = ?) "
+            "ORDER BY started DESC, id DESC LIMIT 1",
+            (file, status, status),
+        )
+        return dict(found[0]) if found else None
+
+    def run_of_pid(self, pid: int, since: float) -> dict[str, Any] | None:
+        """The newest run a runner of process `pid` started at or after `since`."""
+        found = self._rows(
+            "SELECT * FROM runs WHERE pid = ? AND started >= ? ORDER BY started DESC LIMIT 1",
+            (pid, since),
+        )
+        return dict(found[0]) if found else None
+
     def run(self, run_id: str) -> dict[str, Any]:
         found = self._rows("SELECT * FROM runs WHERE id = ?", (run_id,))
         row = found[0] if found else None
