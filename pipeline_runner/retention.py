@@ -49,7 +49,8 @@ def named(store: Store, prefixes: Sequence[str]) -> list[dict[str, Any]]:
         full_id = store.resolve(prefix)
         rows.setdefault(full_id, store.run(full_id))
     for row in rows.values():
-        if live_status(row) == RunStatus.RUNNING:
+        row["status"] = live_status(row)
+        if row["status"] == RunStatus.RUNNING:
             raise UsageError(
                 f"run {row['id']} is running (runner pid {row['pid']}); stop it first "
                 "(Ctrl-C in its terminal, or `runner cancel`), then remove it; nothing was deleted"
@@ -65,7 +66,9 @@ def older_than(
     now = time.time() if now is None else now
     where = RunFilter(status=status, ended_before=now - age)
     rows = store.runs(None, where)
-    ended = [row for row in rows if live_status(row) != RunStatus.RUNNING]
+    for row in rows:
+        row["status"] = live_status(row)
+    ended = [row for row in rows if row["status"] != RunStatus.RUNNING]
     return list(reversed(ended))  # oldest first
 
 
