@@ -281,6 +281,7 @@ HEADER_STATES = (
     State.UPSTREAM_FAILED,
     State.SKIPPED,
     State.CANCELLED,
+    State.COMPENSATED,
 )
 
 
