@@ -87,8 +87,8 @@ class RunFilter:
             args.append(self.since)
         if self.ended_before is not None:
             # A finished run by its end; a stopped one (no end recorded) by its start.
-            clauses.append("COALESCE(r.finished, r.started) < ?")
-            args.append(self.ended_before)
+            clauses.append("(r.finished < ? OR (r.finished IS NULL AND r.started < ?))")
+            args.extend((self.ended_before, self.ended_before))
         return " AND ".join(clauses) or "1", tuple(args)
 
     @property

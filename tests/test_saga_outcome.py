@@ -103,15 +103,9 @@ def test_every_compensation_succeeding_ends_the_run_compensated(
 ) -> None:
     result, run_id, summary = run_saga(run_cli, write_pipeline(SAGA))
     assert result.code == EXIT_FAILED == 1, result.output  # still a failed run
-    assert journal(tmp_path) == [
-        "reserve",
-        "charge",
-        "ship",
-        "refund",
-        "release R-1",
-        "finally compensated",
-        "alert",  # failure() holds for a compensated run
-    ]
+    assert journal(tmp_path)[:5] == ["reserve", "charge", "ship", "refund", "release R-1"]
+    # the `finally` steps, in either order: failure() holds for a compensated run
+    assert sorted(journal(tmp_path)[5:]) == ["alert", "finally compensated"]
     assert f"run {run_id} compensated in" in result.stdout
     assert f"resume with: runner resume {run_id}" in result.stdout
     assert "↶ compensated     charge" in result.stdout
@@ -152,15 +146,8 @@ def test_a_failed_compensation_ends_the_run_compensation_failed(
     result, run_id, summary = run_saga(run_cli, write_pipeline(SAGA), "-p", "refund_ok=no")
     assert result.code == EXIT_COMPENSATION_FAILED == 77, result.output
     # the other compensations still run: undo as much as can be undone
-    assert journal(tmp_path) == [
-        "reserve",
-        "charge",
-        "ship",
-        "refund",
-        "release R-1",
-        "finally compensation_failed",
-        "alert",
-    ]
+    assert journal(tmp_path)[:5] == ["reserve", "charge", "ship", "refund", "release R-1"]
+    assert sorted(journal(tmp_path)[5:]) == ["alert", "finally compensation_failed"]
     assert f"run {run_id} compensation_failed in" in result.stdout
     data = show(run_cli, run_id)
     assert data["run"]["status"] == "compensation_failed" and data["run"]["exit_code"] == 77
@@ -193,7 +180,8 @@ def test_a_run_without_compensations_keeps_its_status(
     data = show(run_cli, run_id)
     assert data["run"]["status"] == status
     assert "compensated" not in states(data).values()
-    assert journal(tmp_path)[-1 if status == "succeeded" else -2] == f"finally {status}"
+    alert = [] if status == "succeeded" else ["alert"]
+    assert sorted(journal(tmp_path)[-len(alert) - 1 :]) == sorted([f"finally {status}", *alert])
 
 
 def test_resume_runs_the_undone_steps_again_and_the_cache_forgets_them(
