@@ -75,7 +75,7 @@ class RunInfo:
 @dataclass(frozen=True, slots=True)
 class RunResult:
     run_id: str
-    status: RunStatus  # succeeded | failed | cancelled
+    status: RunStatus  # succeeded | failed | cancelled | compensated | compensation_failed
     exit_code: int
     nodes: Mapping[str, StepChanged]
     outputs: dict[str, Any]

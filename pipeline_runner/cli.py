@@ -28,6 +28,7 @@ from .errors import (
     UsageError,
 )
 from .escape import ci_report, printable
+from .runfilter import ENDED_STATUSES, STATUSES
 
 F = TypeVar("F", bound=Callable[..., Any])
 REPORT_URL = "https://github.com/pipeline-runner/pipeline-runner/issues"
@@ -650,25 +651,50 @@ def resume_planner(recorded: dict[str, Any], params: Sequence[str], params_file:
 @click.option("--json", "as_json", is_flag=True, help="JSON for tools.")
 @click.option(
     "--limit",
-    type=int,
+    type=click.IntRange(min=1),
     default=defaults.RUNS_LIMIT,
     show_default=True,
     help="Show at most this many runs.",
 )
+@click.option(
+    "--status",
+    type=click.Choice(STATUSES),
+    help="Only runs with this status (stopped: its runner died while it ran).",
+)
+@click.option("--pipeline", metavar="NAME", help="Only runs of this pipeline (a name or a glob).")
+@click.option(
+    "--since",
+    metavar="WHEN",
+    help="Only runs started since: a duration before now (2h, 7d) or an ISO date (2026-12-01).",
+)
 @state_dir_option
-def runs(as_json: bool, limit: int, state_dir: str) -> None:
+def runs(
+    as_json: bool,
+    limit: int,
+    status: str | None,
+    pipeline: str | None,
+    since: str | None,
+    state_dir: str,
+) -> None:
     """List recorded runs, newest first."""
     from pathlib import Path
 
-    from .store import open_store
-
-    store = open_store(Path(state_dir), create=False)
-    try:
-        rows = store.runs(limit)
-    finally:
-        store.close()
     from .history import live_status
+    from .runfilter import RunFilter, parse_since
+    from .store import db_path, open_store
 
+    where = RunFilter(status, pipeline, parse_since(since) if since is not None else None)
+    rows: list[dict[str, Any]] = []
+    if db_path(Path(state_dir)).exists():  # no store yet: no runs, and nothing is created
+        store = open_store(Path(state_dir), create=False)
+        try:
+            rows = store.runs(None if where.needs_live_check else limit, where)
+        finally:
+            store.close()
+    for row in rows:
+        row["status"] = live_status(row)
+    if where.needs_live_check:
+        rows = [row for row in rows if row["status"] == status][:limit]
     if as_json:
         for row in rows:
             row.pop("plan_json", None)
@@ -677,16 +703,87 @@ def runs(as_json: bool, limit: int, state_dir: str) -> None:
         click.echo(ci_report(json.dumps(rows, indent=2, default=str)))
         return
     if not rows:
-        click.echo("no runs yet")
+        filtered = status or pipeline or since
+        click.echo("no runs match" if filtered else "no runs yet")
         return
     for row in rows:
-        row["status"] = live_status(row)
-        took = f"{row['finished'] - row['started']:.1f}s" if row["finished"] else "-"
-        failed = f", {row['failed']} failed" if row["failed"] else ""
-        click.echo(
-            f"{row['id']}  {row['status']:<10} {row['pipeline']:<20} {row['steps']} steps"
-            f"{failed}  {took}"
-        )
+        click.echo(run_line(row))
+
+
+def run_line(row: dict[str, Any]) -> str:
+    """A recorded run on one line, as `runner runs` lists it."""
+    took = f"{row['finished'] - row['started']:.1f}s" if row["finished"] else "-"
+    failed = f", {row['failed']} failed" if row.get("failed") else ""
+    return (
+        f"{row['id']}  {row['status']:<10} {printable(row['pipeline']):<20} {row['steps']} steps"
+        f"{failed}  {took}"
+    )
+
+
+@main.command()
+@click.argument("run_ids", nargs=-1, required=True, shell_complete=completion.run_ids)
+@state_dir_option
+def rm(run_ids: tuple[str, ...], state_dir: str) -> None:
+    """Delete runs: their records, logs, and the cache entries no other run uses."""
+    from pathlib import Path
+
+    from .retention import delete, named
+    from .store import open_store
+
+    store = open_store(Path(state_dir), create=False)
+    try:
+        deleted = delete(store, named(store, run_ids))
+    finally:
+        store.close()
+    report_deleted(deleted.runs, deleted.cache_entries, "deleted")
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    "older",
+    metavar="AGE",
+    required=True,
+    help="Delete runs that ended longer ago than this (30d, 12h, 1w).",
+)
+@click.option(
+    "--status",
+    type=click.Choice(ENDED_STATUSES),
+    help="Only runs with this status.",
+)
+@click.option("-n", "--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
+@state_dir_option
+def prune(older: str, status: str | None, dry_run: bool, state_dir: str) -> None:
+    """Delete runs that ended long ago, with their logs and unused cache entries."""
+    from pathlib import Path
+
+    from .retention import delete, older_than
+    from .runfilter import parse_age
+    from .store import db_path, open_store
+
+    age = parse_age(older, "--older-than")
+    if not db_path(Path(state_dir)).exists():
+        click.echo("no runs recorded; nothing to prune")
+        return
+    store = open_store(Path(state_dir), create=False)
+    try:
+        rows = older_than(store, age, status)
+        if dry_run:
+            report_deleted(rows, None, "would delete")
+            return
+        deleted = delete(store, rows)
+    finally:
+        store.close()
+    report_deleted(deleted.runs, deleted.cache_entries, "deleted")
+
+
+def report_deleted(rows: Sequence[dict[str, Any]], cache_entries: int | None, verb: str) -> None:
+    """One line per run deleted (or to delete), then the count."""
+    for row in rows:
+        click.echo(f"{verb} {row['id']}  {row['status']:<10} {printable(row['pipeline'])}")
+    count = f"{len(rows)} run{'s' if len(rows) != 1 else ''}"
+    cache = f" and {cache_entries} cache entr{'ies' if cache_entries != 1 else 'y'}"
+    click.echo(f"{verb} {count}{cache if cache_entries is not None else ''}")
 
 
 @main.command()

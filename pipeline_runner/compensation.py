@@ -4,13 +4,18 @@ When the run failed, what succeeded is undone: the `compensate` actions of succe
 at a time, in reverse order of completion, within the template instances that failed (a failure
 outside any instance undoes the whole run).  When no main step (and no compensation) is left,
 the `finally` steps are released.
+
+A step whose compensation succeeded reads `compensated`; one whose compensation failed stays
+`succeeded` (its effect remains) beside its failed `<id>:compensate`.  The run then ends
+`compensated` when every compensation it started succeeded, `compensation_failed` when one did
+not (see `outcome`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from .kinds import INSTANCE_KINDS
+from .kinds import INSTANCE_KINDS, RunStatus
 from .model import Node, NodeKind, Plan, State
 from .runstate import NodeRun, RunState
 
@@ -85,3 +90,25 @@ def release_finally(state: RunState) -> list[NodeRun]:
             if nr.waiting == 0:
                 ready.append(nr)
     return ready
+
+
+def undone(state: RunState, comp: NodeRun) -> NodeRun | None:
+    """The step a compensation that ended has undone (it succeeded), else None."""
+    if comp.compensates is None or comp.state is not State.SUCCEEDED:
+        return None
+    step = state.runs.get(comp.compensates)
+    return step if step is not None and step.state is State.SUCCEEDED else None
+
+
+def outcome(state: RunState) -> RunStatus | None:
+    """How the saga of a failed run ended: None when no compensation ran (or one is still
+    going), `compensated` when each succeeded, `compensation_failed` when one did not (failed,
+    or stopped before it could succeed)."""
+    comps = [nr for nr in state.runs.values() if nr.compensates is not None]
+    if not comps:
+        return None
+    if any(nr.state.finished and nr.state is not State.SUCCEEDED for nr in comps):
+        return RunStatus.COMPENSATION_FAILED
+    if all(nr.state is State.SUCCEEDED for nr in comps):
+        return RunStatus.COMPENSATED
+    return None

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from . import defaults
 from .errors import EXIT_OK, PlatformError, UsageError
 from .graph import plain, topological
+from .kinds import RunStatus
 from .model import Node, NodeKind, Plan, State
 from .paths import StatePaths
 from .planner import Options as PlannerOptions
@@ -513,7 +514,7 @@ def _print_last_line(result: RunResult, masker: Masker, out: TextIO) -> None:
     from .report import summary_line
 
     lines = [summary_line(result)]
-    if result.status in ("cancelled", "failed"):
+    if result.status is not RunStatus.SUCCEEDED:
         lines.append(f"resume with: runner resume {result.run_id}")
     _write(out, masker.text("\n".join(lines) + "\n"))
 
@@ -526,7 +527,7 @@ def _print_summary(result: RunResult, masker: Masker, color: bool, out: TextIO) 
     if result.outputs:
         # outputs can hold a step's text: no `##[` command in CI
         text += "outputs:\n" + ci_report(masker.json(result.outputs, indent=2, default=str)) + "\n"
-    if result.status == "cancelled" or result.status == "failed":
+    if result.status is not RunStatus.SUCCEEDED:
         text += f"resume with: runner resume {result.run_id}\n"
     _write(out, text)
 

@@ -21,6 +21,9 @@ EXIT_STORE = 3
 EXIT_INTERNAL = 70  # a bug in the runner (an exception no error class covers)
 # a run not started: its concurrency group is busy and its `if_running` is `skip`
 EXIT_SKIPPED = 76
+# A failed saga whose undo did not finish: a compensation failed (or was stopped), so effects
+# of succeeded steps may remain.  A run whose compensations all succeeded exits EXIT_FAILED.
+EXIT_COMPENSATION_FAILED = 77
 EXIT_SIGINT = 130
 EXIT_BROKEN_PIPE = 141  # the reader of our output went away (128 + SIGPIPE)
 EXIT_SIGTERM = 143

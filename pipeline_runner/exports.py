@@ -82,7 +82,7 @@ def step_json(nr: StepChanged) -> dict[str, Any]:
         "worker": nr.worker,
         "group": nr.group,
         "key": nr.key,
-        "output": nr.output if nr.state in (State.SUCCEEDED, State.CACHED) else None,
+        "output": nr.output if nr.state in _WITH_OUTPUT else None,
         "outputs": json.loads(nr.outputs_json) if nr.outputs_json else None,
     }
 
@@ -109,6 +109,9 @@ def summary_json(result: RunResult, plan_name: str, masker: Masker) -> dict[str,
 def write_json(path: str, result: RunResult, plan_name: str, masker: Masker) -> None:
     text = json.dumps(summary_json(result, plan_name, masker), indent=2, default=str)
     write_report(path, text + "\n")
+
+
+_WITH_OUTPUT = (State.SUCCEEDED, State.CACHED, State.COMPENSATED)
 
 
 def _suite_of(nr: StepChanged, nodes: Mapping[str, StepChanged]) -> str:
@@ -161,6 +164,10 @@ def _testcase(suite: ET.Element, nr: StepChanged, classname: str, masker: Masker
         out = ET.SubElement(case, "system-out")
         tail = "\n".join(log_tail(nr.log_path, 50))
         out.text = masker.text(f"failed, allowed (continue_on_error): {nr.error}\n{tail}")
+        return ""
+    if nr.state is State.COMPENSATED:
+        out = ET.SubElement(case, "system-out")
+        out.text = f"succeeded, then undone by {nr.id}:compensate (the run failed)"
         return ""
     if nr.state in (State.UPSTREAM_FAILED, State.CANCELLED, State.SKIPPED):
         ET.SubElement(case, "skipped", message=message)

@@ -37,6 +37,14 @@ class RunStatus(_Text):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # A failed run whose saga undid what had succeeded: every compensation succeeded, or one
+    # did not (compensation.py decides which).
+    COMPENSATED = "compensated"
+    COMPENSATION_FAILED = "compensation_failed"
+
+
+# The statuses of a run that failed (`failure()` in a `finally` step's `if` holds).
+FAILED_RUN = (RunStatus.FAILED, RunStatus.COMPENSATED, RunStatus.COMPENSATION_FAILED)
 
 
 class DueAction(_Text):

@@ -50,6 +50,7 @@ class State(enum.Enum):
     UPSTREAM_FAILED = "upstream_failed"
     CANCELLED = "cancelled"
     CACHED = "cached"
+    COMPENSATED = "compensated"  # succeeded, then undone by its compensation (a saga)
 
     @property
     def finished(self) -> bool:

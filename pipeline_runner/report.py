@@ -34,6 +34,7 @@ SYMBOLS = {
     State.UPSTREAM_FAILED: "⊘",
     State.CANCELLED: "■",
     State.CACHED: "≡",
+    State.COMPENSATED: "↶",
 }
 COLORS = {
     State.RUNNING: "cyan",
@@ -45,6 +46,7 @@ COLORS = {
     State.UPSTREAM_FAILED: "magenta",
     State.CANCELLED: "magenta",
     State.CACHED: "blue",
+    State.COMPENSATED: "yellow",
 }
 TAIL_LINES = 10
 TAIL_BYTES = 64 * 1024
@@ -279,6 +281,7 @@ HEADER_STATES = (
     State.UPSTREAM_FAILED,
     State.SKIPPED,
     State.CANCELLED,
+    State.COMPENSATED,
 )
 
 

@@ -28,10 +28,18 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from . import limits, procs, retrying, runsetup, runsignals
+from . import compensation, limits, procs, retrying, runsetup, runsignals
 from .chains import Chains
 from .changes import RunInfo, RunResult, Sink, StepChanged
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_STORE, TemplateError
+from .errors import (
+    EXIT_COMPENSATION_FAILED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_STORE,
+    TemplateError,
+)
 from .executors import Event, Executor, Returned
 from .kinds import FailureKind, RunStatus
 from .messages import Completion, Started, Task
@@ -465,7 +473,10 @@ class Scheduler:
             exits = {int(signal.SIGTERM): EXIT_SIGTERM, int(signal.SIGINT): EXIT_SIGINT}
             return RunStatus.CANCELLED, exits.get(int(signum), 128 + int(signum))
         if failed or self.state.cancelling:
-            return RunStatus.FAILED, EXIT_FAILED
+            saga = compensation.outcome(self.state)
+            if saga is RunStatus.COMPENSATION_FAILED:
+                return saga, EXIT_COMPENSATION_FAILED
+            return saga or RunStatus.FAILED, EXIT_FAILED
         return RunStatus.SUCCEEDED, EXIT_OK
 
     def finish(self, started: float, signum: int | None) -> RunResult:

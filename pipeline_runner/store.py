@@ -24,13 +24,17 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import defaults
 from .changes import RunInfo, RunResult, StepChanged
 from .errors import RunNotFound, StoreError
 from .model import NodeKind, State
 from .paths import STORE_FILE, StatePaths
 from .procs import process_start_time
+
+if TYPE_CHECKING:
+    from .runfilter import RunFilter
 
 DB_NAME = STORE_FILE
 BUSY_TIMEOUT_MS = 250
@@ -120,6 +124,17 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE steps ADD COLUMN outputs_json TEXT;
     ALTER TABLE cache ADD COLUMN outputs_json TEXT;
+    """,
+    # 5 -> 6: run management: `runner runs` filters, `runner rm`/`prune`, the events cap; a
+    # step's cache key, so an entry a later run reused is kept while that run is
+    """
+    CREATE INDEX runs_status ON runs(status, started);
+    CREATE INDEX runs_pipeline ON runs(pipeline, started);
+    CREATE INDEX runs_finished ON runs(finished);
+    CREATE INDEX events_run ON events(run_id, seq);
+    CREATE INDEX cache_run ON cache(run_id);
+    ALTER TABLE steps ADD COLUMN cache_key TEXT;
+    CREATE INDEX steps_cache_key ON steps(cache_key) WHERE cache_key IS NOT NULL;
     """,
 ]
 
@@ -303,14 +318,16 @@ class Store:
             )
         return str(rows[0]["id"])
 
-    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+    def runs(self, limit: int | None = 50, where: RunFilter | None = None) -> list[dict[str, Any]]:
+        """Recorded runs, newest first, those `where` selects (runfilter.py); no limit: all."""
+        clause, args = where.sql() if where is not None else ("1", ())
         rows = self._rows(
-            """SELECT r.*, (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.kind = 'step')
+            f"""SELECT r.*, (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.kind = 'step')
                    AS steps,
                   (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.kind = 'step'
                    AND s.state IN ('failed', 'upstream_failed')) AS failed
-               FROM runs r ORDER BY r.started DESC, r.id DESC LIMIT ?""",
-            (limit,),
+               FROM runs r WHERE {clause} ORDER BY r.started DESC, r.id DESC LIMIT ?""",
+            (*args, -1 if limit is None else limit),
         )
         return [dict(row) for row in rows]
 
@@ -401,12 +418,17 @@ class StoreSink:
         # (the change, when), in order
         self.pending: list[tuple[StepChanged, float]] = []
         self.run_id = ""
+        # The run's step events the store holds, kept to at most `events_cap` (oldest go).
+        self.events_cap = defaults.EVENTS_PER_RUN
+        self.events_kept = 0
+        self.uncache: list[tuple[str, str]] = []  # (cache key, run id) to delete this turn
 
     def run_started(self, run: RunInfo) -> None:
         self.run_id = run.run_id
         self.position = {nid: i for i, nid in enumerate(run.nodes)}
         with self.store.transaction() as db:
             if self.resumed:
+                self.events_kept = int(db.execute(_COUNT_EVENTS, (run.run_id,)).fetchone()[0])
                 self.stop_lost_attempts(db, run.run_id)
                 db.execute(
                     "UPDATE runs SET status = 'running', finished = NULL, exit_code = NULL, "
@@ -516,6 +538,7 @@ class StoreSink:
             nr.log_path,
             position[nr.id],
             nr.outputs_json if nr.state in _OUTPUT_STATES else None,
+            nr.cache_key if nr.state in _CACHE_STATES else None,
         )
 
     def attempt_row(self, nr: StepChanged, when: float) -> tuple[Any, ...] | None:
@@ -563,6 +586,7 @@ class StoreSink:
         attempt_rows: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
         cache_rows: list[tuple[Any, ...]] = []
+        self.uncache = []  # the entries of steps a compensation undid
         for nr, when in pending:
             latest[nr.id] = nr
             attempt = self.attempt_row(nr, when)
@@ -574,6 +598,9 @@ class StoreSink:
             cached = self.cache_row(nr, when)
             if cached is not None:
                 cache_rows.append(cached)
+            elif nr.state is State.COMPENSATED and nr.cache_key:
+                # Its effect was undone: a later run must not take its result from the cache.
+                self.uncache.append((nr.cache_key, self.run_id))
         step_rows = [self.step_row(nr) for nr in latest.values()]
         self.write(step_rows, attempt_rows, events, cache_rows)
 
@@ -588,12 +615,13 @@ class StoreSink:
             db.executemany(
                 "INSERT INTO steps (run_id, step_id, kind, state, attempts, started, finished, "
                 "error_kind, error, exit_code, worker, output_json, log_path, position, "
-                "outputs_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "outputs_json, cache_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT (run_id, step_id) DO UPDATE SET "
                 "state = excluded.state, attempts = excluded.attempts, started = excluded.started, "
                 "finished = excluded.finished, error_kind = excluded.error_kind, "
                 "error = excluded.error, exit_code = excluded.exit_code, worker = excluded.worker, "
-                "output_json = excluded.output_json, outputs_json = excluded.outputs_json",
+                "output_json = excluded.output_json, outputs_json = excluded.outputs_json, "
+                "cache_key = excluded.cache_key",
                 step_rows,
             )
             if attempt_rows:
@@ -614,12 +642,29 @@ class StoreSink:
                     "VALUES (?,?,?,?,?,?)",
                     events,
                 )
+                self.events_kept += len(events)
+                if self.events_kept > self.events_cap:
+                    self.trim_events(db)
             if cache_rows:
                 db.executemany(
                     "INSERT OR REPLACE INTO cache (key, step_id, run_id, output_json, "
                     "files_json, created, outputs_json) VALUES (?,?,?,?,?,?,?)",
                     cache_rows,
                 )
+            if self.uncache:
+                db.executemany("DELETE FROM cache WHERE key = ? AND run_id = ?", self.uncache)
+
+    def trim_events(self, db: sqlite3.Connection) -> None:
+        """The events table keeps at most `events_cap` step events per run: the oldest go.
+        The run's own events (started, resumed, its end) and the `rerun` notes that
+        `runner show` prints are kept: they grow with resumes, not with steps."""
+        excess = self.events_kept - self.events_cap
+        db.execute(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE run_id = ? AND "
+            "step_id IS NOT NULL AND state != 'rerun' ORDER BY seq LIMIT ?)",
+            (self.run_id, excess),
+        )
+        self.events_kept = self.events_cap
 
     def run_finished(self, result: RunResult) -> None:
         self.turn()
@@ -641,6 +686,11 @@ class StoreSink:
             )
 
 
+# The events of a run's steps that the cap counts (StoreSink.trim_events).
+_COUNT_EVENTS = (
+    "SELECT COUNT(*) FROM events WHERE run_id = ? AND step_id IS NOT NULL AND state != 'rerun'"
+)
+
 # Tuples, not sets: the store tests every row's state against these, and hashing an enum
 # member runs Python code where `in` on a tuple compares identities first.
 _ATTEMPT_STATES = (
@@ -657,7 +707,8 @@ _ERROR_STATES = (
     State.UPSTREAM_FAILED,
     State.CANCELLED,
 )
-_OUTPUT_STATES = (State.SUCCEEDED, State.CACHED)
+_OUTPUT_STATES = (State.SUCCEEDED, State.CACHED, State.COMPENSATED)
+_CACHE_STATES = (State.SUCCEEDED, State.CACHED)  # a step row's cache key: the entry it used
 
 
 def _attempt_state(state: State) -> str:

@@ -77,12 +77,15 @@ class Transitions:
 
     def main_status(self) -> str:
         """`run.status` for `finally` steps: what `finish` will record.  A run stopped by a
-        signal is `cancelled`; one that `--fail-fast` stopped ends `failed`, as its exit says."""
+        signal is `cancelled`; one that `--fail-fast` stopped ends `failed`, as its exit says;
+        a failed run whose saga ran ends `compensated` or `compensation_failed`."""
         state = self.state
         if state.cancelling and self.signals:
             return str(RunStatus.CANCELLED)
         failed = state.main_failed or self.failed_before or state.cancelling
-        return str(RunStatus.FAILED if failed else RunStatus.SUCCEEDED)
+        if not failed:
+            return str(RunStatus.SUCCEEDED)
+        return str(compensation.outcome(state) or RunStatus.FAILED)
 
     def became_ready(self, nr: NodeRun) -> None:
         node = nr.node
@@ -207,6 +210,9 @@ class Transitions:
         if state is State.FAILED:
             self.fail_fast(nr)
         if nr.compensates is not None:
+            step = compensation.undone(self.state, nr)
+            if step is not None:
+                self.state.mark(step, State.COMPENSATED)
             self.next_compensation()
         if nr.state.ok:
             for child in self.state.dependents_of(nr.id):

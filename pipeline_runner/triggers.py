@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .kinds import FAILED_RUN
 from .model import Node, NodeKind, State
 
 if TYPE_CHECKING:  # the planner reads the names above; the run state is the core's
@@ -121,7 +122,7 @@ def functions(state: RunState, nr: NodeRun, run_status: str) -> dict[str, Any]:
     `finally` step every main step is upstream: they tell how the run went (`run_status`)."""
     cancelled = state.cancelling
     if nr.node.is_finally:
-        success, failure = run_status == "succeeded", run_status == "failed"
+        success, failure = run_status == "succeeded", run_status in FAILED_RUN
     else:
         failure = ancestors_failed(state, nr.id)
         needs = [found(state, n) for n in needs_of(state, nr.id)]

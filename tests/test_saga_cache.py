@@ -67,14 +67,16 @@ def test_the_saga_example_undoes_what_succeeded_in_reverse_order(
         "ship A-1001",
         "refund P-A-1001",
         "release R-A-1001",
-        "order A-1001 finished with status failed",
+        "order A-1001 finished with status compensated",
     ]
-    # the summary shows the compensations that ran
+    # the summary shows the compensations that ran, and the run's outcome
     assert "charge:compensate" in result.stdout and "reserve:compensate" in result.stdout
+    assert re.search(r"run \S+ compensated in", result.stdout), result.stdout
     data = show(run_cli, result.stdout)
+    assert data["run"]["status"] == "compensated" and data["run"]["exit_code"] == 1
     assert states(data) == {
-        "reserve": "succeeded",
-        "charge": "succeeded",
+        "reserve": "compensated",
+        "charge": "compensated",
         "ship": "failed",
         "charge:compensate": "succeeded",
         "reserve:compensate": "succeeded",
@@ -143,9 +145,10 @@ def test_a_tenant_failure_undoes_that_tenant_only(
     assert sorted(journal[:6]) == sorted(
         f"{action} {t}" for action in ("reserve", "charge", "ship") for t in ("good", "bad")
     )
-    assert journal[6:] == ["refund bad", "release bad", "finally failed"]
+    assert journal[6:] == ["refund bad", "release bad", "finally compensated"]
     data = states(show(run_cli, result.stdout))
     assert data["orders.good.ship"] == "succeeded" and data["orders.bad.ship"] == "failed"
+    assert data["orders.good.charge"] == "succeeded" and data["orders.bad.charge"] == "compensated"
     assert "orders.good.charge:compensate" not in data
     assert data["orders.bad.charge:compensate"] == "succeeded"
 
