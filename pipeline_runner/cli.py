@@ -721,6 +721,34 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
 
 @main.command()
 @click.argument("run_id", shell_complete=completion.run_ids)
+@click.argument("step", shell_complete=completion.run_step_ids)
+@click.option("--value", metavar="V", help="The answer, the gate's output (one of its choices).")
+@state_dir_option
+def approve(run_id: str, step: str, value: str | None, state_dir: str) -> None:
+    """Approve an approval gate that is waiting; its output is the value."""
+    from pathlib import Path
+
+    from .gatebook import record_answer
+
+    click.echo(record_answer(Path(state_dir), run_id, step, True, value))
+
+
+@main.command()
+@click.argument("run_id", shell_complete=completion.run_ids)
+@click.argument("step", shell_complete=completion.run_step_ids)
+@click.option("--message", metavar="M", help="Why: shown as the step's error.")
+@state_dir_option
+def reject(run_id: str, step: str, message: str | None, state_dir: str) -> None:
+    """Reject an approval gate that is waiting; the step fails with kind `rejected`."""
+    from pathlib import Path
+
+    from .gatebook import record_answer
+
+    click.echo(record_answer(Path(state_dir), run_id, step, False, message))
+
+
+@main.command()
+@click.argument("run_id", shell_complete=completion.run_ids)
 @click.argument("step", required=False, shell_complete=completion.run_step_ids)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing while the run goes on.")
 @click.option("--json", "as_json", is_flag=True, help="JSON: step -> log text.")

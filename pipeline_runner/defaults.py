@@ -19,6 +19,7 @@ GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a step is stopped (--gra
 GRACE_MAX = 3600.0
 MAX_FILE_SIZE = 10 * 1024 * 1024  # bytes of a pipeline, params or secrets file
 RUNS_LIMIT = 30  # rows `runner runs` shows
+APPROVAL_POLL = 1.0  # seconds between looks at the store for answers to waiting approval gates
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024  # a step's output as JSON; a command's stdout kept
 
 

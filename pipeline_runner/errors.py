@@ -19,6 +19,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STORE = 3
 EXIT_INTERNAL = 70  # a bug in the runner (an exception no error class covers)
+EXIT_WAITING = 75  # only approval gates waiting for an answer (and what needs them) are left
 EXIT_SIGINT = 130
 EXIT_BROKEN_PIPE = 141  # the reader of our output went away (128 + SIGPIPE)
 EXIT_SIGTERM = 143

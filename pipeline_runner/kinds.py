@@ -29,6 +29,7 @@ class FailureKind(_Text):
     BREAKER = "breaker"  # its pool's circuit breaker was open
     LOST = "lost"  # the runner stopped while it ran
     RUN_TIMEOUT = "run_timeout"  # the pipeline's `timeout` passed: stopped, or never started
+    REJECTED = "rejected"  # an approval gate was answered with `runner reject`
 
 
 class RunStatus(_Text):
@@ -36,6 +37,7 @@ class RunStatus(_Text):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    WAITING = "waiting"  # only approval gates (and what needs them) are left: EXIT_WAITING
 
 
 class GroupKind(_Text):

@@ -49,10 +49,11 @@ class State(enum.Enum):
     UPSTREAM_FAILED = "upstream_failed"
     CANCELLED = "cancelled"
     CACHED = "cached"
+    WAITING = "waiting"  # an approval gate waiting for its answer (approvals.py)
 
     @property
     def finished(self) -> bool:
-        return self not in (State.PENDING, State.RUNNING, State.RETRYING)
+        return self not in (State.PENDING, State.RUNNING, State.RETRYING, State.WAITING)
 
     @property
     def ok(self) -> bool:

@@ -34,6 +34,7 @@ SYMBOLS = {
     State.UPSTREAM_FAILED: "⊘",
     State.CANCELLED: "■",
     State.CACHED: "≡",
+    State.WAITING: "⏸",
 }
 COLORS = {
     State.RUNNING: "cyan",
@@ -45,6 +46,7 @@ COLORS = {
     State.UPSTREAM_FAILED: "magenta",
     State.CANCELLED: "magenta",
     State.CACHED: "blue",
+    State.WAITING: "yellow",
 }
 TAIL_LINES = 10
 TAIL_BYTES = 64 * 1024
@@ -132,6 +134,8 @@ class PlainReporter:
                 FailureKind.ERROR,
             ):  # what `retries.on` matches: crash, timeout
                 text += f" [{nr.error_kind}]"
+        elif nr.state is State.WAITING and nr.error:  # an approval gate: its prompt
+            text += f": {one_line(self.mask(nr.error))}"
         elif nr.state in (State.SKIPPED, State.UPSTREAM_FAILED) and nr.error:
             # why: which need, which exit code (after its id and a space, as a duration is)
             why = one_line(self.mask(nr.error))
@@ -273,6 +277,7 @@ class LiveReporter:
 HEADER_STATES = (
     State.RUNNING,
     State.RETRYING,
+    State.WAITING,
     State.SUCCEEDED,
     State.CACHED,
     State.FAILED,

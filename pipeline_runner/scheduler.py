@@ -31,7 +31,15 @@ from typing import TYPE_CHECKING, Any
 from . import limits, procs, retrying, runsetup, runsignals
 from .chains import Chains
 from .changes import RunInfo, RunResult, Sink, StepChanged
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_STORE, TemplateError
+from .errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_STORE,
+    EXIT_WAITING,
+    TemplateError,
+)
 from .executors import Event, Executor, Returned
 from .kinds import FailureKind, RunStatus
 from .messages import Completion, Started, Task
@@ -76,6 +84,7 @@ class Scheduler:
         self.tasks = tasks
         self.signals: list[int] = []
         self.storage_error: str | None = None
+        self.parked = False  # only approval gates waiting (and what needs them) are left
         self.deadline = Deadline(None)  # the pipeline's `timeout`, set when the run starts
         base = {"params": plan.params, "env": plan.env, "pipeline": {"name": plan.name}}
         renderer = Renderer(base, dict(secrets), self.state.lookup)
@@ -127,7 +136,7 @@ class Scheduler:
             try:
                 self.executor.start()
                 self.start_roots()
-                while self.state.unfinished > 0:
+                while self.state.unfinished > 0 and not self.parked:
                     self.turn(wake_r)
                 stopped_by = self.signals[0] if self.signals else None
             except BaseException:
@@ -164,14 +173,19 @@ class Scheduler:
             # A retry may wait longer than the operating system's waits can (2**31 ms, with a
             # delay of up to 24 days plus jitter): the loop wakes each hour and looks again.
             timeout = min(max(state.timers[0][0] - time.monotonic(), 0.0), MAX_TIMER_WAIT)
-        timeout = self.deadline.wait(timeout)
+        timeout = self.flow.gates.wait_limit(self.deadline.wait(timeout))
         if not state.running and not state.ready and not state.timers:
-            self.stall()
+            if self.flow.gates.waiting:
+                self.park()
+            else:
+                self.stall()
             return
         events = self.executor.wait(timeout, wake_r)
         runsignals.drain(wake_r)
         for event in events:
             self.handle(event)
+        if self.flow.gates.due():
+            self.flow.answer_gates()
         for nr in retrying.due_retries(state, time.monotonic()):
             if nr.state is State.RETRYING and not state.stopping(nr):
                 self.flow.retry(nr)
@@ -196,6 +210,19 @@ class Scheduler:
             self.executor.cancel(self.options.grace)
         except Exception:  # the error on its way out matters more than this one
             pass
+
+    def park(self) -> None:
+        """Nothing runs and nothing can but waiting approval gates: look for their answers a
+        last time, then stop the run `waiting` (resumed once they are answered)."""
+        gates = self.flow.gates
+        gates.next_look = 0.0
+        self.flow.answer_gates()
+        state = self.state
+        if state.ready or state.running or state.timers or state.unfinished == 0:
+            self.dispatch()
+        elif gates.waiting:
+            self.parked = True
+        self.flush()
 
     def stall(self) -> None:
         """Nothing runs and nothing can: a bug, but never a hang. Cancel what is left."""
@@ -408,7 +435,7 @@ class Scheduler:
         for nr in list(state.runs.values()):
             if not state.hard_cancel and (nr.node.is_finally or runs_on_cancel(nr)):
                 continue
-            if nr.state in (State.PENDING, State.RETRYING, State.RUNNING):
+            if nr.state in (State.PENDING, State.RETRYING, State.RUNNING, State.WAITING):
                 self.cancel_node(nr)
         state.ready = [
             e
@@ -461,6 +488,8 @@ class Scheduler:
         if signum is not None:
             exits = {int(signal.SIGTERM): EXIT_SIGTERM, int(signal.SIGINT): EXIT_SIGINT}
             return RunStatus.CANCELLED, exits.get(int(signum), 128 + int(signum))
+        if self.parked:
+            return RunStatus.WAITING, EXIT_WAITING
         if failed or self.state.cancelling:
             return RunStatus.FAILED, EXIT_FAILED
         return RunStatus.SUCCEEDED, EXIT_OK

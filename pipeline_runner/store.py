@@ -121,6 +121,23 @@ MIGRATIONS: list[str] = [
     ALTER TABLE steps ADD COLUMN outputs_json TEXT;
     ALTER TABLE cache ADD COLUMN outputs_json TEXT;
     """,
+    # 5 -> 6: approval gates (approvals.py): what each asks, since when, and its answer
+    """
+    CREATE TABLE approvals (
+        run_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        choices_json TEXT NOT NULL,
+        timeout REAL,
+        since REAL NOT NULL,
+        decision TEXT,
+        value_json TEXT,
+        message TEXT,
+        answered_by TEXT,
+        answered REAL,
+        PRIMARY KEY (run_id, step_id)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -286,6 +303,10 @@ class Store:
                     raise self.error(exc) from None
             except sqlite3.DatabaseError as exc:
                 raise self.error(exc) from None
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """Rows of a read, as dicts (for the modules that keep their own tables)."""
+        return [dict(row) for row in self._rows(sql, args)]
 
     def resolve(self, prefix: str) -> str:
         """A run id from a unique prefix of it."""
