@@ -36,10 +36,11 @@ class Approval:
                 "description": "The values `runner approve --value` accepts (any when not given).",
             },
             "timeout": {
-                "anyOf": [
-                    {"type": "number", "minimum": 0},
-                    {"type": "string", "pattern": DURATION_PATTERN},
-                ],
+                # a number of seconds, or a duration's text (approvals.with_problems checks
+                # its range)
+                "type": ["number", "string"],
+                "minimum": 0,
+                "pattern": DURATION_PATTERN,
                 "description": "How long to wait from when the gate first waits (e.g. 30m, "
                 "1h30m); then the step fails with kind `timeout`.",
             },
