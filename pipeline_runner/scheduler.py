@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from . import limits, procs, retrying, runsetup, runsignals
+from . import gating, limits, procs, retrying, runsetup, runsignals
 from .chains import Chains
 from .changes import RunInfo, RunResult, Sink, StepChanged
 from .errors import (
@@ -185,7 +185,7 @@ class Scheduler:
         for event in events:
             self.handle(event)
         if self.flow.gates.due():
-            self.flow.answer_gates()
+            gating.answer_gates(self.flow)
         for nr in retrying.due_retries(state, time.monotonic()):
             if nr.state is State.RETRYING and not state.stopping(nr):
                 self.flow.retry(nr)
@@ -216,7 +216,7 @@ class Scheduler:
         last time, then stop the run `waiting` (resumed once they are answered)."""
         gates = self.flow.gates
         gates.next_look = 0.0
-        self.flow.answer_gates()
+        gating.answer_gates(self.flow)
         state = self.state
         if state.ready or state.running or state.timers or state.unfinished == 0:
             self.dispatch()

@@ -9,12 +9,11 @@ on a worker, stopping the run for --fail-fast) it hands to the two functions it 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-from . import approvals, compensation, expansion, limits, runfacts, runsetup, triggers
+from . import approvals, compensation, expansion, gating, limits, runfacts, runsetup, triggers
 from .errors import TemplateError
 from .kinds import FailureKind, RunStatus
 from .logfiles import log_file_name
@@ -133,49 +132,12 @@ class Transitions:
             self.fail_now(nr, FailureKind.ERROR, f"template error: {exc}")
             return
         if node.uses == approvals.USES:
-            self.open_gate(nr, with_)
+            gating.open_gate(self, nr, with_)
             return
         if node.cache is not None and self.options.cache is not None and self.cached(nr, with_):
             return
         nr.task = self.tasks.make(nr, with_, env)
         self.state.enqueue(nr)
-
-    def open_gate(self, nr: NodeRun, with_: Any) -> None:
-        """An approval gate is ready: it ends now if answered already (a resume), else it
-        waits, holding no worker and no slot, until `answer_gates` finds its answer."""
-        try:
-            gate = approvals.gate_of(with_)
-        except ValueError as exc:
-            self.fail_now(nr, FailureKind.ERROR, str(exc))
-            return
-        outcome, since = self.gates.open(nr.id, gate)
-        if outcome is not None:
-            self.end_gate(nr, outcome)
-            return
-        nr.started = nr.started or since
-        nr.output = gate.request(since)
-        nr.error = "waiting for approval" + (f": {gate.prompt}" if gate.prompt else "")
-        self.state.mark(nr, State.WAITING)
-
-    def answer_gates(self) -> None:
-        """Look for the answers of waiting gates (at most every APPROVAL_POLL seconds)."""
-        runs = self.state.runs
-        for sid, outcome in self.gates.look(lambda s: runs[s].state is State.WAITING):
-            self.end_gate(runs[sid], outcome)
-
-    def end_gate(self, nr: NodeRun, outcome: approvals.Outcome) -> None:
-        """A gate's answer (or its timeout) came: approved, its value is the output."""
-        if nr.attempt == nr.base:
-            nr.attempt += 1
-        nr.finished = time.time()
-        nr.output, nr.output_json = None, "null"
-        if outcome.state is State.SUCCEEDED:
-            nr.take(outcome.output, json.dumps(outcome.output), None)
-            nr.kind, nr.error = None, ""
-            self.done(nr, State.SUCCEEDED)
-            return
-        nr.kind, nr.error = outcome.kind, outcome.message
-        self.final_failure(nr)
 
     def retry(self, nr: NodeRun) -> None:
         """A retry's delay has passed: render `with` and `env` again for the new attempt
