@@ -688,6 +688,7 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
     """Show a run's steps: state, attempts, duration, error."""
     from pathlib import Path
 
+    from .gatebook import gate_rows
     from .store import open_store
 
     store = open_store(Path(state_dir), create=False)
@@ -696,10 +697,13 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
         row = store.run(full_id)
         steps = [s for s in store.steps(full_id) if s["kind"] != "group"]
         reruns = store.reruns(full_id)
+        gates = gate_rows(store, full_id)
     finally:
         store.close()
     if as_json:
         for step in steps:
+            if step["step_id"] in gates:  # an approval gate: what it asks, its answer
+                step["approval"] = gates[step["step_id"]]
             step["output"] = json.loads(step.pop("output_json") or "null")
             step["rerun"] = reruns.get(step["step_id"])
             step["outputs"] = json.loads(step.pop("outputs_json") or "null")

@@ -56,6 +56,26 @@ class StoreBook:
         return {sid: answer for sid, answer in found.items() if answer is not None}
 
 
+def gate_rows(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
+    """The approval gates of a run as `runner show --json` gives them: step id -> what it
+    asks, since when, and its answer (null fields while none came)."""
+    rows = store.query("SELECT * FROM approvals WHERE run_id = ?", (run_id,))
+    return {
+        str(r["step_id"]): {
+            "prompt": r["prompt"],
+            "choices": json.loads(r["choices_json"] or "[]"),
+            "timeout": r["timeout"],
+            "waiting_since": r["since"],
+            "decision": r["decision"],
+            "value": json.loads(r["value_json"]) if r["value_json"] else None,
+            "message": r["message"],
+            "answered_by": r["answered_by"],
+            "answered": r["answered"],
+        }
+        for r in rows
+    }
+
+
 def _answer(row: dict[str, Any]) -> Answer | None:
     if row["decision"] is None:
         return None

@@ -106,6 +106,11 @@ def test_deploy_waits_at_the_gate_then_an_approval_from_another_process_promotes
     steps = steps_of(run_cli, run_id)
     assert steps["gate"]["state"] == "succeeded"
     assert steps["gate"]["output"] == "promote"  # the value is the gate's output
+    approval = steps["gate"]["approval"]
+    assert (approval["decision"], approval["value"]) == ("approved", "promote")
+    assert approval["choices"] == ["promote", "rollback"]
+    assert approval["timeout"] == 24 * 3600
+    assert approval["answered"] >= approval["waiting_since"]
     assert show(run_cli, run_id)["run"]["status"] == "succeeded"
 
 
@@ -465,3 +470,42 @@ def test_a_gate_cannot_be_a_finally_step_nor_a_compensation(
         "p.yaml:9:11: error: finally[0].uses: an approval gate cannot be a `finally` step (it "
         "would wait after the run ended); put it among the steps",
     ]
+
+
+def test_resume_ends_answered_gates_and_the_others_wait_again(
+    run_cli: RunCli, write_pipeline: WritePipeline
+) -> None:
+    path = write_pipeline(
+        """
+        version: 1
+        name: two
+        steps:
+          - id: legal
+            uses: approval
+          - id: security
+            uses: approval
+          - id: ship
+            needs: [legal, security]
+            uses: shell
+            with: {cmd: "echo {{ steps.legal.output }} {{ steps.security.output }}"}
+        """
+    )
+    first = run_cli("run", str(path), "--progress", "plain")
+    assert first.code == EXIT_WAITING, first.output
+    run_id = run_id_of(first.stdout)
+    assert first.stdout.splitlines()[-1].startswith(f"answer with: runner approve {run_id} STEP ")
+    assert run_cli("approve", run_id, "legal", "--value", "ok by legal").code == 0
+    second = run_cli("resume", run_id, "--progress", "plain")
+    assert second.code == EXIT_WAITING, second.output
+    assert states(run_cli, run_id) == {
+        "legal": "succeeded",
+        "security": "waiting",
+        "ship": "pending",
+    }
+    assert second.stdout.splitlines()[-1].startswith(
+        f"answer with: runner approve {run_id} security "
+    )
+    assert run_cli("approve", run_id, "security").code == 0
+    third = run_cli("resume", run_id, "--progress", "plain")
+    assert third.code == 0, third.output
+    assert steps_of(run_cli, run_id)["ship"]["output"] == "ok by legal approved"
