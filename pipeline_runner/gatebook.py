@@ -17,6 +17,7 @@ from typing import Any
 
 from .approvals import APPROVED, Answer, Gate, Record, answer_commands
 from .errors import RunNotFound, UsageError, did_you_mean
+from .history import live_status
 from .model import State
 from .store import Store, open_store
 
@@ -101,7 +102,7 @@ def record_answer(
         row = _waiting_gate(book, full_id, step_id, steps)
         value = _value(row, full_id, step_id, text) if approve else None
         _store_answer(store, full_id, step_id, approve, value, text)
-        status = str(store.run(full_id)["status"])
+        status = live_status(store.run(full_id))  # `stopped`: its runner was killed
     finally:
         store.close()
     word = "approved" if approve else "rejected"
