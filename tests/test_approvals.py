@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -509,3 +510,53 @@ def test_resume_ends_answered_gates_and_the_others_wait_again(
     third = run_cli("resume", run_id, "--progress", "plain")
     assert third.code == 0, third.output
     assert steps_of(run_cli, run_id)["ship"]["output"] == "ok by legal approved"
+
+
+def test_ctrl_c_cancels_a_waiting_gate_and_it_can_no_longer_be_answered(
+    run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    path = write_pipeline(
+        """
+        version: 1
+        name: stop
+        steps:
+          - id: gate
+            uses: approval
+          - id: other
+            uses: shell
+            with: {cmd: "sleep 60"}
+        """
+    )
+    env = {**user_env(), "PIPELINE_RUNNER_STATE_DIR": str(tmp_path / "state")}
+    proc = subprocess.Popen(
+        [runner_executable(), "run", str(path), "--progress", "plain"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def both_started() -> bool:
+            found = run_cli("runs", "--json")
+            rows = json.loads(found.stdout) if found.code == 0 else []
+            return bool(rows) and states(run_cli, rows[0]["id"]) == {
+                "gate": "waiting",
+                "other": "running",
+            }
+
+        assert wait_for(both_started, timeout=60, interval=0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out
+    run_id = run_id_of(out)
+    assert show(run_cli, run_id)["run"]["status"] == "cancelled"
+    assert states(run_cli, run_id) == {"gate": "cancelled", "other": "cancelled"}
+    late = run_cli("approve", run_id, "gate")
+    assert late.code == 2
+    assert f"approval gate gate of run {run_id} is not waiting (it is cancelled)" in late.stderr
