@@ -61,11 +61,15 @@ def github_command(level: str, location: Location, title: str, message: str) -> 
 
 class GitHubAnnotations:
     """`::error` for each failed step, `::warning` for each allowed failure (continue_on_error),
-    each with a `::group::` holding its log tail."""
+    each with a `::group::` holding its log tail; `::notice` for each approval gate left
+    waiting, with the command lines that answer it (`state_dir`: the run's state folder)."""
 
-    def __init__(self, out: TextIO | None = None, masker: Masker | None = None) -> None:
+    def __init__(
+        self, out: TextIO | None = None, masker: Masker | None = None, state_dir: str | None = None
+    ) -> None:
         self.out = out or sys.stdout
         self.mask = (masker or Masker()).text
+        self.state_dir = state_dir
 
     def _nothing(self, *_: RunInfo | StepChanged) -> None:
         """Nothing is shown until the run has ended."""
@@ -76,7 +80,20 @@ class GitHubAnnotations:
         for nr in result.nodes.values():
             if nr.kind is NodeKind.STEP and nr.state in (State.FAILED, State.FAILED_ALLOWED):
                 self.out.write(self._step(nr))
+            elif nr.kind is NodeKind.STEP and nr.state is State.WAITING:
+                self.out.write(self._gate(result.run_id, nr))
         self.out.flush()
+
+    def _gate(self, run_id: str, nr: StepChanged) -> str:
+        from .approvals import answer_commands
+
+        request = nr.output if isinstance(nr.output, dict) else {}
+        prompt = str(request.get("prompt") or "")
+        lines = [f"{nr.id}: {prompt}" if prompt else nr.id, "Answer with one of:"]
+        lines += answer_commands(run_id, nr.id, request, self.state_dir)
+        lines.append(f"then continue the run with: runner resume {run_id}")
+        title = "approval waiting"
+        return github_command("notice", nr.location, title, self.mask("\n".join(lines)))
 
     def _step(self, nr: StepChanged) -> str:
         allowed = nr.state is State.FAILED_ALLOWED

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import shortcuts
+from .approvals import USES as APPROVAL
 from .limits import group_limit
 from .messages import Task
 from .model import Node, NodeKind, State, has_deferred
@@ -33,6 +34,7 @@ def may_follow(state: RunState, child: NodeRun) -> bool:
         or child.waiting != 1
         or child.follow_id
         or node.kind is not NodeKind.STEP
+        or node.uses == APPROVAL  # a gate waits for its answer on the runner's side
         or node.is_finally
         or child.compensates is not None
         or node.condition is not None

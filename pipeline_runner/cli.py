@@ -794,6 +794,7 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
     """Show a run's steps: state, attempts, duration, error."""
     from pathlib import Path
 
+    from .gatebook import gate_rows
     from .store import open_store
 
     store = open_store(Path(state_dir), create=False)
@@ -802,10 +803,13 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
         row = store.run(full_id)
         steps = [s for s in store.steps(full_id) if s["kind"] != "group"]
         reruns = store.reruns(full_id)
+        gates = gate_rows(store, full_id)
     finally:
         store.close()
     if as_json:
         for step in steps:
+            if step["step_id"] in gates:  # an approval gate: what it asks, its answer
+                step["approval"] = gates[step["step_id"]]
             step["output"] = json.loads(step.pop("output_json") or "null")
             step["rerun"] = reruns.get(step["step_id"])
             step["outputs"] = json.loads(step.pop("outputs_json") or "null")
@@ -823,6 +827,34 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
         why = reruns.get(step["step_id"])
         note = f"  (re-run: {printable(why)})" if why else ""
         click.echo(f"  {sid:<32} {step['state']:<16} {step['attempts']:>2} {took:>8}{error}{note}")
+
+
+@main.command()
+@click.argument("run_id", shell_complete=completion.run_ids)
+@click.argument("step", shell_complete=completion.run_step_ids)
+@click.option("--value", metavar="V", help="The answer, the gate's output (one of its choices).")
+@state_dir_option
+def approve(run_id: str, step: str, value: str | None, state_dir: str) -> None:
+    """Approve an approval gate that is waiting; its output is the value."""
+    from pathlib import Path
+
+    from .gatebook import record_answer
+
+    click.echo(record_answer(Path(state_dir), run_id, step, True, value))
+
+
+@main.command()
+@click.argument("run_id", shell_complete=completion.run_ids)
+@click.argument("step", shell_complete=completion.run_step_ids)
+@click.option("--message", metavar="M", help="Why: shown as the step's error.")
+@state_dir_option
+def reject(run_id: str, step: str, message: str | None, state_dir: str) -> None:
+    """Reject an approval gate that is waiting; the step fails with kind `rejected`."""
+    from pathlib import Path
+
+    from .gatebook import record_answer
+
+    click.echo(record_answer(Path(state_dir), run_id, step, False, message))
 
 
 @main.command()

@@ -225,6 +225,7 @@ def choose(request: RunRequest, plan: Plan, resume: str | None) -> Chosen:
 
 
 def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
+    from .gatebook import StoreBook
     from .store import StoreSink, open_store
 
     request, plan, masker = session.request, session.plan, session.masker
@@ -241,6 +242,7 @@ def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
         use_cache=not request.no_cache,
         compensate=not request.no_compensate,
         forced=session.chosen.forced,
+        gates=StoreBook(store),
     )
     lock = None  # a resume holds its run's lock already
     if resume is not None:
@@ -468,7 +470,7 @@ def choose_reporter(request: RunRequest, masker: Masker) -> list[Sink]:
     else:
         sinks.append(PlainReporter(out=out, masker=masker))
     if github and progress != "none":
-        sinks.append(GitHubAnnotations(out=out, masker=masker))
+        sinks.append(GitHubAnnotations(out=out, masker=masker, state_dir=request.state_dir))
     return sinks
 
 
@@ -506,6 +508,8 @@ def finish(result: RunResult, request: RunRequest, masker: Masker, plan: Plan) -
         _print_last_line(result, masker, out)
     else:
         _print_summary(result, masker, summary_color(request, out), out)
+    if result.status == "waiting":
+        _print_waiting(result, masker, out, request.state_dir)
     sys.stdout.flush()
 
 
@@ -530,6 +534,14 @@ def _print_summary(result: RunResult, masker: Masker, color: bool, out: TextIO) 
     if result.status is not RunStatus.SUCCEEDED:
         text += f"resume with: runner resume {result.run_id}\n"
     _write(out, text)
+
+
+def _print_waiting(result: RunResult, masker: Masker, out: TextIO, state_dir: str) -> None:
+    """A run stopped `waiting`: each gate, the commands that answer it, and how to go on."""
+    from .approvals import waiting_lines
+
+    gates = [(nid, nr.output) for nid, nr in result.nodes.items() if nr.state is State.WAITING]
+    _write(out, masker.text("\n".join(waiting_lines(result.run_id, gates, state_dir)) + "\n"))
 
 
 def _write(out: TextIO, text: str) -> None:

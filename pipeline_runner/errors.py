@@ -24,6 +24,7 @@ EXIT_SKIPPED = 76
 # A failed saga whose undo did not finish: a compensation failed (or was stopped), so effects
 # of succeeded steps may remain.  A run whose compensations all succeeded exits EXIT_FAILED.
 EXIT_COMPENSATION_FAILED = 77
+EXIT_WAITING = 75  # only approval gates waiting for an answer (and what needs them) are left
 EXIT_SIGINT = 130
 EXIT_BROKEN_PIPE = 141  # the reader of our output went away (128 + SIGPIPE)
 EXIT_SIGTERM = 143

@@ -69,7 +69,7 @@ def step_json(nr: StepChanged) -> dict[str, Any]:
     duration = None
     if nr.started is not None and nr.finished is not None:
         duration = round(nr.finished - nr.started, 6)
-    return {
+    data = {
         "id": nr.id,
         "state": nr.state.value,
         "attempts": nr.attempt,
@@ -85,6 +85,9 @@ def step_json(nr: StepChanged) -> dict[str, Any]:
         "output": nr.output if nr.state in _WITH_OUTPUT else None,
         "outputs": json.loads(nr.outputs_json) if nr.outputs_json else None,
     }
+    if nr.state is State.WAITING:  # an approval gate: what it asks (approvals.Gate.request)
+        data["approval"] = nr.output
+    return data
 
 
 def summary_json(result: RunResult, plan_name: str, masker: Masker) -> dict[str, Any]:
@@ -169,7 +172,8 @@ def _testcase(suite: ET.Element, nr: StepChanged, classname: str, masker: Masker
         out = ET.SubElement(case, "system-out")
         out.text = f"succeeded, then undone by {nr.id}:compensate (the run failed)"
         return ""
-    if nr.state in (State.UPSTREAM_FAILED, State.CANCELLED, State.SKIPPED):
+    # not run: also a gate still waiting for its answer, and what needs it (a `waiting` run)
+    if nr.state in (State.UPSTREAM_FAILED, State.CANCELLED, State.SKIPPED) or not nr.state.finished:
         ET.SubElement(case, "skipped", message=message)
         return "skipped"
     return ""

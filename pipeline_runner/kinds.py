@@ -30,6 +30,7 @@ class FailureKind(_Text):
     LOST = "lost"  # the runner stopped while it ran
     RUN_TIMEOUT = "run_timeout"  # the pipeline's `timeout` passed: stopped, or never started
     LOOP_LIMIT = "loop_limit"  # a `loop` ran `max_iterations` times and `until` never held
+    REJECTED = "rejected"  # an approval gate was answered with `runner reject`
 
 
 class RunStatus(_Text):
@@ -37,6 +38,7 @@ class RunStatus(_Text):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    WAITING = "waiting"  # only approval gates (and what needs them) are left: EXIT_WAITING
     # A failed run whose saga undid what had succeeded: every compensation succeeded, or one
     # did not (compensation.py decides which).
     COMPENSATED = "compensated"

@@ -51,10 +51,11 @@ class State(enum.Enum):
     CANCELLED = "cancelled"
     CACHED = "cached"
     COMPENSATED = "compensated"  # succeeded, then undone by its compensation (a saga)
+    WAITING = "waiting"  # an approval gate waiting for its answer (approvals.py)
 
     @property
     def finished(self) -> bool:
-        return self not in (State.PENDING, State.RUNNING, State.RETRYING)
+        return self not in (State.PENDING, State.RUNNING, State.RETRYING, State.WAITING)
 
     @property
     def ok(self) -> bool:

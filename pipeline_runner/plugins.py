@@ -40,6 +40,7 @@ BUILTINS = {
     "shell": "pipeline_runner.builtins.shell:plugin",
     "python": "pipeline_runner.builtins.python:plugin",
     "pipeline": "pipeline_runner.builtins.pipeline:plugin",
+    "approval": "pipeline_runner.builtins.approval:plugin",
 }
 
 

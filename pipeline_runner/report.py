@@ -35,6 +35,7 @@ SYMBOLS = {
     State.CANCELLED: "■",
     State.CACHED: "≡",
     State.COMPENSATED: "↶",
+    State.WAITING: "⏸",
 }
 COLORS = {
     State.RUNNING: "cyan",
@@ -47,6 +48,7 @@ COLORS = {
     State.CANCELLED: "magenta",
     State.CACHED: "blue",
     State.COMPENSATED: "yellow",
+    State.WAITING: "yellow",
 }
 TAIL_LINES = 10
 TAIL_BYTES = 64 * 1024
@@ -134,6 +136,8 @@ class PlainReporter:
                 FailureKind.ERROR,
             ):  # what `retries.on` matches: crash, timeout
                 text += f" [{nr.error_kind}]"
+        elif nr.state is State.WAITING and nr.error:  # an approval gate: its prompt
+            text += f": {one_line(self.mask(nr.error))}"
         elif nr.state in (State.SKIPPED, State.UPSTREAM_FAILED) and nr.error:
             # why: which need, which exit code (after its id and a space, as a duration is)
             why = one_line(self.mask(nr.error))
@@ -275,6 +279,7 @@ class LiveReporter:
 HEADER_STATES = (
     State.RUNNING,
     State.RETRYING,
+    State.WAITING,
     State.SUCCEEDED,
     State.CACHED,
     State.FAILED,

@@ -21,6 +21,7 @@ from .messages import Completion, Task
 from .model import EMPTY, Node, NodeKind, Plan, State
 
 if TYPE_CHECKING:
+    from .approvals import Book
     from .cache import CacheBackend, Globs
 
 
@@ -40,6 +41,7 @@ class Options:
     use_cache: bool = True  # False: --no-cache (run every step; still record results)
     forced: frozenset[str] = frozenset()  # run --force, resume --rerun: no cache lookup
     compensate: bool = True  # False: --no-compensate
+    gates: Book | None = None  # where approval gates and their answers are kept (the store)
     seed: int | None = None
     trace: str | None = None  # `--otlp`: the run's TRACE_ID-FLAGS, for $TRACEPARENT
 

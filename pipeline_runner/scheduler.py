@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from . import compensation, limits, procs, retrying, runsetup, runsignals
+from . import compensation, gating, limits, procs, retrying, runsetup, runsignals
 from .chains import Chains
 from .changes import RunInfo, RunResult, Sink, StepChanged
 from .errors import (
@@ -38,6 +38,7 @@ from .errors import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EXIT_STORE,
+    EXIT_WAITING,
     TemplateError,
 )
 from .executors import Event, Executor, Returned
@@ -86,6 +87,7 @@ class Scheduler:
         self.tasks = tasks
         self.signals: list[int] = []
         self.storage_error: str | None = None
+        self.parked = False  # only approval gates waiting (and what needs them) are left
         self.deadline = Deadline(None)  # the pipeline's `timeout`, set when the run starts
         base = {"params": plan.params, "env": plan.env, "pipeline": {"name": plan.name}}
         renderer = Renderer(base, dict(secrets), self.state.lookup)
@@ -138,7 +140,7 @@ class Scheduler:
             try:
                 self.executor.start()
                 self.start_roots()
-                while self.state.unfinished > 0:
+                while self.state.unfinished > 0 and not self.parked:
                     self.turn(wake_r)
                 stopped_by = self.signals[0] if self.signals else None
             except BaseException:
@@ -175,14 +177,19 @@ class Scheduler:
             # A retry may wait longer than the operating system's waits can (2**31 ms, with a
             # delay of up to 24 days plus jitter): the loop wakes each hour and looks again.
             timeout = min(max(state.timers[0][0] - time.monotonic(), 0.0), MAX_TIMER_WAIT)
-        timeout = self.deadline.wait(timeout)
+        timeout = self.flow.gates.wait_limit(self.deadline.wait(timeout))
         if not state.running and not state.ready and not state.timers:
-            self.stall()
+            if self.flow.gates.waiting:
+                self.park()
+            else:
+                self.stall()
             return
         events = self.executor.wait(timeout, wake_r)
         runsignals.drain(wake_r)
         for event in events:
             self.handle(event)
+        if self.flow.gates.due():
+            gating.answer_gates(self.flow)
         for nr in retrying.due_retries(state, time.monotonic()):
             if nr.state is State.RETRYING and not state.stopping(nr):
                 self.flow.retry(nr)
@@ -207,6 +214,19 @@ class Scheduler:
             self.executor.cancel(self.options.grace)
         except Exception:  # the error on its way out matters more than this one
             pass
+
+    def park(self) -> None:
+        """Nothing runs and nothing can but waiting approval gates: look for their answers a
+        last time, then stop the run `waiting` (resumed once they are answered)."""
+        gates = self.flow.gates
+        gates.next_look = 0.0
+        gating.answer_gates(self.flow)
+        state = self.state
+        if state.ready or state.running or state.timers or state.unfinished == 0:
+            self.dispatch()
+        elif gates.waiting:
+            self.parked = True
+        self.flush()
 
     def stall(self) -> None:
         """Nothing runs and nothing can: a bug, but never a hang. Cancel what is left."""
@@ -419,7 +439,7 @@ class Scheduler:
         for nr in list(state.runs.values()):
             if not state.hard_cancel and (nr.node.is_finally or runs_on_cancel(nr)):
                 continue
-            if nr.state in (State.PENDING, State.RETRYING, State.RUNNING):
+            if nr.state in (State.PENDING, State.RETRYING, State.RUNNING, State.WAITING):
                 self.cancel_node(nr)
         state.ready = [
             e
@@ -472,6 +492,8 @@ class Scheduler:
         if signum is not None:
             exits = {int(signal.SIGTERM): EXIT_SIGTERM, int(signal.SIGINT): EXIT_SIGINT}
             return RunStatus.CANCELLED, exits.get(int(signum), 128 + int(signum))
+        if self.parked:
+            return RunStatus.WAITING, EXIT_WAITING
         if failed or self.state.cancelling:
             saga = compensation.outcome(self.state)
             if saga is RunStatus.COMPENSATION_FAILED:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from . import triggers
+from . import approvals, triggers
+from .durations import MAX_DURATION, parse_duration
 from .environment import name_problem, value_problem
 from .errors import did_you_mean
 from .loader import Path_, format_path
@@ -28,31 +28,6 @@ from .schema import describe
 if TYPE_CHECKING:
     from .rendering import ValueRenderer
     from .site import FileContext, Problems, Site
-
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-# The longest duration a step may ask for: 24 days, under the 2**31 milliseconds that the
-# operating system's waits (poll, timers) take, so a long timeout or delay never overflows them.
-MAX_DURATION = 24 * 24 * 3600.0
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds, from a number or a text like `1h30m`; between 0 and MAX_DURATION."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value) if value < MAX_DURATION * 2 else math.inf  # no float overflow
-    else:
-        text = str(value).strip()
-        parts = _DURATION_RE.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
-            raise ValueError(f"invalid duration {value!r}: expected e.g. 500ms, 30s, 5m, 2h, 1h30m")
-        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if not math.isfinite(seconds) or seconds > MAX_DURATION:
-        raise ValueError(f"invalid duration {value!r}: over the limit of 24 days (576h)")
-    if seconds < 0:
-        raise ValueError(f"invalid duration {value!r}: a duration cannot be negative")
-    return seconds
 
 
 class StepBuilder:
@@ -106,6 +81,8 @@ class StepBuilder:
         # What a step does not have is not rendered nor checked (most steps have no `if`,
         # `env`, `compensate`, `cache` or `timeout`): planning runs this for every instance.
         with_ = self.step_with(site, plugin, runtime)
+        if uses == approvals.USES:
+            self.check_gate(site, with_)
         condition = self.condition(site, runtime) if "if" in step else None
         called = self.status_calls(site, condition)
         env_values = self.step_env(site, runtime)
@@ -211,6 +188,30 @@ class StepBuilder:
             self.check_with(site.file, site.step["uses"], plugin.schema, with_, site.at("with"))
         return with_
 
+    def check_gate(self, site: Site, with_: Any) -> None:
+        """An approval gate runs no attempt: the settings of one are refused on it, and it
+        cannot wait where nothing would answer (a `finally` step, a compensation)."""
+        f = site.file
+        if site.finally_:
+            self.problems.error(
+                f,
+                site.at("uses"),
+                "an approval gate cannot be a `finally` step (it would wait "
+                "after the run ended); put it among the steps",
+            )
+        for key in (*approvals.ATTEMPT_KEYS, "compensate"):
+            if key in site.step:
+                self.problems.error(
+                    f,
+                    site.at(key),
+                    f"an approval gate runs no attempt, so `{key}` cannot apply "
+                    "to it (limit its wait with `with.timeout`)",
+                    key=True,
+                )
+        if isinstance(with_, Mapping):
+            for key, message in approvals.with_problems(with_):
+                self.problems.error(f, site.at("with", key), f"{approvals.USES}: {message}")
+
     def step_env(self, site: Site, runtime: frozenset[str]) -> Any:
         """The step's own `env` over the file's defaults, rendered and checked, on top of the
         file's `env`; INVALID when broken."""
@@ -287,6 +288,10 @@ class StepBuilder:
         comp = site.step["compensate"]
         plugin = self.check_plugin(site.file, comp["uses"], site.path, "compensate", "uses")
         if plugin is None:
+            return None
+        if comp["uses"] == approvals.USES:
+            at_uses = site.at("compensate", "uses")
+            self.problems.error(site.file, at_uses, "a compensation cannot be an approval gate")
             return None
         at = site.at("compensate", "with")
         rules = Rules(runtime, site.needs, site.qid)

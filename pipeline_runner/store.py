@@ -126,7 +126,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE cache ADD COLUMN outputs_json TEXT;
     """,
     # 5 -> 6: run management: `runner runs` filters, `runner rm`/`prune`, the events cap; a
-    # step's cache key, so an entry a later run reused is kept while that run is
+    # step's cache key, so an entry a later run reused is kept as long as that run is
     """
     CREATE INDEX runs_status ON runs(status, started);
     CREATE INDEX runs_pipeline ON runs(pipeline, started);
@@ -135,6 +135,23 @@ MIGRATIONS: list[str] = [
     CREATE INDEX cache_run ON cache(run_id);
     ALTER TABLE steps ADD COLUMN cache_key TEXT;
     CREATE INDEX steps_cache_key ON steps(cache_key) WHERE cache_key IS NOT NULL;
+    """,
+    # 6 -> 7: approval gates (approvals.py): what each asks, since when, and its answer
+    """
+    CREATE TABLE approvals (
+        run_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        choices_json TEXT NOT NULL,
+        timeout REAL,
+        since REAL NOT NULL,
+        decision TEXT,
+        value_json TEXT,
+        message TEXT,
+        answered_by TEXT,
+        answered REAL,
+        PRIMARY KEY (run_id, step_id)
+    ) WITHOUT ROWID;
     """,
 ]
 
@@ -301,6 +318,10 @@ class Store:
                     raise self.error(exc) from None
             except sqlite3.DatabaseError as exc:
                 raise self.error(exc) from None
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """Rows of a read, as dicts (for the modules that keep their own tables)."""
+        return [dict(row) for row in self._rows(sql, args)]
 
     def resolve(self, prefix: str) -> str:
         """A run id from a unique prefix of it."""

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import compensation, expansion, limits, runfacts, runsetup, triggers
+from . import approvals, compensation, expansion, gating, limits, runfacts, runsetup, triggers
 from .errors import TemplateError
 from .kinds import FailureKind, RunStatus
 from .logfiles import log_file_name
@@ -48,6 +48,7 @@ class Transitions:
         self.compensations: list[str] | None = None  # queued compensation nodes, once built
         self.started = time.time()  # the run's (or this resume's) start, for run.duration
         self.loops = Loops(self)
+        self.gates = approvals.Gates(options.gates, self.run_id)
 
     def log_path(self, nid: str) -> str:
         return f"{self.logs_dir}/{log_file_name(nid)}"
@@ -138,6 +139,9 @@ class Transitions:
                 with_, env = self.tasks.render(self.renderer, nr, extra)
         except TemplateError as exc:
             self.fail_now(nr, FailureKind.ERROR, f"template error: {exc}")
+            return
+        if node.uses == approvals.USES:
+            gating.open_gate(self, nr, with_)
             return
         if node.cache is not None and self.options.cache is not None and self.cached(nr, with_):
             return
