@@ -309,6 +309,10 @@ class Planner:
             site
         ):
             return
+        if "success" in step and "for_each" not in step:
+            message = "`success` is a policy of a fan-out: this step has no `for_each`"
+            self.problems.error(site.file, site.at("success"), message, key=True)
+            return
         if "for_each" in step:
             self.fanouts.expand(site)
         else:

@@ -34,6 +34,7 @@ SYMBOLS = {
     State.UPSTREAM_FAILED: "⊘",
     State.CANCELLED: "■",
     State.CACHED: "≡",
+    State.PARTIAL: "◐",
 }
 COLORS = {
     State.RUNNING: "cyan",
@@ -45,6 +46,7 @@ COLORS = {
     State.UPSTREAM_FAILED: "magenta",
     State.CANCELLED: "magenta",
     State.CACHED: "blue",
+    State.PARTIAL: "yellow",
 }
 TAIL_LINES = 10
 TAIL_BYTES = 64 * 1024

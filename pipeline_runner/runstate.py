@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import defaults
+from . import defaults, success_policy
 from .changes import NO_FILES, StepChanged
 from .kinds import INSTANCE_KINDS
 from .messages import Completion, Task
@@ -203,8 +203,12 @@ class RunState:
         """Set a state and tell the readers."""
         old = nr.state
         nr.state = state
-        if (state is State.FAILED or state is State.UPSTREAM_FAILED) and not nr.node.is_finally:
-            self.main_failed = True
+        if (
+            (state is State.FAILED or state is State.UPSTREAM_FAILED)
+            and not nr.node.is_finally
+            and not success_policy.under_policy(nr.node, self.runs)
+        ):
+            self.main_failed = True  # a fan-out's success policy judges its instances
         self.emit(nr.change(old))
 
     def news(self, nr: NodeRun) -> None:
@@ -234,9 +238,33 @@ class RunState:
         )
 
     def lookup(self, nid: str) -> Mapping[str, Any]:
-        """What a template reads of `steps.<nid>`."""
+        """What a template reads of `steps.<nid>`; of a group also `states` and `errors`,
+        by member key (dead letters: which instances failed, and why)."""
         found = self.runs.get(nid)
-        return (found if found is not None else self.kept[nid]).view()
+        nr = found if found is not None else self.kept[nid]
+        view = nr.view()
+        if nr.node.kind is NodeKind.STEP:
+            return view
+        states, errors = {}, {}
+        for mid in nr.members or nr.node.members:
+            member = self.runs.get(mid) or self.kept.get(mid)
+            if member is None:
+                continue
+            key = member.node.key or mid.removeprefix(nid + ".")
+            states[key] = member.state.value
+            if member.state.finished and not member.state.ok:
+                errors[key] = self.first_error(member)
+        return {**view, "states": states, "errors": errors}
+
+    def first_error(self, nr: NodeRun) -> str:
+        """The message of the step that made `nr` fail: a group's first failed member's."""
+        while nr.node.kind is not NodeKind.STEP:
+            members = [self.runs.get(m) or self.kept.get(m) for m in nr.members or nr.node.members]
+            failed = [m for m in members if m is not None and m.state is State.FAILED]
+            if not failed:
+                break
+            nr = failed[0]
+        return nr.error
 
     def all_nodes(self) -> dict[str, NodeRun]:
         """Every node of the run: those of this run and, after `resume --only`, the kept ones,
@@ -303,7 +331,8 @@ def group_output(
     node = nr.node
     if node.group_kind not in INSTANCE_KINDS:
         # A skipped instance gave nothing: the fan-out's outputs leave it out (as Argo's do).
-        ran = [m for m in members if m.state is not State.SKIPPED]
+        # Nor does one that failed under a success policy (the fan-out is `partial`).
+        ran = [m for m in members if m.state is not State.SKIPPED and m.state.ok]
         return [m.output for m in ran], {m.node.key or m.id: m.output for m in ran}
     if node.outputs is None:
         return {m.id.removeprefix(node.id + "."): m.output for m in members}, None

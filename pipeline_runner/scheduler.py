@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from . import limits, procs, retrying, runsetup, runsignals
+from . import limits, procs, retrying, runsetup, runsignals, success_policy
 from .chains import Chains
 from .changes import RunInfo, RunResult, Sink, StepChanged
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_STORE, TemplateError
@@ -453,8 +453,11 @@ class Scheduler:
 
     def status(self, signum: int | None) -> tuple[RunStatus, int]:
         """The run's status and exit code, before its outputs are rendered."""
+        runs = self.state.runs
         failed = self.flow.failed_before or any(
-            nr.state in (State.FAILED, State.UPSTREAM_FAILED) for nr in self.state.runs.values()
+            nr.state in (State.FAILED, State.UPSTREAM_FAILED)
+            and not success_policy.forgiven(nr.node, runs)
+            for nr in runs.values()
         )
         if self.storage_error is not None:
             return RunStatus.FAILED, EXIT_STORE

@@ -640,7 +640,7 @@ _ERROR_STATES = (
     State.UPSTREAM_FAILED,
     State.CANCELLED,
 )
-_OUTPUT_STATES = (State.SUCCEEDED, State.CACHED)
+_OUTPUT_STATES = (State.SUCCEEDED, State.CACHED, State.PARTIAL)
 
 
 def _attempt_state(state: State) -> str:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import compensation, expansion, limits, runfacts, runsetup, triggers
+from . import compensation, expansion, limits, runfacts, runsetup, success_policy, triggers
 from .errors import TemplateError
 from .kinds import FailureKind, RunStatus
 from .logfiles import log_file_name
@@ -170,7 +170,13 @@ class Transitions:
             return
         self.done(nr, State.FAILED)
         # A `finally` step's failure fails the run but stops nothing: they all run to their end.
-        if self.options.fail_fast and not self.state.cancelling and not nr.node.is_finally:
+        # Under a success policy the fan-out's end decides (complete_group).
+        if self.options.fail_fast and not nr.node.is_finally:
+            self.stop_fast(nr)
+
+    def stop_fast(self, nr: NodeRun) -> None:
+        """--fail-fast: `nr` failed; stop the run unless a success policy judges it."""
+        if not self.state.cancelling and not success_policy.under_policy(nr.node, self.state.runs):
             self.stop()
 
     def skipped_by_exit(self, nr: NodeRun, finished: float) -> bool:
@@ -281,8 +287,8 @@ class Transitions:
         """A member of `group` ended in a state that stops dependents.  A failed member makes
         the group `failed` at once (see group_state: nothing the other members do can change
         that); otherwise the group's state is decided when all its members are done."""
-        if member.state is not State.FAILED:
-            self.need_finished(group)
+        if member.state is not State.FAILED or group.node.success is not None:
+            self.need_finished(group)  # a success policy: decided when all have ended
             return
         group.error = f"{member.id} failed"
         group.finished = time.time()
@@ -332,6 +338,16 @@ class Transitions:
         runs = self.state.runs
         members = [runs[m] for m in (nr.members or nr.node.members) if m in runs]
         state = group_state(members)
+        policy = nr.node.success
+        if policy is not None and not self.state.cancelling:
+            ended = [(m.node.key or m.id, m.state) for m in members]
+            state, why = success_policy.decide(policy, ended, state)
+            if why:
+                nr.error, nr.finished = why, time.time()
+                self.done(nr, state)
+                if state is State.FAILED and self.options.fail_fast and not nr.node.is_finally:
+                    self.stop_fast(nr)
+                return
         if not state.ok:  # a need of the group failed: its members are upstream_failed
             nr.error = next((m.error for m in members if not m.state.ok), "")
         else:
