@@ -44,6 +44,7 @@ class Options:
 
 
 Entry = tuple[int, int, int, str]
+_FAILED = (State.FAILED, State.FAILED_ALLOWED)  # the states whose record keeps the inputs
 _UNEXPANDED_ENDS = frozenset(
     {State.FAILED, State.FAILED_ALLOWED, State.UPSTREAM_FAILED, State.SKIPPED, State.CANCELLED}
 )
@@ -149,8 +150,20 @@ class NodeRun:
                 self.cache_files or NO_FILES,
                 node.group_kind,
                 self.outputs_json,
+                self.inputs_json() if self.state in _FAILED else None,
             ),
         )
+
+    def inputs_json(self) -> str | None:
+        """The step's rendered inputs as JSON: `with` (and the for_each item), as its last
+        attempt was given them; None when it never got so far."""
+        task = self.task
+        if task is None or self.node.kind is not NodeKind.STEP:
+            return None
+        inputs: dict[str, Any] = {"with": task.with_}
+        if self.node.has_item:
+            inputs["item"] = task.item
+        return json.dumps(inputs, default=str, ensure_ascii=False)
 
 
 class RunState:

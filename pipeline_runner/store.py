@@ -121,6 +121,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE steps ADD COLUMN outputs_json TEXT;
     ALTER TABLE cache ADD COLUMN outputs_json TEXT;
     """,
+    # 5 -> 6: a failed step's rendered inputs (`with`, its item), for `runner failed`
+    """
+    ALTER TABLE steps ADD COLUMN inputs_json TEXT;
+    """,
 ]
 
 
@@ -499,6 +503,7 @@ class StoreSink:
             nr.log_path,
             position[nr.id],
             nr.outputs_json if nr.state in _OUTPUT_STATES else None,
+            self.masker.text(nr.inputs_json) if nr.inputs_json else None,
         )
 
     def attempt_row(self, nr: StepChanged, when: float) -> tuple[Any, ...] | None:
@@ -571,12 +576,13 @@ class StoreSink:
             db.executemany(
                 "INSERT INTO steps (run_id, step_id, kind, state, attempts, started, finished, "
                 "error_kind, error, exit_code, worker, output_json, log_path, position, "
-                "outputs_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "outputs_json, inputs_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT (run_id, step_id) DO UPDATE SET "
                 "state = excluded.state, attempts = excluded.attempts, started = excluded.started, "
                 "finished = excluded.finished, error_kind = excluded.error_kind, "
                 "error = excluded.error, exit_code = excluded.exit_code, worker = excluded.worker, "
-                "output_json = excluded.output_json, outputs_json = excluded.outputs_json",
+                "output_json = excluded.output_json, outputs_json = excluded.outputs_json, "
+                "inputs_json = excluded.inputs_json",
                 step_rows,
             )
             if attempt_rows:
