@@ -249,7 +249,10 @@ class Scheduler:
         nr.kind, nr.exit_code = FailureKind.BREAKER, None
         nr.error = self.breakers.open_message(pool)
         self.state.mark(nr, State.RUNNING)
-        self.flow.final_failure(nr)
+        if retrying.retry_after_breaker(self.state, nr, self.breakers.open_until.get(pool)):
+            self.state.mark(nr, State.RETRYING)  # `retries.on: [breaker]`: after the cooldown
+        else:
+            self.flow.final_failure(nr)
         # it held no slot: let the next waiting step come through
         limits.release(self.state, "pool:" + pool)
         return True
