@@ -698,12 +698,17 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
     from pathlib import Path
 
     from .store import open_store
+    from .success_policy import judged
 
     store = open_store(Path(state_dir), create=False)
     try:
         full_id = store.resolve(run_id)
         row = store.run(full_id)
-        steps = [s for s in store.steps(full_id) if s["kind"] != "group"]
+        steps = [
+            s
+            for s in store.steps(full_id)
+            if s["kind"] != "group" or judged(s["state"], s["error"])
+        ]
         reruns = store.reruns(full_id)
     finally:
         store.close()

@@ -22,6 +22,7 @@ from .escape import printable
 from .kinds import FailureKind
 from .model import NodeKind, State
 from .secrets import Masker
+from .success_policy import judged
 
 SYMBOLS = {
     State.PENDING: "·",
@@ -119,8 +120,10 @@ class PlainReporter:
         self.pending.append(f"{stamp} {self.mask(text)}\n")
 
     def changed(self, nr: StepChanged) -> None:
-        if nr.kind is NodeKind.GROUP or nr.state is State.PENDING or nr.state is nr.old:
+        if nr.state is State.PENDING or nr.state is nr.old:
             return
+        if nr.kind is NodeKind.GROUP and not judged(nr.state.value, nr.error):
+            return  # a fan-out is told only when its success policy decided
         # Masked before escaped: escaping could change a secret's spelling.
         text = f"{SYMBOLS[nr.state]} {nr.state.value:<15} {safe(self.mask(nr.id))}"
         if nr.state is State.RUNNING and nr.attempt > 1:
@@ -134,7 +137,7 @@ class PlainReporter:
                 FailureKind.ERROR,
             ):  # what `retries.on` matches: crash, timeout
                 text += f" [{nr.error_kind}]"
-        elif nr.state in (State.SKIPPED, State.UPSTREAM_FAILED) and nr.error:
+        elif nr.state in (State.SKIPPED, State.UPSTREAM_FAILED, State.PARTIAL) and nr.error:
             # why: which need, which exit code (after its id and a space, as a duration is)
             why = one_line(self.mask(nr.error))
             text += f": {why}" if duration(nr) else f" ({why})"

@@ -23,6 +23,12 @@ COUNTED = frozenset({State.SUCCEEDED, State.CACHED, State.PARTIAL})
 NOT_OK = frozenset({State.FAILED, State.UPSTREAM_FAILED, State.CANCELLED})
 
 Member = tuple[str, State]  # an instance's key and the state it ended in
+PREFIX = "success policy: "  # how the failure of a fan-out its policy failed begins
+
+
+def judged(state: str, error: str | None) -> bool:
+    """Whether a group's record is a policy's verdict (shown, where groups are not)."""
+    return state == State.PARTIAL.value or (state == "failed" and (error or "").startswith(PREFIX))
 
 
 def parse(value: Mapping[str, Any]) -> SuccessPolicy:
@@ -55,32 +61,36 @@ def check(policy: SuccessPolicy, members: Sequence[Member]) -> str | None:
     Skipped instances are left out of the ratio."""
     done = sum(1 for _, state in members if state in COUNTED)
     if policy.min is not None and done < policy.min:
-        return f"success policy: {done} instance(s) succeeded, min is {policy.min}"
+        return f"{PREFIX}{done} instance(s) succeeded, min is {policy.min}"
     counted = [s for _, s in members if s is not State.SKIPPED]
     if policy.ratio is not None and counted and done / len(counted) < policy.ratio:
         return (
-            f"success policy: {done} of {len(counted)} instance(s) succeeded, "
+            f"{PREFIX}{done} of {len(counted)} instance(s) succeeded, "
             f"ratio {done / len(counted):.2f} is below {policy.ratio:g}"
         )
     states = dict(members)
     for key in policy.critical:
         state = states.get(key)
         if state is None:
-            return f"success policy: no instance has the critical key '{key}'"
+            return f"{PREFIX}no instance has the critical key '{key}'"
         if state not in COUNTED:
-            return f"success policy: the critical instance '{key}' {state.value}"
+            return f"{PREFIX}the critical instance '{key}' {state.value}"
     return None
 
 
 def decide(policy: SuccessPolicy, members: Sequence[Member], usual: State) -> tuple[State, str]:
-    """The state of a fan-out with a policy, whose instances ended so, and why it failed
-    (`usual`: its state without a policy).  It is `partial` when an instance did not succeed
-    and the policy holds, else what it would be without a policy."""
-    if usual not in NOT_OK:
-        return usual, ""
+    """The state of a fan-out with a policy, whose instances ended so, and a note: why it
+    failed, or how many failed when it is `partial` (`usual`: its state without a policy).
+    It is `partial` when an instance failed and the policy holds, else what it would be
+    without a policy (the note is empty when the policy had nothing to judge)."""
+    if usual not in NOT_OK or all(state is not State.FAILED for _, state in members):
+        return usual, ""  # none failed: a need failed, or the run was stopped
     why = check(policy, members)
     if why is None:
-        return State.PARTIAL, ""
+        failed = sum(1 for _, state in members if state in NOT_OK)
+        return State.PARTIAL, f"{failed} of {len(members)} instance(s) did not succeed; " + (
+            "the success policy holds"
+        )
     return usual, why
 
 

@@ -338,16 +338,18 @@ class Transitions:
         runs = self.state.runs
         members = [runs[m] for m in (nr.members or nr.node.members) if m in runs]
         state = group_state(members)
+        nr.started = min((m.started for m in members if m.started), default=None)
         policy = nr.node.success
         if policy is not None and not self.state.cancelling:
             ended = [(m.node.key or m.id, m.state) for m in members]
             state, why = success_policy.decide(policy, ended, state)
-            if why:
+            if why and not state.ok:
                 nr.error, nr.finished = why, time.time()
                 self.done(nr, state)
                 if state is State.FAILED and self.options.fail_fast and not nr.node.is_finally:
                     self.stop_fast(nr)
                 return
+            nr.error = why  # partial: how many failed
         if not state.ok:  # a need of the group failed: its members are upstream_failed
             nr.error = next((m.error for m in members if not m.state.ok), "")
         else:
@@ -356,7 +358,6 @@ class Transitions:
             except TemplateError as exc:
                 self.fail_now(nr, FailureKind.ERROR, f"template outputs: {exc}")
                 return
-        nr.started = min((m.started for m in members if m.started), default=None)
         nr.finished = time.time()
         self.done(nr, state)
 
