@@ -335,6 +335,16 @@ def group_state(members: Sequence[NodeRun]) -> State:
     return State.SKIPPED
 
 
+def judged(node: Node, members: Sequence[NodeRun]) -> tuple[State, str]:
+    """A group's state from its members', with its success policy if it has one, and the
+    policy's note (why it failed, or how many failed when `partial`)."""
+    state = group_state(members)
+    if node.success is None:
+        return state, ""
+    ended = [(m.node.key or m.id, m.state) for m in members]
+    return success_policy.decide(node.success, ended, state)
+
+
 def group_output(
     nr: NodeRun, members: Sequence[NodeRun], render: Callable[[Any], Any]
 ) -> tuple[Any, dict[str, Any] | None]:

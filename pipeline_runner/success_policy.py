@@ -116,3 +116,17 @@ def under_policy(node: Node, groups: Mapping[str, Any]) -> bool:
 def forgiven(node: Node, groups: Mapping[str, Any]) -> bool:
     """Whether a failure of `node` is covered: an enclosing fan-out's policy held."""
     return any(g.state is State.PARTIAL for g in covering(node, groups))
+
+
+def forgiven_recorded(nodes: Mapping[str, Node], states: Mapping[str, str], nid: str) -> bool:
+    """As `forgiven`, for a step as a run recorded it (`states`: recorded id -> state)."""
+    node = nodes.get(nid)
+    parent = node.group if node is not None else None
+    while parent is not None:
+        group = nodes.get(parent)
+        if group is None:
+            return False
+        if group.success is not None and states.get(parent) == State.PARTIAL.value:
+            return True
+        parent = group.group
+    return False

@@ -18,7 +18,7 @@ from .errors import TemplateError
 from .kinds import FailureKind, RunStatus
 from .logfiles import log_file_name
 from .model import Node, NodeKind, Plan, Scope, State, has_deferred
-from .runstate import NodeRun, Options, RunState, group_output, group_state
+from .runstate import NodeRun, Options, RunState, group_output, group_state, judged
 from .runtime import Renderer
 from .tasks import TaskMaker, cache_hit, cache_key_problem
 
@@ -337,13 +337,13 @@ class Transitions:
     def complete_group(self, nr: NodeRun) -> None:
         runs = self.state.runs
         members = [runs[m] for m in (nr.members or nr.node.members) if m in runs]
-        state = group_state(members)
         nr.started = min((m.started for m in members if m.started), default=None)
-        policy = nr.node.success
-        if policy is not None and not self.state.cancelling:
-            ended = [(m.node.key or m.id, m.state) for m in members]
-            state, why = success_policy.decide(policy, ended, state)
-            if why and not state.ok:
+        if self.state.cancelling:  # a policy judges failures, not a stopped run
+            state, why = group_state(members), ""
+        else:
+            state, why = judged(nr.node, members)
+        if why:
+            if not state.ok:
                 nr.error, nr.finished = why, time.time()
                 self.done(nr, state)
                 if state is State.FAILED and self.options.fail_fast and not nr.node.is_finally:
