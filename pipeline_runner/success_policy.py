@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .model import Node, SuccessPolicy, State
+from .model import Node, State, SuccessPolicy
 
 KEYS = ("min", "ratio", "critical")
 COUNTED = frozenset({State.SUCCEEDED, State.CACHED, State.PARTIAL})
@@ -46,9 +46,7 @@ def static_problems(policy: SuccessPolicy, keys: Sequence[str]) -> list[tuple[st
     at fault, the message)."""
     found: list[tuple[str, str]] = []
     if policy.min is not None and policy.min > len(keys):
-        found.append(
-            ("min", f"min is {policy.min}, but the for_each has {len(keys)} instance(s)")
-        )
+        found.append(("min", f"min is {policy.min}, but the for_each has {len(keys)} instance(s)"))
     for index, key in enumerate(policy.critical):
         if key not in keys:
             shown = ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else "")

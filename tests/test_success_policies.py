@@ -21,7 +21,8 @@ steps:
   - id: deploy
     for_each: [eu, us, asia, au]
     uses: shell
-    with: {{cmd: "case ' {fail} ' in *' {{{{ item }}}} '*) echo boom-{{{{ item }}}} >&2; exit 1;; esac"}}
+    with:
+      cmd: "case ' {fail} ' in *' {{{{ item }}}} '*) echo boom-{{{{ item }}}} >&2; exit 1;; esac"
     success: {policy}
   - id: report
     needs: [deploy]
@@ -29,7 +30,8 @@ steps:
     with:
       cmd: >-
         printf '%s\\n' '{{{{ steps.deploy.state }}}}' '{{{{ steps.deploy.states | tojson }}}}'
-        '{{{{ steps.deploy.errors | tojson }}}}' '{{{{ steps.deploy.outputs | tojson }}}}' > report.txt
+        '{{{{ steps.deploy.errors | tojson }}}}'
+        '{{{{ steps.deploy.outputs | tojson }}}}' > report.txt
 finally:
   - id: status
     uses: shell
@@ -158,7 +160,8 @@ steps:
     with:
       cmd: >-
         printf '%s\\n' '{{{{ steps.ingest.state }}}}' '{{{{ steps.ingest.states | tojson }}}}'
-        '{{{{ steps.ingest.errors | tojson }}}}' '{{{{ steps.ingest.outputs | tojson }}}}' > report.txt
+        '{{{{ steps.ingest.errors | tojson }}}}'
+        '{{{{ steps.ingest.outputs | tojson }}}}' > report.txt
 """
 
 
@@ -189,7 +192,7 @@ def test_a_static_template_fanout_takes_a_policy(
 ) -> None:
     text = TEMPLATE_FANOUT.format(fail="a", policy="{min: 2}")
     text = text.replace('"{{ steps.sources.output }}"', "[a, b, c]")
-    code, steps, output = summary_of(run_cli, write_pipeline(text))
+    code, _, output = summary_of(run_cli, write_pipeline(text))
     assert code == 0, output
     assert report(tmp_path)[0] == "partial"
 
