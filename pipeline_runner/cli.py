@@ -698,7 +698,7 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
     from pathlib import Path
 
     from .store import open_store
-    from .success_policy import judged
+    from .success_policy import is_verdict
 
     store = open_store(Path(state_dir), create=False)
     try:
@@ -707,7 +707,7 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
         steps = [
             s
             for s in store.steps(full_id)
-            if s["kind"] != "group" or judged(s["state"], s["error"])
+            if s["kind"] != "group" or is_verdict(s["state"], s["error"])
         ]
         reruns = store.reruns(full_id)
     finally:

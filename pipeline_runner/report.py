@@ -22,7 +22,7 @@ from .escape import printable
 from .kinds import FailureKind
 from .model import NodeKind, State
 from .secrets import Masker
-from .success_policy import judged
+from .success_policy import is_verdict
 
 SYMBOLS = {
     State.PENDING: "·",
@@ -122,7 +122,7 @@ class PlainReporter:
     def changed(self, nr: StepChanged) -> None:
         if nr.state is State.PENDING or nr.state is nr.old:
             return
-        if nr.kind is NodeKind.GROUP and not judged(nr.state.value, nr.error):
+        if nr.kind is NodeKind.GROUP and not is_verdict(nr.state.value, nr.error):
             return  # a fan-out is told only when its success policy decided
         # Masked before escaped: escaping could change a secret's spelling.
         text = f"{SYMBOLS[nr.state]} {nr.state.value:<15} {safe(self.mask(nr.id))}"
