@@ -211,6 +211,11 @@ def success_min(instances: int) -> st.SearchStrategy[int | None]:
     return st.none() | st.none() | st.integers(1, instances)
 
 
+def success_ratio() -> st.SearchStrategy[float | None]:
+    """`success: {ratio: R}` on a fan-out, or none."""
+    return st.none() | st.none() | st.sampled_from([0.5, 0.6, 1.0])
+
+
 def skip_codes(plugin: str) -> st.SearchStrategy[tuple[int, ...]]:
     """Exit codes that mean skipped (the scripts exit 3, 75 or 1)."""
     return st.sampled_from([(), (), (), (3,), (75, 1)])
@@ -251,6 +256,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             skip_exit_codes=draw(skip_codes(plugin)),
             matrix=for_each is not None and draw(st.booleans()),
             success_min=None if for_each is None else draw(success_min(len(for_each))),
+            success_ratio=None if for_each is None else draw(success_ratio()),
         )
         steps.append(step)
         by_id[step.id] = step
@@ -365,8 +371,9 @@ def step_yaml(step: Step, pipeline: Pipeline) -> dict[str, Any]:
         out["for_each"] = {"matrix": {"k": list(step.for_each)}}
     elif step.for_each is not None:
         out["for_each"] = list(step.for_each)
-    if step.success_min is not None:
-        out["success"] = {"min": step.success_min}
+    policy = {"min": step.success_min, "ratio": step.success_ratio}
+    if any(v is not None for v in policy.values()):
+        out["success"] = {k: v for k, v in policy.items() if v is not None}
     if step.trigger is not None:
         out["trigger"] = step.trigger
     if step.skip_exit_codes:

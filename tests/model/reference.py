@@ -49,8 +49,9 @@ What the model encodes, with the sentence of the manual it comes from:
 - `runner resume --rerun GLOB` (commands.md, "Re-running what succeeded"): the steps GLOB
   selects run again even if they succeeded, and with them everything downstream (a step whose
   need is not kept is not kept: the same rule as above); it works on a succeeded run too.
-- Success policies (semantics.md, "Success policies"): `success: {min: N}` on a `for_each`.
-  When an instance is `failed` and at least N instances `succeeded`, the fan-out reads
+- Success policies (semantics.md, "Success policies"): `success: {min: N, ratio: R}` on a
+  `for_each` (either or both). When an instance is `failed`, at least N instances `succeeded`
+  and so did at least the share R of those not `skipped`, the fan-out reads
   `partial`: its dependents run (`partial` counts as a success for trigger rules), its outputs
   leave the failed instances out, and those failures do not fail the run. When fewer
   succeeded it is what it would be without a policy (`failed`).
@@ -189,6 +190,7 @@ class Step:
     skip_exit_codes: tuple[int, ...] = ()
     matrix: bool = False  # for_each written as a one-axis matrix (the same instances)
     success_min: int | None = None  # `success: {min: N}` on a for_each
+    success_ratio: float | None = None  # `success: {ratio: R}` (with `min`: both must hold)
 
     def instance_ids(self) -> list[str]:
         if self.for_each is None:
@@ -306,16 +308,26 @@ def visible_state(pipeline: Pipeline, step_id: str, results: Mapping[str, StepRe
     states = [results[i].state for i in step.instance_ids()]
     if step.for_each is None:
         return states[0]
-    if step.success_min is not None and "failed" in states:
-        done = sum(1 for s in states if s in ("succeeded", "cached"))
-        if done >= step.success_min:
-            return "partial"
+    if "failed" in states and policy_holds(step, states):
+        return "partial"
     for worst in ("failed", "upstream_failed", "cancelled"):
         if worst in states:
             return worst
     if "failed_allowed" in states and "succeeded" not in states:
         return "failed_allowed"
     return "succeeded" if "succeeded" in states else "skipped"
+
+
+def policy_holds(step: Step, states: Sequence[str]) -> bool:
+    """A fan-out's success policy, over its instances' states: at least `min` succeeded, and
+    at least the share `ratio` of those not skipped succeeded."""
+    if step.success_min is None and step.success_ratio is None:
+        return False
+    done = sum(1 for s in states if s in ("succeeded", "cached"))
+    counted = [s for s in states if s != "skipped"]
+    if step.success_min is not None and done < step.success_min:
+        return False
+    return step.success_ratio is None or done / len(counted) >= step.success_ratio
 
 
 def rule_holds(rule: str, states: Sequence[str]) -> bool:
