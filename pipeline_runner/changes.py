@@ -51,6 +51,7 @@ class StepChanged(NamedTuple):
     cache_files: Mapping[str, str] = NO_FILES  # the outputs' fingerprint
     group_kind: str | None = None  # a group's: for_each, template or pipeline
     outputs_json: str | None = None  # a step's named outputs (a JSON object), if any
+    inputs_json: str | None = None  # a failed step's rendered inputs (a JSON object)
 
     @property
     def is_step(self) -> bool:

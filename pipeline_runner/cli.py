@@ -581,6 +581,11 @@ def status(file: str, as_json: bool, no_cache: bool, state_dir: str, **planner: 
     help="Run these steps (id or glob) and everything downstream again, even if they succeeded.",
 )
 @click.option(
+    "--failed",
+    is_flag=True,
+    help="Re-drive only the failed steps (and what depends on them); keep the rest.",
+)
+@click.option(
     "-p",
     "--param",
     "params",
@@ -600,6 +605,7 @@ def resume(
     only: tuple[str, ...],
     force: bool,
     rerun: tuple[str, ...],
+    failed: bool,
     params: tuple[str, ...],
     params_file: str | None,
     state_dir: str,
@@ -610,6 +616,8 @@ def resume(
 
     check_reports(options)
     quiet(options)
+    if failed and (only or rerun):
+        raise UsageError("--failed chooses the steps itself: leave out --only and --rerun")
     from .engine import RunRequest, run_pipeline
     from .store import open_store
 
@@ -627,6 +635,7 @@ def resume(
         secrets_file=recorded.get("secrets_file"),
         state_dir=state_dir,
         rerun=rerun,
+        failed=failed,
         **options,
     )
     sys.exit(run_pipeline(request, resume=full_id, force=force))
@@ -796,12 +805,17 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
 
     from .gatebook import gate_rows
     from .store import open_store
+    from .success_policy import is_verdict
 
     store = open_store(Path(state_dir), create=False)
     try:
         full_id = store.resolve(run_id)
         row = store.run(full_id)
-        steps = [s for s in store.steps(full_id) if s["kind"] != "group"]
+        steps = [
+            s
+            for s in store.steps(full_id)
+            if s["kind"] != "group" or is_verdict(s["state"], s["error"])
+        ]
         reruns = store.reruns(full_id)
         gates = gate_rows(store, full_id)
     finally:
@@ -813,6 +827,7 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
             step["output"] = json.loads(step.pop("output_json") or "null")
             step["rerun"] = reruns.get(step["step_id"])
             step["outputs"] = json.loads(step.pop("outputs_json") or "null")
+            step["inputs"] = json.loads(step.pop("inputs_json") or "null")
         row["outputs"] = json.loads(row.pop("outputs_json") or "null")
         row.pop("plan_json", None)
         click.echo(ci_report(json.dumps({"run": row, "steps": steps}, indent=2, default=str)))
@@ -855,6 +870,29 @@ def reject(run_id: str, step: str, message: str | None, state_dir: str) -> None:
     from .gatebook import record_answer
 
     click.echo(record_answer(Path(state_dir), run_id, step, False, message))
+
+
+@main.command()
+@click.argument("run_id", shell_complete=completion.run_ids)
+@click.option("--json", "as_json", is_flag=True, help="JSON for tools.")
+@state_dir_option
+def failed(run_id: str, as_json: bool, state_dir: str) -> None:
+    """List a run's failed steps: inputs, error kind, message, attempts."""
+    from pathlib import Path
+
+    from . import deadletters
+    from .store import open_store
+
+    store = open_store(Path(state_dir), create=False)
+    try:
+        full_id = store.resolve(run_id)
+        found = deadletters.letters(store.steps(full_id))
+    finally:
+        store.close()
+    if as_json:
+        click.echo(ci_report(json.dumps(found, indent=2, default=str, ensure_ascii=False)))
+        return
+    click.echo(deadletters.text(full_id, found), nl=False)
 
 
 @main.command()

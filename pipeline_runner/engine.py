@@ -53,6 +53,7 @@ class RunRequest:
     no_cache: bool = False
     force_steps: Sequence[str] = ()  # run --force GLOB: these skip the cache lookup
     rerun: Sequence[str] = ()  # resume --rerun GLOB: these and their downstream run again
+    failed: bool = False  # resume --failed: the failed steps and their downstream run again
     no_compensate: bool = False
     state_dir: str = defaults.STATE_DIR
     extra: dict[str, Any] = field(default_factory=dict)
@@ -115,6 +116,8 @@ def _start(request: RunRequest, resume: str | None, force: bool) -> int:
         from .otlp import check_installed
 
         check_installed()
+    if request.failed and resume is not None:
+        redrive_failed(request, plan, resume)
     check_only(plan, request.only)
     chosen = choose(request, plan, resume)
     # The plan lives as long as the run: keep the collector's passes during the run off it.
@@ -194,6 +197,21 @@ class Session:
     resume: str | None
     force: bool
     chosen: Chosen
+
+
+def redrive_failed(request: RunRequest, plan: Plan, run_id: str) -> None:
+    """`resume --failed`: the run's failed steps run again, with what is downstream of them
+    (deadletters.py): the slice is `--only`, the failed steps `--rerun`."""
+    from . import deadletters
+    from .store import open_store
+
+    store = open_store(Path(request.state_dir), create=False)
+    try:
+        rows = store.steps(run_id)
+    finally:
+        store.close()
+    request.only = deadletters.redrive(plan, run_id, rows)
+    request.rerun = deadletters.failed_ids(rows)
 
 
 def choose(request: RunRequest, plan: Plan, resume: str | None) -> Chosen:

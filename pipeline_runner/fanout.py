@@ -8,10 +8,10 @@ import dataclasses
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from . import matrix
+from . import matrix, success_policy
 from .foreach import default_key, key_problem
 from .loader import format_path
-from .model import Deferred, ForEach, Node, NodeKind, Scope, has_deferred
+from .model import Deferred, ForEach, Node, NodeKind, Scope, SuccessPolicy, has_deferred
 from .namecheck import RUN_NAMES, STEP_NAMES
 from .rendering import INVALID, Rules
 from .schema import describe
@@ -63,6 +63,7 @@ class FanOuts:
         limit, fail_fast = step.get("max_parallel"), False
         if isinstance(value, dict):
             limit, fail_fast = value.get("max_parallel", limit), value.get("fail_fast", False)
+        keys = [m[len(qid) + 1 :] for m in members]
         group = Node(
             id=qid,
             kind=NodeKind.GROUP,
@@ -75,9 +76,22 @@ class FanOuts:
             group_kind="for_each",
             max_parallel=limit,
             fail_fast=fail_fast,
+            success=self.success(site, keys),
             is_finally=site.finally_,
         )
         self.planner.add_node(site, group)
+
+    def success(self, site: Site, keys: list[str] | None = None) -> SuccessPolicy | None:
+        """The step's `success` policy; with the instances' `keys` known before the run, what
+        cannot work with them is a located error."""
+        spec = site.step.get("success")
+        if spec is None:
+            return None
+        policy = success_policy.parse(spec)
+        for at, message in success_policy.static_problems(policy, keys) if keys is not None else ():
+            where = site.at("success", *(int(p) if p.isdigit() else p for p in at.split(".")))
+            self.planner.problems.error(site.file, where, message)
+        return policy
 
     def legs(self, site: Site, value: Any) -> list[tuple[str | None, Any]] | None:
         """The items of a for_each known before the run, each with its default key (None:
@@ -154,9 +168,10 @@ class FanOuts:
         node = self.planner.steps.step_node(site, runtime)
         if node is None:
             return
-        self.planner.add_node(
-            site, dataclasses.replace(node, kind=NodeKind.MAPPED, for_each=for_each)
+        mapped = dataclasses.replace(
+            node, kind=NodeKind.MAPPED, for_each=for_each, success=self.success(site)
         )
+        self.planner.add_node(site, mapped)
 
     def add_mapped_template(self, site: Site, for_each: ForEach) -> None:
         """A template fanned out at run time (GitHub's matrix from `fromJson(needs.x.outputs.y)`,
@@ -187,6 +202,7 @@ class FanOuts:
             scope=scope,
             for_each=for_each,
             body=body,
+            success=self.success(site),
             is_finally=site.finally_,
         )
         self.planner.add_node(site, mapped)

@@ -52,6 +52,7 @@ class State(enum.Enum):
     CACHED = "cached"
     COMPENSATED = "compensated"  # succeeded, then undone by its compensation (a saga)
     WAITING = "waiting"  # an approval gate waiting for its answer (approvals.py)
+    PARTIAL = "partial"  # a fan-out with failed instances whose `success` policy holds
 
     @property
     def finished(self) -> bool:
@@ -60,7 +61,13 @@ class State(enum.Enum):
     @property
     def ok(self) -> bool:
         """Dependents may run after this state."""
-        return self in (State.SUCCEEDED, State.SKIPPED, State.FAILED_ALLOWED, State.CACHED)
+        return self in (
+            State.SUCCEEDED,
+            State.SKIPPED,
+            State.FAILED_ALLOWED,
+            State.CACHED,
+            State.PARTIAL,
+        )
 
 
 class IfRunning(enum.Enum):
@@ -172,6 +179,16 @@ class Compensation:
 
 
 @dataclass(frozen=True, slots=True)
+class SuccessPolicy:
+    """A fan-out's `success`: when its instances count as a success although some failed.
+    Every condition given must hold (success_policy.py)."""
+
+    min: int | None = None  # at least this many instances succeeded
+    ratio: float | None = None  # at least this share of the instances succeeded
+    critical: tuple[str, ...] = ()  # the instances with these keys succeeded
+
+
+@dataclass(frozen=True, slots=True)
 class ForEach:
     """The run-time fan-out of a MAPPED node."""
 
@@ -224,6 +241,7 @@ class Node:
     body: tuple[Node, ...] = ()
     max_parallel: int | None = None  # GROUP of a for_each: limit on running members
     fail_fast: bool = False  # GROUP of a matrix: a failed member cancels its siblings
+    success: SuccessPolicy | None = None  # GROUP/MAPPED of a for_each: its success policy
     compensate: Compensation | None = None
     cache: CacheSpec | None = None
     resources: Mapping[str, float] = field(default_factory=lambda: EMPTY)

@@ -317,6 +317,10 @@ class Planner:
             site
         ):
             return
+        if "success" in step and "for_each" not in step:
+            message = "`success` is a policy of a fan-out: this step has no `for_each`"
+            self.problems.error(site.file, site.at("success"), message, key=True)
+            return
         if "loop" in step:
             self.loops.expand(site)
         elif "for_each" in step:

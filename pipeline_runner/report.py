@@ -22,6 +22,7 @@ from .escape import printable
 from .kinds import FailureKind
 from .model import NodeKind, State
 from .secrets import Masker
+from .success_policy import is_verdict
 
 SYMBOLS = {
     State.PENDING: "·",
@@ -36,6 +37,7 @@ SYMBOLS = {
     State.CACHED: "≡",
     State.COMPENSATED: "↶",
     State.WAITING: "⏸",
+    State.PARTIAL: "◐",
 }
 COLORS = {
     State.RUNNING: "cyan",
@@ -49,6 +51,7 @@ COLORS = {
     State.CACHED: "blue",
     State.COMPENSATED: "yellow",
     State.WAITING: "yellow",
+    State.PARTIAL: "yellow",
 }
 TAIL_LINES = 10
 TAIL_BYTES = 64 * 1024
@@ -121,8 +124,10 @@ class PlainReporter:
         self.pending.append(f"{stamp} {self.mask(text)}\n")
 
     def changed(self, nr: StepChanged) -> None:
-        if nr.kind is NodeKind.GROUP or nr.state is State.PENDING or nr.state is nr.old:
+        if nr.state is State.PENDING or nr.state is nr.old:
             return
+        if nr.kind is NodeKind.GROUP and not is_verdict(nr.state.value, nr.error):
+            return  # a fan-out is told only when its success policy decided
         # Masked before escaped: escaping could change a secret's spelling.
         text = f"{SYMBOLS[nr.state]} {nr.state.value:<15} {safe(self.mask(nr.id))}"
         if nr.state is State.RUNNING and nr.attempt > 1:
@@ -138,7 +143,7 @@ class PlainReporter:
                 text += f" [{nr.error_kind}]"
         elif nr.state is State.WAITING and nr.error:  # an approval gate: its prompt
             text += f": {one_line(self.mask(nr.error))}"
-        elif nr.state in (State.SKIPPED, State.UPSTREAM_FAILED) and nr.error:
+        elif nr.state in (State.SKIPPED, State.UPSTREAM_FAILED, State.PARTIAL) and nr.error:
             # why: which need, which exit code (after its id and a space, as a duration is)
             why = one_line(self.mask(nr.error))
             text += f": {why}" if duration(nr) else f" ({why})"

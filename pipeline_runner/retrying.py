@@ -13,6 +13,7 @@ import time
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from .kinds import FailureKind
 from .model import Node
 from .runstate import NodeRun, RunState
 
@@ -36,6 +37,19 @@ def schedule_retry(state: RunState, nr: NodeRun, rng: random.Random) -> float:
     delay = nr.node.retries.delay_before(nr.attempt - nr.base + 1, rng)
     heapq.heappush(state.timers, (time.monotonic() + delay, nr.id))
     return delay
+
+
+def retry_after_breaker(state: RunState, nr: NodeRun, until: float | None) -> bool:
+    """A step its pool's open breaker rejected: when its `retries.on` names `breaker` and it
+    has retries left, its next attempt waits on the timer heap until the cooldown ends
+    (`until`, monotonic), when the breaker lets a trial through."""
+    policy = nr.node.retries
+    if until is None or FailureKind.BREAKER not in policy.on:
+        return False
+    if not may_retry(nr, FailureKind.BREAKER) or state.stopping(nr):
+        return False
+    heapq.heappush(state.timers, (max(until, time.monotonic()), nr.id))
+    return True
 
 
 def due_retries(state: RunState, now: float) -> list[NodeRun]:

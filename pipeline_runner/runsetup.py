@@ -9,10 +9,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from . import expansion, graph
+from . import expansion, graph, success_policy
 from .errors import TemplateError
 from .model import Deferred, Node, NodeKind, Plan, Scope, State
-from .runstate import NodeRun, Options, RunState, group_output, group_state, kept_run
+from .runstate import NodeRun, Options, RunState, group_output, judged, kept_run
 
 Render = Callable[[NodeRun, Any], Any]  # a template value rendered for a node
 
@@ -77,13 +77,15 @@ def failed_outside(state: RunState, options: Options) -> bool:
     """Resume with `--only`: whether a step left out of this slice had not succeeded when
     the run last ended.  A run's status is over all its steps, not only those run now (a
     group's recorded state is derived from its steps, and stale once they ran again)."""
-    nodes, runs = state.plan.nodes, state.runs
+    nodes, runs, rows = state.plan.nodes, state.runs, options.recorded_rows
+    states = {nid: str(row["state"]) for nid, row in rows.items()}
     return any(
         nid in nodes
         and nid not in runs
         and nodes[nid].kind is not NodeKind.GROUP
         and not State(row["state"]).ok
-        for nid, row in options.recorded_rows.items()
+        and not success_policy.forgiven_recorded(nodes, states, nid)
+        for nid, row in rows.items()
     )
 
 
@@ -158,7 +160,7 @@ def kept_group(state: RunState, nr: NodeRun, render: Render) -> None:
     ids = node.members or [k for k, m in state.kept.items() if m.node.group == node.id]
     everything = {**state.kept, **state.runs}
     members = [everything[m] for m in ids if m in everything]
-    nr.state = group_state(members)
+    nr.state = judged(node, members)[0]
     nr.output, nr.outputs = None, None
     if not nr.state.ok:
         return

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import defaults
+from . import defaults, success_policy
 from .changes import NO_FILES, StepChanged
 from .kinds import INSTANCE_KINDS
 from .messages import Completion, Task
@@ -47,6 +47,7 @@ class Options:
 
 
 Entry = tuple[int, int, int, str]
+_FAILED = (State.FAILED, State.FAILED_ALLOWED)  # the states whose record keeps the inputs
 _UNEXPANDED_ENDS = frozenset(
     {State.FAILED, State.FAILED_ALLOWED, State.UPSTREAM_FAILED, State.SKIPPED, State.CANCELLED}
 )
@@ -154,8 +155,20 @@ class NodeRun:
                 self.cache_files or NO_FILES,
                 node.group_kind,
                 self.outputs_json,
+                self.inputs_json() if self.state in _FAILED else None,
             ),
         )
+
+    def inputs_json(self) -> str | None:
+        """The step's rendered inputs as JSON: `with` (and the for_each item), as its last
+        attempt was given them; None when it never got so far."""
+        task = self.task
+        if task is None or self.node.kind is not NodeKind.STEP:
+            return None
+        inputs: dict[str, Any] = {"with": task.with_}
+        if self.node.has_item:
+            inputs["item"] = task.item
+        return json.dumps(inputs, default=str, ensure_ascii=False)
 
 
 class RunState:
@@ -208,8 +221,12 @@ class RunState:
         """Set a state and tell the readers."""
         old = nr.state
         nr.state = state
-        if (state is State.FAILED or state is State.UPSTREAM_FAILED) and not nr.node.is_finally:
-            self.main_failed = True
+        if (
+            (state is State.FAILED or state is State.UPSTREAM_FAILED)
+            and not nr.node.is_finally
+            and not success_policy.under_policy(nr.node, self.runs)
+        ):
+            self.main_failed = True  # a fan-out's success policy judges its instances
         self.emit(nr.change(old))
 
     def news(self, nr: NodeRun) -> None:
@@ -239,9 +256,33 @@ class RunState:
         )
 
     def lookup(self, nid: str) -> Mapping[str, Any]:
-        """What a template reads of `steps.<nid>`."""
+        """What a template reads of `steps.<nid>`; of a group also `states` and `errors`,
+        by member key (dead letters: which instances failed, and why)."""
         found = self.runs.get(nid)
-        return (found if found is not None else self.kept[nid]).view()
+        nr = found if found is not None else self.kept[nid]
+        view = nr.view()
+        if nr.node.kind is NodeKind.STEP:
+            return view
+        states, errors = {}, {}
+        for mid in nr.members or nr.node.members:
+            member = self.runs.get(mid) or self.kept.get(mid)
+            if member is None:
+                continue
+            key = member.node.key or mid.removeprefix(nid + ".")
+            states[key] = member.state.value
+            if member.state.finished and not member.state.ok:
+                errors[key] = self.first_error(member)
+        return {**view, "states": states, "errors": errors}
+
+    def first_error(self, nr: NodeRun) -> str:
+        """The message of the step that made `nr` fail: a group's first failed member's."""
+        while nr.node.kind is not NodeKind.STEP:
+            members = [self.runs.get(m) or self.kept.get(m) for m in nr.members or nr.node.members]
+            failed = [m for m in members if m is not None and m.state is State.FAILED]
+            if not failed:
+                break
+            nr = failed[0]
+        return nr.error
 
     def all_nodes(self) -> dict[str, NodeRun]:
         """Every node of the run: those of this run and, after `resume --only`, the kept ones,
@@ -299,6 +340,16 @@ def group_state(members: Sequence[NodeRun]) -> State:
     return State.SKIPPED
 
 
+def judged(node: Node, members: Sequence[NodeRun]) -> tuple[State, str]:
+    """A group's state from its members', with its success policy if it has one, and the
+    policy's note (why it failed, or how many failed when `partial`)."""
+    state = group_state(members)
+    if node.success is None:
+        return state, ""
+    ended = [(m.node.key or m.id, m.state) for m in members]
+    return success_policy.decide(node.success, ended, state)
+
+
 def group_output(
     nr: NodeRun, members: Sequence[NodeRun], render: Callable[[Any], Any]
 ) -> tuple[Any, dict[str, Any] | None]:
@@ -308,7 +359,8 @@ def group_output(
     node = nr.node
     if node.group_kind not in INSTANCE_KINDS:
         # A skipped instance gave nothing: the fan-out's outputs leave it out (as Argo's do).
-        ran = [m for m in members if m.state is not State.SKIPPED]
+        # Nor does one that failed under a success policy (the fan-out is `partial`).
+        ran = [m for m in members if m.state is not State.SKIPPED and m.state.ok]
         return [m.output for m in ran], {m.node.key or m.id: m.output for m in ran}
     if node.outputs is None:
         return {m.id.removeprefix(node.id + "."): m.output for m in members}, None

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from . import compensation, gating, limits, procs, retrying, runsetup, runsignals
+from . import compensation, gating, limits, procs, retrying, runsetup, runsignals, success_policy
 from .chains import Chains
 from .changes import RunInfo, RunResult, Sink, StepChanged
 from .errors import (
@@ -280,7 +280,10 @@ class Scheduler:
         nr.kind, nr.exit_code = FailureKind.BREAKER, None
         nr.error = self.breakers.open_message(pool)
         self.state.mark(nr, State.RUNNING)
-        self.flow.final_failure(nr)
+        if retrying.retry_after_breaker(self.state, nr, self.breakers.open_until.get(pool)):
+            self.state.mark(nr, State.RETRYING)  # `retries.on: [breaker]`: after the cooldown
+        else:
+            self.flow.final_failure(nr)
         # it held no slot: let the next waiting step come through
         limits.release(self.state, "pool:" + pool)
         return True
@@ -484,8 +487,11 @@ class Scheduler:
 
     def status(self, signum: int | None) -> tuple[RunStatus, int]:
         """The run's status and exit code, before its outputs are rendered."""
+        runs = self.state.runs
         failed = self.flow.failed_before or any(
-            nr.state in (State.FAILED, State.UPSTREAM_FAILED) for nr in self.state.runs.values()
+            nr.state in (State.FAILED, State.UPSTREAM_FAILED)
+            and not success_policy.forgiven(nr.node, runs)
+            for nr in runs.values()
         )
         if self.storage_error is not None:
             return RunStatus.FAILED, EXIT_STORE

@@ -153,6 +153,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, step_id)
     ) WITHOUT ROWID;
     """,
+    # 7 -> 8: a failed step's rendered inputs (`with`, its item), for `runner failed`
+    """
+    ALTER TABLE steps ADD COLUMN inputs_json TEXT;
+    """,
 ]
 
 
@@ -560,6 +564,7 @@ class StoreSink:
             position[nr.id],
             nr.outputs_json if nr.state in _OUTPUT_STATES else None,
             nr.cache_key if nr.state in _CACHE_STATES else None,
+            self.masker.text(nr.inputs_json) if nr.inputs_json else None,
         )
 
     def attempt_row(self, nr: StepChanged, when: float) -> tuple[Any, ...] | None:
@@ -636,13 +641,14 @@ class StoreSink:
             db.executemany(
                 "INSERT INTO steps (run_id, step_id, kind, state, attempts, started, finished, "
                 "error_kind, error, exit_code, worker, output_json, log_path, position, "
-                "outputs_json, cache_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "outputs_json, cache_key, inputs_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT (run_id, step_id) DO UPDATE SET "
                 "state = excluded.state, attempts = excluded.attempts, started = excluded.started, "
                 "finished = excluded.finished, error_kind = excluded.error_kind, "
                 "error = excluded.error, exit_code = excluded.exit_code, worker = excluded.worker, "
                 "output_json = excluded.output_json, outputs_json = excluded.outputs_json, "
-                "cache_key = excluded.cache_key",
+                "cache_key = excluded.cache_key, "
+                "inputs_json = excluded.inputs_json",
                 step_rows,
             )
             if attempt_rows:
@@ -728,7 +734,7 @@ _ERROR_STATES = (
     State.UPSTREAM_FAILED,
     State.CANCELLED,
 )
-_OUTPUT_STATES = (State.SUCCEEDED, State.CACHED, State.COMPENSATED)
+_OUTPUT_STATES = (State.SUCCEEDED, State.CACHED, State.COMPENSATED, State.PARTIAL)
 _CACHE_STATES = (State.SUCCEEDED, State.CACHED)  # a step row's cache key: the entry it used
 
 

@@ -13,13 +13,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import approvals, compensation, expansion, gating, limits, runfacts, runsetup, triggers
+from . import (
+    approvals,
+    compensation,
+    expansion,
+    gating,
+    limits,
+    runfacts,
+    runsetup,
+    success_policy,
+    triggers,
+)
 from .errors import TemplateError
 from .kinds import FailureKind, RunStatus
 from .logfiles import log_file_name
 from .loops import Loops
 from .model import Node, NodeKind, Plan, Scope, State, has_deferred
-from .runstate import NodeRun, Options, RunState, group_output, group_state
+from .runstate import NodeRun, Options, RunState, group_output, group_state, judged
 from .runtime import Renderer
 from .tasks import TaskMaker, cache_hit, cache_key_problem
 
@@ -183,7 +193,13 @@ class Transitions:
             return
         self.done(nr, State.FAILED)
         # A `finally` step's failure fails the run but stops nothing: they all run to their end.
-        if self.options.fail_fast and not self.state.cancelling and not nr.node.is_finally:
+        # Under a success policy the fan-out's end decides (complete_group).
+        if self.options.fail_fast and not nr.node.is_finally:
+            self.stop_fast(nr)
+
+    def stop_fast(self, nr: NodeRun) -> None:
+        """--fail-fast: `nr` failed; stop the run unless a success policy judges it."""
+        if not self.state.cancelling and not success_policy.under_policy(nr.node, self.state.runs):
             self.stop()
 
     def skipped_by_exit(self, nr: NodeRun, finished: float) -> bool:
@@ -297,8 +313,8 @@ class Transitions:
         """A member of `group` ended in a state that stops dependents.  A failed member makes
         the group `failed` at once (see group_state: nothing the other members do can change
         that); otherwise the group's state is decided when all its members are done."""
-        if member.state is not State.FAILED:
-            self.need_finished(group)
+        if member.state is not State.FAILED or group.node.success is not None:
+            self.need_finished(group)  # a success policy: decided when all have ended
             return
         group.error = f"{member.id} failed"
         group.finished = time.time()
@@ -347,7 +363,19 @@ class Transitions:
     def complete_group(self, nr: NodeRun) -> None:
         runs = self.state.runs
         members = [runs[m] for m in (nr.members or nr.node.members) if m in runs]
-        state = group_state(members)
+        nr.started = min((m.started for m in members if m.started), default=None)
+        if self.state.cancelling:  # a policy judges failures, not a stopped run
+            state, why = group_state(members), ""
+        else:
+            state, why = judged(nr.node, members)
+        if why:
+            if not state.ok:
+                nr.error, nr.finished = why, time.time()
+                self.done(nr, state)
+                if state is State.FAILED and self.options.fail_fast and not nr.node.is_finally:
+                    self.stop_fast(nr)
+                return
+            nr.error = why  # partial: how many failed
         if not state.ok:  # a need of the group failed: its members are upstream_failed
             nr.error = next((m.error for m in members if not m.state.ok), "")
         else:
@@ -356,7 +384,6 @@ class Transitions:
             except TemplateError as exc:
                 self.fail_now(nr, FailureKind.ERROR, f"template outputs: {exc}")
                 return
-        nr.started = min((m.started for m in members if m.started), default=None)
         nr.finished = time.time()
         self.done(nr, state)
 

@@ -33,7 +33,7 @@ DEFAULT = "all_success"
 STATUS_FUNCTIONS = frozenset({"success", "failure", "always", "cancelled"})
 ON_CANCEL = frozenset({"always", "cancelled"})  # an `if` calling one runs when cancelled
 
-SUCCESS = frozenset({State.SUCCEEDED, State.CACHED, State.FAILED_ALLOWED})
+SUCCESS = frozenset({State.SUCCEEDED, State.CACHED, State.FAILED_ALLOWED, State.PARTIAL})
 FAILURE = frozenset({State.FAILED, State.UPSTREAM_FAILED})
 
 Need = tuple[str, State]  # a need's id and the state it ended in

@@ -170,7 +170,7 @@ def main_cond(draw: st.DrawFn, upstream: Sequence[Step], for_each: bool) -> Cond
     if for_each:
         options.append(st.builds(ItemCond, st.sampled_from(KEYS), st.booleans()))
     if upstream:
-        states = ["succeeded", "skipped", "failed_allowed", "failed", "upstream_failed"]
+        states = ["succeeded", "skipped", "failed_allowed", "failed", "upstream_failed", "partial"]
         options.append(state_cond(upstream, states))
         options.append(st.builds(StatusCond, st.sampled_from(STATUS_FUNCTIONS)))
     plain = [s.id for s in upstream if s.for_each is None]
@@ -204,6 +204,16 @@ def trigger(draw: st.DrawFn, needs: Sequence[Step], cond: Cond | None) -> str | 
     if not needs or isinstance(cond, StatusCond) or draw(st.integers(0, 2)) == 0:
         return None
     return draw(st.sampled_from(TRIGGERS))
+
+
+def success_min(instances: int) -> st.SearchStrategy[int | None]:
+    """`success: {min: N}` on a fan-out (at most its number of instances), or none."""
+    return st.none() | st.none() | st.integers(1, instances)
+
+
+def success_ratio() -> st.SearchStrategy[float | None]:
+    """`success: {ratio: R}` on a fan-out, or none."""
+    return st.none() | st.none() | st.sampled_from([0.5, 0.6, 1.0])
 
 
 def skip_codes(plugin: str) -> st.SearchStrategy[tuple[int, ...]]:
@@ -245,6 +255,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             trigger=draw(trigger(needs, cond)),
             skip_exit_codes=draw(skip_codes(plugin)),
             matrix=for_each is not None and draw(st.booleans()),
+            success_min=None if for_each is None else draw(success_min(len(for_each))),
+            success_ratio=None if for_each is None else draw(success_ratio()),
         )
         steps.append(step)
         by_id[step.id] = step
@@ -359,6 +371,9 @@ def step_yaml(step: Step, pipeline: Pipeline) -> dict[str, Any]:
         out["for_each"] = {"matrix": {"k": list(step.for_each)}}
     elif step.for_each is not None:
         out["for_each"] = list(step.for_each)
+    policy = {"min": step.success_min, "ratio": step.success_ratio}
+    if any(v is not None for v in policy.values()):
+        out["success"] = {k: v for k, v in policy.items() if v is not None}
     if step.trigger is not None:
         out["trigger"] = step.trigger
     if step.skip_exit_codes:

@@ -49,6 +49,12 @@ What the model encodes, with the sentence of the manual it comes from:
 - `runner resume --rerun GLOB` (commands.md, "Re-running what succeeded"): the steps GLOB
   selects run again even if they succeeded, and with them everything downstream (a step whose
   need is not kept is not kept: the same rule as above); it works on a succeeded run too.
+- Success policies (semantics.md, "Success policies"): `success: {min: N, ratio: R}` on a
+  `for_each` (either or both). When an instance is `failed`, at least N instances `succeeded`
+  and so did at least the share R of those not `skipped`, the fan-out reads
+  `partial`: its dependents run (`partial` counts as a success for trigger rules), its outputs
+  leave the failed instances out, and those failures do not fail the run. When fewer
+  succeeded it is what it would be without a policy (`failed`).
 - `defaults.retries` / `defaults.continue_on_error` apply to every step that does not set them
   (main and `finally`); `run.attempt` / `ctx.attempt` is the attempt number.
 """
@@ -65,8 +71,9 @@ OutcomeKind = Literal["ok", "error", "exit", "timeout"]
 Plugin = Literal["python", "shell"]
 
 # The states that do not fail the run.
-OK_FOR_DEPENDENTS = frozenset({"succeeded", "cached", "skipped", "failed_allowed"})
-SUCCESS = frozenset({"succeeded", "cached", "failed_allowed"})  # what trigger rules call success
+OK_FOR_DEPENDENTS = frozenset({"succeeded", "cached", "skipped", "failed_allowed", "partial"})
+# what trigger rules call success
+SUCCESS = frozenset({"succeeded", "cached", "failed_allowed", "partial"})
 FAILURE = frozenset({"failed", "upstream_failed"})
 TRIGGERS = (
     "all_success",
@@ -182,6 +189,8 @@ class Step:
     trigger: str | None = None  # None: not set (all_success)
     skip_exit_codes: tuple[int, ...] = ()
     matrix: bool = False  # for_each written as a one-axis matrix (the same instances)
+    success_min: int | None = None  # `success: {min: N}` on a for_each
+    success_ratio: float | None = None  # `success: {ratio: R}` (with `min`: both must hold)
 
     def instance_ids(self) -> list[str]:
         if self.for_each is None:
@@ -295,15 +304,30 @@ def visible_state(pipeline: Pipeline, step_id: str, results: Mapping[str, StepRe
     """`steps.<id>.state`; for a fan-out (semantics.md, state table): `failed_allowed` when some
     instances are and none succeeded; otherwise the worst state, else `succeeded` when one
     succeeded, else `skipped`."""
-    states = [results[i].state for i in pipeline.step(step_id).instance_ids()]
-    if len(states) == 1:
+    step = pipeline.step(step_id)
+    states = [results[i].state for i in step.instance_ids()]
+    if step.for_each is None:
         return states[0]
+    if "failed" in states and policy_holds(step, states):
+        return "partial"
     for worst in ("failed", "upstream_failed", "cancelled"):
         if worst in states:
             return worst
     if "failed_allowed" in states and "succeeded" not in states:
         return "failed_allowed"
     return "succeeded" if "succeeded" in states else "skipped"
+
+
+def policy_holds(step: Step, states: Sequence[str]) -> bool:
+    """A fan-out's success policy, over its instances' states: at least `min` succeeded, and
+    at least the share `ratio` of those not skipped succeeded."""
+    if step.success_min is None and step.success_ratio is None:
+        return False
+    done = sum(1 for s in states if s in ("succeeded", "cached"))
+    counted = [s for s in states if s != "skipped"]
+    if step.success_min is not None and done < step.success_min:
+        return False
+    return step.success_ratio is None or done / len(counted) >= step.success_ratio
 
 
 def rule_holds(rule: str, states: Sequence[str]) -> bool:
@@ -422,7 +446,12 @@ def decide(
 def main_status(pipeline: Pipeline, results: Mapping[str, StepResult]) -> str:
     """`failed` when a main step did not end in a state that lets dependents run (over all
     steps: after `resume --only`, a step left out that had not succeeded keeps it failed)."""
-    main = [i for s in pipeline.steps for i in s.instance_ids()]
+    main = [
+        i
+        for s in pipeline.steps
+        if visible_state(pipeline, s.id, results) != "partial"  # its policy forgives them
+        for i in s.instance_ids()
+    ]
     bad = any(results[i].state not in OK_FOR_DEPENDENTS for i in main)
     return "failed" if bad else "succeeded"
 
@@ -474,7 +503,8 @@ def finish(pipeline: Pipeline, results: dict[str, StepResult]) -> RunResult:
         for name, (step_id, attr) in pipeline.outputs.items():
             step = pipeline.step(step_id)
             ran = [(k, results[f"{step_id}.{k}"]) for k in step.for_each or ()]
-            ran = [(k, r) for k, r in ran if r.state != "skipped"]  # left out of the outputs
+            # left out of the outputs: skipped instances, and failed ones of a `partial` fan-out
+            ran = [(k, r) for k, r in ran if r.state != "skipped" and r.state in OK_FOR_DEPENDENTS]
             if step.for_each is None:
                 outputs[name] = results[step_id].output
             elif attr == "output":
