@@ -131,7 +131,7 @@ def test_a_rejected_deploy_rolls_staging_back_by_compensation(
     assert lines(folder / "envs" / "staging.txt") == ["1.3.9"]  # rolled back
     assert lines(folder / "history.txt")[-2:] == [
         "rollback staging to 1.3.9",
-        f"run {run_id} of 1.4.0 ended failed",
+        f"run {run_id} of 1.4.0 ended compensated",  # every compensation succeeded
     ]
     steps = steps_of(run_cli, run_id)
     assert steps["gate"]["state"] == "failed"
@@ -139,6 +139,8 @@ def test_a_rejected_deploy_rolls_staging_back_by_compensation(
     assert "not on a Friday" in steps["gate"]["error"]
     assert steps["production"]["state"] == "upstream_failed"
     assert steps["staging:compensate"]["state"] == "succeeded"
+    assert steps["staging"]["state"] == "compensated"
+    assert show(run_cli, run_id)["run"]["status"] == "compensated"
 
 
 @pytest.mark.parametrize(
