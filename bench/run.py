@@ -11,7 +11,10 @@ Tools per workload:
 
 - ``runner``: the project's CLI, ``runner run FILE --progress none --state-dir D --workers 2``.
 - ``runner (dask)`` (W1-W5): the same with ``--executor dask``, which starts a local Dask
-  cluster of that many worker processes (needs ``yaml-pipeline-runner[dask]`` in the runner's venv).
+  cluster of that many worker processes (needs ``yaml-pipeline-runner[dask]`` in the runner's venv),
+  compared with ``dask.distributed``: a plain script that starts the same ``LocalCluster`` the
+  same way and runs the same graph on it (``Client.get``), on the runner's interpreter (the same
+  Dask the executor uses).
 - peers (installed on first use into ``bench/.venv-peers``): ``doit`` (parallel process mode)
   and ``dask`` (multiprocessing scheduler; the threaded scheduler as an extra row).
 - baselines (plain Python, standard library): a serial loop and a ``ProcessPoolExecutor``
@@ -56,9 +59,11 @@ W4_STEPS = 32
 WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "V1", "V2")
 ACCEPTANCE = {"V1": 2.0, "V2": 0.3}  # seconds: the loading issue's acceptance numbers
 
-# Roles: the ratio column compares "runner" to the fastest "peer"; "extra" peers
-# (dask's threaded scheduler: no process isolation) and "baseline" rows are shown only.
-RUNNER, PEER, EXTRA, BASELINE = "runner", "peer", "extra", "baseline"
+# Roles: the ratio column compares a "runner" row to the fastest row of the role it names
+# (`Cell.vs`): `runner` to the fastest "peer", `runner (dask)` to the "cluster" row (plain
+# dask.distributed on the same local cluster). "extra" peers (dask's threaded scheduler: no
+# process isolation) and "baseline" rows are shown only.
+RUNNER, PEER, CLUSTER, EXTRA, BASELINE = "runner", "peer", "cluster", "extra", "baseline"
 
 # --------------------------------------------------------------------------- generated files
 
@@ -168,6 +173,49 @@ def main():
         import dask.threaded
 
         dask.threaded.get(graph, keys, num_workers=workers)
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+DISTRIBUTED_PY = '''\
+"""Peer of `runner --executor dask`: the same graph on a dask.distributed LocalCluster started
+the way runner's dask executor starts it (N worker processes, one thread each)."""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from bench_tasks import step
+
+
+def main():
+    import distributed
+
+    workers = int(sys.argv[1])
+    dag = json.loads((Path(__file__).resolve().parent / "dag.json").read_text())
+    keys = [f"n{i}" for i in range(len(dag["kinds"]))]
+    graph = {
+        keys[i]: (step, kind, *[keys[d] for d in dag["needs"][i]])
+        for i, kind in enumerate(dag["kinds"])
+    }
+    cluster = distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    client = distributed.Client(cluster, set_as_default=False)
+    try:
+        client.wait_for_workers(workers, timeout=60)
+        client.get(graph, keys, sync=True)
+    finally:
+        client.close(timeout=10)
+        cluster.close(timeout=20)
 
 
 if __name__ == "__main__":
@@ -310,6 +358,7 @@ class Cell:
     tool: str
     role: str
     argv: Callable[[Path], list[str]]
+    vs: str | None = None  # runner rows: the role whose fastest row the ratio divides by
     samples: list[Sample] = field(default_factory=list)
     error: str | None = None
     leftovers: int = 0  # runs after which processes of the tool were still running
@@ -345,6 +394,7 @@ class Tools:
     doit_db_flag: str
     doit_help: list[str]
     yaml_python: str | None
+    distributed_python: str | None  # for the dask.distributed row: the runner's, if it can
     peer_versions: str  # e.g. "doit 0.37.0, dask 2026.8.0", or "" without peers
 
 
@@ -499,11 +549,12 @@ def doit_flags(doit: Path) -> tuple[str, list[str]]:
     return db_flag, [str(doit), "--help" if dash_help else "help"]
 
 
-def find_yaml_python(candidates: Iterable[str | None]) -> str | None:
+def find_python(candidates: Iterable[str | None], module: str) -> str | None:
+    """The first interpreter of candidates that can import module."""
     for python in candidates:
         if python and Path(python).exists():
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                if _run_quiet([python, "-c", "import yaml"], 60).returncode == 0:
+                if _run_quiet([python, "-c", f"import {module}"], 60).returncode == 0:
                     return python
     return None
 
@@ -518,10 +569,20 @@ def discover_tools(args: argparse.Namespace, log: Callable[[str], None]) -> Tool
     runner_python = str(runner.parent / "python") if runner else None
     if runner_python:
         compile_runner(runner_python, log)
-    yaml_python = find_yaml_python([runner_python, str(peers_python) if peers_python else None])
+    candidates = [runner_python, str(peers_python) if peers_python else None]
+    yaml_python = find_python(candidates, "yaml")
+    distributed_python = None if args.no_peers else find_python(candidates, "distributed")
     versions = peer_versions(peers_python) if peers_python else ""
     return Tools(
-        runner, sys.executable, peers_python, doit, db_flag, doit_help, yaml_python, versions
+        runner,
+        sys.executable,
+        peers_python,
+        doit,
+        db_flag,
+        doit_help,
+        yaml_python,
+        distributed_python,
+        versions,
     )
 
 
@@ -561,6 +622,7 @@ def write_workload_dir(root: Path, name: str, dag: Dag, pipeline: str) -> Path:
         "serial.py": SERIAL_PY,
         "ppe.py": PPE_PY,
         "dask_run.py": DASK_PY,
+        "distributed_run.py": DISTRIBUTED_PY,
         "dodo.py": DODO_PY,
         "yaml_load.py": YAML_LOAD_PY,
     }
@@ -569,12 +631,15 @@ def write_workload_dir(root: Path, name: str, dag: Dag, pipeline: str) -> Path:
     return wdir
 
 
-def runner_cells(tools: Tools, tool: str, args: Callable[[Path], list[str]]) -> list[Cell]:
-    """The runner row of a workload, or none with --no-runner."""
+def runner_cells(
+    tools: Tools, tool: str, args: Callable[[Path], list[str]], vs: str = PEER
+) -> list[Cell]:
+    """The runner row of a workload (compared with the fastest row of role `vs`), or none with
+    --no-runner."""
     if tools.runner is None:
         return []
     runner = str(tools.runner)
-    return [Cell(tool, RUNNER, lambda d: [runner, *args(d)])]
+    return [Cell(tool, RUNNER, lambda d: [runner, *args(d)], vs=vs)]
 
 
 def dag_cells(
@@ -584,8 +649,8 @@ def dag_cells(
     serial_label: str = "serial loop",
     with_dask: bool = False,
 ) -> list[Cell]:
-    """runner (and runner on a local Dask cluster), doit, dask (processes, threads), serial loop
-    and ProcessPoolExecutor cells."""
+    """runner (and runner on a local Dask cluster with plain dask.distributed beside it), doit,
+    dask (processes, threads), serial loop and ProcessPoolExecutor cells."""
     py, ppy = tools.python, str(tools.peers_python) if tools.peers_python else None
     pipeline = str(wdir / "pipeline.yaml")
     run_opts = ["--progress", "none", "--workers", str(workers), "--state-dir"]
@@ -593,8 +658,20 @@ def dag_cells(
     if with_dask:
         dask_opts = ["--executor", "dask", *run_opts]
         cells += runner_cells(
-            tools, "runner (dask)", lambda d: ["run", pipeline, *dask_opts, str(d / "state")]
+            tools,
+            "runner (dask)",
+            lambda d: ["run", pipeline, *dask_opts, str(d / "state")],
+            vs=CLUSTER,
         )
+        if tools.distributed_python:
+            dpy = tools.distributed_python
+            cells.append(
+                Cell(
+                    "dask.distributed",
+                    CLUSTER,
+                    lambda d: [dpy, str(wdir / "distributed_run.py"), str(workers)],
+                )
+            )
     if tools.doit and ppy:
         doit_run = [str(tools.doit), "-f", str(wdir / "dodo.py"), "-n", str(workers)]
         doit_run += ["-P", "process", "--reporter", "zero", "--backend", "sqlite3"]
@@ -785,8 +862,9 @@ def fmt_wall(cell: Cell) -> str:
     return "-" if wall is None else f"{wall:.3f}"
 
 
-def fastest_peer(wl: Workload) -> float | None:
-    walls = [c.median_wall() for c in wl.cells if c.role == PEER and c.ok]
+def fastest(wl: Workload, role: str | None) -> float | None:
+    """The median wall of the fastest row of `role` in the workload."""
+    walls = [c.median_wall() for c in wl.cells if c.role == role and c.ok]
     return min((w for w in walls if w is not None), default=None)
 
 
@@ -810,10 +888,10 @@ def notes_for(wl: Workload, cell: Cell) -> str:
 def table_rows(workloads: list[Workload]) -> list[list[str]]:
     rows = []
     for wl in workloads:
-        peer = fastest_peer(wl)
         for cell in wl.cells:
             wall, rss = cell.median_wall(), cell.median_rss()
             per_step = f"{1000 * wall / wl.steps:.2f}" if wall and wl.steps else "-"
+            peer = fastest(wl, cell.vs)
             ratio = f"{wall / peer:.2f}x" if cell.role == RUNNER and wall and peer else "-"
             rows.append(
                 [
@@ -865,6 +943,7 @@ def results_json(workloads: list[Workload]) -> list[dict[str, object]]:
             "workload": wl.name,
             "tool": c.tool,
             "role": c.role,
+            "compared_with": c.vs,
             "error": c.error,
             "wall_s": [s.wall for s in c.samples],
             "rss_mb": [s.rss_mb for s in c.samples],
