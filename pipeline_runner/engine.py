@@ -107,6 +107,14 @@ def refuse_if_running(state_dir: str, run_id: str) -> None:
 
 
 def _start(request: RunRequest, resume: str | None, force: bool) -> int:
+    from .executors import early_start
+
+    # The executor may start what takes long (a Dask cluster) while the file is planned.
+    with early_start(request.executor, request.workers, request.dask_scheduler) as early:
+        return _planned(request, resume, force, early)
+
+
+def _planned(request: RunRequest, resume: str | None, force: bool, early: Any) -> int:
     plan = plan_file(request.file, request.planner)
     check_only(plan, request.only)
     chosen = choose(request, plan, resume)
@@ -138,7 +146,11 @@ def _start(request: RunRequest, resume: str | None, force: bool) -> int:
     from .executors import make_executor
 
     executor = make_executor(
-        request.executor, workers, list(secret_values.values()), scheduler=request.dask_scheduler
+        request.executor,
+        workers,
+        list(secret_values.values()),
+        scheduler=request.dask_scheduler,
+        early=early,
     )
     if request.executor == "process":
         executor.start()  # now, while this process has one thread (see executors/process.py)
