@@ -56,7 +56,10 @@ NAP_SECONDS = 0.25
 WORKERS = 2  # the benchmark machine has 2 cores
 W4_WORKERS = 4
 W4_STEPS = 32
-WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "V1", "V2")
+WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "V1", "V2")
+DEFAULT_WORKLOADS = frozenset(WORKLOAD_NAMES) - {"W8"}  # W8 takes minutes: only with --only W8
+W8_TENANTS, W8_CHAIN = 1000, 100  # 100,000 steps
+W8_TIMEOUT = 1800.0  # seconds for one run of a W8 cell at least
 ACCEPTANCE = {"V1": 2.0, "V2": 0.3}  # seconds: the loading issue's acceptance numbers
 
 # Roles: the ratio column compares a "runner" row to the fastest row of the role it names
@@ -324,6 +327,7 @@ def pipeline_yaml(name: str, dag: Dag) -> str:
 
 
 def template_pipeline_yaml(name: str, tenants: int = 1000, chain: int = 10) -> str:
+    """W7 (and W8): a template of `chain` chained noop steps, one instance per tenant."""
     lines = ["version: 1", f"name: {name}", "params:", "  tenants:"]
     lines += [f"    - t{t:04d}" for t in range(tenants)]
     lines += ["templates:", "  etl:", "    params:", "      tenant: {}", "    steps:"]
@@ -349,6 +353,7 @@ class Sample:
     wall: float
     rss_mb: float
     leftovers: bool = False  # processes of the run's session outlived it (then killed)
+    extra: dict[str, float] = field(default_factory=dict)  # a cell's probe: e.g. store MB
 
 
 @dataclass
@@ -359,6 +364,10 @@ class Cell:
     role: str
     argv: Callable[[Path], list[str]]
     vs: str | None = None  # runner rows: the role whose fastest row the ratio divides by
+    # After each run: figures read from its directory (e.g. {"store MB": 81.9}), for the notes.
+    probe: Callable[[Path], dict[str, float]] | None = None
+    needs_setup: bool = False  # uses what the workload's setup made (fails with it)
+    per_step: bool = True  # False: runs no steps (`runner show`): no ms/step
     samples: list[Sample] = field(default_factory=list)
     error: str | None = None
     leftovers: int = 0  # runs after which processes of the tool were still running
@@ -381,6 +390,8 @@ class Workload:
     steps: int | None  # None: not a step-running workload (no ms/step)
     ideal_s: float | None = None  # W4: ideal wall time for parallel efficiency
     cells: list[Cell] = field(default_factory=list)
+    setup: Callable[[], None] | None = None  # once before the rounds; raises CellError
+    min_timeout: float = 0.0  # a cell's run may take this long even under a lower --timeout
 
 
 @dataclass(frozen=True)
@@ -766,7 +777,7 @@ def template_workloads(root: Path, tools: Tools, wanted: set[str]) -> list[Workl
 
 def build_workloads(root: Path, tools: Tools, only: set[str] | None) -> list[Workload]:
     """Generate every selected workload's files under root and list its cells."""
-    wanted = set(WORKLOAD_NAMES) if only is None else only
+    wanted = set(DEFAULT_WORKLOADS) if only is None else only
     out = [dag_workload(spec, root, tools) for spec in DAG_SPECS if spec.name in wanted]
     if "W6" in wanted:
         out.append(Workload("W6", "CLI start-up: --help", None, None, help_cells(tools, True)))
@@ -774,7 +785,68 @@ def build_workloads(root: Path, tools: Tools, only: set[str] | None) -> list[Wor
         out += template_workloads(root, tools, wanted)
     if "V2" in wanted:
         out.append(Workload("V2", "runner --help", None, None, help_cells(tools, False)))
+    if "W8" in wanted:
+        out.append(w8_workload(root, tools))
     return [wl for wl in out if wl.cells]
+
+
+def store_mb(state: Path) -> dict[str, float]:
+    """The size of the run store (SQLite file with its journal) in a state folder."""
+    files = [state / f"runs.db{suffix}" for suffix in ("", "-wal", "-shm", "-journal")]
+    size = sum(f.stat().st_size for f in files if f.exists())
+    return {"store MB": size / 1e6} if size else {}
+
+
+def w8_workload(root: Path, tools: Tools) -> Workload:
+    """W8: 1,000 tenants x a 100-step template of noops (100,000 steps); runner against dask's
+    schedulers on the same graph, the store's size, and `runner show` of such a run."""
+    dag = dag_w7(W8_TENANTS, W8_CHAIN)
+    wdir = write_workload_dir(root, "W8", dag, template_pipeline_yaml("w8", W8_TENANTS, W8_CHAIN))
+    pipeline = str(wdir / "pipeline.yaml")
+    run_opts = ["--progress", "none", "--workers", str(WORKERS), "--state-dir"]
+    cells = runner_cells(tools, "runner", lambda d: ["run", pipeline, *run_opts, str(d / "state")])
+    for cell in cells:
+        cell.probe = lambda d: store_mb(d / "state")
+    shown = wdir / "show-state"  # one run of the file, made by the set-up, for `runner show`
+    run_id: list[str] = []
+
+    def setup() -> None:
+        assert tools.runner is not None
+        summary = wdir / "show-run.json"
+        argv = [str(tools.runner), "run", pipeline, *run_opts, str(shown), "--json", str(summary)]
+        try:
+            done = _run_quiet(argv, W8_TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise CellError(f"runner run for runner show: {exc}") from exc
+        if done.returncode != 0:
+            raise CellError(f"runner run for runner show: exit code {done.returncode}")
+        run_id.append(json.loads(summary.read_text())["run_id"])
+
+    for label, extra in (("runner show", []), ("runner show --json", ["--json"])):
+        cells += runner_cells(
+            tools,
+            label,
+            lambda d, extra=extra: ["show", run_id[0], *extra, "--state-dir", str(shown)],
+            vs=None,
+        )
+        if cells and cells[-1].tool == label:
+            cells[-1].needs_setup, cells[-1].per_step = True, False
+    if tools.peers_python:
+        ppy = str(tools.peers_python)
+        for label, role, scheduler in (
+            ("dask processes", PEER, "processes"),
+            ("dask threads", EXTRA, "threads"),
+        ):
+            cells.append(
+                Cell(
+                    label,
+                    role,
+                    lambda d, s=scheduler: [ppy, str(wdir / "dask_run.py"), s, str(WORKERS)],
+                )
+            )
+    title = f"template of {W8_CHAIN} noop steps x {W8_TENANTS:,} tenants"
+    setup_fn = setup if tools.runner is not None else None
+    return Workload("W8", title, len(dag.ids), None, cells, setup_fn, W8_TIMEOUT)
 
 
 def validate_cells(tools: Tools, wdir: Path) -> list[Cell]:
@@ -804,6 +876,16 @@ def run_workload(
 ) -> None:
     """N rounds; each round runs every live cell once, starting one later each round."""
     cells = wl.cells
+    timeout = max(timeout, wl.min_timeout)
+    if wl.setup is not None:
+        try:
+            wl.setup()
+        except CellError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else "failed"
+            log(f"== {wl.name} set-up failed: {first}\n{exc}\n")
+            for cell in cells:
+                if cell.needs_setup:
+                    cell.error = f"set-up: {first}"
     for rnd in range(runs):
         order = cells[rnd % len(cells) :] + cells[: rnd % len(cells)]
         for cell in order:
@@ -830,6 +912,8 @@ def run_cell_once(
     argv = cell.argv(run_dir)
     try:
         sample = measure(argv, run_dir, timeout)
+        if cell.probe is not None:
+            sample.extra = cell.probe(run_dir)
         cell.samples.append(sample)
         if sample.leftovers:
             cell.leftovers += 1
@@ -875,6 +959,10 @@ def notes_for(wl: Workload, cell: Cell) -> str:
     if wall is None:
         return ""
     parts = []
+    for name in cell.samples[0].extra:
+        values = [s.extra[name] for s in cell.samples if name in s.extra]
+        what, _, unit = name.rpartition(" ")  # "store MB" -> "store 81.9 MB"
+        parts.append(f"{what} {statistics.median(values):.1f} {unit}")
     if cell.role == RUNNER and cell.leftovers:
         parts.append(f"left processes behind in {cell.leftovers} runs")
     if wl.ideal_s is not None:
@@ -890,7 +978,8 @@ def table_rows(workloads: list[Workload]) -> list[list[str]]:
     for wl in workloads:
         for cell in wl.cells:
             wall, rss = cell.median_wall(), cell.median_rss()
-            per_step = f"{1000 * wall / wl.steps:.2f}" if wall and wl.steps else "-"
+            steps = wl.steps if cell.per_step else None
+            per_step = f"{1000 * wall / steps:.2f}" if wall and steps else "-"
             peer = fastest(wl, cell.vs)
             ratio = f"{wall / peer:.2f}x" if cell.role == RUNNER and wall and peer else "-"
             rows.append(
@@ -947,6 +1036,7 @@ def results_json(workloads: list[Workload]) -> list[dict[str, object]]:
             "error": c.error,
             "wall_s": [s.wall for s in c.samples],
             "rss_mb": [s.rss_mb for s in c.samples],
+            "extra": [s.extra for s in c.samples],
             "runs_with_leftover_processes": c.leftovers,
         }
         for wl in workloads
