@@ -65,22 +65,23 @@ def packed_pipeline(folder: Path) -> Path:
             with: {{call: "packmod:touch", args: ["{done}", "n{i:02d}"]}}"""
         for i in range(WIDE)
     ]
+    needed = ", ".join(f"n{i:02d}" for i in range(WIDE))
     steps.append(
-        """
+        f"""
           - id: slow
             uses: python
             timeout: 1s
-            with: {call: "packmod:sleepy", args: [60]}
+            with: {{call: "packmod:sleepy", args: [60]}}
           - id: flaky
             uses: python
-            retries: {max: 2, delay: 10ms}
-            with: {call: "packmod:flaky", args: ["%s"]}
+            retries: {{max: 2, delay: 10ms}}
+            with: {{call: "packmod:flaky", args: ["{folder}"]}}
           - id: c1
             uses: noop
           - id: c2
             needs: c1
             uses: python
-            with: {call: "packmod:boom"}
+            with: {{call: "packmod:boom"}}
           - id: c3
             needs: c2
             uses: noop
@@ -96,9 +97,8 @@ def packed_pipeline(folder: Path) -> Path:
             needs: d2
             uses: noop
           - id: join
-            needs: [%s]
+            needs: [{needed}]
             uses: noop"""
-        % (folder, ", ".join(f"n{i:02d}" for i in range(WIDE)))
     )
     path = folder / "packed.yaml"
     path.write_text("version: 1\nname: packed\nsteps:" + "".join(textwrap.dedent(s) for s in steps))
