@@ -110,7 +110,8 @@ def _start(request: RunRequest, resume: str | None, force: bool) -> int:
     from .executors import early_start
 
     # The executor may start what takes long (a Dask cluster) while the file is planned.
-    with early_start(request.executor, request.workers, request.dask_scheduler) as early:
+    executor = "" if request.dry_run else request.executor  # a dry run starts none
+    with early_start(executor, request.workers, request.dask_scheduler) as early:
         return _planned(request, resume, force, early)
 
 

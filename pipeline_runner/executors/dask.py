@@ -110,11 +110,24 @@ class _Connection:
         self.cluster: Any = None
         self.client: Any = None
         self.error: BaseException | None = None
+        self.lock = threading.Lock()
+        self.abandoned = False  # no longer wanted (`abandon`): start nothing
+        self.starting = False  # past the import: it must be waited for, and closed
+
+    def abandon(self) -> bool:
+        """Do not start; True if it started already (then wait for `open` and close it)."""
+        with self.lock:
+            self.abandoned = True
+            return self.starting
 
     def open(self) -> None:
         """Start the local cluster or connect; an error is kept in `error` (UsageError)."""
         try:
             distributed = _import_distributed()
+            with self.lock:
+                if self.abandoned:  # the file did not plan while Dask was imported
+                    return
+                self.starting = True
             if self.address is None:
                 from .process import without_main_module
 
@@ -177,7 +190,9 @@ class EarlyStart:
         return self.connection
 
     def close(self) -> None:
-        if not self.taken:
+        """Stop what was started and not taken.  While Dask is still being imported, nothing
+        was: the thread then ends by itself, and is not waited for."""
+        if not self.taken and self.connection.abandon():
             self.thread.join()
             self.connection.close()
 
