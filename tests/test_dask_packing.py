@@ -58,9 +58,13 @@ WIDE = 12  # independent steps: six times the cluster's two threads, so they are
 def packed_pipeline(folder: Path) -> Path:
     done = folder / "done"
     done.mkdir()
-    steps = [
+    # First a few quick steps, whose run times tell the executor that steps here are short
+    # (it packs only those), then everything else at once.
+    steps = [f"\n  - {{id: w{i}, uses: noop}}" for i in range(4)]
+    steps += [
         f"""
           - id: n{i:02d}
+            needs: w0
             uses: python
             with: {{call: "packmod:touch", args: ["{done}", "n{i:02d}"]}}"""
         for i in range(WIDE)
@@ -69,14 +73,17 @@ def packed_pipeline(folder: Path) -> Path:
     steps.append(
         f"""
           - id: slow
+            needs: w0
             uses: python
             timeout: 1s
             with: {{call: "packmod:sleepy", args: [60]}}
           - id: flaky
+            needs: w0
             uses: python
             retries: {{max: 2, delay: 10ms}}
             with: {{call: "packmod:flaky", args: ["{folder}"]}}
           - id: c1
+            needs: w0
             uses: noop
           - id: c2
             needs: c1
@@ -89,6 +96,7 @@ def packed_pipeline(folder: Path) -> Path:
             needs: c3
             uses: noop
           - id: d1
+            needs: w0
             uses: noop
           - id: d2
             needs: d1
@@ -130,6 +138,7 @@ def test_packed_attempts_keep_their_timeouts_retries_and_chains(
     states = {sid: s["state"] for sid, s in steps.items()}
     wide = {f"n{i:02d}": "succeeded" for i in range(WIDE)}
     assert states == {
+        **{f"w{i}": "succeeded" for i in range(4)},
         **wide,
         "slow": "failed",
         "flaky": "succeeded",
@@ -170,3 +179,39 @@ def test_a_file_that_does_not_plan_stops_the_cluster_started_meanwhile(
     assert result.code == 2, result.output
     assert "bad.yaml:" in result.stderr and no_traceback(result.output)
     assert wait_for(lambda: not processes_with(marker), timeout=30), processes_with(marker)
+
+
+def test_only_short_attempts_are_packed_and_follow_ups_ride_along() -> None:
+    """The packing rule itself (dask_packing.py), on the Task values the scheduler hands over."""
+    from pipeline_runner.executors.dask_packing import BATCH_MAX, RunTimes, groups
+    from pipeline_runner.messages import Completion, Task
+
+    def task(aid: int, after: int = 0, resources: dict[str, float] | None = None) -> Task:
+        return Task(
+            aid, f"s{aid}", "noop", {}, {}, None, "log", "r", 1, None, None, ".", ".",
+            resources, after=after,
+        )  # fmt: skip
+
+    def done(aid: int, seconds: float) -> Completion:
+        return Completion(aid, True, None, None, "", "", 0, 100.0, 100.0 + seconds, "w")
+
+    times = RunTimes()
+    assert times.batch_size() == 1  # nothing measured yet: nothing packed
+    for aid in range(10):
+        times.add(done(aid, 0.002))
+    assert times.batch_size() == BATCH_MAX
+    slow = RunTimes()
+    for aid in range(10):
+        slow.add(done(aid, 0.25))
+    assert slow.batch_size() == 1  # long steps go one per Dask task
+
+    ready = [task(i) for i in range(1, 41)]
+    packed = groups(ready, 2, BATCH_MAX)
+    assert [len(g) for g in packed] == [20, 20]
+    assert [t.attempt_id for g in packed for t in g] == list(range(1, 41))  # the runner's order
+    assert [len(g) for g in groups(ready[:2], 2, BATCH_MAX)] == [1, 1]  # a thread each
+    assert all(len(g) == 1 for g in groups(ready, 2, 1))  # the plain form
+
+    chain = [task(1), task(2, after=1), task(3, after=2), task(4, resources={"gpu": 1})]
+    assert [[t.attempt_id for t in g] for g in groups(chain, 2, 1)] == [[1, 2, 3], [4]]
+    assert [[t.attempt_id for t in g] for g in groups([task(9, after=5)], 2, 8)] == [[9]]

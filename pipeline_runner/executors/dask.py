@@ -63,7 +63,7 @@ from ..errors import UsageError
 from ..messages import Completion, Task
 from ..worker import failure
 from . import Event, Returned, slack_of
-from .dask_packing import BATCH_MAX, groups
+from .dask_packing import RunTimes, groups
 from .dask_worker import (
     AttemptResult,
     cancel_attempts,
@@ -225,6 +225,7 @@ class DaskExecutor:
         self.cluster: Any = None
         self.client: Any = None
         self.shortcuts = shortcuts.enabled()
+        self.run_times = RunTimes()  # how many attempts a Dask task may hold (packing)
         self.futures: dict[int, _Pending] = {}
         self.by_key: dict[str, list[int]] = {}  # a Dask task's key -> its attempts
         self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -325,8 +326,11 @@ class DaskExecutor:
 
     def capacity(self) -> int:
         self._refresh()
-        per_thread = QUEUE_PER_THREAD * (BATCH_MAX if self.shortcuts else 1)
+        per_thread = QUEUE_PER_THREAD * self._batch_size()
         return max(per_thread * max(self.threads, 1) - len(self.futures), 0)
+
+    def _batch_size(self) -> int:
+        return self.run_times.batch_size() if self.shortcuts else 1
 
     def can_follow(self, attempt_id: int) -> bool:
         """Whether a follow-up (chains.py) may be queued behind this attempt: it has not
@@ -342,7 +346,7 @@ class DaskExecutor:
                 self._finish_now(task, self._no_worker_message(task.resources))
             else:
                 accepted.append(task)
-        for group in groups(accepted, self.threads, self.shortcuts):
+        for group in groups(accepted, self.threads, self._batch_size()):
             head = group[0]
             before = None
             if head.after and head.after not in {t.attempt_id for t in group}:
@@ -450,6 +454,7 @@ class DaskExecutor:
             if found is not None and found.future is future:
                 self._forget(found)
                 _store_log(found.task.log_path, got)
+                self.run_times.add(got.completion)
                 events.append(got.completion)
         for pending in mine:
             # Not run: a follow-up of an attempt that failed (the scheduler drops it too), or

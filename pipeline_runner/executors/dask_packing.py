@@ -7,9 +7,14 @@ task (`dask_worker.run_batch`), which runs them one after the other on one worke
 as `run_attempt` would (its own deadline, its own host round trip, its own log).  Packing only
 changes how many attempts share Dask's round trip:
 
+- only short attempts are packed: the median run time of the last attempts (as the workers
+  timed them) must be under PACK_BELOW, and a batch holds at most about BATCH_SECONDS of them
+  (and at most BATCH_MAX), so no attempt waits long behind others in its batch, and a step's
+  recorded start (when it was handed to Dask) stays close to its real one.  Until the first
+  attempts have finished, nothing is packed;
 - at most as many attempts are ready as the cluster has threads: each goes alone (no attempt
   waits behind another while a thread is free);
-- more: they are dealt to about one batch per thread, at most BATCH_MAX attempts a batch;
+- more: they are dealt to about one batch per thread, up to that batch size;
 - a follow-up (`Task.after`, see chains.py) goes into the batch of the attempt it follows, right
   behind it (run only if that attempt succeeded);
 - a step with `resources` goes alone: Dask places it by its own resources.
@@ -18,24 +23,50 @@ The cost of a batch: its attempts' completions reach the runner together, when i
 done, and a worker lost in the middle of a batch has Dask run the whole batch again elsewhere.
 
 The switch: PIPELINE_RUNNER_NO_SHORTCUTS=1 (shortcuts.py) turns packing off: every attempt is a
-Dask task of its own, as `groups(..., packing=False)` returns them.
+Dask task of its own, as `groups(tasks, threads, 1)` returns them without follow-ups.
 """
 
 from __future__ import annotations
 
-from ..messages import Task
+import statistics
+from collections import deque
+
+from ..messages import Completion, Task
 
 BATCH_MAX = 32  # attempts in one Dask task at most
+PACK_BELOW = 0.05  # seconds: attempts are packed while their median run time is shorter
+BATCH_SECONDS = 0.25  # about how long the attempts of one batch take together, at most
+SAMPLES = 64  # run times the median is taken over (the last ones)
 
 
-def groups(tasks: list[Task], threads: int, packing: bool) -> list[list[Task]]:
-    """The Dask tasks for `tasks`, in order: each a list of attempts run one after the other."""
-    if not packing:
+class RunTimes:
+    """The run times of the last attempts, and the batch size they call for."""
+
+    def __init__(self) -> None:
+        self.recent: deque[float] = deque(maxlen=SAMPLES)
+
+    def add(self, done: Completion) -> None:
+        self.recent.append(max(done.finished - done.started, 0.0))
+
+    def batch_size(self) -> int:
+        """How many attempts one Dask task may hold now (1: none packed)."""
+        if not self.recent:
+            return 1
+        typical = statistics.median(self.recent)
+        if typical >= PACK_BELOW:
+            return 1
+        return max(1, min(BATCH_MAX, int(BATCH_SECONDS / max(typical, 1e-4))))
+
+
+def groups(tasks: list[Task], threads: int, most: int) -> list[list[Task]]:
+    """The Dask tasks for `tasks`, in order: each a list of attempts run one after the other,
+    at most `most` of them (follow-ups ride behind the attempt they follow all the same)."""
+    if most <= 1 and not any(task.after for task in tasks):
         return [[task] for task in tasks]
     out: list[list[Task]] = []
     group_of: dict[int, list[Task]] = {}  # attempt id -> the group it is in
     free = [t for t in tasks if not t.after and not t.resources]
-    size = min(BATCH_MAX, -(-len(free) // max(threads, 1))) if len(free) > threads else 1
+    size = min(most, -(-len(free) // max(threads, 1))) if len(free) > threads else 1
     current: list[Task] = []
     for task in tasks:
         if task.after and task.after in group_of:
