@@ -20,6 +20,9 @@ Tools per workload:
 - baselines (plain Python, standard library): a serial loop and a ``ProcessPoolExecutor``
   running the DAG layer by layer.
 
+W8 (100,000 steps: wall, peak RSS, the store's size, `runner show` of such a run) takes
+minutes a round and runs only when named: ``--only W8``.
+
 The harness itself uses the standard library only. See bench/README.md.
 
     python3 bench/run.py [--runs 5] [--only W1,W3] [--runner PATH] [--no-peers] [--no-runner]
