@@ -11,11 +11,17 @@ Tools per workload:
 
 - ``runner``: the project's CLI, ``runner run FILE --progress none --state-dir D --workers 2``.
 - ``runner (dask)`` (W1-W5): the same with ``--executor dask``, which starts a local Dask
-  cluster of that many worker processes (needs ``yaml-pipeline-runner[dask]`` in the runner's venv).
+  cluster of that many worker processes (needs ``yaml-pipeline-runner[dask]`` in the runner's venv),
+  compared with ``dask.distributed``: a plain script that starts the same ``LocalCluster`` the
+  same way and runs the same graph on it (``Client.get``), on the runner's interpreter (the same
+  Dask the executor uses).
 - peers (installed on first use into ``bench/.venv-peers``): ``doit`` (parallel process mode)
   and ``dask`` (multiprocessing scheduler; the threaded scheduler as an extra row).
 - baselines (plain Python, standard library): a serial loop and a ``ProcessPoolExecutor``
   running the DAG layer by layer.
+
+W8 (100,000 steps: wall, peak RSS, the store's size, `runner show` of such a run) takes
+minutes a round and runs only when named: ``--only W8``.
 
 The harness itself uses the standard library only. See bench/README.md.
 
@@ -53,12 +59,17 @@ NAP_SECONDS = 0.25
 WORKERS = 2  # the benchmark machine has 2 cores
 W4_WORKERS = 4
 W4_STEPS = 32
-WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "V1", "V2")
+WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "V1", "V2")
+DEFAULT_WORKLOADS = frozenset(WORKLOAD_NAMES) - {"W8"}  # W8 takes minutes: only with --only W8
+W8_TENANTS, W8_CHAIN = 1000, 100  # 100,000 steps
+W8_TIMEOUT = 1800.0  # seconds for one run of a W8 cell at least
 ACCEPTANCE = {"V1": 2.0, "V2": 0.3}  # seconds: the loading issue's acceptance numbers
 
-# Roles: the ratio column compares "runner" to the fastest "peer"; "extra" peers
-# (dask's threaded scheduler: no process isolation) and "baseline" rows are shown only.
-RUNNER, PEER, EXTRA, BASELINE = "runner", "peer", "extra", "baseline"
+# Roles: the ratio column compares a "runner" row to the fastest row of the role it names
+# (`Cell.vs`): `runner` to the fastest "peer", `runner (dask)` to the "cluster" row (plain
+# dask.distributed on the same local cluster). "extra" peers (dask's threaded scheduler: no
+# process isolation) and "baseline" rows are shown only.
+RUNNER, PEER, CLUSTER, EXTRA, BASELINE = "runner", "peer", "cluster", "extra", "baseline"
 
 # --------------------------------------------------------------------------- generated files
 
@@ -174,6 +185,49 @@ if __name__ == "__main__":
     main()
 '''
 
+DISTRIBUTED_PY = '''\
+"""Peer of `runner --executor dask`: the same graph on a dask.distributed LocalCluster started
+the way runner's dask executor starts it (N worker processes, one thread each)."""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from bench_tasks import step
+
+
+def main():
+    import distributed
+
+    workers = int(sys.argv[1])
+    dag = json.loads((Path(__file__).resolve().parent / "dag.json").read_text())
+    keys = [f"n{i}" for i in range(len(dag["kinds"]))]
+    graph = {
+        keys[i]: (step, kind, *[keys[d] for d in dag["needs"][i]])
+        for i, kind in enumerate(dag["kinds"])
+    }
+    cluster = distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    client = distributed.Client(cluster, set_as_default=False)
+    try:
+        client.wait_for_workers(workers, timeout=60)
+        client.get(graph, keys, sync=True)
+    finally:
+        client.close(timeout=10)
+        cluster.close(timeout=20)
+
+
+if __name__ == "__main__":
+    main()
+'''
+
 DODO_PY = '''\
 """Peer: doit tasks for the DAG (task_dep for needs, python-actions, cmd-actions for true)."""
 
@@ -276,6 +330,7 @@ def pipeline_yaml(name: str, dag: Dag) -> str:
 
 
 def template_pipeline_yaml(name: str, tenants: int = 1000, chain: int = 10) -> str:
+    """W7 (and W8): a template of `chain` chained noop steps, one instance per tenant."""
     lines = ["version: 1", f"name: {name}", "params:", "  tenants:"]
     lines += [f"    - t{t:04d}" for t in range(tenants)]
     lines += ["templates:", "  etl:", "    params:", "      tenant: {}", "    steps:"]
@@ -301,6 +356,7 @@ class Sample:
     wall: float
     rss_mb: float
     leftovers: bool = False  # processes of the run's session outlived it (then killed)
+    extra: dict[str, float] = field(default_factory=dict)  # a cell's probe: e.g. store MB
 
 
 @dataclass
@@ -310,6 +366,11 @@ class Cell:
     tool: str
     role: str
     argv: Callable[[Path], list[str]]
+    vs: str | None = None  # runner rows: the role whose fastest row the ratio divides by
+    # After each run: figures read from its directory (e.g. {"store MB": 81.9}), for the notes.
+    probe: Callable[[Path], dict[str, float]] | None = None
+    needs_setup: bool = False  # uses what the workload's setup made (fails with it)
+    per_step: bool = True  # False: runs no steps (`runner show`): no ms/step
     samples: list[Sample] = field(default_factory=list)
     error: str | None = None
     leftovers: int = 0  # runs after which processes of the tool were still running
@@ -332,6 +393,8 @@ class Workload:
     steps: int | None  # None: not a step-running workload (no ms/step)
     ideal_s: float | None = None  # W4: ideal wall time for parallel efficiency
     cells: list[Cell] = field(default_factory=list)
+    setup: Callable[[], None] | None = None  # once before the rounds; raises CellError
+    min_timeout: float = 0.0  # a cell's run may take this long even under a lower --timeout
 
 
 @dataclass(frozen=True)
@@ -345,6 +408,7 @@ class Tools:
     doit_db_flag: str
     doit_help: list[str]
     yaml_python: str | None
+    distributed_python: str | None  # for the dask.distributed row: the runner's, if it can
     peer_versions: str  # e.g. "doit 0.37.0, dask 2026.8.0", or "" without peers
 
 
@@ -499,11 +563,12 @@ def doit_flags(doit: Path) -> tuple[str, list[str]]:
     return db_flag, [str(doit), "--help" if dash_help else "help"]
 
 
-def find_yaml_python(candidates: Iterable[str | None]) -> str | None:
+def find_python(candidates: Iterable[str | None], module: str) -> str | None:
+    """The first interpreter of candidates that can import module."""
     for python in candidates:
         if python and Path(python).exists():
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                if _run_quiet([python, "-c", "import yaml"], 60).returncode == 0:
+                if _run_quiet([python, "-c", f"import {module}"], 60).returncode == 0:
                     return python
     return None
 
@@ -518,10 +583,20 @@ def discover_tools(args: argparse.Namespace, log: Callable[[str], None]) -> Tool
     runner_python = str(runner.parent / "python") if runner else None
     if runner_python:
         compile_runner(runner_python, log)
-    yaml_python = find_yaml_python([runner_python, str(peers_python) if peers_python else None])
+    candidates = [runner_python, str(peers_python) if peers_python else None]
+    yaml_python = find_python(candidates, "yaml")
+    distributed_python = None if args.no_peers else find_python(candidates, "distributed")
     versions = peer_versions(peers_python) if peers_python else ""
     return Tools(
-        runner, sys.executable, peers_python, doit, db_flag, doit_help, yaml_python, versions
+        runner,
+        sys.executable,
+        peers_python,
+        doit,
+        db_flag,
+        doit_help,
+        yaml_python,
+        distributed_python,
+        versions,
     )
 
 
@@ -561,6 +636,7 @@ def write_workload_dir(root: Path, name: str, dag: Dag, pipeline: str) -> Path:
         "serial.py": SERIAL_PY,
         "ppe.py": PPE_PY,
         "dask_run.py": DASK_PY,
+        "distributed_run.py": DISTRIBUTED_PY,
         "dodo.py": DODO_PY,
         "yaml_load.py": YAML_LOAD_PY,
     }
@@ -569,12 +645,15 @@ def write_workload_dir(root: Path, name: str, dag: Dag, pipeline: str) -> Path:
     return wdir
 
 
-def runner_cells(tools: Tools, tool: str, args: Callable[[Path], list[str]]) -> list[Cell]:
-    """The runner row of a workload, or none with --no-runner."""
+def runner_cells(
+    tools: Tools, tool: str, args: Callable[[Path], list[str]], vs: str = PEER
+) -> list[Cell]:
+    """The runner row of a workload (compared with the fastest row of role `vs`), or none with
+    --no-runner."""
     if tools.runner is None:
         return []
     runner = str(tools.runner)
-    return [Cell(tool, RUNNER, lambda d: [runner, *args(d)])]
+    return [Cell(tool, RUNNER, lambda d: [runner, *args(d)], vs=vs)]
 
 
 def dag_cells(
@@ -584,8 +663,8 @@ def dag_cells(
     serial_label: str = "serial loop",
     with_dask: bool = False,
 ) -> list[Cell]:
-    """runner (and runner on a local Dask cluster), doit, dask (processes, threads), serial loop
-    and ProcessPoolExecutor cells."""
+    """runner (and runner on a local Dask cluster with plain dask.distributed beside it), doit,
+    dask (processes, threads), serial loop and ProcessPoolExecutor cells."""
     py, ppy = tools.python, str(tools.peers_python) if tools.peers_python else None
     pipeline = str(wdir / "pipeline.yaml")
     run_opts = ["--progress", "none", "--workers", str(workers), "--state-dir"]
@@ -593,8 +672,20 @@ def dag_cells(
     if with_dask:
         dask_opts = ["--executor", "dask", *run_opts]
         cells += runner_cells(
-            tools, "runner (dask)", lambda d: ["run", pipeline, *dask_opts, str(d / "state")]
+            tools,
+            "runner (dask)",
+            lambda d: ["run", pipeline, *dask_opts, str(d / "state")],
+            vs=CLUSTER,
         )
+        if tools.distributed_python:
+            dpy = tools.distributed_python
+            cells.append(
+                Cell(
+                    "dask.distributed",
+                    CLUSTER,
+                    lambda d: [dpy, str(wdir / "distributed_run.py"), str(workers)],
+                )
+            )
     if tools.doit and ppy:
         doit_run = [str(tools.doit), "-f", str(wdir / "dodo.py"), "-n", str(workers)]
         doit_run += ["-P", "process", "--reporter", "zero", "--backend", "sqlite3"]
@@ -689,7 +780,7 @@ def template_workloads(root: Path, tools: Tools, wanted: set[str]) -> list[Workl
 
 def build_workloads(root: Path, tools: Tools, only: set[str] | None) -> list[Workload]:
     """Generate every selected workload's files under root and list its cells."""
-    wanted = set(WORKLOAD_NAMES) if only is None else only
+    wanted = set(DEFAULT_WORKLOADS) if only is None else only
     out = [dag_workload(spec, root, tools) for spec in DAG_SPECS if spec.name in wanted]
     if "W6" in wanted:
         out.append(Workload("W6", "CLI start-up: --help", None, None, help_cells(tools, True)))
@@ -697,7 +788,68 @@ def build_workloads(root: Path, tools: Tools, only: set[str] | None) -> list[Wor
         out += template_workloads(root, tools, wanted)
     if "V2" in wanted:
         out.append(Workload("V2", "runner --help", None, None, help_cells(tools, False)))
+    if "W8" in wanted:
+        out.append(w8_workload(root, tools))
     return [wl for wl in out if wl.cells]
+
+
+def store_mb(state: Path) -> dict[str, float]:
+    """The size of the run store (SQLite file with its journal) in a state folder."""
+    files = [state / f"runs.db{suffix}" for suffix in ("", "-wal", "-shm", "-journal")]
+    size = sum(f.stat().st_size for f in files if f.exists())
+    return {"store MB": size / 1e6} if size else {}
+
+
+def w8_workload(root: Path, tools: Tools) -> Workload:
+    """W8: 1,000 tenants x a 100-step template of noops (100,000 steps); runner against dask's
+    schedulers on the same graph, the store's size, and `runner show` of such a run."""
+    dag = dag_w7(W8_TENANTS, W8_CHAIN)
+    wdir = write_workload_dir(root, "W8", dag, template_pipeline_yaml("w8", W8_TENANTS, W8_CHAIN))
+    pipeline = str(wdir / "pipeline.yaml")
+    run_opts = ["--progress", "none", "--workers", str(WORKERS), "--state-dir"]
+    cells = runner_cells(tools, "runner", lambda d: ["run", pipeline, *run_opts, str(d / "state")])
+    for cell in cells:
+        cell.probe = lambda d: store_mb(d / "state")
+    shown = wdir / "show-state"  # one run of the file, made by the set-up, for `runner show`
+    run_id: list[str] = []
+
+    def setup() -> None:
+        assert tools.runner is not None
+        summary = wdir / "show-run.json"
+        argv = [str(tools.runner), "run", pipeline, *run_opts, str(shown), "--json", str(summary)]
+        try:
+            done = _run_quiet(argv, W8_TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise CellError(f"runner run for runner show: {exc}") from exc
+        if done.returncode != 0:
+            raise CellError(f"runner run for runner show: exit code {done.returncode}")
+        run_id.append(json.loads(summary.read_text())["run_id"])
+
+    for label, extra in (("runner show", []), ("runner show --json", ["--json"])):
+        cells += runner_cells(
+            tools,
+            label,
+            lambda d, extra=extra: ["show", run_id[0], *extra, "--state-dir", str(shown)],
+            vs=None,
+        )
+        if cells and cells[-1].tool == label:
+            cells[-1].needs_setup, cells[-1].per_step = True, False
+    if tools.peers_python:
+        ppy = str(tools.peers_python)
+        for label, role, scheduler in (
+            ("dask processes", PEER, "processes"),
+            ("dask threads", EXTRA, "threads"),
+        ):
+            cells.append(
+                Cell(
+                    label,
+                    role,
+                    lambda d, s=scheduler: [ppy, str(wdir / "dask_run.py"), s, str(WORKERS)],
+                )
+            )
+    title = f"template of {W8_CHAIN} noop steps x {W8_TENANTS:,} tenants"
+    setup_fn = setup if tools.runner is not None else None
+    return Workload("W8", title, len(dag.ids), None, cells, setup_fn, W8_TIMEOUT)
 
 
 def validate_cells(tools: Tools, wdir: Path) -> list[Cell]:
@@ -727,6 +879,16 @@ def run_workload(
 ) -> None:
     """N rounds; each round runs every live cell once, starting one later each round."""
     cells = wl.cells
+    timeout = max(timeout, wl.min_timeout)
+    if wl.setup is not None:
+        try:
+            wl.setup()
+        except CellError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else "failed"
+            log(f"== {wl.name} set-up failed: {first}\n{exc}\n")
+            for cell in cells:
+                if cell.needs_setup:
+                    cell.error = f"set-up: {first}"
     for rnd in range(runs):
         order = cells[rnd % len(cells) :] + cells[: rnd % len(cells)]
         for cell in order:
@@ -753,6 +915,8 @@ def run_cell_once(
     argv = cell.argv(run_dir)
     try:
         sample = measure(argv, run_dir, timeout)
+        if cell.probe is not None:
+            sample.extra = cell.probe(run_dir)
         cell.samples.append(sample)
         if sample.leftovers:
             cell.leftovers += 1
@@ -785,8 +949,9 @@ def fmt_wall(cell: Cell) -> str:
     return "-" if wall is None else f"{wall:.3f}"
 
 
-def fastest_peer(wl: Workload) -> float | None:
-    walls = [c.median_wall() for c in wl.cells if c.role == PEER and c.ok]
+def fastest(wl: Workload, role: str | None) -> float | None:
+    """The median wall of the fastest row of `role` in the workload."""
+    walls = [c.median_wall() for c in wl.cells if c.role == role and c.ok]
     return min((w for w in walls if w is not None), default=None)
 
 
@@ -797,6 +962,10 @@ def notes_for(wl: Workload, cell: Cell) -> str:
     if wall is None:
         return ""
     parts = []
+    for name in cell.samples[0].extra:
+        values = [s.extra[name] for s in cell.samples if name in s.extra]
+        what, _, unit = name.rpartition(" ")  # "store MB" -> "store 81.9 MB"
+        parts.append(f"{what} {statistics.median(values):.1f} {unit}")
     if cell.role == RUNNER and cell.leftovers:
         parts.append(f"left processes behind in {cell.leftovers} runs")
     if wl.ideal_s is not None:
@@ -810,10 +979,11 @@ def notes_for(wl: Workload, cell: Cell) -> str:
 def table_rows(workloads: list[Workload]) -> list[list[str]]:
     rows = []
     for wl in workloads:
-        peer = fastest_peer(wl)
         for cell in wl.cells:
             wall, rss = cell.median_wall(), cell.median_rss()
-            per_step = f"{1000 * wall / wl.steps:.2f}" if wall and wl.steps else "-"
+            steps = wl.steps if cell.per_step else None
+            per_step = f"{1000 * wall / steps:.2f}" if wall and steps else "-"
+            peer = fastest(wl, cell.vs)
             ratio = f"{wall / peer:.2f}x" if cell.role == RUNNER and wall and peer else "-"
             rows.append(
                 [
@@ -865,9 +1035,11 @@ def results_json(workloads: list[Workload]) -> list[dict[str, object]]:
             "workload": wl.name,
             "tool": c.tool,
             "role": c.role,
+            "compared_with": c.vs,
             "error": c.error,
             "wall_s": [s.wall for s in c.samples],
             "rss_mb": [s.rss_mb for s in c.samples],
+            "extra": [s.extra for s in c.samples],
             "runs_with_leftover_processes": c.leftovers,
         }
         for wl in workloads

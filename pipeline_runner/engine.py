@@ -111,6 +111,15 @@ def refuse_if_running(state_dir: str, run_id: str) -> None:
 
 
 def _start(request: RunRequest, resume: str | None, force: bool) -> int:
+    from .executors import early_start
+
+    # The executor may start what takes long (a Dask cluster) while the file is planned.
+    executor = "" if request.dry_run else request.executor  # a dry run starts none
+    with early_start(executor, request.workers, request.dask_scheduler) as early:
+        return _planned(request, resume, force, early)
+
+
+def _planned(request: RunRequest, resume: str | None, force: bool, early: Any) -> int:
     plan = plan_file(request.file, request.planner)
     if request.otlp and not request.dry_run:
         from .otlp import check_installed
@@ -172,7 +181,11 @@ def _execute(
     from .executors import make_executor
 
     executor = make_executor(
-        request.executor, workers, list(secret_values.values()), scheduler=request.dask_scheduler
+        request.executor,
+        workers,
+        list(secret_values.values()),
+        scheduler=request.dask_scheduler,
+        early=early,
     )
     if request.executor == "process":
         executor.start()  # now, while this process has one thread (see executors/process.py)

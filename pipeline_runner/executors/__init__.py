@@ -15,7 +15,9 @@ attempts in the runner's own process; `dask` sends them to a Dask cluster.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
 
 from ..messages import Completion, Started, Task
@@ -90,5 +92,24 @@ def make_executor(name: str, workers: int, secrets: list[str], **options: Any) -
     if name == "dask":
         from .dask import DaskExecutor
 
-        return DaskExecutor(workers, secrets, scheduler=options.get("scheduler"))
+        return DaskExecutor(
+            workers, secrets, scheduler=options.get("scheduler"), early=options.get("early")
+        )
     raise ValueError(f"unknown executor {name!r}")
+
+
+@contextlib.contextmanager
+def early_start(name: str, workers: int | None, scheduler: str | None) -> Iterator[Any]:
+    """What an executor can start while the runner plans the file (the dask executor's cluster,
+    see dask.py; nothing for the others), for `make_executor(..., early=)`; closed on the way
+    out unless the executor took it."""
+    early = None
+    if name == "dask":
+        from .dask import early_start as dask_early_start
+
+        early = dask_early_start(workers, scheduler)
+    try:
+        yield early
+    finally:
+        if early is not None:
+            early.close()

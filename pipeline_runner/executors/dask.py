@@ -7,12 +7,20 @@ The runner's side, `DaskExecutor`, starts a `LocalCluster` (no `--scheduler`) or
 `Client` to one, and submits one Dask task per attempt: `dask_worker.run_attempt(task, ...)`, a
 top-level function the workers import, so this package (the yaml-pipeline-runner distribution)
 must be installed on them.
-Results are fetched by the client's event loop as each task finishes (`as_completed` with
-results); a small thread moves them to a queue and writes a byte to a pipe, so `wait` selects on
-that pipe and the scheduler's signal pipe and never waits on a network round trip itself.
+A small thread takes the finished Dask tasks and moves their results to a queue and writes a
+byte to a pipe, so `wait` selects on that pipe and the scheduler's signal pipe and never waits on
+a network round trip itself.
 Capacity is four tasks per worker thread: Dask's own round trip per task (~10 ms) is longer than
 a trivial step, so a worker that finishes one finds the next already there (the Dask scheduler
 hands them to threads as they free up, highest priority first: the runner's order).
+
+Speed shortcuts (each off with PIPELINE_RUNNER_NO_SHORTCUTS=1, which leaves the plain form just
+described): ready attempts are packed several to a Dask task when there are more than threads
+(dask_packing.py; capacity is then BATCH_MAX times as many attempts); the results of the tasks
+that finished are fetched with one `Client.gather` per batch of them instead of one fetch per
+task; a chain's follow-ups (chains.py) are packed behind the attempt they follow; the cluster is
+started (or connected to) in a thread while the file is planned (`early_start`), and each worker
+starts the run's host process as soon as the run's secrets are known (`dask_worker.warm_host`).
 
 On the worker's side an attempt runs in a *host* process (the process pool's own `worker_main`
 loop), which enforces the attempt's deadline by the same rule as every executor
@@ -50,16 +58,26 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from .. import defaults, shortcuts
 from ..errors import UsageError
 from ..messages import Completion, Task
 from ..worker import failure
 from . import Event, Returned, slack_of
-from .dask_worker import AttemptResult, cancel_attempts, retire_hosts, run_attempt
+from .dask_packing import RunTimes, groups
+from .dask_worker import (
+    AttemptResult,
+    cancel_attempts,
+    retire_hosts,
+    run_attempt,
+    run_batch,
+    warm_host,
+)
 
 INSTALL_HINT = "pip install 'yaml-pipeline-runner[dask]'"
 QUEUE_PER_THREAD = 4  # tasks handed to Dask per worker thread: Dask's own round trip is ~10 ms
 INFO_MAX_AGE = 1.0  # seconds between refreshes of the cluster's size and resources
 CONNECT_TIMEOUT = 10.0
+OUTCOME_TIMEOUT = 30.0  # seconds to fetch one done task's result or error
 
 
 # =============================================================================== the runner
@@ -79,22 +97,137 @@ def _import_distributed() -> Any:
 @dataclass
 class _Pending:
     task: Task
-    future: Any
+    future: Any  # the Dask task running it (several attempts share a packed one)
     submitted: float
+
+
+class _Connection:
+    """A Dask client (and the local cluster it talks to, if the runner started one)."""
+
+    def __init__(self, workers: int, address: str | None) -> None:
+        self.workers = workers
+        self.address = address
+        self.cluster: Any = None
+        self.client: Any = None
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+        self.abandoned = False  # no longer wanted (`abandon`): start nothing
+        self.starting = False  # past the import: it must be waited for, and closed
+
+    def abandon(self) -> bool:
+        """Do not start; True if it started already (then wait for `open` and close it)."""
+        with self.lock:
+            self.abandoned = True
+            return self.starting
+
+    def open(self) -> None:
+        """Start the local cluster or connect; an error is kept in `error` (UsageError)."""
+        try:
+            distributed = _import_distributed()
+            with self.lock:
+                if self.abandoned:  # the file did not plan while Dask was imported
+                    return
+                self.starting = True
+            if self.address is None:
+                from .process import without_main_module
+
+                with without_main_module():  # the workers need nothing from our __main__
+                    self.cluster = distributed.LocalCluster(
+                        n_workers=self.workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        host="127.0.0.1",
+                        dashboard_address=None,
+                        silence_logs=logging.ERROR,
+                    )
+                self.client = distributed.Client(self.cluster, set_as_default=False)
+                self.client.wait_for_workers(self.workers, timeout=60)
+            else:
+                self.client = distributed.Client(
+                    self.address, timeout=CONNECT_TIMEOUT, set_as_default=False
+                )
+        except UsageError as exc:
+            self.error = exc
+        except (OSError, TimeoutError, ValueError, RuntimeError) as exc:
+            self.close()
+            where = f"the Dask scheduler at {self.address}" if self.address else "a local cluster"
+            self.error = UsageError(f"cannot use {where}: {type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.close(timeout=10)
+            except Exception:
+                pass
+            self.client = None
+        if self.cluster is not None:
+            try:
+                self.cluster.close(timeout=20)
+            except Exception:
+                pass
+            self.cluster = None
+
+
+class EarlyStart:
+    """The cluster started (or connected to) in a thread while the runner plans the file (a
+    speed shortcut: a local cluster takes seconds to start).  `take` hands it to the executor;
+    one that is never taken (the file did not plan, a dry run) is closed on `close`."""
+
+    def __init__(self, workers: int, address: str | None) -> None:
+        self.connection = _Connection(workers, address)
+        self.taken = False
+        self.thread = threading.Thread(
+            target=self.connection.open, name="runner-dask-start", daemon=True
+        )
+        self.thread.start()
+
+    def take(self, address: str | None) -> _Connection | None:
+        """The connection, once ready, if it is to `address`; None otherwise."""
+        self.thread.join()
+        if address != self.connection.address:
+            return None
+        self.taken = True
+        return self.connection
+
+    def close(self) -> None:
+        """Stop what was started and not taken.  While Dask is still being imported, nothing
+        was: the thread then ends by itself, and is not waited for."""
+        if not self.taken and self.connection.abandon():
+            self.thread.join()
+            self.connection.close()
+
+
+def early_start(workers: int | None, address: str | None) -> EarlyStart | None:
+    """Start the cluster now, in a thread (None when shortcuts are off or `workers` is not
+    usable: the executor then connects itself, and reports the error)."""
+    if not shortcuts.enabled():
+        return None
+    count = defaults.workers() if workers is None else workers
+    if count < 1:
+        return None
+    return EarlyStart(count, address)
 
 
 class DaskExecutor:
     name = "dask"
 
-    def __init__(self, workers: int, secrets: list[str], scheduler: str | None = None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        secrets: list[str],
+        scheduler: str | None = None,
+        early: EarlyStart | None = None,
+    ) -> None:
         self.distributed = _import_distributed()
         self.secrets = list(secrets)
         self.token = uuid.uuid4().hex
         self.address = scheduler
         self.cluster: Any = None
         self.client: Any = None
+        self.shortcuts = shortcuts.enabled()
+        self.run_times = RunTimes()  # how many attempts a Dask task may hold (packing)
         self.futures: dict[int, _Pending] = {}
-        self.by_key: dict[str, int] = {}
+        self.by_key: dict[str, list[int]] = {}  # a Dask task's key -> its attempts
         self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.notify_r, self.notify_w = os.pipe()
         os.set_blocking(self.notify_r, False)
@@ -105,41 +238,37 @@ class DaskExecutor:
         self.info_at = 0.0
         self.added = threading.Event()  # set by submit(): the pump has something to wait for
         self.closing = False
-        self._connect(max(1, workers))
+        self._connect(max(1, workers), early)
         self.size = max(1, self.threads)
-        self.pump = threading.Thread(target=self._pump, name="runner-dask-results", daemon=True)
+        pump = self._pump_gathered if self.shortcuts else self._pump
+        self.pump = threading.Thread(target=pump, name="runner-dask-results", daemon=True)
 
     # -- the cluster ----------------------------------------------------------------------------
 
-    def _connect(self, workers: int) -> None:
-        distributed = self.distributed
-        try:
-            if self.address is None:
-                from .process import without_main_module
-
-                with without_main_module():  # the workers need nothing from our __main__
-                    self.cluster = distributed.LocalCluster(
-                        n_workers=workers,
-                        threads_per_worker=1,
-                        processes=True,
-                        host="127.0.0.1",
-                        dashboard_address=None,
-                        silence_logs=logging.ERROR,
-                    )
-                self.client = distributed.Client(self.cluster, set_as_default=False)
-                self.client.wait_for_workers(workers, timeout=60)
-            else:
-                self.client = distributed.Client(
-                    self.address, timeout=CONNECT_TIMEOUT, set_as_default=False
-                )
-        except (OSError, TimeoutError, ValueError, RuntimeError) as exc:
+    def _connect(self, workers: int, early: EarlyStart | None) -> None:
+        connection = early.take(self.address) if early is not None else None
+        if connection is None:
+            connection = _Connection(workers, self.address)
+            connection.open()
+        self.cluster, self.client = connection.cluster, connection.client
+        if connection.error is not None:
             self.close()
-            where = f"the Dask scheduler at {self.address}" if self.address else "a local cluster"
-            raise UsageError(f"cannot use {where}: {type(exc).__name__}: {exc}") from None
+            raise connection.error
+        if self.cluster is not None and connection.workers > workers:
+            self.cluster.scale(workers)  # started before the plan said how many it can use
         self._refresh(force=True)
+        if self.shortcuts:
+            # The run's host on every worker now, while the runner opens the store.
+            try:
+                self.client.run(warm_host, self.token, self.secrets, on_error="ignore")
+            except Exception:
+                pass  # the first attempt starts it then
+            # The pump thread fetches finished tasks' results together (`_pump_gathered`).
+            self.completed = self.distributed.as_completed([], loop=self.client.loop)
+            return
         # Results are fetched in the client's event loop as soon as each task finishes
         # (`as_completed(with_results=True)`); the pump thread moves them to `done`.
-        self.completed = distributed.as_completed(
+        self.completed = self.distributed.as_completed(
             [], loop=self.client.loop, with_results=True, raise_errors=False
         )
 
@@ -172,38 +301,95 @@ class DaskExecutor:
                 self.done.put(item)
             self._notify()
 
+    def _pump_gathered(self) -> None:
+        """`_pump`, with the results of the tasks that finished fetched in one `gather`."""
+        while not self.closing:
+            try:
+                batch = self.completed.next_batch(block=True)
+            except StopIteration:
+                self.added.wait(0.5)
+                self.added.clear()
+                continue
+            for item in self._results(batch):
+                self.done.put(item)
+            self._notify()
+
+    def _results(self, futures: list[Any]) -> list[tuple[Any, Any]]:
+        """(future, result) for each: its result, or the exception it ended with."""
+        finished = [f for f in futures if f.status == "finished"]
+        try:
+            values = self.client.gather(finished) if finished else []
+        except Exception:  # one of them was lost meanwhile: each on its own
+            values = [_outcome(f) for f in finished]
+        found = dict(zip((f.key for f in finished), values, strict=True))
+        return [(f, found[f.key] if f.key in found else _outcome(f)) for f in futures]
+
     def capacity(self) -> int:
         self._refresh()
-        return max(QUEUE_PER_THREAD * max(self.threads, 1) - len(self.futures), 0)
+        per_thread = QUEUE_PER_THREAD * self._batch_size()
+        return max(per_thread * max(self.threads, 1) - len(self.futures), 0)
+
+    def _batch_size(self) -> int:
+        return self.run_times.batch_size() if self.shortcuts else 1
+
+    def can_follow(self, attempt_id: int) -> bool:
+        """Whether a follow-up (chains.py) may be queued behind this attempt: it has not
+        finished yet (the follow-up's Dask task then waits for its Dask task)."""
+        return self.shortcuts and attempt_id in self.futures
 
     # -- work -----------------------------------------------------------------------------------
 
     def submit(self, tasks: list[Task]) -> None:
+        accepted: list[Task] = []
         for task in tasks:
             if task.resources and not self._offered(task.resources):
                 self._finish_now(task, self._no_worker_message(task.resources))
-                continue
-            shipped = task._replace(
+            else:
+                accepted.append(task)
+        for group in groups(accepted, self.threads, self._batch_size()):
+            head = group[0]
+            before = None
+            if head.after and head.after not in {t.attempt_id for t in group}:
+                pending = self.futures.get(head.after)
+                if pending is None:  # it finished meanwhile: the scheduler starts it itself
+                    self.done.put(Returned(head))
+                    self._notify()
+                    continue
+                before = pending.future
+            self._submit(group, before)
+        self.added.set()
+
+    def _submit(self, group: list[Task], before: Any) -> None:
+        """One Dask task for the attempts of `group` (`before`: the Dask task it waits for)."""
+        head = group[0]
+        shipped = [
+            task._replace(
                 log_path=os.path.abspath(task.log_path),
                 scratch_dir=os.path.abspath(task.scratch_dir),
                 resources=None,
             )
-            key = f"runner-{task.node_id}-{task.attempt_id}-{self.token[:12]}"
-            future = self.client.submit(
-                run_attempt,
-                shipped,
-                self.secrets,
-                self.token,
-                slack_of(task),
-                key=key,
-                pure=False,
-                resources=task.resources,
-                priority=-task.attempt_id,
-            )
-            self.futures[task.attempt_id] = _Pending(task, future, time.time())
-            self.by_key[key] = task.attempt_id
-            self.completed.add(future)
-        self.added.set()
+            for task in group
+        ]
+        if len(group) == 1 and before is None:
+            key = f"runner-{head.node_id}-{head.attempt_id}-{self.token[:12]}"
+            call: tuple[Any, ...] = (run_attempt, shipped[0], self.secrets, self.token)
+            call += (slack_of(head),)
+        else:
+            key = f"runner-batch-{head.attempt_id}-{len(group)}-{self.token[:12]}"
+            slacks = [slack_of(task) for task in group]
+            call = (run_batch, shipped, self.secrets, self.token, slacks, before)
+        future = self.client.submit(
+            *call,
+            key=key,
+            pure=False,
+            resources=head.resources,
+            priority=-head.attempt_id,
+        )
+        now = time.time()
+        for task in group:
+            self.futures[task.attempt_id] = _Pending(task, future, now)
+        self.by_key[key] = [task.attempt_id for task in group]
+        self.completed.add(future)
 
     def _offered(self, wanted: dict[str, float]) -> bool:
         self._refresh()
@@ -243,26 +429,50 @@ class DaskExecutor:
                 item = self.done.get_nowait()
             except queue.Empty:
                 return events
-            if isinstance(item, Completion):
+            if isinstance(item, Completion | Returned):
                 events.append(item)
-                continue
-            future, result = item
-            pending = self.futures.get(self.by_key.get(future.key, -1))
-            if pending is None or pending.future is not future:
-                continue  # handed back or given up already
-            self._forget(pending)
-            if isinstance(result, AttemptResult):
-                _store_log(pending.task.log_path, result)
-                events.append(result.completion)
             else:
+                events.extend(self._finished(*item))
+
+    def _finished(self, future: Any, result: Any) -> list[Event]:
+        """The completions of a finished Dask task's attempts (of those still wanted)."""
+        mine = [
+            p
+            for aid in self.by_key.pop(future.key, ())
+            if (p := self.futures.get(aid)) is not None and p.future is future
+        ]  # the rest were handed back or given up already
+        events: list[Event] = []
+        if isinstance(result, AttemptResult):
+            result = [result]
+        if not isinstance(result, list):
+            for pending in mine:
+                self._forget(pending)
                 events.append(self._lost(pending, result))
+            return events
+        for got in result:
+            found = self.futures.get(got.completion.attempt_id)
+            if found is not None and found.future is future:
+                self._forget(found)
+                _store_log(found.task.log_path, got)
+                self.run_times.add(got.completion)
+                events.append(got.completion)
+        for pending in mine:
+            # Not run: a follow-up of an attempt that failed (the scheduler drops it too), or
+            # left out by a batch that was no longer wanted.
+            if (
+                self.futures.pop(pending.task.attempt_id, None) is not None
+                and not pending.task.after
+            ):
+                events.append(self._lost(pending, None))
+        return events
 
     def _lost(self, pending: _Pending, result: Any) -> Completion:
         """A task that gave no AttemptResult: its workers died, or Dask dropped it.  `result`
         is what `as_completed` gives then: (type, exception, traceback) or an exception."""
         future = pending.future
         exc = result[1] if isinstance(result, tuple) and len(result) == 3 else result
-        if not isinstance(exc, BaseException) or type(exc).__name__ == "CancelledError":
+        cancelled = type(exc).__name__ in ("CancelledError", "FutureCancelledError")
+        if not isinstance(exc, BaseException) or cancelled:
             message = f"Dask dropped the task ({future.status}): the scheduler restarted or lost it"
         elif type(exc).__name__ == "KilledWorker":
             message = f"the Dask workers running this attempt died ({exc})"
@@ -272,7 +482,6 @@ class DaskExecutor:
 
     def _forget(self, pending: _Pending) -> None:
         self.futures.pop(pending.task.attempt_id, None)
-        self.by_key.pop(pending.future.key, None)
 
     # -- stopping -------------------------------------------------------------------------------
 
@@ -321,14 +530,18 @@ class DaskExecutor:
         return {aid for ids in replies.values() if isinstance(ids, list) for aid in ids}
 
     def _drop(self, pending: list[_Pending]) -> None:
+        """Forget these attempts and cancel their Dask tasks, but not a packed one that still
+        runs another attempt (that one's completion is still wanted)."""
         if not pending:
             return
-        try:
-            self.client.cancel([p.future for p in pending])
-        except Exception:
-            pass
         for p in pending:
             self._forget(p)
+        kept = {id(p.future) for p in self.futures.values()}
+        futures = {id(p.future): p.future for p in pending if id(p.future) not in kept}
+        try:
+            self.client.cancel(list(futures.values()))
+        except Exception:
+            pass
 
     def kill(self) -> None:
         # Called from a signal handler: only a flag; cancel() (running or next) acts on it.
@@ -359,6 +572,14 @@ class DaskExecutor:
             except OSError:
                 pass
         self.notify_r = self.notify_w = -1
+
+
+def _outcome(future: Any) -> Any:
+    """A done Dask task's result, or the exception it ended with (a crash of its attempts)."""
+    try:
+        return future.result(timeout=OUTCOME_TIMEOUT)
+    except BaseException as exc:  # CancelledError is one: whatever it is, the attempts crashed
+        return exc
 
 
 def _drain(fd: int) -> None:

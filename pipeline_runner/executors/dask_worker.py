@@ -75,6 +75,49 @@ _spawner: ThreadPoolExecutor | None = None
 def run_attempt(task: Task, secrets: list[str], token: str, slack: float) -> AttemptResult:
     """Run one attempt in a host process of this Dask worker (the Dask task of an attempt)."""
     name, still_wanted = _dask_context()
+    return _attempt(task, secrets, token, slack, name, still_wanted)
+
+
+def run_batch(
+    tasks: list[Task],
+    secrets: list[str],
+    token: str,
+    slacks: list[float],
+    before: list[AttemptResult] | None = None,
+) -> list[AttemptResult]:
+    """Run attempts one after the other, each exactly as `run_attempt` runs it (its own
+    deadline, its own host round trip), as one Dask task: the packed form of several Dask
+    tasks of one attempt each.  A follow-up (`Task.after`) runs only if the attempt it follows
+    succeeded, earlier in this batch or in `before` (the result of the batch this one was
+    queued behind); it is skipped otherwise and has no result.  Once the Dask task is no
+    longer wanted (the runner is gone, or dropped it), the attempts not started are left out."""
+    name, still_wanted = _dask_context()
+    succeeded = {r.completion.attempt_id for r in before or () if r.completion.ok}
+    results: list[AttemptResult] = []
+    for task, slack in zip(tasks, slacks, strict=True):
+        if task.after and task.after not in succeeded:
+            continue
+        if not still_wanted():
+            break
+        result = _attempt(task, secrets, token, slack, name, still_wanted)
+        if result.completion.ok:
+            succeeded.add(task.attempt_id)
+        results.append(result)
+    return results
+
+
+def warm_host(token: str, secrets: list[str], dask_worker: Any = None) -> bool:
+    """Start this run's host on this worker ahead of its first attempt (run by `Client.run`,
+    in the worker's event loop: it only starts a process), so that the first attempt finds the
+    host's imports done."""
+    name = _label(dask_worker) if dask_worker is not None else f"pid{os.getpid()}"
+    _release(_acquire(token, secrets, name))
+    return True
+
+
+def _attempt(
+    task: Task, secrets: list[str], token: str, slack: float, name: str, still_wanted: Any
+) -> AttemptResult:
     task, offset, temp = _localise(task, name)
     slot = _Slot(task)
     with _lock:
@@ -103,13 +146,17 @@ def _dask_context() -> tuple[str, Any]:
         state = worker.state.tasks.get(worker.get_current_task())
     except Exception:  # not in a Dask task (tests call run_attempt directly)
         return f"pid{os.getpid()}", lambda: True
-    name = worker.name
-    label = name if isinstance(name, str) and name and name != worker.address else worker.address
 
     def still_wanted() -> bool:
         return state is None or state.state not in ("cancelled", "released", "forgotten")
 
-    return str(label), still_wanted
+    return _label(worker), still_wanted
+
+
+def _label(worker: Any) -> str:
+    """How completions name a Dask worker: its name, else its address."""
+    name, address = worker.name, worker.address
+    return str(name if isinstance(name, str) and name and name != address else address)
 
 
 def _localise(task: Task, worker: str) -> tuple[Task, int | None, str | None]:
