@@ -147,7 +147,7 @@ def _planned(request: RunRequest, resume: str | None, force: bool, early: Any) -
 
     group = enter(Path(request.state_dir), plan.concurrency, _note)
     try:
-        return _execute(request, plan, (secret_values, masker), resume, (force, chosen))
+        return _execute(request, plan, (secret_values, masker), resume, (force, chosen), early)
     finally:
         group.release()  # once the run's end is recorded: the next of the group may start
 
@@ -163,8 +163,10 @@ def _execute(
     secrets: tuple[dict[str, str], Masker],
     resume: str | None,
     choice: tuple[bool, Chosen],
+    early: Any,
 ) -> int:
-    """The run itself, once the plan may run (its concurrency group is held)."""
+    """The run itself, once the plan may run (its concurrency group is held); `early` is what
+    the executor started while the file was planned (executors.early_start)."""
     secret_values, masker = secrets
     force, chosen = choice
     if request.workers is not None and request.workers < 1:
