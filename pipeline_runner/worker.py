@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     import logging
 
-from . import defaults, shortcuts, wire
+from . import defaults, journal, shortcuts, wire
 from .messages import Completion, Started, Task
 from .named_outputs import OUTPUT_ENV, OUTPUT_ENVS, OutputsError, file_path, read_file
 from .plugins import PluginLoadError, StepContext, StepFailed, registry
@@ -360,7 +360,13 @@ def _output_env(task: Task) -> dict[str, str]:
 
 def _apply_environ(env: Mapping[str, str | None]) -> dict[str, str | None]:
     """Set (or, for None, remove) variables in os.environ; returns what undoes it."""
-    undo = {name: os.environ.get(name) for name in env}
+    # Read from os.environ's own bytes store: its get() raises and catches a KeyError for
+    # each variable not set, the common case here.
+    raw = _raw_environ()
+    undo: dict[str, str | None] = {}
+    for name in env:
+        value = raw.get(os.fsencode(name))
+        undo[name] = None if value is None else os.fsdecode(value)
     for name, value in env.items():
         if value is None:
             os.environ.pop(name, None)
@@ -482,11 +488,22 @@ def _outputs_path(task: Task) -> str:
 @functools.lru_cache(maxsize=4)  # asked twice per attempt (the environment, the step's context)
 def _attempt_outputs(scratch_dir: str, attempt: int) -> str:
     path = file_path(scratch_dir, attempt)
+    folder = os.path.dirname(path)
+    if folder in _made_folders:
+        return path
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
     except OSError:
-        pass  # the step's writes fail and say why
+        return path  # the step's writes fail and say why
+    if shortcuts.enabled():
+        # A speed shortcut: every step of a run shares this folder, made once per process
+        # (then a step that deletes it, rather than its own file, breaks the next steps'
+        # `$RUNNER_OUTPUT`; with PIPELINE_RUNNER_NO_SHORTCUTS=1 it is made for each attempt).
+        _made_folders.add(folder)
     return path
+
+
+_made_folders: set[str] = set()
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -722,8 +739,11 @@ def _runs_no_code(uses: str) -> bool:
         return False
 
 
-def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
-    """The loop of one pool worker (runs in a child process)."""
+def worker_main(
+    conn: Any, name: str, secret_values: list[str], journal_of: tuple[int, int] | None = None
+) -> None:
+    """The loop of one pool worker (runs in a child process).  `journal_of`: the runner's pid
+    and the descriptor of this worker's journal there (journal.py), if it made one."""
     global _current_pgid
     try:
         os.setpgid(0, 0)
@@ -753,7 +773,8 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
     _pump = FdPump()
     masker = Masker(secret_values)
 
-    outbox = _Outbox(conn)
+    kept = journal.open_for_worker(*journal_of) if journal_of and shortcuts.enabled() else None
+    outbox = _Outbox(conn) if kept is None else journal.BatchedOutbox(conn, kept)
     baseline = _ProcessState()
 
     def started(pid: int) -> None:

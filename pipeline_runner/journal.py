@@ -1,0 +1,170 @@
+"""A pool worker's completions sent in batches, kept safe in a journal until they are sent.
+
+The plain way (`worker._Outbox`): each completion is written to the worker's pipe before the
+worker goes on, because a step that kills its worker (os._exit, a segfault, the OOM killer) must
+not take the results of the steps that already returned with it.  That is one pipe write, one
+wake-up of the runner and one turn of its loop (a store transaction) per completion.
+
+The speed shortcut (`BatchedOutbox`, off with PIPELINE_RUNNER_NO_SHORTCUTS=1): each completion is
+appended to the worker's journal, a memory file the runner made for it (`os.memfd_create`), and
+the completions go to the pipe together: when the worker is about to wait for work, when 32 are
+waiting, or at most `DELAY` after the first (a thread sends them while a long step runs after
+short ones).  A write to the journal survives its writer as a pipe write does, and wakes nobody.
+After each send the journal is emptied.  When a worker dies, the runner reads what its pipe still
+held and then the journal (`read`): the completions of attempts it still counts as queued are
+applied as if they had come through the pipe, so the head attempt that died is the only one lost,
+as on the plain path.  A `Started` goes at once, with the completions before it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import threading
+import time
+from typing import Any
+
+from . import wire
+from .messages import Completion, Started
+
+DELAY = 0.002  # seconds a completion may wait for company before it is sent
+MAX_BATCH = 32  # completions sent together at most
+
+
+def create() -> int | None:
+    """A new, empty journal (a file descriptor of the runner's), or None where memory files are
+    not available (the worker then writes every completion to its pipe, the plain way)."""
+    make = getattr(os, "memfd_create", None)
+    if make is None:
+        return None
+    try:
+        return int(make("runner-journal", getattr(os, "MFD_CLOEXEC", 0)))
+    except OSError:
+        return None
+
+
+def open_for_worker(owner: int, fd: int) -> int | None:
+    """The worker's own descriptor of the runner's journal `fd` (through /proc, which works for
+    a worker forked directly and for one from the forkserver alike), or None."""
+    try:
+        return os.open(f"/proc/{owner}/fd/{fd}", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def read(fd: int) -> list[Completion]:
+    """The completions a dead worker's journal holds, in order (a message its death cut short is
+    left out: it was never whole, so never sent)."""
+    chunks = []
+    offset = 0
+    while True:
+        chunk = os.pread(fd, 1 << 16, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    data = b"".join(chunks)
+    out: list[Completion] = []
+    pos = 0
+    while len(data) - pos >= 4:
+        (size,) = struct.unpack_from("!i", data, pos)
+        head = 4
+        if size == -1:
+            if len(data) - pos < 12:
+                break
+            (size,) = struct.unpack_from("!Q", data, pos + 4)
+            head = 12
+        if len(data) - pos - head < size:
+            break
+        start = pos + head
+        try:
+            messages = wire.decode(pickle.loads(data[start : start + size]))
+        except Exception:  # a torn write cannot unpickle: nothing after it is whole either
+            break
+        out.extend(m for m in messages if isinstance(m, Completion))
+        pos = start + size
+    return out
+
+
+class BatchedOutbox:
+    """`worker._Outbox`'s interface (started, complete, flush), sending completions in batches
+    and keeping each in the journal `fd` from the moment it exists until it is in the pipe."""
+
+    def __init__(self, conn: Any, fd: int) -> None:
+        self.conn = conn
+        self.fd = fd
+        self.frames: list[bytes] = []  # framed messages not sent yet
+        self.first = 0.0  # when the oldest of them was made
+        self.broken = False
+        self.lock = threading.Condition()
+        threading.Thread(target=self._flusher, name="runner-outbox", daemon=True).start()
+
+    def started(self, message: Started) -> bool:
+        with self.lock:
+            self.frames.append(_framed([message]))
+            return self._flush()
+
+    def complete(self, done: Completion, idle: bool = True, retire: bool = False) -> bool:
+        """Keep a completion; it is sent now when this worker is about to wait for work
+        (`idle`), retires (see wire.RETIRE), or the batch is full or old enough."""
+        frame = _framed([done])
+        with self.lock:
+            try:
+                os.write(self.fd, frame)  # whole (a regular file), before the worker goes on
+            except OSError:  # the memory is gone: send it now, the plain way
+                idle = True
+            if not self.frames:
+                self.first = time.monotonic()
+                self.lock.notify()
+            self.frames.append(frame)
+            if retire:
+                self.frames.append(_framed([wire.RETIRE]))
+            if (
+                idle
+                or retire
+                or len(self.frames) >= MAX_BATCH
+                or time.monotonic() - self.first > DELAY
+            ):
+                return self._flush()
+            return not self.broken
+
+    def flush(self) -> bool:
+        with self.lock:
+            return self._flush()
+
+    def _flush(self) -> bool:
+        """Send what waits (the lock held), then empty the journal: it is all in the pipe."""
+        if not self.frames or self.broken:
+            self.frames.clear()
+            return not self.broken
+        data, self.frames = b"".join(self.frames), []
+        try:
+            view = memoryview(data)
+            out = self.conn.fileno()
+            while view:
+                view = view[os.write(out, view) :]
+        except OSError:
+            self.broken = True
+            return False
+        try:
+            os.ftruncate(self.fd, 0)
+        except OSError:
+            pass
+        return True
+
+    def _flusher(self) -> None:
+        """Sends completions that waited DELAY while the worker runs a longer step."""
+        with self.lock:
+            while True:
+                while not self.frames:
+                    self.lock.wait()
+                left = self.first + DELAY - time.monotonic()
+                if left > 0:
+                    self.lock.wait(left)
+                    continue
+                self._flush()
+
+
+def _framed(messages: list[Any]) -> bytes:
+    return wire.frame(pickle.dumps(messages, pickle.HIGHEST_PROTOCOL))
