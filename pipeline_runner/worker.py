@@ -318,7 +318,11 @@ def execute(
 ) -> Completion:
     """Run one attempt; never raises (bar BaseExceptions the caller must see)."""
     started = time.time()
-    if os.getcwd() != task.pipeline_dir:
+    try:
+        here: str | None = os.getcwd()
+    except OSError:  # the folder this process was in is gone
+        here = None
+    if here != task.pipeline_dir:
         # Every step works in the pipeline's folder, as shell steps always did: relative paths
         # in a pipeline mean the same thing whoever runs it from wherever.
         os.chdir(task.pipeline_dir)
@@ -691,17 +695,23 @@ class _ProcessState:
         self.handlers = {
             int(sig): _getsignal(sig) for sig in signal.valid_signals() if sig not in skip
         }
+        # The signals whose handler is known, and those handlers: compared in one go.
+        self.watched = tuple(sig for sig, handler in self.handlers.items() if handler is not None)
+        self.watched_handlers = tuple(self.handlers[sig] for sig in self.watched)
         self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
         self.threads = set(threading.enumerate())
 
-    def restore(self) -> bool:
-        """Undo what the attempt changed; True if it left threads running."""
+    def restore(self, home: str | None = None) -> bool:
+        """Undo what the attempt changed; True if it left threads running.  `home`: a folder
+        the process may stay in rather than go back to its own (the attempt's pipeline folder,
+        where the next attempt goes first anyway: a speed shortcut, see worker_main)."""
         if _raw_environ() != self.raw_environ:
             for name in [n for n in os.environ if n not in self.environ]:
                 del os.environ[name]
             os.environ.update(self.environ)
         try:
-            if os.getcwd() != self.cwd:
+            here = os.getcwd()
+            if here != self.cwd and here != home:
                 os.chdir(self.cwd)
         except OSError:  # the folder the attempt was in is gone
             os.chdir(self.cwd)
@@ -709,9 +719,10 @@ class _ProcessState:
         for timer in self.TIMERS:
             if signal.getitimer(timer) != (0.0, 0.0):
                 signal.setitimer(timer, 0)
-        for sig, handler in self.handlers.items():
-            if handler is not None and _getsignal(sig) is not handler:
-                signal.signal(sig, handler)
+        if tuple(map(_getsignal, self.watched)) != self.watched_handlers:
+            for sig, handler in zip(self.watched, self.watched_handlers):
+                if _getsignal(sig) is not handler:
+                    signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
         return not self.threads.issuperset(threading.enumerate())
 
@@ -782,7 +793,8 @@ def worker_main(
         _current_pgid, _current_grace = pid, current.grace
         outbox.started(Started(current.attempt_id, pid, process_start_time(pid)))
 
-    skip_restore = _runs_no_code if shortcuts.enabled() else lambda uses: False
+    fast = shortcuts.enabled()
+    skip_restore = _runs_no_code if fast else lambda uses: False
     outcomes: dict[int, bool] = {}  # recent attempts here: did they succeed?
     while True:
         try:
@@ -810,7 +822,10 @@ def worker_main(
                 if not done.ok:
                     done = done._replace(message=done.message + survivors)
                 _note_survivors(current, survivors)
-            leaked = False if skip_restore(current.uses) else baseline.restore()
+            if skip_restore(current.uses):
+                leaked = False
+            else:  # the shortcut: stay in the pipeline's folder, where the next attempt goes
+                leaked = baseline.restore(current.pipeline_dir if fast else None)
             outcomes[current.attempt_id] = done.ok
             if len(outcomes) > 256:
                 del outcomes[next(iter(outcomes))]
