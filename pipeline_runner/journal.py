@@ -9,8 +9,9 @@ The speed shortcut (`BatchedOutbox`, off with PIPELINE_RUNNER_NO_SHORTCUTS=1): e
 appended to the worker's journal, a memory file the runner made for it (`os.memfd_create`), and
 the completions go to the pipe together: when the worker is about to wait for work, when 32 are
 waiting, or at most `DELAY` after the first (a thread sends them while a long step runs after
-short ones).  A write to the journal survives its writer as a pipe write does, and wakes nobody.
-After each send the journal is emptied.  When a worker dies, the runner reads what its pipe still
+short ones), as one pickle of the list.  A write to the journal survives its writer as a pipe write
+does, and wakes nobody; an entry is the completion's fields in `marshal`'s format (five times
+cheaper to make than a pickle of it alone).  After each send the journal is emptied.  When a worker dies, the runner reads what its pipe still
 held and then the journal (`read`): the completions of attempts it still counts as queued are
 applied as if they had come through the pipe, so the head attempt that died is the only one lost,
 as on the plain path.  A `Started` goes at once, with the completions before it.
@@ -18,6 +19,7 @@ as on the plain path.  A `Started` goes at once, with the completions before it.
 
 from __future__ import annotations
 
+import marshal
 import os
 import pickle
 import struct
@@ -53,8 +55,14 @@ def open_for_worker(owner: int, fd: int) -> int | None:
         return None
 
 
+def entry(done: Completion) -> bytes:
+    """A completion as the journal keeps it: a 4-byte big-endian length, then its fields."""
+    fields = marshal.dumps(tuple(done))
+    return struct.pack("!i", len(fields)) + fields
+
+
 def read(fd: int) -> list[Completion]:
-    """The completions a dead worker's journal holds, in order (a message its death cut short is
+    """The completions a dead worker's journal holds, in order (an entry its death cut short is
     left out: it was never whole, so never sent)."""
     chunks = []
     offset = 0
@@ -69,20 +77,13 @@ def read(fd: int) -> list[Completion]:
     pos = 0
     while len(data) - pos >= 4:
         (size,) = struct.unpack_from("!i", data, pos)
-        head = 4
-        if size == -1:
-            if len(data) - pos < 12:
-                break
-            (size,) = struct.unpack_from("!Q", data, pos + 4)
-            head = 12
-        if len(data) - pos - head < size:
+        start = pos + 4
+        if size < 0 or len(data) - start < size:
             break
-        start = pos + head
         try:
-            messages = wire.decode(pickle.loads(data[start : start + size]))
-        except Exception:  # a torn write cannot unpickle: nothing after it is whole either
+            out.append(Completion(*marshal.loads(data[start : start + size])))
+        except Exception:  # a torn write: nothing after it is whole either
             break
-        out.extend(m for m in messages if isinstance(m, Completion))
         pos = start + size
     return out
 
@@ -94,7 +95,7 @@ class BatchedOutbox:
     def __init__(self, conn: Any, fd: int) -> None:
         self.conn = conn
         self.fd = fd
-        self.frames: list[bytes] = []  # framed messages not sent yet
+        self.unsent: list[Any] = []  # messages not sent yet, in order
         self.first = 0.0  # when the oldest of them was made
         self.broken = False
         self.lock = threading.Condition()
@@ -102,28 +103,28 @@ class BatchedOutbox:
 
     def started(self, message: Started) -> bool:
         with self.lock:
-            self.frames.append(_framed([message]))
+            self.unsent.append(message)
             return self._flush()
 
     def complete(self, done: Completion, idle: bool = True, retire: bool = False) -> bool:
         """Keep a completion; it is sent now when this worker is about to wait for work
         (`idle`), retires (see wire.RETIRE), or the batch is full or old enough."""
-        frame = _framed([done])
+        kept = entry(done)
         with self.lock:
             try:
-                os.write(self.fd, frame)  # whole (a regular file), before the worker goes on
+                os.write(self.fd, kept)  # whole (a regular file), before the worker goes on
             except OSError:  # the memory is gone: send it now, the plain way
                 idle = True
-            if not self.frames:
+            if not self.unsent:
                 self.first = time.monotonic()
                 self.lock.notify()
-            self.frames.append(frame)
+            self.unsent.append(done)
             if retire:
-                self.frames.append(_framed([wire.RETIRE]))
+                self.unsent.append(wire.RETIRE)
             if (
                 idle
                 or retire
-                or len(self.frames) >= MAX_BATCH
+                or len(self.unsent) >= MAX_BATCH
                 or time.monotonic() - self.first > DELAY
             ):
                 return self._flush()
@@ -135,10 +136,11 @@ class BatchedOutbox:
 
     def _flush(self) -> bool:
         """Send what waits (the lock held), then empty the journal: it is all in the pipe."""
-        if not self.frames or self.broken:
-            self.frames.clear()
+        if not self.unsent or self.broken:
+            self.unsent.clear()
             return not self.broken
-        data, self.frames = b"".join(self.frames), []
+        data = wire.frame(pickle.dumps(self.unsent, pickle.HIGHEST_PROTOCOL))
+        self.unsent = []
         try:
             view = memoryview(data)
             out = self.conn.fileno()
@@ -157,7 +159,7 @@ class BatchedOutbox:
         """Sends completions that waited DELAY while the worker runs a longer step."""
         with self.lock:
             while True:
-                while not self.frames:
+                while not self.unsent:
                     self.lock.wait()
                 left = self.first + DELAY - time.monotonic()
                 if left > 0:
@@ -165,6 +167,3 @@ class BatchedOutbox:
                     continue
                 self._flush()
 
-
-def _framed(messages: list[Any]) -> bytes:
-    return wire.frame(pickle.dumps(messages, pickle.HIGHEST_PROTOCOL))

@@ -77,8 +77,7 @@ def test_a_message_cut_short_is_left_out() -> None:
     kept = journal.create()
     assert kept is not None
     try:
-        whole = wire.frame(wire.encode([done(1)])[0])
-        os.write(kept, whole + wire.frame(wire.encode([done(2)])[0])[:-3])
+        os.write(kept, journal.entry(done(1)) + journal.entry(done(2))[:-3])
         assert journal.read(kept) == [done(1)]
     finally:
         os.close(kept)
