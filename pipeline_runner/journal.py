@@ -9,12 +9,13 @@ The speed shortcut (`BatchedOutbox`, off with PIPELINE_RUNNER_NO_SHORTCUTS=1): e
 appended to the worker's journal, a memory file the runner made for it (`os.memfd_create`), and
 the completions go to the pipe together: when the worker is about to wait for work, when 32 are
 waiting, or at most `DELAY` after the first (a thread sends them while a long step runs after
-short ones), as one pickle of the list.  A write to the journal survives its writer as a pipe write
-does, and wakes nobody; an entry is the completion's fields in `marshal`'s format (five times
-cheaper to make than a pickle of it alone).  After each send the journal is emptied.  When a worker dies, the runner reads what its pipe still
-held and then the journal (`read`): the completions of attempts it still counts as queued are
-applied as if they had come through the pipe, so the head attempt that died is the only one lost,
-as on the plain path.  A `Started` goes at once, with the completions before it.
+short ones), as one pickle of the list.  A write to the journal survives its writer as a pipe
+write does, and wakes nobody; an entry is the completion's fields in `marshal`'s format (five
+times cheaper to make than a pickle of it alone).  After each send the journal is emptied.  When
+a worker dies, the runner reads what its pipe still held and then the journal (`read`): the
+completions of attempts it still counts as queued are applied as if they had come through the
+pipe, so the head attempt that died is the only one lost, as on the plain path.  A `Started`
+goes at once, with the completions before it.
 """
 
 from __future__ import annotations
@@ -166,4 +167,3 @@ class BatchedOutbox:
                     self.lock.wait(left)
                     continue
                 self._flush()
-

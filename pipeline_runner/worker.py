@@ -720,7 +720,7 @@ class _ProcessState:
             if signal.getitimer(timer) != (0.0, 0.0):
                 signal.setitimer(timer, 0)
         if tuple(map(_getsignal, self.watched)) != self.watched_handlers:
-            for sig, handler in zip(self.watched, self.watched_handlers):
+            for sig, handler in zip(self.watched, self.watched_handlers, strict=True):
                 if _getsignal(sig) is not handler:
                     signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
