@@ -315,8 +315,12 @@ def execute(
     worker: str,
     on_process: Callable[[int], None] | None = None,
     redirect_std: bool = True,
+    output_env_stays: bool = False,
 ) -> Completion:
-    """Run one attempt; never raises (bar BaseExceptions the caller must see)."""
+    """Run one attempt; never raises (bar BaseExceptions the caller must see).
+    `output_env_stays`: a pool worker's speed shortcut: $RUNNER_OUTPUT and
+    $PIPELINE_RUNNER_OUTPUT are left set after the attempt (the next one sets them again; see
+    `_ProcessState.expect`), not removed from os.environ, which costs more than the attempt."""
     started = time.time()
     try:
         here: str | None = os.getcwd()
@@ -335,7 +339,12 @@ def execute(
             text = io.TextIOWrapper(raw, write_through=True, errors="replace")  # type: ignore[type-var]
             sys.stdout = sys.stderr = text
             _base_environ()  # taken before any attempt changes os.environ
-            restore_env = _apply_environ({**task.env, **_output_env(task)})
+            outputs = _output_env(task)
+            if output_env_stays and not task.env.keys() & outputs.keys():
+                _apply_environ(outputs)
+                restore_env = _apply_environ(task.env) if task.env else {}
+            else:
+                restore_env = _apply_environ({**task.env, **outputs})
         if _pump is not None:
             _pump.attach(stream.write)
         if not redirect_std:
@@ -701,6 +710,13 @@ class _ProcessState:
         self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
         self.threads = set(threading.enumerate())
 
+    def expect(self, env: Mapping[str, str]) -> None:
+        """Variables the process keeps after an attempt as if it had them from the start (the
+        attempt's $RUNNER_OUTPUT, left set by the speed shortcut of `execute`)."""
+        for name, value in env.items():
+            self.environ[name] = value
+            self.raw_environ[os.fsencode(name)] = os.fsencode(value)
+
     def restore(self, home: str | None = None) -> bool:
         """Undo what the attempt changed; True if it left threads running.  `home`: a folder
         the process may stay in rather than go back to its own (the attempt's pipeline folder,
@@ -815,7 +831,7 @@ def worker_main(
             # it succeeded: tell it now, not after the follow-up has run.
             if current.after and not outbox.flush():
                 return
-            done = execute(current, masker, name, started)
+            done = execute(current, masker, name, started, output_env_stays=fast)
             _current_pgid = None
             survivors = reap_leftovers()
             if survivors:
@@ -825,6 +841,8 @@ def worker_main(
             if skip_restore(current.uses):
                 leaked = False
             else:  # the shortcut: stay in the pipeline's folder, where the next attempt goes
+                if fast:
+                    baseline.expect(_output_env(current))
                 leaked = baseline.restore(current.pipeline_dir if fast else None)
             outcomes[current.attempt_id] = done.ok
             if len(outcomes) > 256:
