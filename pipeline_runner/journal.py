@@ -99,6 +99,7 @@ class BatchedOutbox:
         self.unsent: list[Any] = []  # messages not sent yet, in order
         self.first = 0.0  # when the oldest of them was made
         self.broken = False
+        self.journaled = False  # the journal holds entries
         self.lock = threading.Condition()
         threading.Thread(target=self._flusher, name="runner-outbox", daemon=True).start()
 
@@ -110,26 +111,27 @@ class BatchedOutbox:
     def complete(self, done: Completion, idle: bool = True, retire: bool = False) -> bool:
         """Keep a completion; it is sent now when this worker is about to wait for work
         (`idle`), retires (see wire.RETIRE), or the batch is full or old enough."""
-        kept = entry(done)
         with self.lock:
-            try:
-                os.write(self.fd, kept)  # whole (a regular file), before the worker goes on
-            except OSError:  # the memory is gone: send it now, the plain way
-                idle = True
-            if not self.unsent:
+            waiting = len(self.unsent)
+            now = (
+                idle
+                or retire
+                or waiting + 1 >= MAX_BATCH
+                or (waiting > 0 and time.monotonic() - self.first > DELAY)
+            )
+            if not now:  # it waits: keep it first (a completion sent now needs no keeping)
+                try:
+                    os.write(self.fd, entry(done))  # whole (a regular file)
+                    self.journaled = True
+                except OSError:  # the memory is gone: send it now, the plain way
+                    now = True
+            if not waiting:
                 self.first = time.monotonic()
                 self.lock.notify()
             self.unsent.append(done)
             if retire:
                 self.unsent.append(wire.RETIRE)
-            if (
-                idle
-                or retire
-                or len(self.unsent) >= MAX_BATCH
-                or time.monotonic() - self.first > DELAY
-            ):
-                return self._flush()
-            return not self.broken
+            return self._flush() if now else not self.broken
 
     def flush(self) -> bool:
         with self.lock:
@@ -150,10 +152,12 @@ class BatchedOutbox:
         except OSError:
             self.broken = True
             return False
-        try:
-            os.ftruncate(self.fd, 0)
-        except OSError:
-            pass
+        if self.journaled:
+            try:
+                os.ftruncate(self.fd, 0)
+                self.journaled = False
+            except OSError:
+                pass
         return True
 
     def _flusher(self) -> None:

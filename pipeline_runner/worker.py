@@ -822,6 +822,8 @@ def worker_main(
         batch = wire.decode(batch)
         for index, current in enumerate(batch):
             last = index == len(batch) - 1
+            # The next task a follow-up: the runner is told of this one before it starts.
+            soon = last or batch[index + 1].after != 0
             if current.after and not outcomes.get(current.after, False):
                 # A follow-up of an attempt that did not succeed: the runner drops it too.
                 if last and not outbox.flush():
@@ -850,7 +852,7 @@ def worker_main(
             # Threads the attempt left would write into the next attempt's log (or keep this
             # process from ending): retire.  The runner hands the tasks queued here to another
             # worker (none of them started) and starts a new one.
-            if not outbox.complete(done, idle=last, retire=leaked):
+            if not outbox.complete(done, idle=soon, retire=leaked):
                 return
             if leaked:
                 os._exit(0)
