@@ -127,7 +127,8 @@ class BatchedOutbox:
                     now = True
             if not waiting:
                 self.first = time.monotonic()
-                self.lock.notify()
+                if not now:  # the flusher sends it if nothing else does first
+                    self.lock.notify()
             self.unsent.append(done)
             if retire:
                 self.unsent.append(wire.RETIRE)
