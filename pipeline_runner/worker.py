@@ -718,21 +718,22 @@ class _ProcessState:
             self.raw_environ[os.fsencode(name)] = os.fsencode(value)
 
     def restore(self, home: str | None = None) -> bool:
-        """Undo what the attempt changed; True if it left threads running.  `home`: a folder
-        the process may stay in rather than go back to its own (the attempt's pipeline folder,
-        where the next attempt goes first anyway: a speed shortcut, see worker_main)."""
+        """Undo what the attempt changed; True if it left threads running.  `home`: given, the
+        working folder is left as the attempt left it (a speed shortcut, see worker_main:
+        `execute` puts every attempt in its pipeline's folder first, whatever folder it finds,
+        and a system call saved counts where each costs as much as a no-op step)."""
         if _raw_environ() != self.raw_environ:
             for name in [n for n in os.environ if n not in self.environ]:
                 del os.environ[name]
             os.environ.update(self.environ)
-        try:
-            here = os.getcwd()
-            if here != self.cwd and here != home:
+        if home is None:
+            try:
+                if os.getcwd() != self.cwd:
+                    os.chdir(self.cwd)
+            except OSError:  # the folder the attempt was in is gone
                 os.chdir(self.cwd)
-        except OSError:  # the folder the attempt was in is gone
-            os.chdir(self.cwd)
-        signal.alarm(0)
-        for timer in self.TIMERS:
+        signal.setitimer(signal.ITIMER_REAL, 0)  # also what signal.alarm set
+        for timer in self.TIMERS[1:]:
             if signal.getitimer(timer) != (0.0, 0.0):
                 signal.setitimer(timer, 0)
         if tuple(map(_getsignal, self.watched)) != self.watched_handlers:
