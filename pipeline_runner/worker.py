@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     import logging
 
-from . import defaults, shortcuts, wire
+from . import defaults, journal, shortcuts, wire
 from .messages import Completion, Started, Task
 from .named_outputs import OUTPUT_ENV, OUTPUT_ENVS, OutputsError, file_path, read_file
 from .plugins import PluginLoadError, StepContext, StepFailed, registry
@@ -316,10 +316,18 @@ def execute(
     worker: str,
     on_process: Callable[[int], None] | None = None,
     redirect_std: bool = True,
+    output_env_stays: bool = False,
 ) -> Completion:
-    """Run one attempt; never raises (bar BaseExceptions the caller must see)."""
+    """Run one attempt; never raises (bar BaseExceptions the caller must see).
+    `output_env_stays`: a pool worker's speed shortcut: $RUNNER_OUTPUT and
+    $PIPELINE_RUNNER_OUTPUT are left set after the attempt (the next one sets them again; see
+    `_ProcessState.expect`), not removed from os.environ, which costs more than the attempt."""
     started = time.time()
-    if os.getcwd() != task.pipeline_dir:
+    try:
+        here: str | None = os.getcwd()
+    except OSError:  # the folder this process was in is gone
+        here = None
+    if here != task.pipeline_dir:
         # Every step works in the pipeline's folder, as shell steps always did: relative paths
         # in a pipeline mean the same thing whoever runs it from wherever.
         os.chdir(task.pipeline_dir)
@@ -332,7 +340,12 @@ def execute(
             text = io.TextIOWrapper(raw, write_through=True, errors="replace")  # type: ignore[type-var]
             sys.stdout = sys.stderr = text
             _base_environ()  # taken before any attempt changes os.environ
-            restore_env = _apply_environ({**task.env, **_output_env(task)})
+            outputs = _output_env(task)
+            if output_env_stays and not task.env.keys() & outputs.keys():
+                _apply_environ(outputs)
+                restore_env = _apply_environ(task.env) if task.env else {}
+            else:
+                restore_env = _apply_environ({**task.env, **outputs})
         if _pump is not None:
             _pump.attach(stream.write)
         if not redirect_std:
@@ -365,7 +378,13 @@ def _output_env(task: Task) -> dict[str, str]:
 
 def _apply_environ(env: Mapping[str, str | None]) -> dict[str, str | None]:
     """Set (or, for None, remove) variables in os.environ; returns what undoes it."""
-    undo = {name: os.environ.get(name) for name in env}
+    # Read from os.environ's own bytes store: its get() raises and catches a KeyError for
+    # each variable not set, the common case here.
+    raw = _raw_environ()
+    undo: dict[str, str | None] = {}
+    for name in env:
+        value = raw.get(os.fsencode(name))
+        undo[name] = None if value is None else os.fsdecode(value)
     for name, value in env.items():
         if value is None:
             os.environ.pop(name, None)
@@ -487,11 +506,22 @@ def _outputs_path(task: Task) -> str:
 @functools.lru_cache(maxsize=4)  # asked twice per attempt (the environment, the step's context)
 def _attempt_outputs(scratch_dir: str, attempt: int) -> str:
     path = file_path(scratch_dir, attempt)
+    folder = os.path.dirname(path)
+    if folder in _made_folders:
+        return path
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
     except OSError:
-        pass  # the step's writes fail and say why
+        return path  # the step's writes fail and say why
+    if shortcuts.enabled():
+        # A speed shortcut: every step of a run shares this folder, made once per process
+        # (then a step that deletes it, rather than its own file, breaks the next steps'
+        # `$RUNNER_OUTPUT`; with PIPELINE_RUNNER_NO_SHORTCUTS=1 it is made for each attempt).
+        _made_folders.add(folder)
     return path
+
+
+_made_folders: set[str] = set()
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -679,27 +709,42 @@ class _ProcessState:
         self.handlers = {
             int(sig): _getsignal(sig) for sig in signal.valid_signals() if sig not in skip
         }
+        # The signals whose handler is known, and those handlers: compared in one go.
+        self.watched = tuple(sig for sig, handler in self.handlers.items() if handler is not None)
+        self.watched_handlers = tuple(self.handlers[sig] for sig in self.watched)
         self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
         self.threads = set(threading.enumerate())
 
-    def restore(self) -> bool:
-        """Undo what the attempt changed; True if it left threads running."""
+    def expect(self, env: Mapping[str, str]) -> None:
+        """Variables the process keeps after an attempt as if it had them from the start (the
+        attempt's $RUNNER_OUTPUT, left set by the speed shortcut of `execute`)."""
+        for name, value in env.items():
+            self.environ[name] = value
+            self.raw_environ[os.fsencode(name)] = os.fsencode(value)
+
+    def restore(self, home: str | None = None) -> bool:
+        """Undo what the attempt changed; True if it left threads running.  `home`: given, the
+        working folder is left as the attempt left it (a speed shortcut, see worker_main:
+        `execute` puts every attempt in its pipeline's folder first, whatever folder it finds,
+        and a system call saved counts where each costs as much as a no-op step)."""
         if _raw_environ() != self.raw_environ:
             for name in [n for n in os.environ if n not in self.environ]:
                 del os.environ[name]
             os.environ.update(self.environ)
-        try:
-            if os.getcwd() != self.cwd:
+        if home is None:
+            try:
+                if os.getcwd() != self.cwd:
+                    os.chdir(self.cwd)
+            except OSError:  # the folder the attempt was in is gone
                 os.chdir(self.cwd)
-        except OSError:  # the folder the attempt was in is gone
-            os.chdir(self.cwd)
-        signal.alarm(0)
-        for timer in self.TIMERS:
+        signal.setitimer(signal.ITIMER_REAL, 0)  # also what signal.alarm set
+        for timer in self.TIMERS[1:]:
             if signal.getitimer(timer) != (0.0, 0.0):
                 signal.setitimer(timer, 0)
-        for sig, handler in self.handlers.items():
-            if handler is not None and _getsignal(sig) is not handler:
-                signal.signal(sig, handler)
+        if tuple(map(_getsignal, self.watched)) != self.watched_handlers:
+            for sig, handler in zip(self.watched, self.watched_handlers, strict=True):
+                if _getsignal(sig) is not handler:
+                    signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
         return not self.threads.issuperset(threading.enumerate())
 
@@ -727,8 +772,11 @@ def _runs_no_code(uses: str) -> bool:
         return False
 
 
-def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
-    """The loop of one pool worker (runs in a child process)."""
+def worker_main(
+    conn: Any, name: str, secret_values: list[str], journal_of: tuple[int, int] | None = None
+) -> None:
+    """The loop of one pool worker (runs in a child process).  `journal_of`: the runner's pid
+    and the descriptor of this worker's journal there (journal.py), if it made one."""
     global _current_pgid
     try:
         os.setpgid(0, 0)
@@ -758,7 +806,8 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
     _pump = FdPump()
     masker = Masker(secret_values)
 
-    outbox = _Outbox(conn)
+    kept = journal.open_for_worker(*journal_of) if journal_of and shortcuts.enabled() else None
+    outbox = _Outbox(conn) if kept is None else journal.BatchedOutbox(conn, kept)
     baseline = _ProcessState()
 
     def started(pid: int) -> None:
@@ -766,7 +815,8 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
         _current_pgid, _current_grace = pid, current.grace
         outbox.started(Started(current.attempt_id, pid, process_start_time(pid)))
 
-    skip_restore = _runs_no_code if shortcuts.enabled() else lambda uses: False
+    fast = shortcuts.enabled()
+    skip_restore = _runs_no_code if fast else lambda uses: False
     outcomes: dict[int, bool] = {}  # recent attempts here: did they succeed?
     while True:
         try:
@@ -778,6 +828,8 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
         batch = wire.decode(batch)
         for index, current in enumerate(batch):
             last = index == len(batch) - 1
+            # The next task a follow-up: the runner is told of this one before it starts.
+            soon = last or batch[index + 1].after != 0
             if current.after and not outcomes.get(current.after, False):
                 # A follow-up of an attempt that did not succeed: the runner drops it too.
                 if last and not outbox.flush():
@@ -787,21 +839,26 @@ def worker_main(conn: Any, name: str, secret_values: list[str]) -> None:
             # it succeeded: tell it now, not after the follow-up has run.
             if current.after and not outbox.flush():
                 return
-            done = execute(current, masker, name, started)
+            done = execute(current, masker, name, started, output_env_stays=fast)
             _current_pgid = None
             survivors = reap_leftovers()
             if survivors:
                 if not done.ok:
                     done = done._replace(message=done.message + survivors)
                 _note_survivors(current, survivors)
-            leaked = False if skip_restore(current.uses) else baseline.restore()
+            if skip_restore(current.uses):
+                leaked = False
+            else:  # the shortcut: stay in the pipeline's folder, where the next attempt goes
+                if fast:
+                    baseline.expect(_output_env(current))
+                leaked = baseline.restore(current.pipeline_dir if fast else None)
             outcomes[current.attempt_id] = done.ok
             if len(outcomes) > 256:
                 del outcomes[next(iter(outcomes))]
             # Threads the attempt left would write into the next attempt's log (or keep this
             # process from ending): retire.  The runner hands the tasks queued here to another
             # worker (none of them started) and starts a new one.
-            if not outbox.complete(done, idle=last, retire=leaked):
+            if not outbox.complete(done, idle=soon, retire=leaked):
                 return
             if leaked:
                 os._exit(0)

@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from .. import shortcuts, wire
+from .. import journal, shortcuts, wire
 from ..messages import Completion, Started, Task
 from ..procs import GRACE, kill_group, terminate
 from ..worker import death, worker_main
@@ -54,7 +54,9 @@ MAX_DEPTH = 64
 
 
 class _Worker:
-    def __init__(self, index: int, generation: int, process: Any, conn: Any) -> None:
+    def __init__(
+        self, index: int, generation: int, process: Any, conn: Any, kept: int | None = None
+    ) -> None:
         self.index = index
         self.name = f"w{index}" if generation == 0 else f"w{index}.{generation}"
         self.generation = generation
@@ -68,6 +70,13 @@ class _Worker:
         self.child_pgid: int | None = None
         self.kill_reason: str | None = None
         self.kill_at: float | None = None  # SIGKILL time after a SIGTERM
+        self.journal = kept  # completions it has not sent yet (journal.py), or None
+
+    def close(self) -> None:
+        self.conn.close()
+        if self.journal is not None:
+            os.close(self.journal)
+            self.journal = None
 
     @property
     def pid(self) -> int:
@@ -112,17 +121,22 @@ class ProcessExecutor:
         ctx = self._context()
         parent, child = ctx.Pipe(duplex=True)
         name = f"w{index}" if generation == 0 else f"w{index}.{generation}"
+        kept = journal.create() if shortcuts.enabled() else None
+        journal_of = None if kept is None else (os.getpid(), kept)
         process = ctx.Process(
-            target=worker_main, args=(child, name, self.secrets), name=f"runner-{name}", daemon=True
+            target=worker_main,
+            args=(child, name, self.secrets, journal_of),
+            name=f"runner-{name}",
+            daemon=True,
         )
         with without_main_module():
             process.start()
         child.close()
-        return _Worker(index, generation, process, parent)
+        return _Worker(index, generation, process, parent, kept)
 
     def _replace(self, worker: _Worker) -> None:
         position = self.workers.index(worker)
-        worker.conn.close()
+        worker.close()
         worker.process.join(timeout=0)
         self.workers[position] = self._spawn(worker.index, worker.generation + 1)
         self._poller = None
@@ -336,9 +350,13 @@ class ProcessExecutor:
         if worker.child_pgid is not None:
             kill_group(worker.child_pgid, signal.SIGKILL)
         kill_group(worker.pid, signal.SIGKILL)  # anything the step left in the worker's group
+        if worker.journal is not None:  # what it had not sent yet (journal.py)
+            for done in journal.read(worker.journal):
+                self._completed(worker, done, events)
         if worker.queue and worker.kill_reason != "retired":
-            # Each completion is in the pipe before its worker goes on (drained above), so
-            # the head is the attempt that was running: it died with the worker.
+            # Each completion is in the pipe (drained above) or in the journal before its
+            # worker goes on, so the head is the attempt that was running: it died with the
+            # worker.
             task = worker.queue.popleft()
             events.append(self._death_completion(worker, task, code))
         events.extend(Returned(t) for t in worker.queue)  # none of these started
@@ -399,7 +417,7 @@ class ProcessExecutor:
             if worker.process.is_alive():
                 worker.stop(signal.SIGKILL)
                 worker.process.join(timeout=1)
-            worker.conn.close()
+            worker.close()
         self.workers.clear()
 
 
