@@ -706,7 +706,6 @@ def runs(
         rows = [row for row in rows if row["status"] == status][:limit]
     if as_json:
         for row in rows:
-            row.pop("plan_json", None)
             row["request"] = json.loads(row.pop("request_json") or "{}")
             row["outputs"] = json.loads(row.pop("outputs_json") or "null")
         click.echo(ci_report(json.dumps(rows, indent=2, default=str)))
@@ -829,7 +828,6 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
             step["outputs"] = json.loads(step.pop("outputs_json") or "null")
             step["inputs"] = json.loads(step.pop("inputs_json") or "null")
         row["outputs"] = json.loads(row.pop("outputs_json") or "null")
-        row.pop("plan_json", None)
         click.echo(ci_report(json.dumps({"run": row, "steps": steps}, indent=2, default=str)))
         return
     click.echo(f"run {full_id}: {row['pipeline']} {row['status']} ({printable(row['file'])})")

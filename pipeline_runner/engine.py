@@ -416,7 +416,7 @@ def resume_state(
     attempts each step had;
     refuses when a step whose output would be reused is planned differently now.  The steps
     in `rerun` (`finally`) run again whatever they did, so they are neither."""
-    old_nodes = {n["id"]: n for n in json.loads(store.run(run_id)["plan_json"])["nodes"]}
+    old_nodes = {n["id"]: n for n in json.loads(store.plan_json(run_id))["nodes"]}
     new_nodes = {n["id"]: n for n in json.loads(plan_json)["nodes"]}
     preset: dict[str, Preset] = {}
     attempts: dict[str, int] = {}

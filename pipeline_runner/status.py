@@ -23,7 +23,7 @@ def status(plan: Plan, state_dir: str, use_cache: bool = True) -> dict[str, Any]
         last = last_run(store, plan.file) if store is not None else None
         before: dict[str, Any] = {}
         if last is not None:
-            before = {n["id"]: n for n in json.loads(last["plan_json"])["nodes"]}
+            before = {n["id"]: n for n in json.loads(store.plan_json(last["id"]))["nodes"]}
         now = {n["id"]: n for n in json.loads(plan_fingerprint(plan))["nodes"]}
         steps = []
         for node, why in dry_run_reasons(plan, (), store, use_cache):

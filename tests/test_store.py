@@ -315,6 +315,41 @@ def test_resume_refuses_when_a_succeeded_step_changed_unless_forced(
     assert {s["step_id"]: s["output"] for s in data["steps"]}["prep"] == "two"
 
 
+@pytest.mark.parametrize("stored", ["packed", "text"])
+def test_a_runs_plan_is_stored_packed_and_one_stored_as_text_before_still_resumes(
+    write_pipeline: WritePipeline, run_cli: RunCli, tmp_path: Path, stored: str
+) -> None:
+    import zlib
+
+    path = write_pipeline(CHANGING.format(word="one"))
+    first = run(run_cli, path)
+    assert first.code == 1, first.output
+    run_id = run_id_of(first.stdout)
+    db = sqlite3.connect(tmp_path / "state" / "runs.db")
+    kind, value = db.execute(
+        "SELECT typeof(plan_json), plan_json FROM runs WHERE id = ?", (run_id,)
+    ).fetchone()
+    assert kind == "blob"
+    text = zlib.decompress(value).decode()
+    assert len(value) < len(text) and {n["id"] for n in json.loads(text)["nodes"]} >= {"prep"}
+    if stored == "text":  # as a runner before the plan was packed wrote it
+        with db:
+            db.execute("UPDATE runs SET plan_json = ? WHERE id = ?", (text, run_id))
+    db.close()
+
+    listed = run_cli("runs", "--json")
+    assert listed.code == 0 and "plan_json" not in json.loads(listed.stdout)[0], listed.output
+    assert "plan_json" not in show(run_cli, run_id)["run"]
+    status = run_cli("status", str(path), "--json")
+    assert status.code == 0, status.output
+    assert json.loads(status.stdout)["last_run"]["id"] == run_id
+
+    write_pipeline(CHANGING.format(word="two"))
+    refused = run_cli("resume", run_id, "--progress", "plain")  # the recorded plan was read
+    assert refused.code == 2, refused.output
+    assert "prep" in refused.stderr and "--force" in refused.stderr
+
+
 # -- history: runs, show, logs ------------------------------------------------------------------
 
 TALKER = """
