@@ -110,7 +110,9 @@ class StepBuilder:
             retries=self.retry_policy(f, settings.get("retries"), site.path),
             timeout=timeout,
             continue_on_error=bool(settings.get("continue_on_error", False)),
-            skip_exit_codes=frozenset(step.get("skip_exit_codes") or ()),
+            skip_exit_codes=frozenset(step["skip_exit_codes"])
+            if step.get("skip_exit_codes")
+            else _NONE,
             pool=pool,
             priority=int(settings.get("priority") or 0) if "priority" in step else 0,
             env=MappingProxyType(env_values) if isinstance(env_values, dict) else EMPTY,
@@ -407,6 +409,9 @@ class StepBuilder:
                 self.problems.error(f, (*at, i), no_match_message(pattern))
 
 
+# One empty set shared by every step without `skip_exit_codes` (an empty frozenset is an object
+# of its own each time: 200 bytes a step of a 100,000-step plan).
+_NONE: frozenset[int] = frozenset()
 _NO_EXIT_CODE = frozenset({"noop"})  # plugins whose attempt never ends with an exit code
 _NO_RETRIES = RetryPolicy()  # frozen: one for every step without `retries`
 _CONTROL_ORDER = ("timeout", "retries", "continue_on_error", "priority")
