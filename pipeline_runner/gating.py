@@ -58,3 +58,14 @@ def end_gate(flow: Transitions, nr: NodeRun, outcome: approvals.Outcome) -> None
         return
     nr.kind, nr.error = outcome.kind, outcome.message
     flow.final_failure(nr)
+
+
+def only_gates_left(flow: Transitions) -> bool:
+    """Nothing runs and nothing can but waiting gates: look for their answers a last time.
+    True when gates still wait and nothing else can go on (the run stops `waiting`)."""
+    flow.gates.next_look = 0.0
+    answer_gates(flow)
+    state = flow.state
+    if state.ready or state.running or state.timers or state.unfinished == 0:
+        return False
+    return bool(flow.gates.waiting)

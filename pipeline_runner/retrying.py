@@ -14,7 +14,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from .kinds import FailureKind
-from .model import Node
+from .model import Node, State
 from .runstate import NodeRun, RunState
 
 if TYPE_CHECKING:  # random is imported when a retry first needs jitter
@@ -39,6 +39,9 @@ def schedule_retry(state: RunState, nr: NodeRun, rng: random.Random) -> float:
     return delay
 
 
+MAX_TIMER_WAIT = 3600.0  # seconds the loop waits for a timer before it looks again
+
+
 def retry_after_breaker(state: RunState, nr: NodeRun, until: float | None) -> bool:
     """A step its pool's open breaker rejected: when its `retries.on` names `breaker` and it
     has retries left, its next attempt waits on the timer heap until the cooldown ends
@@ -50,6 +53,27 @@ def retry_after_breaker(state: RunState, nr: NodeRun, until: float | None) -> bo
         return False
     heapq.heappush(state.timers, (max(until, time.monotonic()), nr.id))
     return True
+
+
+def reject_by_breaker(state: RunState, nr: NodeRun, breakers: Breakers, pool: str) -> bool:
+    """`nr` is rejected by its pool's open breaker without being called: the attempt is
+    counted and fails with kind `breaker`.  True when it is retried after the cooldown
+    (`retries.on: [breaker]`); False when that failure is final."""
+    nr.attempt += 1
+    nr.finished = time.time()
+    nr.kind, nr.exit_code = FailureKind.BREAKER, None
+    nr.error = breakers.open_message(pool)
+    state.mark(nr, State.RUNNING)
+    return retry_after_breaker(state, nr, breakers.open_until.get(pool))
+
+
+def next_wait(state: RunState) -> float | None:
+    """How long the loop may wait for the next retry: None when none is due.  A retry may wait
+    longer than the operating system's waits can (2**31 ms, with a delay of up to 24 days plus
+    jitter): the loop wakes each hour and looks again."""
+    if not state.timers:
+        return None
+    return min(max(state.timers[0][0] - time.monotonic(), 0.0), MAX_TIMER_WAIT)
 
 
 def due_retries(state: RunState, now: float) -> list[NodeRun]:

@@ -42,3 +42,19 @@ def drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
+
+
+def wake_pipe() -> tuple[int, int]:
+    """The pipe a signal handler writes to wake the scheduler's wait (both ends non-blocking)."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    return wake_r, wake_w
+
+
+def hard(noted: list[int]) -> bool:
+    """A second stop signal, of any kind, means stop now: a second Ctrl-C, or the SIGTERM
+    a CI system sends when its SIGINT did not end the job soon enough (GitHub Actions
+    SIGKILLs the tree 2.5 s later; with a long `--grace` the first signal's cancellation
+    would still be waiting, and nothing of it would be recorded)."""
+    return len(noted) >= 2

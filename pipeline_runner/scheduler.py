@@ -21,32 +21,23 @@ from __future__ import annotations
 import heapq
 import json
 import os
-import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from . import compensation, gating, limits, procs, retrying, runsetup, runsignals, success_policy
+from . import cancelling, gating, limits, procs, retrying, runsetup, runsignals
 from .chains import Chains
 from .changes import RunInfo, RunResult, Sink, StepChanged
-from .errors import (
-    EXIT_COMPENSATION_FAILED,
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_SIGINT,
-    EXIT_SIGTERM,
-    EXIT_STORE,
-    EXIT_WAITING,
-    TemplateError,
-)
+from .errors import EXIT_FAILED, TemplateError
 from .executors import Event, Executor, Returned
 from .kinds import FailureKind, RunStatus
 from .messages import Completion, Started, Task
 from .model import Plan, State
 from .paths import RunPaths
 from .runfacts import Deadline
+from .runoutcome import Ending, run_status
 from .runstate import NodeRun, Options, RunState, step_counts
 from .runtime import Renderer
 from .tasks import TaskMaker, record_outputs
@@ -56,8 +47,6 @@ if TYPE_CHECKING:
     import random
 
 __all__ = ["Options", "RunInfo", "RunResult", "Scheduler", "Sink"]
-
-MAX_TIMER_WAIT = 3600.0  # seconds the loop waits for a timer before it looks again
 
 
 class Scheduler:
@@ -116,18 +105,8 @@ class Scheduler:
         started = self.flow.started = time.time()
         self.deadline = Deadline(self.plan.timeout)
         self.setup()
-        info = RunInfo(
-            self.run_id,
-            self.plan,
-            self.run_dir,
-            self.executor.name,
-            getattr(self.executor, "size", 1),
-            MappingProxyType({nid: nr.change(nr.state) for nid, nr in self.state.runs.items()}),
-            started,
-        )
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
+        info = _run_info(self, started)
+        wake_r, wake_w = runsignals.wake_pipe()
         previous = runsignals.install(wake_w, self.signals, self.executor.kill)
         # The handlers stay until the end of the run is recorded: a signal arriving while the
         # workers close or the store commits is noted (a second one still kills the workers at
@@ -172,12 +151,7 @@ class Scheduler:
         the store learns of new attempts in the same transaction as the completions that made
         them ready, before the loop waits again."""
         state = self.state
-        timeout = None
-        if state.timers:
-            # A retry may wait longer than the operating system's waits can (2**31 ms, with a
-            # delay of up to 24 days plus jitter): the loop wakes each hour and looks again.
-            timeout = min(max(state.timers[0][0] - time.monotonic(), 0.0), MAX_TIMER_WAIT)
-        timeout = self.flow.gates.wait_limit(self.deadline.wait(timeout))
+        timeout = self.flow.gates.wait_limit(self.deadline.wait(retrying.next_wait(state)))
         if not state.running and not state.ready and not state.timers:
             if self.flow.gates.waiting:
                 self.park()
@@ -194,7 +168,7 @@ class Scheduler:
             if nr.state is State.RETRYING and not state.stopping(nr):
                 self.flow.retry(nr)
         if self.signals and (
-            not state.cancelling or (self.hard_signal() and not state.hard_cancel)
+            not state.cancelling or (runsignals.hard(self.signals) and not state.hard_cancel)
         ):
             self.cancel()
         flow = self.flow
@@ -218,14 +192,10 @@ class Scheduler:
     def park(self) -> None:
         """Nothing runs and nothing can but waiting approval gates: look for their answers a
         last time, then stop the run `waiting` (resumed once they are answered)."""
-        gates = self.flow.gates
-        gates.next_look = 0.0
-        gating.answer_gates(self.flow)
-        state = self.state
-        if state.ready or state.running or state.timers or state.unfinished == 0:
-            self.dispatch()
-        elif gates.waiting:
+        if gating.only_gates_left(self.flow):
             self.parked = True
+        else:
+            self.dispatch()
         self.flush()
 
     def stall(self) -> None:
@@ -275,12 +245,7 @@ class Scheduler:
         if verdict is not retrying.Verdict.OPEN:
             return False
         pool = str(nr.node.pool)
-        nr.attempt += 1
-        nr.finished = time.time()
-        nr.kind, nr.exit_code = FailureKind.BREAKER, None
-        nr.error = self.breakers.open_message(pool)
-        self.state.mark(nr, State.RUNNING)
-        if retrying.retry_after_breaker(self.state, nr, self.breakers.open_until.get(pool)):
+        if retrying.reject_by_breaker(self.state, nr, self.breakers, pool):
             self.state.mark(nr, State.RETRYING)  # `retries.on: [breaker]`: after the cooldown
         else:
             self.flow.final_failure(nr)
@@ -421,13 +386,6 @@ class Scheduler:
 
     # -- cancellation ---------------------------------------------------------------------------
 
-    def hard_signal(self) -> bool:
-        """A second stop signal, of any kind, means stop now: a second Ctrl-C, or the SIGTERM
-        a CI system sends when its SIGINT did not end the job soon enough (GitHub Actions
-        SIGKILLs the tree 2.5 s later; with a long `--grace` the first signal's cancellation
-        would still be waiting, and nothing of it would be recorded)."""
-        return len(self.signals) >= 2
-
     def cancel(self, reason: tuple[str, str] | None = None) -> None:
         """Stop scheduling; stop running attempts; what never started is cancelled.  `finally`
         steps still run afterwards, unless a second Ctrl-C asked to stop at once.  `reason`:
@@ -435,24 +393,13 @@ class Scheduler:
         state = self.state
         state.cancel_reason = reason
         state.cancelling = True
-        state.hard_cancel = self.hard_signal()
+        state.hard_cancel = runsignals.hard(self.signals)
         grace = 0.0 if state.hard_cancel else self.options.grace
         for event in self.executor.cancel(grace):
             self.handle(event)
-        for nr in list(state.runs.values()):
-            if not state.hard_cancel and (nr.node.is_finally or runs_on_cancel(nr)):
-                continue
-            if nr.state in (State.PENDING, State.RETRYING, State.RUNNING, State.WAITING):
-                self.cancel_node(nr)
-        state.ready = [
-            e
-            for e in state.ready
-            if not state.hard_cancel
-            and (state.runs[e[3]].node.is_finally or runs_on_cancel(state.runs[e[3]]))
-        ]
-        heapq.heapify(state.ready)
-        state.timers = [t for t in state.timers if not state.stopping(state.runs[t[1]])]
-        heapq.heapify(state.timers)
+        for nr in cancelling.to_cancel(state):
+            self.cancel_node(nr)
+        cancelling.drop_stopped(state)
         self.flow.check_finally()
 
     def cancel_node(self, nr: NodeRun) -> None:
@@ -485,32 +432,11 @@ class Scheduler:
 
     # -- the end --------------------------------------------------------------------------------
 
-    def status(self, signum: int | None) -> tuple[RunStatus, int]:
-        """The run's status and exit code, before its outputs are rendered."""
-        runs = self.state.runs
-        failed = self.flow.failed_before or any(
-            nr.state in (State.FAILED, State.UPSTREAM_FAILED)
-            and not success_policy.forgiven(nr.node, runs)
-            for nr in runs.values()
-        )
-        if self.storage_error is not None:
-            return RunStatus.FAILED, EXIT_STORE
-        if signum is not None:
-            exits = {int(signal.SIGTERM): EXIT_SIGTERM, int(signal.SIGINT): EXIT_SIGINT}
-            return RunStatus.CANCELLED, exits.get(int(signum), 128 + int(signum))
-        if self.parked:
-            return RunStatus.WAITING, EXIT_WAITING
-        if failed or self.state.cancelling:
-            saga = compensation.outcome(self.state)
-            if saga is RunStatus.COMPENSATION_FAILED:
-                return saga, EXIT_COMPENSATION_FAILED
-            return saga or RunStatus.FAILED, EXIT_FAILED
-        return RunStatus.SUCCEEDED, EXIT_OK
-
     def finish(self, started: float, signum: int | None) -> RunResult:
         """Record and return the result; `signum` is the signal that stopped the run, if one
         came before its last step finished."""
-        status, code = self.status(signum)
+        ending = Ending(signum, self.storage_error, self.parked, self.flow.failed_before)
+        status, code = run_status(self.state, ending)
         runsetup.kept_groups(self.state, self.flow.render_for)
         nodes = self.state.all_nodes()
         outputs: dict[str, Any] = {}
@@ -538,7 +464,16 @@ class Scheduler:
         return result
 
 
-def runs_on_cancel(nr: NodeRun) -> bool:
-    """A main step whose `if` calls always() or cancelled(), not started yet: the
-    cancellation leaves it to run when its needs have ended (GitHub Actions' `if: always()`)."""
-    return nr.node.on_cancel and nr.state is State.PENDING and not nr.follow_id
+def _run_info(scheduler: Scheduler, started: float) -> RunInfo:
+    """The record the readers get when the run starts: every node as it is then."""
+    runs = scheduler.state.runs
+    executor = scheduler.executor
+    return RunInfo(
+        scheduler.run_id,
+        scheduler.plan,
+        scheduler.run_dir,
+        executor.name,
+        getattr(executor, "size", 1),
+        MappingProxyType({nid: nr.change(nr.state) for nid, nr in runs.items()}),
+        started,
+    )
