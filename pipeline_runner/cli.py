@@ -27,7 +27,7 @@ from .errors import (
     RunSkipped,
     UsageError,
 )
-from .escape import ci_report, printable
+from .escape import ci_report, in_ci, printable
 from .runfilter import ENDED_STATUSES, STATUSES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -605,7 +605,6 @@ def resume(
     only: tuple[str, ...],
     force: bool,
     rerun: tuple[str, ...],
-    failed: bool,
     params: tuple[str, ...],
     params_file: str | None,
     state_dir: str,
@@ -614,6 +613,7 @@ def resume(
     """Run again what did not succeed in a run, keeping what did."""
     from pathlib import Path
 
+    failed: bool = options.pop("failed")
     check_reports(options)
     quiet(options)
     if failed and (only or rerun):
@@ -828,18 +828,39 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
             step["outputs"] = json.loads(step.pop("outputs_json") or "null")
             step["inputs"] = json.loads(step.pop("inputs_json") or "null")
         row["outputs"] = json.loads(row.pop("outputs_json") or "null")
-        click.echo(ci_report(json.dumps({"run": row, "steps": steps}, indent=2, default=str)))
+        echo_json({"run": row, "steps": steps})
         return
-    click.echo(f"run {full_id}: {row['pipeline']} {row['status']} ({printable(row['file'])})")
+    ci = in_ci()  # once: a run's steps may be 100,000 lines
+    lines = [f"run {full_id}: {row['pipeline']} {row['status']} ({printable(row['file'])})"]
     for step in steps:
         took = ""
         if step["started"] and step["finished"]:
             took = f"{step['finished'] - step['started']:.2f}s"
-        error = f"  {printable(step['error'])}" if step["error"] else ""
-        sid = printable(step["step_id"])
+        error = f"  {printable(step['error'], ci=ci)}" if step["error"] else ""
+        sid = printable(step["step_id"], ci=ci)
         why = reruns.get(step["step_id"])
-        note = f"  (re-run: {printable(why)})" if why else ""
-        click.echo(f"  {sid:<32} {step['state']:<16} {step['attempts']:>2} {took:>8}{error}{note}")
+        note = f"  (re-run: {printable(why, ci=ci)})" if why else ""
+        state, attempts = step["state"], step["attempts"]
+        lines.append(f"  {sid:<32} {state:<16} {attempts:>2} {took:>8}{error}{note}")
+    click.echo("\n".join(lines))
+
+
+def echo_json(data: Any) -> None:
+    """`data` as indented JSON on stdout (as `json.dumps(data, indent=2)` and a line end),
+    written in blocks as it is encoded: the text of a big run is never whole in memory.  Each
+    block is a run of whole JSON tokens, so `ci_report` sees every string whole."""
+    out = sys.stdout
+    block: list[str] = []
+    size = 0
+    for chunk in json.JSONEncoder(indent=2, default=str).iterencode(data):
+        block.append(chunk)
+        size += len(chunk)
+        if size >= 1 << 16:
+            out.write(ci_report("".join(block)))
+            block, size = [], 0
+    block.append("\n")
+    out.write(ci_report("".join(block)))
+    out.flush()
 
 
 @main.command()
