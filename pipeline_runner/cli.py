@@ -810,11 +810,8 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
     try:
         full_id = store.resolve(run_id)
         row = store.run(full_id)
-        steps = [
-            s
-            for s in store.steps(full_id)
-            if s["kind"] != "group" or is_verdict(s["state"], s["error"])
-        ]
+        rows: Sequence[Any] = store.steps(full_id) if as_json else store.step_lines(full_id)
+        steps = [s for s in rows if s["kind"] != "group" or is_verdict(s["state"], s["error"])]
         reruns = store.reruns(full_id)
         gates = gate_rows(store, full_id)
     finally:

@@ -413,6 +413,15 @@ class Store:
         rows = self._rows("SELECT * FROM steps WHERE run_id = ? ORDER BY position", (run_id,))
         return [dict(row) for row in rows]
 
+    def step_lines(self, run_id: str) -> list[sqlite3.Row]:
+        """What `runner show` prints of each step, in order: rows read by name as they are
+        (a 100,000-step run is not copied into dicts, nor its outputs read)."""
+        return self._rows(
+            "SELECT step_id, kind, state, attempts, started, finished, error FROM steps "
+            "WHERE run_id = ? ORDER BY position",
+            (run_id,),
+        )
+
     def note_rerun(self, run_id: str, notes: Mapping[str, str]) -> None:
         """`resume --rerun`: an event `rerun` for each step it runs again (step -> why)."""
         now = time.time()
