@@ -240,6 +240,10 @@ class FdPump:
         os.close(write_fd)
         self.lock = threading.Lock()
         self.target: Callable[[bytes], None] | None = None
+        import fcntl  # here: only a worker process needs them
+        import termios
+
+        self._ioctl, self._fionread, self._buf = fcntl.ioctl, termios.FIONREAD, bytearray(4)
         threading.Thread(target=self._loop, name="fd-pump", daemon=True).start()
 
     def _loop(self) -> None:
@@ -255,20 +259,25 @@ class FdPump:
                     self.target(data)
 
     def attach(self, target: Callable[[bytes], None] | None) -> None:
+        """Deliver what the pipe holds to the current target, then switch to `target`."""
+        with self.lock:
+            if self._pending() == 0:  # the common case: one look, one turn of the lock
+                self.target = target
+                return
         self.drain()
         with self.lock:
             self.target = target
 
-    def drain(self, limit: float = 1.0) -> None:
-        import fcntl
-        import termios
+    def _pending(self) -> int:
+        """How many bytes the pipe holds (the lock held)."""
+        self._ioctl(self.read_fd, self._fionread, self._buf)
+        return int.from_bytes(self._buf, sys.byteorder)
 
-        buf = bytearray(4)
+    def drain(self, limit: float = 1.0) -> None:
         deadline = time.monotonic() + limit
         while True:
             with self.lock:
-                fcntl.ioctl(self.read_fd, termios.FIONREAD, buf)
-                if int.from_bytes(buf, sys.byteorder) == 0:
+                if self._pending() == 0:
                     return
             if time.monotonic() > deadline:
                 return
@@ -363,12 +372,28 @@ def execute(
                 _route(None)
             if redirect_std:
                 sys.stdout, sys.stderr = saved
-                _apply_environ(restore_env)
+                if restore_env:
+                    _apply_environ(restore_env)
 
 
 def _output_env(task: Task) -> dict[str, str]:
     """$PIPELINE_RUNNER_OUTPUT and $RUNNER_OUTPUT: the one file a step may write outputs to;
-    with `--otlp`, $TRACEPARENT: the attempt's span as the parent of what the step traces."""
+    with `--otlp`, $TRACEPARENT: the attempt's span as the parent of what the step traces.
+    Asked three times per attempt (its environment, its context, the worker's baseline): the
+    answer for the latest task is kept (a Task is immutable; callers only read the dict)."""
+    global _last_output_env
+    last = _last_output_env
+    if last is not None and last[0] is task:
+        return last[1]
+    env = _make_output_env(task)
+    _last_output_env = (task, env)
+    return env
+
+
+_last_output_env: tuple[Task, dict[str, str]] | None = None
+
+
+def _make_output_env(task: Task) -> dict[str, str]:
     path = _outputs_path(task)
     env = dict.fromkeys(OUTPUT_ENVS, path)
     if task.trace is not None:
@@ -473,6 +498,8 @@ class _BadOutput(Exception):
 
 def _output_json(output: Any, masker: Masker, what: str) -> str:
     """The output as JSON, checked (serialisable, at most MAX_OUTPUT_BYTES) and masked."""
+    if output is None:  # most steps' output, and what json.dumps (masked or not) makes of it
+        return "null"
     try:
         text = json.dumps(output, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
@@ -718,9 +745,12 @@ class _ProcessState:
     def expect(self, env: Mapping[str, str]) -> None:
         """Variables the process keeps after an attempt as if it had them from the start (the
         attempt's $RUNNER_OUTPUT, left set by the speed shortcut of `execute`)."""
+        raw = _raw_environ()
         for name, value in env.items():
             self.environ[name] = value
-            self.raw_environ[os.fsencode(name)] = os.fsencode(value)
+            key = _ENCODED.get(name) or os.fsencode(name)
+            held = raw.get(key)  # set by the attempt, so already encoded there
+            self.raw_environ[key] = os.fsencode(value) if held is None else held
 
     def restore(self, home: str | None = None) -> bool:
         """Undo what the attempt changed; True if it left threads running.  `home`: given, the
@@ -745,12 +775,14 @@ class _ProcessState:
             for sig, handler in zip(self.watched, self.watched_handlers, strict=True):
                 if _getsignal(sig) is not handler:
                     signal.signal(sig, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+        _sigmask(signal.SIG_SETMASK, self.mask)
         return not self.threads.issuperset(threading.enumerate())
 
 
-# _signal's own getsignal: signal.getsignal wraps each answer in an enum (10x slower).
+# _signal's own getsignal and pthread_sigmask: signal's wrap each answer in enums (10x slower).
 _getsignal: Callable[[int], Any] = importlib.import_module("_signal").getsignal
+_sigmask: Callable[[int, Any], Any] = importlib.import_module("_signal").pthread_sigmask
+_ENCODED = {name: os.fsencode(name) for name in (*OUTPUT_ENVS, "TRACEPARENT")}
 
 
 def _raw_environ() -> Mapping[Any, Any]:
