@@ -332,10 +332,12 @@ def execute(
     $PIPELINE_RUNNER_OUTPUT are left set after the attempt (the next one sets them again; see
     `_ProcessState.expect`), not removed from os.environ, which costs more than the attempt."""
     started = time.time()
-    try:
-        here: str | None = os.getcwd()
-    except OSError:  # the folder this process was in is gone
-        here = None
+    here: str | None = _known_cwd  # see worker_main: the folder, when no code ran since
+    if here is None:
+        try:
+            here = os.getcwd()
+        except OSError:  # the folder this process was in is gone
+            here = None
     if here != task.pipeline_dir:
         # Every step works in the pipeline's folder, as shell steps always did: relative paths
         # in a pipeline mean the same thing whoever runs it from wherever.
@@ -351,7 +353,9 @@ def execute(
             _base_environ()  # taken before any attempt changes os.environ
             outputs = _output_env(task)
             if output_env_stays and not task.env.keys() & outputs.keys():
-                _apply_environ(outputs)
+                environ = os.environ
+                for name, value in outputs.items():  # nothing to undo: no call for it
+                    environ[name] = value
                 restore_env = _apply_environ(task.env) if task.env else {}
             else:
                 restore_env = _apply_environ({**task.env, **outputs})
@@ -482,7 +486,8 @@ def _run(
         return failure(task, "error", message, started, worker, tb, exit_code_of(exc))
     try:
         text = _output_json(output, masker, "output")
-        named = _named_json(ctx, masker)
+        # A shortcut (a pool worker's, see worker_main): a step that runs no code wrote none.
+        named = None if _no_code(task.uses) else _named_json(ctx, masker)
     except _BadOutput as exc:
         message = masker.text(str(exc))
         stream.write(f"[runner] {message}\n".encode())
@@ -796,12 +801,28 @@ def _runs_no_code(uses: str) -> bool:
     RUNNER_NO_SHORTCUTS=1 the state is put back after every attempt)."""
     if uses != "noop":
         return False
-    from .builtins.noop import Noop
+    found = _no_code_found.get(uses)
+    if found is None:
+        from .builtins.noop import Noop
 
-    try:
-        return type(registry().load(uses)) is Noop
-    except PluginLoadError:
-        return False
+        try:
+            found = type(registry().load(uses)) is Noop
+        except PluginLoadError:
+            found = False
+        _no_code_found[uses] = found  # a worker's plugins do not change while it lives
+    return found
+
+
+_no_code_found: dict[str, bool] = {}
+
+
+def _never(uses: str) -> bool:
+    return False
+
+
+# Set by a pool worker with the shortcuts on (worker_main); the plain values elsewhere.
+_no_code: Callable[[str], bool] = _never  # no named outputs to read after such a step
+_known_cwd: str | None = None  # the working folder, known without asking (no code ran since)
 
 
 def worker_main(
@@ -847,8 +868,10 @@ def worker_main(
         _current_pgid, _current_grace = pid, current.grace
         outbox.started(Started(current.attempt_id, pid, process_start_time(pid)))
 
+    global _no_code, _known_cwd
     fast = shortcuts.enabled()
-    skip_restore = _runs_no_code if fast else lambda uses: False
+    skip_restore = _runs_no_code if fast else _never
+    _no_code = skip_restore
     outcomes: dict[int, bool] = {}  # recent attempts here: did they succeed?
     while True:
         try:
@@ -880,7 +903,11 @@ def worker_main(
                 _note_survivors(current, survivors)
             if skip_restore(current.uses):
                 leaked = False
-            else:  # the shortcut: stay in the pipeline's folder, where the next attempt goes
+                # `execute` put it in this folder and nothing ran since: the next one need not ask
+                _known_cwd = current.pipeline_dir
+            else:
+                _known_cwd = None
+                # the shortcut: stay in the pipeline's folder, where the next attempt goes
                 if fast:
                     baseline.expect(_output_env(current))
                 leaked = baseline.restore(current.pipeline_dir if fast else None)
