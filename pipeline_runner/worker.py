@@ -427,16 +427,25 @@ def _path(folder: str) -> Path:
     return Path(folder)
 
 
-_environ_copy: tuple[int, dict[str, str]] | None = None
+_environ_copy: dict[str, str] | None = None
+
+
+def _forget_environ() -> None:
+    global _environ_copy
+    _environ_copy = None
+
+
+# A forked child takes its own copy (asking for the pid on every call costs a system call).
+os.register_at_fork(after_in_child=_forget_environ)
 
 
 def _base_environ() -> dict[str, str]:
     """A copy of this process's environment, made once per process (os.environ is slow to
     iterate, and a step's attempt only adds its own variables on top)."""
     global _environ_copy
-    if _environ_copy is None or _environ_copy[0] != os.getpid():
-        _environ_copy = (os.getpid(), dict(os.environ))
-    return _environ_copy[1]
+    if _environ_copy is None:
+        _environ_copy = dict(os.environ)
+    return _environ_copy
 
 
 def _run(
