@@ -7,10 +7,12 @@ prints an error into the user's command line."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from click.shell_completion import CompletionItem
+
+if TYPE_CHECKING:  # imported when completing: `runner run` never needs it
+    from click.shell_completion import CompletionItem
 
 from . import defaults, envvars
 
@@ -37,6 +39,8 @@ def _argument(ctx: click.Context, name: str) -> str | None:
 
 
 def _matching(values: Iterable[tuple[str, str]], incomplete: str) -> list[CompletionItem]:
+    from click.shell_completion import CompletionItem
+
     return [CompletionItem(v, help=h or None) for v, h in values if v.startswith(incomplete)]
 
 

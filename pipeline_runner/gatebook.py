@@ -8,7 +8,6 @@ already or past its timeout, a value not among the gate's choices.
 
 from __future__ import annotations
 
-import getpass
 import json
 import time
 from collections.abc import Sequence
@@ -181,6 +180,8 @@ def _store_answer(
 
 def _who() -> str:
     try:
+        import getpass  # here: only an answer without --by needs it
+
         return getpass.getuser()
     except (KeyError, OSError):
         return ""

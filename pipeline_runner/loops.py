@@ -34,7 +34,6 @@ from .kinds import FailureKind
 from .loopplan import LOOP_NAME
 from .model import Node, NodeKind, State
 from .runstate import NodeRun, RunState, group_state
-from .templating import evaluate_condition
 
 if TYPE_CHECKING:
     from .transitions import Transitions
@@ -152,6 +151,8 @@ class Loops:
         extra["outputs"] = last.outputs or {}
         extra[LOOP_NAME] = {"index": index, "previous": previous}
         ctx = flow.renderer.context(nr.node.scope, extra)
+        from .templating import evaluate_condition  # here: jinja2 only for a run that loops
+
         return evaluate_condition(nr.node.loop.until, ctx)
 
     def finish(self, nr: NodeRun) -> None:

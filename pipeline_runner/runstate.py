@@ -115,6 +115,8 @@ class NodeRun:
         instances.  A loop that failed on its own (`loop_limit`, an `until` that cannot be
         evaluated), not by an iteration's failure, is a failed step too."""
         kind = self.node.kind
+        if kind is not NodeKind.MAPPED:  # every step's case: one comparison
+            return kind
         own = not self.members or (self.node.loop is not None and self.kind is not None)
         if kind is NodeKind.MAPPED and own and self.state in _UNEXPANDED_ENDS:
             return NodeKind.STEP

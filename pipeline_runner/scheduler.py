@@ -334,7 +334,8 @@ class Scheduler:
         nr.process = None
         if event.ok:
             output_json = event.output_json or "null"
-            nr.take(json.loads(output_json), output_json, event.outputs_json)
+            output = None if output_json == "null" else json.loads(output_json)
+            nr.take(output, output_json, event.outputs_json)
             nr.finished = event.finished
             # A success after failed attempts: those are in the attempts, not on the step.
             nr.kind, nr.error, nr.traceback, nr.exit_code = None, "", "", event.exit_code

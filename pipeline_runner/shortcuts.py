@@ -3,7 +3,8 @@
 Every shortcut (the compiled schema check in fastschema.py, chains of follow-up attempts queued
 behind a running step, the compact wire format between workers and the runner, the runner
 reading short steps' completions together, a worker sending its completions in batches kept in a
-journal until sent, no state restore after a `noop` attempt, the attempt's folder and
+journal until sent, no state restore after a `noop` attempt and, after one, neither the working
+folder asked of the kernel nor a named-outputs file looked for, the attempt's folder and
 $RUNNER_OUTPUT kept between attempts and the named-outputs folder made once per worker) sits
 behind the interface of a plain implementation that does the same work the straightforward way.
 `PIPELINE_RUNNER_NO_SHORTCUTS=1` in the environment turns them all off, so the plain path can be

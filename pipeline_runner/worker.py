@@ -240,6 +240,10 @@ class FdPump:
         os.close(write_fd)
         self.lock = threading.Lock()
         self.target: Callable[[bytes], None] | None = None
+        import fcntl  # here: only a worker process needs them
+        import termios
+
+        self._ioctl, self._fionread, self._buf = fcntl.ioctl, termios.FIONREAD, bytearray(4)
         threading.Thread(target=self._loop, name="fd-pump", daemon=True).start()
 
     def _loop(self) -> None:
@@ -255,20 +259,25 @@ class FdPump:
                     self.target(data)
 
     def attach(self, target: Callable[[bytes], None] | None) -> None:
+        """Deliver what the pipe holds to the current target, then switch to `target`."""
+        with self.lock:
+            if self._pending() == 0:  # the common case: one look, one turn of the lock
+                self.target = target
+                return
         self.drain()
         with self.lock:
             self.target = target
 
-    def drain(self, limit: float = 1.0) -> None:
-        import fcntl
-        import termios
+    def _pending(self) -> int:
+        """How many bytes the pipe holds (the lock held)."""
+        self._ioctl(self.read_fd, self._fionread, self._buf)
+        return int.from_bytes(self._buf, sys.byteorder)
 
-        buf = bytearray(4)
+    def drain(self, limit: float = 1.0) -> None:
         deadline = time.monotonic() + limit
         while True:
             with self.lock:
-                fcntl.ioctl(self.read_fd, termios.FIONREAD, buf)
-                if int.from_bytes(buf, sys.byteorder) == 0:
+                if self._pending() == 0:
                     return
             if time.monotonic() > deadline:
                 return
@@ -323,10 +332,12 @@ def execute(
     $PIPELINE_RUNNER_OUTPUT are left set after the attempt (the next one sets them again; see
     `_ProcessState.expect`), not removed from os.environ, which costs more than the attempt."""
     started = time.time()
-    try:
-        here: str | None = os.getcwd()
-    except OSError:  # the folder this process was in is gone
-        here = None
+    here: str | None = _known_cwd  # see worker_main: the folder, when no code ran since
+    if here is None:
+        try:
+            here = os.getcwd()
+        except OSError:  # the folder this process was in is gone
+            here = None
     if here != task.pipeline_dir:
         # Every step works in the pipeline's folder, as shell steps always did: relative paths
         # in a pipeline mean the same thing whoever runs it from wherever.
@@ -342,7 +353,9 @@ def execute(
             _base_environ()  # taken before any attempt changes os.environ
             outputs = _output_env(task)
             if output_env_stays and not task.env.keys() & outputs.keys():
-                _apply_environ(outputs)
+                environ = os.environ
+                for name, value in outputs.items():  # nothing to undo: no call for it
+                    environ[name] = value
                 restore_env = _apply_environ(task.env) if task.env else {}
             else:
                 restore_env = _apply_environ({**task.env, **outputs})
@@ -363,12 +376,28 @@ def execute(
                 _route(None)
             if redirect_std:
                 sys.stdout, sys.stderr = saved
-                _apply_environ(restore_env)
+                if restore_env:
+                    _apply_environ(restore_env)
 
 
 def _output_env(task: Task) -> dict[str, str]:
     """$PIPELINE_RUNNER_OUTPUT and $RUNNER_OUTPUT: the one file a step may write outputs to;
-    with `--otlp`, $TRACEPARENT: the attempt's span as the parent of what the step traces."""
+    with `--otlp`, $TRACEPARENT: the attempt's span as the parent of what the step traces.
+    Asked three times per attempt (its environment, its context, the worker's baseline): the
+    answer for the latest task is kept (a Task is immutable; callers only read the dict)."""
+    global _last_output_env
+    last = _last_output_env
+    if last is not None and last[0] is task:
+        return last[1]
+    env = _make_output_env(task)
+    _last_output_env = (task, env)
+    return env
+
+
+_last_output_env: tuple[Task, dict[str, str]] | None = None
+
+
+def _make_output_env(task: Task) -> dict[str, str]:
     path = _outputs_path(task)
     env = dict.fromkeys(OUTPUT_ENVS, path)
     if task.trace is not None:
@@ -398,16 +427,25 @@ def _path(folder: str) -> Path:
     return Path(folder)
 
 
-_environ_copy: tuple[int, dict[str, str]] | None = None
+_environ_copy: dict[str, str] | None = None
+
+
+def _forget_environ() -> None:
+    global _environ_copy
+    _environ_copy = None
+
+
+# A forked child takes its own copy (asking for the pid on every call costs a system call).
+os.register_at_fork(after_in_child=_forget_environ)
 
 
 def _base_environ() -> dict[str, str]:
     """A copy of this process's environment, made once per process (os.environ is slow to
     iterate, and a step's attempt only adds its own variables on top)."""
     global _environ_copy
-    if _environ_copy is None or _environ_copy[0] != os.getpid():
-        _environ_copy = (os.getpid(), dict(os.environ))
-    return _environ_copy[1]
+    if _environ_copy is None:
+        _environ_copy = dict(os.environ)
+    return _environ_copy
 
 
 def _run(
@@ -457,7 +495,8 @@ def _run(
         return failure(task, "error", message, started, worker, tb, exit_code_of(exc))
     try:
         text = _output_json(output, masker, "output")
-        named = _named_json(ctx, masker)
+        # A shortcut (a pool worker's, see worker_main): a step that runs no code wrote none.
+        named = None if _no_code(task.uses) else _named_json(ctx, masker)
     except _BadOutput as exc:
         message = masker.text(str(exc))
         stream.write(f"[runner] {message}\n".encode())
@@ -473,6 +512,8 @@ class _BadOutput(Exception):
 
 def _output_json(output: Any, masker: Masker, what: str) -> str:
     """The output as JSON, checked (serialisable, at most MAX_OUTPUT_BYTES) and masked."""
+    if output is None:  # most steps' output, and what json.dumps (masked or not) makes of it
+        return "null"
     try:
         text = json.dumps(output, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
@@ -718,9 +759,12 @@ class _ProcessState:
     def expect(self, env: Mapping[str, str]) -> None:
         """Variables the process keeps after an attempt as if it had them from the start (the
         attempt's $RUNNER_OUTPUT, left set by the speed shortcut of `execute`)."""
+        raw = _raw_environ()
         for name, value in env.items():
             self.environ[name] = value
-            self.raw_environ[os.fsencode(name)] = os.fsencode(value)
+            key = _ENCODED.get(name) or os.fsencode(name)
+            held = raw.get(key)  # set by the attempt, so already encoded there
+            self.raw_environ[key] = os.fsencode(value) if held is None else held
 
     def restore(self, home: str | None = None) -> bool:
         """Undo what the attempt changed; True if it left threads running.  `home`: given, the
@@ -745,12 +789,14 @@ class _ProcessState:
             for sig, handler in zip(self.watched, self.watched_handlers, strict=True):
                 if _getsignal(sig) is not handler:
                     signal.signal(sig, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+        _sigmask(signal.SIG_SETMASK, self.mask)
         return not self.threads.issuperset(threading.enumerate())
 
 
-# _signal's own getsignal: signal.getsignal wraps each answer in an enum (10x slower).
+# _signal's own getsignal and pthread_sigmask: signal's wrap each answer in enums (10x slower).
 _getsignal: Callable[[int], Any] = importlib.import_module("_signal").getsignal
+_sigmask: Callable[[int, Any], Any] = importlib.import_module("_signal").pthread_sigmask
+_ENCODED = {name: os.fsencode(name) for name in (*OUTPUT_ENVS, "TRACEPARENT")}
 
 
 def _raw_environ() -> Mapping[Any, Any]:
@@ -764,12 +810,28 @@ def _runs_no_code(uses: str) -> bool:
     RUNNER_NO_SHORTCUTS=1 the state is put back after every attempt)."""
     if uses != "noop":
         return False
-    from .builtins.noop import Noop
+    found = _no_code_found.get(uses)
+    if found is None:
+        from .builtins.noop import Noop
 
-    try:
-        return type(registry().load(uses)) is Noop
-    except PluginLoadError:
-        return False
+        try:
+            found = type(registry().load(uses)) is Noop
+        except PluginLoadError:
+            found = False
+        _no_code_found[uses] = found  # a worker's plugins do not change while it lives
+    return found
+
+
+_no_code_found: dict[str, bool] = {}
+
+
+def _never(uses: str) -> bool:
+    return False
+
+
+# Set by a pool worker with the shortcuts on (worker_main); the plain values elsewhere.
+_no_code: Callable[[str], bool] = _never  # no named outputs to read after such a step
+_known_cwd: str | None = None  # the working folder, known without asking (no code ran since)
 
 
 def worker_main(
@@ -815,8 +877,10 @@ def worker_main(
         _current_pgid, _current_grace = pid, current.grace
         outbox.started(Started(current.attempt_id, pid, process_start_time(pid)))
 
+    global _no_code, _known_cwd
     fast = shortcuts.enabled()
-    skip_restore = _runs_no_code if fast else lambda uses: False
+    skip_restore = _runs_no_code if fast else _never
+    _no_code = skip_restore
     outcomes: dict[int, bool] = {}  # recent attempts here: did they succeed?
     while True:
         try:
@@ -848,7 +912,11 @@ def worker_main(
                 _note_survivors(current, survivors)
             if skip_restore(current.uses):
                 leaked = False
-            else:  # the shortcut: stay in the pipeline's folder, where the next attempt goes
+                # `execute` put it in this folder and nothing ran since: the next one need not ask
+                _known_cwd = current.pipeline_dir
+            else:
+                _known_cwd = None
+                # the shortcut: stay in the pipeline's folder, where the next attempt goes
                 if fast:
                     baseline.expect(_output_env(current))
                 leaked = baseline.restore(current.pipeline_dir if fast else None)

@@ -28,7 +28,11 @@ def resolve(call: str, pipeline_dir: str) -> Callable[..., Any]:
     if not sep or not module_name or not attr:
         raise ValueError(f"call must look like 'package.module:function', got {call!r}")
     _enter(pipeline_dir)
-    obj: Any = importlib.import_module(module_name)
+    # The module imported already (every attempt but a module's first): taken as the import
+    # system itself takes it (its own check, without the call's layers of machinery).
+    obj: Any = sys.modules.get(module_name)
+    if obj is None or getattr(getattr(obj, "__spec__", None), "_initializing", False):
+        obj = importlib.import_module(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part)
     if not callable(obj):
