@@ -305,6 +305,7 @@ def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
         masker,
         resumed=resume is not None,
     )
+    del plan_json  # kept packed by the sink: about 200 bytes a step, not held through the run
     # The store comes first: every turn is committed before any reporter shows it.
     sinks: list[Sink] = [record]
     if request.events:

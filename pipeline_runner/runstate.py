@@ -247,9 +247,11 @@ class RunState:
         self.unfinished -= 1
         if not nr.node.is_finally:
             self.main_unfinished -= 1
-        if state is State.SUCCEEDED and ranked:
-            self.success_seq += 1
-            nr.completed_seq = self.success_seq
+        if state is State.SUCCEEDED:
+            nr.task = None  # nothing reads a succeeded step's task: a big run keeps none
+            if ranked:
+                self.success_seq += 1
+                nr.completed_seq = self.success_seq
 
     def enqueue(self, nr: NodeRun) -> None:
         node = nr.node

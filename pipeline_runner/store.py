@@ -473,7 +473,7 @@ class StoreSink:
     ) -> None:
         self.store = store
         self.request = request
-        self.plan_json = plan_json
+        self.plan_packed = pack_plan(plan_json)  # what the runs row holds (`pack_plan`)
         self.plan_hash = plan_hash
         self.file_hash = file_hash
         self.masker = masker
@@ -501,7 +501,7 @@ class StoreSink:
                         os.getpid(),
                         process_start_time(os.getpid()),
                         run.executor,
-                        pack_plan(self.plan_json),
+                        self.plan_packed,
                         self.plan_hash,
                         self.file_hash,
                         run.run_id,
@@ -528,7 +528,7 @@ class StoreSink:
                         os.path.abspath(run.plan.file),
                         self.file_hash,
                         self.plan_hash,
-                        pack_plan(self.plan_json),
+                        self.plan_packed,
                         json.dumps(self.request),
                         "running",
                         run.started,
