@@ -442,7 +442,8 @@ def resume_state(
         if old_nodes.get(sid) != new_nodes.get(sid):
             changed.append(sid)
             continue
-        output = json.loads(row["output_json"] or "null")
+        raw = row["output_json"]
+        output = None if raw is None or raw == "null" else json.loads(raw)  # most: no output
         preset[sid] = (State(row["state"]), output, row["outputs_json"])
     kept = _kept(new_nodes, preset, [r["step_id"] for r in rows])
     preset = {sid: v for sid, v in preset.items() if sid in kept}
