@@ -187,6 +187,17 @@ def test_a_misspelt_key_of_the_matrix_block_gets_the_closest_name(
 
 
 # `slow` waits for a file nothing writes: only its cancellation ends it before its timeout.
+# `bad` fails once `slow` runs and the runner has recorded `ok` as succeeded (read from the
+# store: a leg that finished is never in the way of the cancellation, however loaded the machine).
+OK_RECORDED = """
+import os, sqlite3, time
+db = sqlite3.connect(os.environ["PIPELINE_RUNNER_STATE_DIR"] + "/runs.db", timeout=60)
+query = "SELECT 1 FROM steps WHERE step_id = 'test.ok' AND state = 'succeeded'"
+end = time.time() + 60
+while time.time() < end and not db.execute(query).fetchone():
+    time.sleep(0.02)
+"""
+
 FAIL_FAST = """
 version: 1
 name: failfast
@@ -201,7 +212,8 @@ steps:
       cmd: >-
         case {{ item.leg }} in
           ok) echo ok;;
-          bad) while [ ! -e slow.started ]; do sleep 0.02; done; exit 1;;
+          bad) until [ -e slow.started ]; do sleep 0.02; done;
+          python3 ok_recorded.py || exit 7; exit 1;;
           slow) touch slow.started; while [ ! -e never ]; do sleep 0.05; done;;
         esac
   - id: elsewhere
@@ -217,9 +229,12 @@ steps:
 def test_fail_fast_cancels_the_failed_legs_siblings_only(
     run_cli: RunCli, write_pipeline: WritePipeline
 ) -> None:
-    path = write_pipeline(FAIL_FAST.replace("FAIL_FAST", "true"))
+    path = write_pipeline(
+        FAIL_FAST.replace("FAIL_FAST", "true"), files={"ok_recorded.py": OK_RECORDED}
+    )
     code, steps, output = summary_of(run_cli, path, "--workers", "4")
     assert code == 1, output
+    assert "code 1" in steps["test.bad"]["error"], output  # it waited for ok's record (not 7)
     states = {sid: s["state"] for sid, s in steps.items()}
     assert states == {
         "test.ok": "succeeded",
@@ -234,7 +249,10 @@ def test_fail_fast_cancels_the_failed_legs_siblings_only(
 def test_without_fail_fast_the_siblings_run_on(
     run_cli: RunCli, write_pipeline: WritePipeline, tmp_path: Path
 ) -> None:
-    path = write_pipeline(FAIL_FAST.replace("FAIL_FAST", "false").replace("60s", "1s"))
+    path = write_pipeline(
+        FAIL_FAST.replace("FAIL_FAST", "false").replace("60s", "1s"),
+        files={"ok_recorded.py": OK_RECORDED},
+    )
     code, steps, output = summary_of(run_cli, path, "--workers", "4")
     assert code == 1, output
     assert steps["test.slow"]["state"] == "failed"  # its timeout ended it, not its sibling
