@@ -222,6 +222,7 @@ class DaskExecutor:
         self.secrets = list(secrets)
         self.token = uuid.uuid4().hex
         self.address = scheduler
+        self.connection: _Connection | None = None
         self.cluster: Any = None
         self.client: Any = None
         self.shortcuts = shortcuts.enabled()
@@ -250,6 +251,7 @@ class DaskExecutor:
         if connection is None:
             connection = _Connection(workers, self.address)
             connection.open()
+        self.connection = connection
         self.cluster, self.client = connection.cluster, connection.client
         if connection.error is not None:
             self.close()
@@ -555,17 +557,9 @@ class DaskExecutor:
                 self.client.run(retire_hosts, self.token, on_error="ignore")
             except Exception:
                 pass
-            try:
-                self.client.close(timeout=10)
-            except Exception:
-                pass
-            self.client = None
-        if self.cluster is not None:
-            try:
-                self.cluster.close(timeout=20)
-            except Exception:
-                pass
-            self.cluster = None
+        if self.connection is not None:
+            self.connection.close()  # the client, then the local cluster it started
+        self.client = self.cluster = None
         for fd in (self.notify_r, self.notify_w):
             try:
                 os.close(fd)
