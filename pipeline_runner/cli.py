@@ -708,7 +708,7 @@ def runs(
         for row in rows:
             row["request"] = json.loads(row.pop("request_json") or "{}")
             row["outputs"] = json.loads(row.pop("outputs_json") or "null")
-        click.echo(ci_report(json.dumps(rows, indent=2, default=str)))
+        echo_json(rows)
         return
     if not rows:
         filtered = status or pipeline or since
