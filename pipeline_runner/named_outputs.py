@@ -68,11 +68,69 @@ def read_file(path: str) -> dict[str, Any]:
         os.unlink(path)
     except OSError:
         pass
+    return _parse_bytes(data)
+
+
+def _parse_bytes(data: bytes) -> dict[str, Any]:
     if len(data) > MAX_FILE_BYTES:
         raise OutputsError(
             f"${OUTPUT_ENV} holds more than {MAX_FILE_BYTES:,} bytes; write big results to a file"
         )
     return parse(data.decode("utf-8", errors="replace"))
+
+
+class SharedFile:
+    """A pool worker's speed shortcut: one named-outputs file for all the attempts it runs in
+    one run folder, held open.  Whether an attempt wrote to it is an `fstat` of the open file,
+    not a look-up of a name no attempt before used (the dearest system call of a no-op step),
+    and `$RUNNER_OUTPUT` stays the same from one attempt to the next.  Emptied before each
+    attempt that may write (a leftover process of the one before cannot lend it outputs) and
+    after it is read.  A step that replaces or removes the file (`mv tmp "$RUNNER_OUTPUT"`) is
+    read by name, as `read_file` does, and the file is made again.  With the shortcuts off
+    (shortcuts.py) each attempt has a file of its own (`file_path`)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+        self._open()
+
+    def _open(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        try:
+            self.fd = os.open(self.path, flags, 0o666)
+        except OSError:
+            self.fd = -1  # the step's writes fail and say why; read by name meanwhile
+
+    def clear(self) -> None:
+        """Before an attempt: the file is there, empty."""
+        if self.fd < 0:
+            self._open()
+            return
+        status = os.fstat(self.fd)
+        if status.st_nlink == 0:
+            self._open()
+        elif status.st_size:
+            os.ftruncate(self.fd, 0)
+
+    def take(self) -> dict[str, Any]:
+        """What the attempt wrote ({} if nothing); the file is left empty."""
+        if self.fd < 0:
+            return read_file(self.path)
+        status = os.fstat(self.fd)
+        if status.st_nlink == 0:  # replaced or removed: what is at the name now
+            found = read_file(self.path)
+            self._open()
+            return found
+        if not status.st_size:
+            return {}
+        try:
+            data = os.pread(self.fd, min(status.st_size, MAX_FILE_BYTES) + 1, 0)
+            os.ftruncate(self.fd, 0)
+        except OSError as exc:
+            raise OutputsError(f"cannot read ${OUTPUT_ENV} ({self.path}): {exc}") from None
+        return _parse_bytes(data)
 
 
 def parse(text: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ the runner.  An attempt in a worker has the process to itself: its `env` is set 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import io
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 from . import defaults, journal, shortcuts, wire
 from .messages import Completion, Started, Task
-from .named_outputs import OUTPUT_ENV, OUTPUT_ENVS, OutputsError, file_path, read_file
+from .named_outputs import OUTPUT_ENV, OUTPUT_ENVS, OutputsError, SharedFile, file_path, read_file
 from .plugins import PluginLoadError, StepContext, StepFailed, registry
 from .procs import GRACE, process_start_time, signal_name, stop_group
 from .secrets import Masker, StreamMasker
@@ -332,16 +333,17 @@ def execute(
     $PIPELINE_RUNNER_OUTPUT are left set after the attempt (the next one sets them again; see
     `_ProcessState.expect`), not removed from os.environ, which costs more than the attempt."""
     started = time.time()
-    here: str | None = _known_cwd  # see worker_main: the folder, when no code ran since
-    if here is None:
+    # Every step works in the pipeline's folder, as shell steps always did: relative paths
+    # in a pipeline mean the same thing whoever runs it from wherever.
+    if _shared_outputs is not None:  # a pool worker's shortcut (see worker_main)
+        _enter_folder(task.pipeline_dir)
+    else:
         try:
-            here = os.getcwd()
+            here: str | None = os.getcwd()
         except OSError:  # the folder this process was in is gone
             here = None
-    if here != task.pipeline_dir:
-        # Every step works in the pipeline's folder, as shell steps always did: relative paths
-        # in a pipeline mean the same thing whoever runs it from wherever.
-        os.chdir(task.pipeline_dir)
+        if here != task.pipeline_dir:
+            os.chdir(task.pipeline_dir)
     with LazyLog(task, started) as log:
         stream = StreamMasker(masker, log.write)
         saved = (sys.stdout, sys.stderr)
@@ -353,9 +355,12 @@ def execute(
             _base_environ()  # taken before any attempt changes os.environ
             outputs = _output_env(task)
             if output_env_stays and not task.env.keys() & outputs.keys():
-                environ = os.environ
-                for name, value in outputs.items():  # nothing to undo: no call for it
-                    environ[name] = value
+                global _env_in_place
+                if outputs is not _env_in_place:  # a worker's shared file: set once
+                    environ = os.environ
+                    for name, value in outputs.items():  # nothing to undo: no call for it
+                        environ[name] = value
+                    _env_in_place = outputs
                 restore_env = _apply_environ(task.env) if task.env else {}
             else:
                 restore_env = _apply_environ({**task.env, **outputs})
@@ -398,11 +403,74 @@ _last_output_env: tuple[Task, dict[str, str]] | None = None
 
 
 def _make_output_env(task: Task) -> dict[str, str]:
+    if task.trace is None and _shared_outputs is not None:
+        return _shared_file(task).env  # the same dict while the file is the same
     path = _outputs_path(task)
     env = dict.fromkeys(OUTPUT_ENVS, path)
     if task.trace is not None:
         env["TRACEPARENT"] = traceparent(task.trace, task.node_id, task.attempt)
     return env
+
+
+# -- a pool worker's shortcuts (worker_main sets them up; PIPELINE_RUNNER_NO_SHORTCUTS=1 not) --
+
+
+class _WorkerFile(SharedFile):
+    """A worker's named-outputs file in one run folder, and the variables that name it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.env = dict.fromkeys(OUTPUT_ENVS, path)
+
+
+_shared_outputs: dict[str, _WorkerFile] | None = None  # run folder -> this worker's file
+_worker_name = ""
+_env_in_place: dict[str, str] | None = None  # output variables known to be in os.environ
+_folders: dict[str, int] = {}  # pipeline folder -> a descriptor of it, to enter with fchdir
+
+
+def _shared_file(task: Task) -> _WorkerFile:
+    assert _shared_outputs is not None
+    head = task.scratch_dir.rpartition("/")[0]
+    found = _shared_outputs.get(head)
+    if found is None:
+        folder = f"{head}/.outputs"
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError:
+            pass  # the step's writes fail and say why
+        found = _shared_outputs[head] = _WorkerFile(f"{folder}/{_worker_name}")
+    return found
+
+
+def _drop_shared_files() -> None:
+    """A worker that ends leaves no outputs file behind (one killed does: an empty file)."""
+    for shared in (_shared_outputs or {}).values():
+        with contextlib.suppress(OSError):
+            os.unlink(shared.path)
+
+
+def _enter_folder(folder: str) -> None:
+    """chdir to `folder` through a descriptor kept open: no path to walk, no folder to ask
+    for first (a step may have left this process anywhere)."""
+    fd = _folders.get(folder)
+    if fd is None:
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            os.chdir(folder)  # raises as the plain path would
+            return
+        _folders[folder] = fd
+    os.fchdir(fd)
+
+
+def _take_outputs(path: str) -> dict[str, Any]:
+    """What the attempt wrote to its outputs file at `path` (the file is emptied or removed)."""
+    if _shared_outputs is not None:
+        shared = _shared_outputs.get(path.rpartition("/")[0].rpartition("/")[0])
+        if shared is not None and shared.path == path:
+            return shared.take()
+    return read_file(path)
 
 
 def _apply_environ(env: Mapping[str, str | None]) -> dict[str, str | None]:
@@ -475,6 +543,8 @@ def _run(
         write_log=stream.write,
     )
     _target.local.write = stream.write
+    if _shared_outputs is not None and not _no_code(task.uses):
+        _shared_file(task).clear()
     try:
         plugin = registry().load(task.uses)
         output = plugin.run(task.with_, ctx)
@@ -531,7 +601,7 @@ def _output_json(output: Any, masker: Masker, what: str) -> str:
 def _named_json(ctx: StepContext, masker: Masker) -> str | None:
     """The named outputs (`ctx.set_output`, then the `$RUNNER_OUTPUT` file) as JSON, or None."""
     try:
-        found = read_file(ctx.env[OUTPUT_ENV])
+        found = _take_outputs(ctx.env[OUTPUT_ENV])
     except OutputsError as exc:
         raise _BadOutput(str(exc)) from None
     if not found and not ctx.outputs:
@@ -541,6 +611,8 @@ def _named_json(ctx: StepContext, masker: Masker) -> str | None:
 
 def _outputs_path(task: Task) -> str:
     """The file the attempt may write its named outputs to (its folder made once)."""
+    if _shared_outputs is not None:
+        return _shared_file(task).path
     return _attempt_outputs(task.scratch_dir, task.attempt)
 
 
@@ -755,10 +827,14 @@ class _ProcessState:
         self.watched_handlers = tuple(self.handlers[sig] for sig in self.watched)
         self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
         self.threads = set(threading.enumerate())
+        self.expected: Mapping[str, str] | None = None
 
     def expect(self, env: Mapping[str, str]) -> None:
         """Variables the process keeps after an attempt as if it had them from the start (the
         attempt's $RUNNER_OUTPUT, left set by the speed shortcut of `execute`)."""
+        if env is self.expected:  # a worker's shared outputs file: the same every attempt
+            return
+        self.expected = env
         raw = _raw_environ()
         for name, value in env.items():
             self.environ[name] = value
@@ -831,7 +907,6 @@ def _never(uses: str) -> bool:
 
 # Set by a pool worker with the shortcuts on (worker_main); the plain values elsewhere.
 _no_code: Callable[[str], bool] = _never  # no named outputs to read after such a step
-_known_cwd: str | None = None  # the working folder, known without asking (no code ran since)
 
 
 def worker_main(
@@ -877,56 +952,58 @@ def worker_main(
         _current_pgid, _current_grace = pid, current.grace
         outbox.started(Started(current.attempt_id, pid, process_start_time(pid)))
 
-    global _no_code, _known_cwd
+    global _no_code, _shared_outputs, _worker_name
     fast = shortcuts.enabled()
     skip_restore = _runs_no_code if fast else _never
     _no_code = skip_restore
+    if fast:
+        _shared_outputs, _worker_name = {}, name
     outcomes: dict[int, bool] = {}  # recent attempts here: did they succeed?
-    while True:
-        try:
-            batch = conn.recv()
-        except (EOFError, OSError):
-            return
-        if batch is None:
-            return
-        batch = wire.decode(batch)
-        for index, current in enumerate(batch):
-            last = index == len(batch) - 1
-            # The next task a follow-up: the runner is told of this one before it starts.
-            soon = last or batch[index + 1].after != 0
-            if current.after and not outcomes.get(current.after, False):
-                # A follow-up of an attempt that did not succeed: the runner drops it too.
-                if last and not outbox.flush():
+    try:
+        while True:
+            try:
+                batch = conn.recv()
+            except (EOFError, OSError):
+                return
+            if batch is None:
+                return
+            batch = wire.decode(batch)
+            for index, current in enumerate(batch):
+                last = index == len(batch) - 1
+                # The next task a follow-up: the runner is told of this one before it starts.
+                soon = last or batch[index + 1].after != 0
+                if current.after and not outcomes.get(current.after, False):
+                    # A follow-up of an attempt that did not succeed: the runner drops it too.
+                    if last and not outbox.flush():
+                        return
+                    continue
+                # The runner records a follow-up as started when it learns that the attempt before
+                # it succeeded: tell it now, not after the follow-up has run.
+                if current.after and not outbox.flush():
                     return
-                continue
-            # The runner records a follow-up as started when it learns that the attempt before
-            # it succeeded: tell it now, not after the follow-up has run.
-            if current.after and not outbox.flush():
-                return
-            done = execute(current, masker, name, started, output_env_stays=fast)
-            _current_pgid = None
-            survivors = reap_leftovers()
-            if survivors:
-                if not done.ok:
-                    done = done._replace(message=done.message + survivors)
-                _note_survivors(current, survivors)
-            if skip_restore(current.uses):
-                leaked = False
-                # `execute` put it in this folder and nothing ran since: the next one need not ask
-                _known_cwd = current.pipeline_dir
-            else:
-                _known_cwd = None
-                # the shortcut: stay in the pipeline's folder, where the next attempt goes
-                if fast:
-                    baseline.expect(_output_env(current))
-                leaked = baseline.restore(current.pipeline_dir if fast else None)
-            outcomes[current.attempt_id] = done.ok
-            if len(outcomes) > 256:
-                del outcomes[next(iter(outcomes))]
-            # Threads the attempt left would write into the next attempt's log (or keep this
-            # process from ending): retire.  The runner hands the tasks queued here to another
-            # worker (none of them started) and starts a new one.
-            if not outbox.complete(done, idle=soon, retire=leaked):
-                return
-            if leaked:
-                os._exit(0)
+                done = execute(current, masker, name, started, output_env_stays=fast)
+                _current_pgid = None
+                survivors = reap_leftovers()
+                if survivors:
+                    if not done.ok:
+                        done = done._replace(message=done.message + survivors)
+                    _note_survivors(current, survivors)
+                if skip_restore(current.uses):
+                    leaked = False
+                else:
+                    # the shortcut: stay in the pipeline's folder, where the next attempt goes
+                    if fast:
+                        baseline.expect(_output_env(current))
+                    leaked = baseline.restore(current.pipeline_dir if fast else None)
+                outcomes[current.attempt_id] = done.ok
+                if len(outcomes) > 256:
+                    del outcomes[next(iter(outcomes))]
+                # Threads the attempt left would write into the next attempt's log (or keep this
+                # process from ending): retire.  The runner hands the tasks queued here to another
+                # worker (none of them started) and starts a new one.
+                if not outbox.complete(done, idle=soon, retire=leaked):
+                    return
+                if leaked:
+                    os._exit(0)
+    finally:
+        _drop_shared_files()

@@ -78,6 +78,93 @@ def test_noop_attempts_between_steps_keep_the_folder_and_the_outputs_right(
     assert steps["wander"]["outputs"] == {"went": "yes"}
     for sid in ("where", "after"):
         assert steps[sid]["output"] == str(tmp_path), steps[sid]
-        assert steps[sid]["outputs"] == {"seen": f"{sid}.1"}
+        # Plain: a file per attempt; the shortcut: one file per worker, emptied between attempts.
+        assert steps[sid]["outputs"] == {"seen": "w0" if not plain else f"{sid}.1"}
     for sid in ("rest1", "rest2", "rest3"):
         assert steps[sid]["state"] == "succeeded" and not steps[sid]["outputs"], steps[sid]
+
+
+REPLACED = """
+version: 1
+name: outputs-file
+steps:
+  - id: moved
+    uses: shell
+    with: {cmd: 'echo tmp=1 > t && mv t "$RUNNER_OUTPUT"'}
+  - id: quiet
+    needs: moved
+    uses: python
+    with: {call: "mod:quiet"}
+  - id: removed
+    needs: quiet
+    uses: shell
+    with: {cmd: 'echo gone=1 >> "$RUNNER_OUTPUT" && rm "$RUNNER_OUTPUT"'}
+  - id: again
+    needs: removed
+    uses: shell
+    with: {cmd: 'echo d=4 >> "$RUNNER_OUTPUT"'}
+  - id: whole
+    needs: again
+    uses: python
+    with: {call: "mod:whole"}
+  - id: retried
+    needs: whole
+    uses: python
+    with: {call: "mod:flaky"}
+    retries: {max: 1, delay: 0s}
+"""
+
+REPLACED_MOD = """
+import os
+
+
+def quiet():
+    return None
+
+
+def whole():
+    with open(os.environ["RUNNER_OUTPUT"], "w") as f:
+        f.write('{"n": 2, "tags": ["a"]}')
+
+
+def flaky(ctx):
+    with open(os.environ["RUNNER_OUTPUT"], "a") as f:
+        f.write(f"try{ctx.attempt}=yes\\n")
+    if ctx.attempt == 1:
+        raise RuntimeError("first try fails")
+"""
+
+
+@pytest.mark.parametrize("plain", ["", "1"], ids=["shortcuts", "plain"])
+def test_an_outputs_file_replaced_or_removed_by_a_step_is_read_and_made_again(
+    run_cli: RunCli,
+    write_pipeline: Callable[..., Path],
+    tmp_path: Path,
+    plain: str,
+) -> None:
+    """A step that replaces (`mv`) or removes its outputs file is read by name; the next step
+    starts with an empty file, and so does a retry (what the failed try wrote is not kept)."""
+    path = write_pipeline(REPLACED, files={"mod.py": REPLACED_MOD})
+    summary = tmp_path / "s.json"
+    state = tmp_path / "state"
+    result = run_cli(
+        "run",
+        str(path),
+        "--workers",
+        "1",
+        "--state-dir",
+        str(state),
+        "--json",
+        str(summary),
+        env={"PIPELINE_RUNNER_NO_SHORTCUTS": plain},
+    )
+    assert result.code == 0 and no_traceback(result.output), result.output
+    steps = {s["id"]: s for s in json.loads(summary.read_text())["steps"]}
+    assert steps["moved"]["outputs"] == {"tmp": "1"}
+    assert not steps["quiet"]["outputs"]
+    assert not steps["removed"]["outputs"]
+    assert steps["again"]["outputs"] == {"d": "4"}
+    assert steps["whole"]["outputs"] == {"n": 2, "tags": ["a"]}
+    assert steps["retried"]["outputs"] == {"try2": "yes"}
+    if not plain:  # the worker ended normally: it leaves no outputs file behind
+        assert not [p for p in state.rglob(".outputs/*") if p.is_file()]
