@@ -472,6 +472,10 @@ class StoreSink:
         resumed: bool = False,
     ) -> None:
         self.store = store
+        # A run's commits come every turn: the WAL is copied back into the database file (and
+        # both synced) every STORE_CHECKPOINT_PAGES pages, not SQLite's default 1,000, so a
+        # page the run keeps changing is copied fewer times; closing the store copies the rest.
+        store.db.execute(f"PRAGMA wal_autocheckpoint = {defaults.STORE_CHECKPOINT_PAGES}")
         self.request = request
         self.plan_packed = pack_plan(plan_json)  # what the runs row holds (`pack_plan`)
         self.plan_hash = plan_hash
@@ -582,9 +586,9 @@ class StoreSink:
         self.pending.append((change, time.time()))
 
     def step_row(self, nr: StepChanged) -> tuple[Any, ...]:
+        """The row of a step not in the table yet (a run-time instance): every column."""
         position = self.position
-        if nr.id not in position:
-            position[nr.id] = len(position)
+        position[nr.id] = len(position)
         return (
             self.run_id,
             nr.id,
@@ -603,6 +607,27 @@ class StoreSink:
             nr.outputs_json if nr.state in _OUTPUT_STATES else None,
             nr.cache_key if nr.state in _CACHE_STATES else None,
             self.masker.text(nr.inputs_json) if nr.inputs_json else None,
+        )
+
+    def step_update(self, nr: StepChanged) -> tuple[Any, ...]:
+        """The changing columns of a step the table has (`_UPDATE_STEP`'s parameters): an
+        UPDATE by key costs less than an insert that finds its row taken."""
+        state = nr.state
+        return (
+            state._value_,
+            nr.attempt,
+            nr.started,
+            nr.finished,
+            nr.error_kind,
+            self.masker.text(nr.error) if nr.error else None,
+            nr.exit_code,
+            nr.worker,
+            nr.output_json if state in _OUTPUT_STATES else None,
+            nr.outputs_json if state in _OUTPUT_STATES else None,
+            nr.cache_key if state in _CACHE_STATES else None,
+            self.masker.text(nr.inputs_json) if nr.inputs_json else None,
+            self.run_id,
+            nr.id,
         )
 
     def attempt_row(self, nr: StepChanged, when: float) -> tuple[Any, ...] | None:
@@ -665,30 +690,39 @@ class StoreSink:
             elif nr.state is State.COMPENSATED and nr.cache_key:
                 # Its effect was undone: a later run must not take its result from the cache.
                 self.uncache.append((nr.cache_key, self.run_id))
-        step_rows = [self.step_row(nr) for nr in latest.values()]
-        self.write(step_rows, attempt_rows, events, cache_rows)
+        position = self.position
+        updates = [self.step_update(nr) for nr in latest.values() if nr.id in position]
+        step_rows = [self.step_row(nr) for nr in latest.values() if nr.id not in position]
+        self.write((updates, step_rows), attempt_rows, events, cache_rows)
 
     def write(
         self,
-        step_rows: list[tuple[Any, ...]],
+        steps: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]],
         attempt_rows: list[tuple[Any, ...]],
         events: list[tuple[Any, ...]],
         cache_rows: list[tuple[Any, ...]],
     ) -> None:
+        """One turn's rows in one transaction; `steps`: updates of rows the table has (see
+        `step_update`), then rows of steps new to it (`step_row`)."""
+        updates, step_rows = steps
         with self.store.transaction() as db:
-            db.executemany(
-                "INSERT INTO steps (run_id, step_id, kind, state, attempts, started, finished, "
-                "error_kind, error, exit_code, worker, output_json, log_path, position, "
-                "outputs_json, cache_key, inputs_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (run_id, step_id) DO UPDATE SET "
-                "state = excluded.state, attempts = excluded.attempts, started = excluded.started, "
-                "finished = excluded.finished, error_kind = excluded.error_kind, "
-                "error = excluded.error, exit_code = excluded.exit_code, worker = excluded.worker, "
-                "output_json = excluded.output_json, outputs_json = excluded.outputs_json, "
-                "cache_key = excluded.cache_key, "
-                "inputs_json = excluded.inputs_json",
-                step_rows,
-            )
+            if updates:
+                db.executemany(_UPDATE_STEP, updates)
+            if step_rows:
+                db.executemany(
+                    "INSERT INTO steps (run_id, step_id, kind, state, attempts, started, finished, "
+                    "error_kind, error, exit_code, worker, output_json, log_path, position, "
+                    "outputs_json, cache_key, inputs_json) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (run_id, step_id) DO UPDATE SET "
+                    "state = excluded.state, attempts = excluded.attempts, "
+                    "started = excluded.started, finished = excluded.finished, "
+                    "error_kind = excluded.error_kind, error = excluded.error, "
+                    "exit_code = excluded.exit_code, worker = excluded.worker, "
+                    "output_json = excluded.output_json, outputs_json = excluded.outputs_json, "
+                    "cache_key = excluded.cache_key, inputs_json = excluded.inputs_json",
+                    step_rows,
+                )
             if attempt_rows:
                 db.executemany(
                     "INSERT INTO attempts (run_id, step_id, attempt, state, started, finished, "
@@ -750,6 +784,14 @@ class StoreSink:
                 (self.run_id, result.finished, result.status, None),
             )
 
+
+# What a step's row takes from a change (StoreSink.step_update); `kind`, `log_path` and
+# `position` are written once, with the row.
+_UPDATE_STEP = (
+    "UPDATE steps SET state = ?, attempts = ?, started = ?, finished = ?, error_kind = ?, "
+    "error = ?, exit_code = ?, worker = ?, output_json = ?, outputs_json = ?, cache_key = ?, "
+    "inputs_json = ? WHERE run_id = ? AND step_id = ?"
+)
 
 # The events of a run's steps that the cap counts (StoreSink.trim_events).
 _COUNT_EVENTS = (
