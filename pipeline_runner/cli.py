@@ -65,6 +65,9 @@ class Group(click.Group):
     command_class = Command
 
     def invoke(self, ctx: click.Context) -> Any:
+        from .gcpolicy import for_a_command
+
+        for_a_command()
         try:
             return self._invoke(ctx)
         finally:

@@ -6,7 +6,6 @@ others (the scheduler of processes, the executors of the plan, the reporters of 
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import sys
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import defaults
+from . import defaults, gcpolicy
 from .errors import EXIT_OK, PlatformError, UsageError
 from .graph import plain, topological
 from .kinds import RunStatus
@@ -130,7 +129,7 @@ def _planned(request: RunRequest, resume: str | None, force: bool, early: Any) -
     check_only(plan, request.only)
     chosen = choose(request, plan, resume)
     # The plan lives as long as the run: keep the collector's passes during the run off it.
-    gc.freeze()
+    gcpolicy.for_the_run()
     secret_values = read_secrets(plan.secrets, os.environ, request.secrets_file)
     masker = Masker(secret_values.values())
     if request.dry_run:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     import logging
 
-from . import defaults, journal, shortcuts, wire
+from . import defaults, gcpolicy, journal, shortcuts, wire
 from .messages import Completion, Started, Task
 from .named_outputs import OUTPUT_ENV, OUTPUT_ENVS, OutputsError, SharedFile, file_path, read_file
 from .plugins import PluginLoadError, StepContext, StepFailed, registry
@@ -920,6 +920,7 @@ def worker_main(
     except OSError:
         pass
     set_parent_death_signal(signal.SIGTERM)  # first: the runner's death is never missed
+    gcpolicy.for_steps()
     # Forkserver children inherit the write end of the pipe by which the forkserver learns
     # that the runner is gone; holding it would keep the forkserver (and so us) alive after
     # the runner is killed.  Workers start no processes through the forkserver: let it go.
