@@ -106,9 +106,12 @@ class Deferred:
 
 def has_deferred(value: Any) -> bool:
     """Whether a value holds a Deferred anywhere (so it must be rendered at run time)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return False  # most leaves: no look at the Mapping protocol (an ABC check) for them
     if isinstance(value, Deferred):
         return True
-    if isinstance(value, Mapping):
+    if kind is dict or isinstance(value, Mapping):
         return any(has_deferred(v) for v in value.values())
     if isinstance(value, list):
         return any(has_deferred(v) for v in value)
