@@ -20,7 +20,8 @@ Tools per workload:
 - baselines (plain Python, standard library): a serial loop and a ``ProcessPoolExecutor``
   running the DAG layer by layer.
 
-W8 (100,000 steps: wall, peak RSS, the store's size, `runner show` of such a run) takes
+W8 (100,000 steps: wall, peak RSS, the store's size, `runner show` of such a run, `runner resume`
+of one SIGKILLed halfway) takes
 minutes a round and runs only when named: ``--only W8``.
 
 The harness itself uses the standard library only. See bench/README.md.
@@ -38,11 +39,13 @@ import os
 import platform
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -800,9 +803,54 @@ def store_mb(state: Path) -> dict[str, float]:
     return {"store MB": size / 1e6} if size else {}
 
 
+def succeeded_steps(state: Path) -> int:
+    """How many steps the store in `state` records as succeeded (0 before it has its tables)."""
+    db_file = state / "runs.db"
+    if not db_file.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=5)
+        try:
+            row = db.execute("SELECT COUNT(*) FROM steps WHERE state = 'succeeded'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+    return int(row[0])
+
+
+def killed_run(argv: list[str], state: Path, at: int, timeout: float) -> str:
+    """Start `argv` (a `runner run` into `state`), SIGKILL its process group once the store
+    records `at` succeeded steps; the run's id."""
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while succeeded_steps(state) < at:
+            if proc.poll() is not None:
+                raise CellError(f"runner run ended (exit {proc.returncode}) before {at:,} steps")
+            if time.monotonic() > deadline:
+                raise CellError(f"runner run did not reach {at:,} steps in {timeout:g} s")
+            time.sleep(0.05)
+    finally:
+        _kill_group(proc.pid)
+        proc.wait()
+    db = sqlite3.connect(str(state / "runs.db"))
+    try:
+        return str(db.execute("SELECT id FROM runs ORDER BY started DESC").fetchone()[0])
+    finally:
+        db.close()
+
+
 def w8_workload(root: Path, tools: Tools) -> Workload:
     """W8: 1,000 tenants x a 100-step template of noops (100,000 steps); runner against dask's
-    schedulers on the same graph, the store's size, and `runner show` of such a run."""
+    schedulers on the same graph, the store's size, `runner show` of such a run, and
+    `runner resume` of a run SIGKILLed halfway (each round resumes a copy of it)."""
     dag = dag_w7(W8_TENANTS, W8_CHAIN)
     wdir = write_workload_dir(root, "W8", dag, template_pipeline_yaml("w8", W8_TENANTS, W8_CHAIN))
     pipeline = str(wdir / "pipeline.yaml")
@@ -811,7 +859,9 @@ def w8_workload(root: Path, tools: Tools) -> Workload:
     for cell in cells:
         cell.probe = lambda d: store_mb(d / "state")
     shown = wdir / "show-state"  # one run of the file, made by the set-up, for `runner show`
+    killed = wdir / "killed-state"  # one run SIGKILLed halfway, for `runner resume`
     run_id: list[str] = []
+    killed_id: list[str] = []
 
     def setup() -> None:
         assert tools.runner is not None
@@ -824,6 +874,14 @@ def w8_workload(root: Path, tools: Tools) -> Workload:
         if done.returncode != 0:
             raise CellError(f"runner run for runner show: exit code {done.returncode}")
         run_id.append(json.loads(summary.read_text())["run_id"])
+        half = W8_TENANTS * W8_CHAIN // 2
+        argv = [str(tools.runner), "run", pipeline, *run_opts, str(killed)]
+        killed_id.append(killed_run(argv, killed, half, W8_TIMEOUT))
+
+    def resume_argv(d: Path) -> list[str]:
+        # The copy is made before the measured process starts (a fresh one each round).
+        shutil.copytree(killed, d / "state")
+        return ["resume", killed_id[0], *run_opts, str(d / "state")]
 
     for label, extra in (("runner show", []), ("runner show --json", ["--json"])):
         cells += runner_cells(
@@ -834,6 +892,9 @@ def w8_workload(root: Path, tools: Tools) -> Workload:
         )
         if cells and cells[-1].tool == label:
             cells[-1].needs_setup, cells[-1].per_step = True, False
+    cells += runner_cells(tools, "runner resume (killed at 50%)", resume_argv, vs=None)
+    if cells and cells[-1].tool == "runner resume (killed at 50%)":
+        cells[-1].needs_setup, cells[-1].per_step = True, False
     if tools.peers_python:
         ppy = str(tools.peers_python)
         for label, role, scheduler in (
