@@ -94,6 +94,8 @@ class Sink(Protocol):
 
     def changed(self, change: StepChanged) -> None: ...
 
-    def turn(self) -> None: ...
+    def turn(self) -> bool | None:
+        """The end of a scheduler turn.  False: the changes so far are kept, not committed (the
+        store's group commit); the readers after it are not told of them yet."""
 
     def run_finished(self, result: RunResult) -> None: ...

@@ -21,6 +21,10 @@ MAX_FILE_SIZE = 10 * 1024 * 1024  # bytes of a pipeline, params or secrets file
 RUNS_LIMIT = 30  # rows `runner runs` shows
 # Step state changes the store keeps per run (`events`); beyond it the oldest go (store.py).
 EVENTS_PER_RUN = 10_000
+# The run store's group commit: a change is committed at most this long after it is made, and
+# at once when this many wait (store.StoreSink; a speed shortcut).
+COMMIT_INTERVAL = 0.05
+COMMIT_CHANGES = 20_000
 GC_YOUNG_OBJECTS = 50_000  # a command's young-generation threshold (gcpolicy.py)
 STORE_CHECKPOINT_PAGES = 10_000  # the run store's WAL checkpoint interval (about 40 MB)
 APPROVAL_POLL = 1.0  # seconds between looks at the store for answers to waiting approval gates

@@ -116,6 +116,7 @@ class PlainReporter:
             f"run {run.run_id}: {run.plan.name}, {_count(steps, 'step')}, {run.executor} "
             f"executor, {_count(run.workers, 'worker')}"
         )
+        self.turn()  # at once: the run is recorded, and its id is what `resume` needs
 
     def line(self, text: str) -> None:
         # Buffered until the end of the scheduler's turn: the store (an earlier sink) has

@@ -158,7 +158,7 @@ class Scheduler:
             else:
                 self.stall()
             return
-        events = self.executor.wait(timeout, wake_r)
+        events = self.executor.wait(self.commit_wait(timeout), wake_r)
         runsignals.drain(wake_r)
         for event in events:
             self.handle(event)
@@ -207,8 +207,21 @@ class Scheduler:
         self.flush()
 
     def flush(self) -> None:
+        """The turn's changes to the readers, the store first: when it keeps them for a later
+        commit (group commit), the others are not told of them before that."""
         for sink in self.sinks:
-            sink.turn()
+            if sink.turn() is False:
+                return
+
+    def commit_wait(self, timeout: float | None) -> float | None:
+        """`timeout`, shortened to when a reader must have its turn (the store's group commit:
+        what it keeps is committed even while every step runs long)."""
+        for sink in self.sinks:
+            due = getattr(sink, "commit_due", None)  # only a store has changes to commit
+            wait = due() if due is not None else None
+            if wait is not None and (timeout is None or wait < timeout):
+                timeout = wait
+        return timeout
 
     # -- dispatch -------------------------------------------------------------------------------
 

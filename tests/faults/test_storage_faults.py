@@ -109,13 +109,16 @@ def test_a_full_disk_while_a_step_writes_its_log_stops_the_run_with_exit_3_and_r
 def chain(n: int, marker: str) -> str:
     lines = ["version: 1", "name: chain", "env:", f'  MARK: "{marker}"', "steps:"]
     for i in range(n):
-        lines += [f"  - id: s{i:03d}", "    uses: noop"]
+        # A command each: its process group is committed as soon as it starts (a later resume
+        # may have to stop it), so the store commits every step, with group commit or without.
+        lines += [f"  - id: s{i:03d}", "    uses: shell", '    with: {cmd: ["true"]}']
         if i:
             lines.append(f"    needs: s{i - 1:03d}")
     return "\n".join(lines) + "\n"
 
 
 STORE_LIMIT = 256 * 1024
+STEPS = 150
 
 
 @pytest.mark.fault(19)
@@ -125,10 +128,10 @@ def test_a_store_that_cannot_be_written_mid_run_exits_3_naming_it_with_nothing_h
     tmp_path: Path,
     spawn: Spawner,  # noqa: F811
 ) -> None:
-    """Each turn of the scheduler commits a transaction; the write-ahead log grows with them
-    until it reaches the file size limit, well before the 150 steps are done."""
+    """Each turn (or group of turns) commits a transaction; the write-ahead log grows with them
+    until it reaches the file size limit, well before the steps are done."""
     marker = f"store-{tmp_path.name}"
-    path = write_pipeline(chain(150, marker))
+    path = write_pipeline(chain(STEPS, marker))
     run = spawn(
         "run", str(path), "--progress", "plain", "--workers", "1",
         preexec=file_size_limit(STORE_LIMIT),
@@ -145,7 +148,7 @@ def test_a_store_that_cannot_be_written_mid_run_exits_3_naming_it_with_nothing_h
     run_id = run_id_of(stdout)
     stored = stored_states(db, run_id)
     done = sorted(step for step, state in stored.items() if state == "succeeded")
-    assert 0 < len(done) < 150, stored  # it failed mid-run
+    assert 0 < len(done) < STEPS, stored  # it failed mid-run
     assert done == [f"s{i:03d}" for i in range(len(done))]
     assert set(stored.values()) <= {"succeeded", "running", "pending"}
     # Every transition is whole: a step recorded as succeeded has its attempt and its event, and
