@@ -501,7 +501,7 @@ def test_the_store_records_change_records(tmp_path: Path) -> None:
             attempts=(done,),
         )
     )
-    sink.turn()
+    sink.commit()
     store.close()
     db = sqlite3.connect(db_path(tmp_path / "state"))
     row = db.execute("SELECT state, attempts, error, exit_code FROM steps").fetchone()
@@ -677,3 +677,44 @@ def test_a_retry_started_in_the_same_turn_keeps_its_failed_attempt_row(tmp_path:
         "SELECT state, attempt FROM events WHERE step_id = 'a' ORDER BY time, rowid"
     ).fetchall()
     assert events == [("running", 1), ("retrying", 1), ("running", 2), ("failed", 2)]
+
+
+def test_the_store_groups_turns_into_one_commit_unless_a_change_cannot_wait(
+    tmp_path: Path,
+) -> None:
+    """Group commit: a turn's changes are kept (turn() is False, so later readers wait) until
+    COMMIT_INTERVAL has passed since the first; a started process group is committed at once.
+    Without the shortcut every turn commits."""
+    from pipeline_runner import defaults
+    from pipeline_runner.store import StoreSink, db_path, open_store
+
+    store = open_store(tmp_path / "state")
+    plan = plan_of(tmp_path, "version: 1\nname: s\nsteps:\n  - {id: a, uses: noop}\n")
+    sink = StoreSink(store, {}, "{}", "h", "f", Masker([]))
+    sink.group = True
+    pending = record("a", State.PENDING, State.PENDING, finished=None)
+    sink.run_started(RunInfo("r1", plan, tmp_path, "inline", 1, {"a": pending}, 99.0))
+
+    def stored() -> str:
+        db = sqlite3.connect(db_path(tmp_path / "state"))
+        try:
+            return str(db.execute("SELECT state FROM steps").fetchone()[0])
+        finally:
+            db.close()
+
+    sink.changed(record("a", State.RUNNING, State.PENDING))
+    due = sink.commit_due()
+    assert due is not None and 0 < due <= defaults.COMMIT_INTERVAL
+    assert sink.turn() is False and stored() == "pending"
+    # Its process group is news that cannot wait: a later resume may have to stop it.
+    sink.changed(record("a", State.RUNNING, State.RUNNING, process=(4242, "77")))
+    assert sink.commit_due() == 0.0
+    assert sink.turn() is True and stored() == "running"
+    assert sink.commit_due() is None
+    sink.changed(record("a", State.SUCCEEDED, State.RUNNING))
+    sink.oldest -= defaults.COMMIT_INTERVAL  # the interval has passed
+    assert sink.turn() is True and stored() == "succeeded"
+    sink.group = False  # PIPELINE_RUNNER_NO_SHORTCUTS=1: every turn commits
+    sink.changed(record("a", State.FAILED, State.SUCCEEDED))
+    assert sink.turn() is True and stored() == "failed"
+    store.close()
