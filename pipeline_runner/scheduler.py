@@ -352,7 +352,8 @@ class Scheduler:
             nr.finished = event.finished
             # A success after failed attempts: those are in the attempts, not on the step.
             nr.kind, nr.error, nr.traceback, nr.exit_code = None, "", "", event.exit_code
-            record_outputs(nr, self.plan.folder_of(nr.node))
+            if nr.cache_key:  # a cached step: its outputs fingerprinted for the entry
+                record_outputs(nr, self.plan.folder_of(nr.node))
             self.breakers.record(nr.node, True)
             self.flow.done(nr, State.SUCCEEDED)
             return
