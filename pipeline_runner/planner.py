@@ -217,13 +217,20 @@ class Planner:
                 )
                 continue
             first_line[sid] = f.source.locate((*base, i, "id")).line
-            aliases[sid] = prefix + sid
+            # The id's text as the enclosing scope already holds it (a template instance's
+            # aliases): one string per id in a big plan, not one per place it is named.
+            name: str = prefix + sid
+            known = block.scope.aliases.get(sid)
+            aliases[sid] = known if known is not None and known == name else name
         sibling_scope = Scope(block.scope.vars, MappingProxyType(aliases), block.scope.parent)
         created: list[str] = []
         seen: set[str] = set()
         for i, step in enumerate(steps):
             path = (*base, i)
-            qid = prefix + step["id"]
+            qid: str = prefix + step["id"]
+            known = aliases.get(step["id"])
+            if known is not None and known == qid:
+                qid = known  # the alias's string: one copy per id
             if qid in seen or "\n" in qid:
                 continue  # a duplicate or broken id, reported above
             seen.add(qid)

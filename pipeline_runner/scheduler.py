@@ -116,6 +116,7 @@ class Scheduler:
         try:
             for sink in self.sinks:
                 sink.run_started(info)
+            del info  # a record of every node: not held through the run (no sink keeps it)
             try:
                 self.executor.start()
                 self.start_roots()
@@ -325,7 +326,7 @@ class Scheduler:
 
     def completed(self, nr: NodeRun, event: Completion) -> None:
         self.give_back(nr)
-        nr.attempts.append(event)
+        nr.attempts = (*nr.attempts, event)  # a few at most (retries)
         if self.chains.can_follow is not None and (
             nr.started is None or event.started < nr.started
         ):
