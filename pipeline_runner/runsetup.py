@@ -57,8 +57,9 @@ def build(state: RunState, options: Options, log_path: Callable[[str], str]) -> 
         if node.is_finally:
             nr.waiting += 1  # released when every other node is done
         state.add(nr)
-    for nid in list(state.dependents):
-        state.dependents[nid] = [d for d in state.dependents[nid] if d in state.runs]
+    if len(chosen) < len(state.plan.nodes):  # `--only`: what it leaves out is no dependent
+        for nid in list(state.dependents):
+            state.dependents[nid] = [d for d in state.dependents[nid] if d in state.runs]
     reused = []
     for nid, (kept_state, output, outputs_json) in options.preset.items():
         found = state.runs.get(nid)

@@ -185,7 +185,9 @@ class RunState:
         self.emit = emit
         self.runs: dict[str, NodeRun] = {}
         self.kept: dict[str, NodeRun] = {}  # resume --only: steps left out, as recorded
-        self.dependents: dict[str, list[str]] = {k: list(v) for k, v in plan.dependents.items()}
+        # The plan's own tuples: a list only for a node that gains dependents during the run
+        # (add_dependent), not one per node of a big plan.
+        self.dependents: dict[str, Sequence[str]] = dict(plan.dependents)
         self.depth: dict[str, int] = {}  # steps on the longest chain from a node to the end
         self.ready: list[Entry] = []
         self.blocked: dict[str, list[Entry]] = {}  # limit -> steps waiting for it
@@ -304,6 +306,13 @@ class RunState:
     def records(self) -> dict[str, StepChanged]:
         """Frozen records of every node of the run, in file order."""
         return {nid: nr.change(nr.state) for nid, nr in self.all_nodes().items()}
+
+    def add_dependent(self, nid: str, dependent: str) -> None:
+        """`dependent` (an instance made at run time) needs `nid`."""
+        found = self.dependents[nid]
+        if not isinstance(found, list):
+            found = self.dependents[nid] = list(found)
+        found.append(dependent)
 
     def dependents_of(self, nid: str) -> list[NodeRun]:
         runs = self.runs
