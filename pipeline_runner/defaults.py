@@ -21,11 +21,6 @@ MAX_FILE_SIZE = 10 * 1024 * 1024  # bytes of a pipeline, params or secrets file
 RUNS_LIMIT = 30  # rows `runner runs` shows
 # Step state changes the store keeps per run (`events`); beyond it the oldest go (store.py).
 EVENTS_PER_RUN = 10_000
-# Pages the store's write-ahead log grows to before they are copied into the database file
-# (SQLite's wal_autocheckpoint, 1,000 by its own default): a big run's turns rewrite the same
-# pages again and again, and each copy ends in a flush to the disk.  At 4 KiB a page the log
-# stays under 64 MiB, and goes when the run's last connection closes.
-STORE_WAL_PAGES = 16_000
 APPROVAL_POLL = 1.0  # seconds between looks at the store for answers to waiting approval gates
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024  # a step's output as JSON; a command's stdout kept
 # `--metrics`: the upper bounds (seconds) of the step duration histogram's buckets

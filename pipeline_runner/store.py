@@ -274,7 +274,6 @@ class Store:
         # (it is in the WAL before commit returns); only a power cut may lose the last ones.
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.execute(f"PRAGMA wal_autocheckpoint = {int(defaults.STORE_WAL_PAGES)}")
 
     def _version(self) -> int:
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
