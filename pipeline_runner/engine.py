@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,13 +18,13 @@ from typing import Any, TextIO
 from . import defaults, gcpolicy
 from .errors import EXIT_OK, PlatformError, UsageError
 from .graph import plain, topological
+from .keeping import resume_state
 from .kinds import RunStatus
 from .model import Node, NodeKind, Plan, State
 from .paths import StatePaths
 from .planner import Options as PlannerOptions
 from .planner import plan_file
 from .rerun import Chosen, rerun_notes
-from .runstate import Preset
 from .scheduler import Options as SchedulerOptions
 from .scheduler import RunResult, Scheduler, Sink
 from .secrets import Masker, read_secrets
@@ -281,13 +281,15 @@ def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
         run_id = resume
         rerun = frozenset(nid for nid, node in plan.nodes.items() if node.is_finally)
         rerun |= session.chosen.rerun
-        rows = store.steps(run_id)
+        results = store.step_results(run_id)
         options.preset, options.attempts_done = resume_state(
-            store, run_id, rows, plan_json, force, rerun
+            run_id, plan, store.plan_json(run_id), plan_json, results, force, rerun
         )
         if session.chosen.matched:
-            store.note_rerun(run_id, rerun_notes(plan, session.chosen, request.rerun, rows))
-        options.recorded_rows = {str(row["step_id"]): row for row in rows}
+            store.note_rerun(run_id, rerun_notes(plan, session.chosen, request.rerun, results))
+        del results  # not held through the run
+        if request.only:  # a slice: the steps it leaves out are kept as recorded (runsetup)
+            options.recorded_rows = {str(row["step_id"]): row for row in store.steps(run_id)}
     else:
         run_id = new_run_id()
         from .runlock import hold
@@ -402,89 +404,6 @@ def params_file_values(request: RunRequest, plan: Plan) -> dict[str, Any] | None
 
     data = load_values_file(path, request.planner.max_file_size).data
     return {k: plain(v) for k, v in data.items() if k in plan.params}
-
-
-def resume_state(
-    store: Any,
-    run_id: str,
-    rows: Sequence[Mapping[str, Any]],
-    plan_json: str,
-    force: bool,
-    rerun: frozenset[str] = frozenset(),
-) -> tuple[dict[str, Preset], dict[str, int]]:
-    """What an earlier run of `run_id` finished (to reuse), from its step `rows`, and how many
-    attempts each step had;
-    refuses when a step whose output would be reused is planned differently now.  The steps
-    in `rerun` (`finally`) run again whatever they did, so they are neither."""
-    old_nodes = {n["id"]: n for n in json.loads(store.plan_json(run_id))["nodes"]}
-    new_nodes = {n["id"]: n for n in json.loads(plan_json)["nodes"]}
-    preset: dict[str, Preset] = {}
-    attempts: dict[str, int] = {}
-    changed: list[str] = []
-    # A step whose compensation ran was undone: it runs again.  A compensation older than
-    # the step's last end (the step ran again since, by a resume) undoes nothing any more.
-    ended = {r["step_id"]: r["finished"] or 0.0 for r in rows}
-    undone = {
-        r["step_id"].removesuffix(":compensate")
-        for r in rows
-        if r["step_id"].endswith(":compensate")
-        and r["state"] == "succeeded"
-        and (r["finished"] or 0.0) >= ended.get(r["step_id"].removesuffix(":compensate"), 0.0)
-    }
-    for row in rows:
-        sid = row["step_id"]
-        if sid in undone or sid.endswith(":compensate"):
-            continue
-        attempts[sid] = int(row["attempts"] or 0)
-        if row["kind"] != "step" or row["state"] not in ("succeeded", "cached") or sid in rerun:
-            continue
-        if old_nodes.get(sid) != new_nodes.get(sid):
-            changed.append(sid)
-            continue
-        raw = row["output_json"]
-        output = None if raw is None or raw == "null" else json.loads(raw)  # most: no output
-        preset[sid] = (State(row["state"]), output, row["outputs_json"])
-    kept = _kept(new_nodes, preset, [r["step_id"] for r in rows])
-    preset = {sid: v for sid, v in preset.items() if sid in kept}
-    if changed and not force:
-        shown = ", ".join(changed[:5]) + (
-            f" and {len(changed) - 5} more" if len(changed) > 5 else ""
-        )
-        raise UsageError(
-            f"the pipeline changed since run {run_id}: steps that had succeeded are planned "
-            f"differently now ({shown}); resuming would mix old and new results. "
-            "Start a new run, or pass --force to resume anyway (those steps run again)"
-        )
-    return preset, attempts
-
-
-def _kept(nodes: dict[str, Any], done: Mapping[str, Any], recorded: Sequence[str]) -> set[str]:
-    """The steps of `done` a resume keeps: those whose every upstream step is kept too.  A step
-    that runs again can give another output (one `failed_allowed` or skipped before, say), so
-    what read it runs again after it, as "re-run failed jobs" re-runs their dependents."""
-    memo: dict[str, bool] = {}
-    mapped = [nid for nid, node in nodes.items() if node["kind"] == "mapped"]
-
-    def instances(nid: str) -> list[str]:  # as recorded, whatever their state
-        return [sid for sid in recorded if sid not in nodes and sid.startswith(f"{nid}.")]
-
-    def kept(nid: str) -> bool:
-        if nid not in memo:
-            memo[nid] = False  # a cycle cannot be planned; this only ends the recursion
-            node = nodes.get(nid)
-            if node is None:  # an instance of a run-time for_each
-                parent = next((m for m in mapped if nid.startswith(f"{m}.")), None)
-                memo[nid] = parent is not None and nid in done and upstream(parent)
-            elif node["kind"] == "mapped":
-                memo[nid] = upstream(nid) and all(kept(i) for i in instances(nid))
-            else:
-                memo[nid] = (node["kind"] != "step" or nid in done) and upstream(nid)
-        return memo[nid]
-
-    def upstream(nid: str) -> bool:
-        return all(kept(n) for n in nodes[nid].get("needs") or ())
-
-    return {sid for sid in done if kept(sid)}
 
 
 def choose_reporter(request: RunRequest, masker: Masker) -> list[Sink]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +24,14 @@ def dependents(nodes: Mapping[str, Node]) -> Mapping[str, tuple[str, ...]]:
     return MappingProxyType({k: tuple(v) for k, v in out.items()})
 
 
-def find_cycles(nodes: Mapping[str, Node]) -> list[list[str]]:
-    """Each dependency cycle once, as `[a, b, c, a]`: b needs a, c needs b, a needs c."""
+def find_cycles(
+    nodes: Mapping[str, Node], deps: Mapping[str, Sequence[str]] | None = None
+) -> list[list[str]]:
+    """Each dependency cycle once, as `[a, b, c, a]`: b needs a, c needs b, a needs c.
+    `deps`: the nodes' `dependents`, when known already."""
     indegree = {nid: 0 for nid in nodes}
-    deps = dependents(nodes)
+    if deps is None:
+        deps = dependents(nodes)
     for node in nodes.values():
         indegree[node.id] = sum(1 for n in node.needs if n in nodes)
     ready = deque(nid for nid, d in indegree.items() if d == 0)
@@ -125,10 +129,14 @@ def levels(plan: Plan) -> list[list[Node]]:
     return [rows[k] for k in sorted(rows)]
 
 
-def topological(nodes: Mapping[str, Node]) -> list[Node]:
-    """Kahn's order, ties broken by file order; assumes no cycle."""
+def topological(
+    nodes: Mapping[str, Node], deps: Mapping[str, Sequence[str]] | None = None
+) -> list[Node]:
+    """Kahn's order, ties broken by file order; assumes no cycle.  `deps`: the nodes'
+    `dependents`, when known already (a plan's)."""
     indegree = {nid: sum(1 for n in node.needs if n in nodes) for nid, node in nodes.items()}
-    deps = dependents(nodes)
+    if deps is None:
+        deps = dependents(nodes)
     ready = deque(nid for nid in nodes if indegree[nid] == 0)
     out: list[Node] = []
     while ready:

@@ -130,7 +130,7 @@ class Loops:
         except TemplateError as exc:
             self.flow.fail_now(nr, FailureKind.ERROR, f"loop: {exc}")
             return
-        nr.members.append(next(n.id for n in nodes if n.group == nr.id))
+        nr.members = [*nr.members, next(n.id for n in nodes if n.group == nr.id)]
         nr.waiting = 1
         ready = self.flow.add_instances(nr, nodes, self.keep.get(nr.id))
         steps = [state.runs[n.id] for n in nodes if n.kind is NodeKind.STEP]

@@ -126,7 +126,7 @@ class Planner:
         concurrency = run_keys.concurrency(data.get("concurrency"))
         if self.check_instance_needs():  # the graph below would meet ids that do not exist
             raise PipelineError(in_file_order(self.problems.found))
-        self.check_graph()
+        deps = self.check_graph()
         if self.problems.found:
             raise PipelineError(in_file_order(self.problems.found))
         nodes = MappingProxyType(self.nodes)
@@ -143,7 +143,7 @@ class Planner:
             outputs=outputs,
             description=str(data.get("description") or ""),
             aliases=MappingProxyType(top_aliases),
-            dependents=graph.dependents(nodes),
+            dependents=deps if deps is not None else graph.dependents(nodes),
             timeout=timeout,
             schedule=schedule,
             concurrency=concurrency,
@@ -201,7 +201,7 @@ class Planner:
         """Expand one list of sibling steps; returns the qualified ids it created."""
         f, steps, base, prefix = block.file, block.steps, block.path, block.prefix
         aliases = dict(block.scope.aliases) if block.finally_ else {}
-        first_line: dict[str, int] = {}
+        first: dict[str, int] = {}  # id -> index of the step that used it first
         for i, step in enumerate(steps):
             sid = step["id"]
             if "\n" in sid:
@@ -209,21 +209,27 @@ class Planner:
                 # an id names log files and is printed on lines of its own.
                 self.problems.error(f, (*base, i, "id"), "a step id cannot contain a line break")
                 continue
-            if sid in first_line:
+            if sid in first:
+                line = f.source.locate((*base, first[sid], "id")).line
                 self.problems.error(
-                    f,
-                    (*base, i, "id"),
-                    f"duplicate step id '{sid}' (first used on line {first_line[sid]})",
+                    f, (*base, i, "id"), f"duplicate step id '{sid}' (first used on line {line})"
                 )
                 continue
-            first_line[sid] = f.source.locate((*base, i, "id")).line
-            aliases[sid] = prefix + sid
+            first[sid] = i
+            # The id's text as the enclosing scope already holds it (a template instance's
+            # aliases): one string per id in a big plan, not one per place it is named.
+            name: str = prefix + sid
+            known = block.scope.aliases.get(sid)
+            aliases[sid] = known if known is not None and known == name else name
         sibling_scope = Scope(block.scope.vars, MappingProxyType(aliases), block.scope.parent)
         created: list[str] = []
         seen: set[str] = set()
         for i, step in enumerate(steps):
             path = (*base, i)
-            qid = prefix + step["id"]
+            qid: str = prefix + step["id"]
+            known = aliases.get(step["id"])
+            if known is not None and known == qid:
+                qid = known  # the alias's string: one copy per id
             if qid in seen or "\n" in qid:
                 continue  # a duplicate or broken id, reported above
             seen.add(qid)
@@ -375,14 +381,17 @@ class Planner:
 
     # -- graph ---------------------------------------------------------------------------------
 
-    def check_graph(self) -> None:
+    def check_graph(self) -> Mapping[str, tuple[str, ...]] | None:
+        """Cycles, and steps read without being upstream, as problems; returns the plan's
+        `dependents` when they were worked out on the way (no template is planned as a body)."""
         nodes = {**self.bodies, **self.nodes}
-        for cycle in graph.find_cycles(nodes):
+        deps = graph.dependents(nodes)
+        for cycle in graph.find_cycles(nodes, deps):
             first = nodes[cycle[0]]
             message = f"dependency cycle: {' -> '.join(cycle)} (each needs the one before it)"
             self.problems.found.append(Diagnostic(first.location, first.path, message))
         if any(d.message.startswith("dependency cycle") for d in self.problems.found):
-            return
+            return None
         for check in self.names.ref_checks:
             if check.target == check.self_id or graph.reaches(
                 nodes, check.node_needs, check.target
@@ -396,6 +405,7 @@ class Planner:
                 f"step; add it to `needs` (needs: [{check.name}])"
             )
             self.problems.add_once(Diagnostic(check.location, check.path, message))
+        return None if self.bodies else deps
 
 
 def in_file_order(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:

@@ -36,7 +36,8 @@ def selected(plan: Plan, only: tuple[str, ...] | list[str] | Any) -> set[str]:
 def critical_path(state: RunState) -> None:
     """For each node, the number of steps on the longest chain from it to the end."""
     depth, dependents = state.depth, state.dependents
-    for node in reversed(graph.topological(state.plan.nodes)):
+    plan = state.plan
+    for node in reversed(graph.topological(plan.nodes, plan.dependents)):
         below = max((depth.get(d, 0) for d in dependents.get(node.id, ())), default=0)
         depth[node.id] = below + (0 if node.kind is NodeKind.GROUP else 1)
 
@@ -56,14 +57,15 @@ def build(state: RunState, options: Options, log_path: Callable[[str], str]) -> 
         if node.is_finally:
             nr.waiting += 1  # released when every other node is done
         state.add(nr)
-    for nid in list(state.dependents):
-        state.dependents[nid] = [d for d in state.dependents[nid] if d in state.runs]
+    if len(chosen) < len(state.plan.nodes):  # `--only`: what it leaves out is no dependent
+        for nid in list(state.dependents):
+            state.dependents[nid] = [d for d in state.dependents[nid] if d in state.runs]
     reused = []
     for nid, (kept_state, output, outputs_json) in options.preset.items():
         found = state.runs.get(nid)
         # `finally` steps run again, with the run's new status.
         if found is not None and found.node.kind is NodeKind.STEP and not found.node.is_finally:
-            found.take(output, json.dumps(output), outputs_json)
+            found.take(output, "null" if output is None else json.dumps(output), outputs_json)
             found.reused = True
             found.state = kept_state
             reused.append(found)

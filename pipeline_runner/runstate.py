@@ -56,9 +56,13 @@ _record: Callable[[type[StepChanged], tuple[Any, ...]], StepChanged] = (
 )  # a ready-queue entry: -priority, -depth, order, id
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeRun:
-    """The mutable run state of one node (owned by the core)."""
+    """The mutable run state of one node (owned by the core).
+
+    A 100,000-step run keeps one per node for the whole run: slots (no per-object dict), and
+    the collections most nodes never fill are shared empty tuples and mappings, replaced (not
+    changed in place) by the few nodes that get some."""
 
     node: Node
     state: State = State.PENDING
@@ -73,15 +77,15 @@ class NodeRun:
     started: float | None = None
     finished: float | None = None
     worker: str | None = None
-    members: list[str] = field(default_factory=list)
+    members: Sequence[str] = ()  # an expanded MAPPED node's instances (loop: so far)
     # groups: key -> output (a template instance's: its `outputs`); steps: their named outputs
     outputs: dict[str, Any] | None = None
     outputs_json: str | None = None  # a step's named outputs as recorded (None: none)
-    attempts: list[Completion] = field(default_factory=list)
+    attempts: tuple[Completion, ...] = ()  # this runner's attempts, in order
     reused: bool = False  # output taken from an earlier run (resume) or the cache
     base: int = 0  # attempts made by earlier runs of the same run id (resume)
     cache_key: str | None = None
-    cache_files: dict[str, str] = field(default_factory=dict)  # the outputs' fingerprint
+    cache_files: Mapping[str, str] = field(default_factory=lambda: NO_FILES)  # its fingerprint
     cache_globs: Globs | None = None  # `cache.inputs`/`outputs`, rendered
     completed_seq: int = 0  # order of success, for compensation in reverse
     compensates: str | None = None  # a compensation node: the step it undoes
@@ -152,7 +156,7 @@ class NodeRun:
                 node.location,
                 self.process,
                 attempts[-1] if current else None,
-                tuple(attempts),
+                attempts,  # a tuple: shared with the node, not copied
                 self.cache_key,
                 self.cache_files or NO_FILES,
                 node.group_kind,
@@ -181,7 +185,9 @@ class RunState:
         self.emit = emit
         self.runs: dict[str, NodeRun] = {}
         self.kept: dict[str, NodeRun] = {}  # resume --only: steps left out, as recorded
-        self.dependents: dict[str, list[str]] = {k: list(v) for k, v in plan.dependents.items()}
+        # The plan's own tuples: a list only for a node that gains dependents during the run
+        # (add_dependent), not one per node of a big plan.
+        self.dependents: dict[str, Sequence[str]] = dict(plan.dependents)
         self.depth: dict[str, int] = {}  # steps on the longest chain from a node to the end
         self.ready: list[Entry] = []
         self.blocked: dict[str, list[Entry]] = {}  # limit -> steps waiting for it
@@ -300,6 +306,13 @@ class RunState:
     def records(self) -> dict[str, StepChanged]:
         """Frozen records of every node of the run, in file order."""
         return {nid: nr.change(nr.state) for nid, nr in self.all_nodes().items()}
+
+    def add_dependent(self, nid: str, dependent: str) -> None:
+        """`dependent` (an instance made at run time) needs `nid`."""
+        found = self.dependents[nid]
+        if not isinstance(found, list):
+            found = self.dependents[nid] = list(found)
+        found.append(dependent)
 
     def dependents_of(self, nid: str) -> list[NodeRun]:
         runs = self.runs

@@ -18,6 +18,7 @@ SIGTERM a CI system sends after its SIGINT) kills at once.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import json
 import os
@@ -105,6 +106,9 @@ class Scheduler:
         started = self.flow.started = time.time()
         self.deadline = Deadline(self.plan.timeout)
         self.setup()
+        # The nodes' run state lives as long as the run, as the plan does (engine.py): the
+        # collector's full passes during the run leave it alone.
+        gc.freeze()
         info = _run_info(self, started)
         wake_r, wake_w = runsignals.wake_pipe()
         previous = runsignals.install(wake_w, self.signals, self.executor.kill)
@@ -116,6 +120,7 @@ class Scheduler:
         try:
             for sink in self.sinks:
                 sink.run_started(info)
+            del info  # a record of every node: not held through the run (no sink keeps it)
             try:
                 self.executor.start()
                 self.start_roots()
@@ -338,7 +343,7 @@ class Scheduler:
 
     def completed(self, nr: NodeRun, event: Completion) -> None:
         self.give_back(nr)
-        nr.attempts.append(event)
+        nr.attempts = (*nr.attempts, event)  # a few at most (retries)
         if self.chains.can_follow is not None and (
             nr.started is None or event.started < nr.started
         ):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import approvals, triggers
 from .durations import MAX_DURATION, parse_duration
 from .environment import name_problem, value_problem
-from .errors import did_you_mean
+from .errors import Location, did_you_mean
 from .loader import Path_, format_path
 from .model import EMPTY, CacheSpec, Compensation, Deferred, Node, NodeKind, RetryPolicy
 from .plugins import PluginLoadError, Registry
@@ -49,6 +49,11 @@ class StepBuilder:
         # across tenants, generated steps), and a valid one needs checking once.
         self._valid_with: set[tuple[str, str]] = set()
         self._loaded: dict[str, Any] = {}  # plugins by name, once loaded
+        # Pieces every instance of a template step shares (a 100,000-step plan holds one copy,
+        # not one per instance): the place it was written, by file and document path, and
+        # the file's `env` for the steps that add none.
+        self._places: dict[tuple[str, Path_], tuple[Location, str]] = {}
+        self._file_env: dict[int, tuple[FileContext, Mapping[str, Any]]] = {}
 
     def plugin_schema(self, name: str) -> Mapping[str, Any] | None:
         try:
@@ -94,12 +99,13 @@ class StepBuilder:
         timeout = settings.get("timeout")
         if timeout is not None:
             timeout = self.duration(f, timeout, site.at("timeout"), positive=True)
+        location, path = self.place(site)
         return Node(
             id=site.qid,
             kind=NodeKind.STEP,
             order=len(self.nodes),
-            location=f.source.locate(site.path),
-            path=format_path(site.path),
+            location=location,
+            path=path,
             uses=uses,
             with_=with_ if with_ is not INVALID else EMPTY,
             needs=needs,
@@ -115,7 +121,11 @@ class StepBuilder:
             else _NONE,
             pool=pool,
             priority=int(settings.get("priority") or 0) if "priority" in step else 0,
-            env=MappingProxyType(env_values) if isinstance(env_values, dict) else EMPTY,
+            env=MappingProxyType(env_values)
+            if isinstance(env_values, dict)
+            else env_values
+            if isinstance(env_values, MappingProxyType)
+            else EMPTY,
             scope=scope,
             group=site.group,
             compensate=compensate,
@@ -126,6 +136,15 @@ class StepBuilder:
             item=site.item,
             has_item=site.has_item,
         )
+
+    def place(self, site: Site) -> tuple[Location, str]:
+        """Where the step was written: its location and document path, one pair shared by
+        every instance of a template step."""
+        key = (site.file.source.file, site.path)
+        found = self._places.get(key)
+        if found is None:
+            found = self._places[key] = (site.file.source.locate(site.path), format_path(site.path))
+        return found
 
     def controls(
         self, site: Site, settings: dict[str, Any], runtime: frozenset[str]
@@ -221,7 +240,12 @@ class StepBuilder:
         own = step.get("env") or {}
         own_env = {**(f.defaults.get("env") or {}), **own}
         if not own_env:
-            return dict(f.env)
+            # One read-only copy of the file's env for all its steps that add none (the file's
+            # env is complete before its steps are planned).
+            shared = self._file_env.get(id(f))
+            if shared is None or shared[0] is not f:
+                shared = self._file_env[id(f)] = (f, MappingProxyType(dict(f.env)))
+            return shared[1]
         rules = Rules(runtime, site.needs)
         env_values = self.values.render(f, own_env, site.at("env"), site.scope, rules)
         if isinstance(env_values, dict):

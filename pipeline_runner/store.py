@@ -413,6 +413,16 @@ class Store:
         rows = self._rows("SELECT * FROM steps WHERE run_id = ? ORDER BY position", (run_id,))
         return [dict(row) for row in rows]
 
+    def step_results(self, run_id: str) -> list[Any]:
+        """What `resume` reads of each step, in order (keeping.StepResult): id, kind, state,
+        attempts, finished, output and named outputs; rows as they are, not copied into dicts
+        (read by position, or by name)."""
+        return self._rows(
+            "SELECT step_id, kind, state, attempts, finished, output_json, outputs_json "
+            "FROM steps WHERE run_id = ? ORDER BY position",
+            (run_id,),
+        )
+
     def step_lines(self, run_id: str) -> list[sqlite3.Row]:
         """What `runner show` prints of each step, in order: rows read by name as they are
         (a 100,000-step run is not copied into dicts, nor its outputs read)."""
@@ -501,24 +511,37 @@ class StoreSink:
     def run_started(self, run: RunInfo) -> None:
         self.run_id = run.run_id
         self.position = {nid: i for i, nid in enumerate(run.nodes)}
+        placed: Mapping[str, int] = {}  # resume: steps already recorded at their position
         with self.store.transaction() as db:
             if self.resumed:
                 self.events_kept = int(db.execute(_COUNT_EVENTS, (run.run_id,)).fetchone()[0])
                 self.stop_lost_attempts(db, run.run_id)
+                recorded_hash = None  # the plan's text is written unless known to be there
+                if shortcuts.enabled():
+                    # The same plan again (as most resumes): its text is not written again,
+                    # nor the rows of the steps recorded where the plan puts them (the row
+                    # of a step recorded before only takes its position from here).
+                    placed = self.recorded_positions(db, run.run_id)
+                    found = db.execute("SELECT plan_hash FROM runs WHERE id = ?", (run.run_id,))
+                    recorded_hash = str((found.fetchone() or [""])[0])
                 db.execute(
                     "UPDATE runs SET status = 'running', finished = NULL, exit_code = NULL, "
-                    "pid = ?, pid_start = ?, executor = ?, plan_json = ?, plan_hash = ?, "
-                    "file_hash = ? WHERE id = ?",
+                    "pid = ?, pid_start = ?, executor = ?, plan_hash = ?, file_hash = ? "
+                    "WHERE id = ?",
                     (
                         os.getpid(),
                         process_start_time(os.getpid()),
                         run.executor,
-                        self.plan_packed,
                         self.plan_hash,
                         self.file_hash,
                         run.run_id,
                     ),
                 )
+                if recorded_hash != self.plan_hash:
+                    db.execute(
+                        "UPDATE runs SET plan_json = ? WHERE id = ?",
+                        (self.plan_packed, run.run_id),
+                    )
                 db.execute(
                     "INSERT INTO attempts (run_id, step_id, attempt, state, started, "
                     "error_kind, error) SELECT run_id, step_id, attempts, 'lost', started, "
@@ -563,12 +586,19 @@ class StoreSink:
                         nr.log_path,
                     )
                     for nid, nr in run.nodes.items()
+                    if placed.get(nid) != self.position[nid]
                 ],
             )
             db.execute(
                 "INSERT INTO events (run_id, time, state, message) VALUES (?,?,?,?)",
                 (run.run_id, time.time(), "resumed" if self.resumed else "started", None),
             )
+
+    @staticmethod
+    def recorded_positions(db: sqlite3.Connection, run_id: str) -> dict[str, int]:
+        """Each recorded step of a run and its position."""
+        rows = db.execute("SELECT step_id, position FROM steps WHERE run_id = ?", (run_id,))
+        return {str(sid): int(position) for sid, position in rows}
 
     @staticmethod
     def stop_lost_attempts(db: sqlite3.Connection, run_id: str) -> None:

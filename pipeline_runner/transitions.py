@@ -434,7 +434,7 @@ class Transitions:
             children.append(child)
         for child in children:
             for need in child.node.needs:
-                state.dependents[need].append(child.id)
+                state.add_dependent(need, child.id)
             reused = keep and child.node.kind is NodeKind.STEP and expansion.reuse(child, preset)
             if not reused:
                 state.mark(child, State.PENDING)
