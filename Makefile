@@ -69,8 +69,7 @@ test: $(VENV)/.installed-dev lint docs dist
 test-plain: $(VENV)/.installed-dev
 	PIPELINE_RUNNER_NO_SHORTCUTS=1 RUNNER_MODEL_EXAMPLES=$${RUNNER_MODEL_EXAMPLES:-15} $(BIN)/pytest -q \
 		$(PYTEST_JOBS) -p no:cacheprovider tests/test_engine.py tests/test_chains.py tests/test_wire.py \
-		tests/test_journal.py tests/test_scheduler_unit.py tests/test_model.py tests/test_dask.py \
-		tests/test_show_fast.py
+		tests/test_journal.py tests/test_scheduler_unit.py tests/test_model.py tests/test_dask.py
 
 # The reference-model test with a longer budget (`make test` tries about 100 pipelines in a
 # minute): RUNNER_MODEL_EXAMPLES pipelines, 500 unless set.
