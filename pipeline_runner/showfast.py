@@ -18,6 +18,7 @@ order of `ORDER BY position, step_id`, the plain order.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
@@ -26,7 +27,7 @@ from typing import Any
 
 import click
 
-from .escape import ci_report, in_ci
+from .escape import ci_report, in_ci, printable
 from .showview import header, json_run, json_step, step_line
 from .store import Store
 from .success_policy import PREFIX
@@ -46,20 +47,21 @@ _SHOWN = (
     "run_id = :rid AND (kind != 'group' OR state = 'partial' OR "
     "(state = 'failed' AND substr(error, 1, :plen) = :prefix))"
 )
-# A string SQLite may print as it is: printable ASCII but `"` and `\`.
-_UNSAFE = "*[^] -!#-Z[^-~]*"
+# What SQLite's json_quote leaves as it is and json.dumps escapes (ensure_ascii).
+_NOT_ASCII = re.compile("[\x7f-\U0010ffff]")
+# The characters a line of SQLite's may hold as they are: printf prints the id and the state
+# raw, which is printable()'s text only when they hold no control character.
+_PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\n"
 _TEXT_OK = (
     "error IS NULL AND typeof(attempts) = 'integer' AND typeof(started) IN ('real', 'null') "
-    "AND typeof(finished) IN ('real', 'null') AND NOT (step_id || state) GLOB :unsafe"
+    "AND typeof(finished) IN ('real', 'null')"
 )
 _JSON_OK = (
     "coalesce(output_json, 'null') = 'null' AND coalesce(outputs_json, 'null') = 'null' "
     "AND coalesce(inputs_json, 'null') = 'null' AND error IS NULL "
     "AND error_kind IS NULL AND exit_code IS NULL AND cache_key IS NULL "
     "AND typeof(attempts) = 'integer' AND typeof(position) = 'integer' "
-    "AND typeof(started) IN ('real', 'null') AND typeof(finished) IN ('real', 'null') "
-    "AND NOT (step_id || kind || state || coalesce(worker, '') || coalesce(log_path, '')) "
-    "GLOB :unsafe"
+    "AND typeof(started) IN ('real', 'null') AND typeof(finished) IN ('real', 'null')"
 )
 _NOTED = " AND step_id NOT IN (SELECT value FROM json_each(:noted))"
 _CI = " AND instr(step_id, '::') = 0 AND instr(step_id, '##') = 0"
@@ -67,15 +69,14 @@ _CI = " AND instr(step_id, '::') = 0 AND instr(step_id, '##') = 0"
 
 def show_fast(store: Store, row: dict[str, Any], as_json: bool) -> bool:
     """Print the run as showview.show_plain would; False (nothing printed) when this version
-    does not know the store's steps table."""
+    does not know the store's steps table, or a step id holds a character to escape."""
     if as_json:
         columns = tuple(r["name"] for r in store.query("PRAGMA table_info(steps)"))
         if columns != STEP_COLUMNS:
             return False
         _json(store, row)
-    else:
-        _text(store, row)
-    return True
+        return True
+    return _text(store, row)
 
 
 def _params(run_id: str, noted: Sequence[str]) -> dict[str, Any]:
@@ -83,7 +84,6 @@ def _params(run_id: str, noted: Sequence[str]) -> dict[str, Any]:
         "rid": run_id,
         "plen": len(PREFIX),
         "prefix": PREFIX,
-        "unsafe": _UNSAFE,
         "noted": json.dumps(list(noted)),
     }
 
@@ -95,7 +95,7 @@ def _ordered(store: Store, sql: str, params: Mapping[str, Any]) -> list[tuple[An
     return rows
 
 
-def _text(store: Store, row: dict[str, Any]) -> None:
+def _text(store: Store, row: dict[str, Any]) -> bool:
     run_id = row["id"]
     reruns = store.reruns(run_id)
     ci = in_ci()
@@ -113,6 +113,8 @@ def _text(store: Store, row: dict[str, Any]) -> None:
     shapes = {float: "%.0s%s%7.2fs", type(None): "%.0s%s        %.0s"}
     formats = map(shapes.__getitem__, map(type, map(itemgetter(2), rows)))
     lines: list[str] = list(map(str.__mod__, formats, rows))
+    if not _printable("\n".join(lines), len(lines)):
+        return False  # rare: an id with a control character, which printable() escapes
     if None in map(itemgetter(1), rows):
         plain = _plain_rows(
             store, f"SELECT * FROM steps WHERE {_SHOWN} AND ({ok}) IS NOT 1", params
@@ -122,6 +124,16 @@ def _text(store: Store, row: dict[str, Any]) -> None:
     click.echo(header(row))
     for start in range(0, len(lines), CHUNK * 8):
         click.echo("\n".join(lines[start : start + CHUNK * 8]))
+    return True
+
+
+def _printable(text: str, count: int) -> bool:
+    """Whether `count` lines joined are printable() as they are (no line break inside one)."""
+    if text.count("\n") != count - 1 if count else False:
+        return False
+    if text.isascii():
+        return not text.encode("ascii").translate(None, _PRINTABLE)
+    return printable(text, one_line=False, ci=False) == text
 
 
 def _plain_rows(store: Store, sql: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
@@ -143,11 +155,10 @@ def _json(store: Store, row: dict[str, Any]) -> None:
     params = _params(run_id, noted)
     rows = _ordered(
         store,
-        f"SELECT position, CASE WHEN {ok} THEN '\"' || step_id || :a1 || kind || :a2 || state "
-        "|| :a3 || attempts END, coalesce(started, 'null'), coalesce(finished, 'null'), "
-        ":c1 || CASE WHEN worker IS NULL THEN 'null' ELSE '\"' || worker || '\"' END || :c2 || "
-        "CASE WHEN log_path IS NULL THEN 'null' ELSE '\"' || log_path || '\"' END || :c3 || "
-        f"position || :c4 FROM steps WHERE {_SHOWN}",
+        f"SELECT position, CASE WHEN {ok} THEN json_quote(step_id) || :a1 || json_quote(kind) "
+        "|| :a2 || json_quote(state) || :a3 || attempts END, coalesce(started, 'null'), "
+        "coalesce(finished, 'null'), :c1 || json_quote(worker) || :c2 || json_quote(log_path) "
+        f"|| :c3 || position || :c4 FROM steps WHERE {_SHOWN}",
         {**params, **_JSON_PIECES},
     )
     head = json.JSONEncoder(indent=2, default=str).encode({"run": json_run(row), "steps": []})
@@ -174,8 +185,15 @@ def _json(store: Store, row: dict[str, Any]) -> None:
                 template % r if r[1] is not None else _json_row(next(plain), gates, reruns)
                 for r in chunk
             )
+        if not text.isascii() or "\x7f" in text:  # only inside strings: JSON's own text is ASCII
+            text = _NOT_ASCII.sub(_escaped, text)
         out.write(ci_report(text + (",\n" if start + CHUNK < len(rows) else "\n  ]\n}\n")))
     out.flush()
+
+
+def _escaped(found: re.Match[str]) -> str:
+    """A character as json.dumps spells it in a string (ensure_ascii): `\\u00e9`."""
+    return json.encoder.encode_basestring_ascii(found.group())[1:-1]
 
 
 def _json_row(step: dict[str, Any], gates: Mapping[str, Any], reruns: Mapping[str, str]) -> str:
@@ -187,9 +205,9 @@ def _json_row(step: dict[str, Any], gates: Mapping[str, Any], reruns: Mapping[st
 
 _I = "\n      "
 _JSON_PIECES = {
-    "a1": f'",{_I}"kind": "',
-    "a2": f'",{_I}"state": "',
-    "a3": f'",{_I}"attempts": ',
+    "a1": f',{_I}"kind": ',
+    "a2": f',{_I}"state": ',
+    "a3": f',{_I}"attempts": ',
     "c1": f',{_I}"error_kind": null,{_I}"error": null,{_I}"exit_code": null,{_I}"worker": ',
     "c2": f',{_I}"log_path": ',
     "c3": f',{_I}"position": ',

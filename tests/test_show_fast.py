@@ -131,6 +131,7 @@ ODD_ROWS = [
     ),
     ("typed", "step", "succeeded", 1, "1.0", 2.0, "", "w0", 110, None, None),
     ("tab\tid", "step", "succeeded", 1, 1.0, 2.0, None, "w0", 111, None, None),
+    ("bell\x07id", "step", "succeeded", 1, 1.0, 2.0, None, "w\x7f😀", 113, None, None),
     ("%s %d %%", "step", "succeeded", 1, 1.0, 2.0, None, "%s", 112, None, None),
 ]
 
