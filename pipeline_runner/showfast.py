@@ -48,8 +48,9 @@ _SHOWN = (
     "run_id = :rid AND (kind != 'group' OR state = 'partial' OR "
     "(state = 'failed' AND substr(error, 1, :plen) = :prefix))"
 )
-# What SQLite's json_quote leaves as it is and json.dumps escapes (ensure_ascii).
-_NOT_ASCII = re.compile("[\x7f-\U0010ffff]")
+# What SQLite's json_quote leaves as it is and json.dumps escapes (ensure_ascii); compiled
+# when first met (compiling the class takes longer than a small run's show).
+_NOT_ASCII = "[\x7f-\U0010ffff]"
 # The characters a line of SQLite's may hold as they are: printf prints the id and the state
 # raw, which is printable()'s text only when they hold no control character.
 _PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\n"
@@ -183,12 +184,13 @@ def _plain_rows(store: Store, sql: str, params: Mapping[str, Any]) -> Iterator[d
 
 
 def _json(store: Store, row: dict[str, Any]) -> None:
-    from .gatebook import gate_rows
-
     run_id = row["id"]
     reruns = store.reruns(run_id)
-    has_gates = bool(store.query("SELECT 1 FROM approvals WHERE run_id = ? LIMIT 1", (run_id,)))
-    gates = gate_rows(store, run_id) if has_gates else {}
+    gates: dict[str, dict[str, Any]] = {}
+    if store.query("SELECT 1 FROM approvals WHERE run_id = ? LIMIT 1", (run_id,)):
+        from .gatebook import gate_rows  # its imports are a tenth of a small show's time
+
+        gates = gate_rows(store, run_id)
     noted = [*reruns, *gates]
     ok = _JSON_OK + (_NOTED if noted else "")
     params = _params(run_id, noted)
@@ -225,7 +227,7 @@ def _json(store: Store, row: dict[str, Any]) -> None:
                 for r in chunk
             )
         if not text.isascii() or "\x7f" in text:  # only inside strings: JSON's own text is ASCII
-            text = _NOT_ASCII.sub(_escaped, text)
+            text = re.sub(_NOT_ASCII, _escaped, text)
         out.write(ci_report(text + (",\n" if start + CHUNK < len(rows) else "\n  ]\n}\n")))
     out.flush()
 
