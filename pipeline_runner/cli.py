@@ -27,7 +27,8 @@ from .errors import (
     RunSkipped,
     UsageError,
 )
-from .escape import ci_report, in_ci, printable
+from .escape import ci_report, printable
+from .jsonout import echo_json
 from .runfilter import ENDED_STATUSES, STATUSES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -805,62 +806,9 @@ def show(run_id: str, as_json: bool, state_dir: str) -> None:
     """Show a run's steps: state, attempts, duration, error."""
     from pathlib import Path
 
-    from .gatebook import gate_rows
-    from .store import open_store
-    from .success_policy import is_verdict
+    from .showview import show as show_run
 
-    store = open_store(Path(state_dir), create=False)
-    try:
-        full_id = store.resolve(run_id)
-        row = store.run(full_id)
-        rows: Sequence[Any] = store.steps(full_id) if as_json else store.step_lines(full_id)
-        steps = [s for s in rows if s["kind"] != "group" or is_verdict(s["state"], s["error"])]
-        reruns = store.reruns(full_id)
-        gates = gate_rows(store, full_id)
-    finally:
-        store.close()
-    if as_json:
-        for step in steps:
-            if step["step_id"] in gates:  # an approval gate: what it asks, its answer
-                step["approval"] = gates[step["step_id"]]
-            step["output"] = json.loads(step.pop("output_json") or "null")
-            step["rerun"] = reruns.get(step["step_id"])
-            step["outputs"] = json.loads(step.pop("outputs_json") or "null")
-            step["inputs"] = json.loads(step.pop("inputs_json") or "null")
-        row["outputs"] = json.loads(row.pop("outputs_json") or "null")
-        echo_json({"run": row, "steps": steps})
-        return
-    ci = in_ci()  # once: a run's steps may be 100,000 lines
-    lines = [f"run {full_id}: {row['pipeline']} {row['status']} ({printable(row['file'])})"]
-    for step in steps:
-        took = ""
-        if step["started"] and step["finished"]:
-            took = f"{step['finished'] - step['started']:.2f}s"
-        error = f"  {printable(step['error'], ci=ci)}" if step["error"] else ""
-        sid = printable(step["step_id"], ci=ci)
-        why = reruns.get(step["step_id"])
-        note = f"  (re-run: {printable(why, ci=ci)})" if why else ""
-        state, attempts = step["state"], step["attempts"]
-        lines.append(f"  {sid:<32} {state:<16} {attempts:>2} {took:>8}{error}{note}")
-    click.echo("\n".join(lines))
-
-
-def echo_json(data: Any) -> None:
-    """`data` as indented JSON on stdout (as `json.dumps(data, indent=2)` and a line end),
-    written in blocks as it is encoded: the text of a big run is never whole in memory.  Each
-    block is a run of whole JSON tokens, so `ci_report` sees every string whole."""
-    out = sys.stdout
-    block: list[str] = []
-    size = 0
-    for chunk in json.JSONEncoder(indent=2, default=str).iterencode(data):
-        block.append(chunk)
-        size += len(chunk)
-        if size >= 1 << 16:
-            out.write(ci_report("".join(block)))
-            block, size = [], 0
-    block.append("\n")
-    out.write(ci_report("".join(block)))
-    out.flush()
+    show_run(Path(state_dir), run_id, as_json)
 
 
 @main.command()

@@ -18,7 +18,6 @@ SIGTERM a CI system sends after its SIGINT) kills at once.
 
 from __future__ import annotations
 
-import gc
 import heapq
 import json
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from . import cancelling, gating, limits, procs, retrying, runsetup, runsignals
+from . import cancelling, gating, gcpolicy, limits, procs, retrying, runsetup, runsignals
 from .chains import Chains
 from .changes import RunInfo, RunResult, Sink, StepChanged
 from .errors import EXIT_FAILED, TemplateError
@@ -108,7 +107,7 @@ class Scheduler:
         self.setup()
         # The nodes' run state lives as long as the run, as the plan does (engine.py): the
         # collector's full passes during the run leave it alone.
-        gc.freeze()
+        gcpolicy.for_the_run()
         info = _run_info(self, started)
         wake_r, wake_w = runsignals.wake_pipe()
         previous = runsignals.install(wake_w, self.signals, self.executor.kill)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 DB_NAME = STORE_FILE
 BUSY_TIMEOUT_MS = 250
+Args = tuple[Any, ...] | Mapping[str, Any]  # a read's parameters: by place or by name
 LOCK_RETRY_SECONDS = 60.0
 
 # A run's columns but its plan: the plan is the biggest value of a run (about 200 bytes of JSON a
@@ -329,23 +330,30 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def _rows(self, sql: str, args: tuple[Any, ...]) -> list[sqlite3.Row]:
+    def _rows(self, sql: str, args: Args, *, plain: bool = False) -> list[Any]:
         """A read, retried while another process briefly locks the store (a WAL reader can
         meet SQLITE_BUSY during a checkpoint or recovery); a damaged page met on the way is a
-        corrupt store (exit 3), not a crash."""
+        corrupt store (exit 3), not a crash.  `plain`: rows as tuples, not sqlite3.Row."""
         backoff = _Backoff()
         while True:
             try:
-                return self.db.execute(sql, args).fetchall()
+                cursor = self.db.cursor()
+                if plain:
+                    cursor.row_factory = None
+                return cursor.execute(sql, args).fetchall()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or not backoff.wait():
                     raise self.error(exc) from None
             except sqlite3.DatabaseError as exc:
                 raise self.error(exc) from None
 
-    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    def query(self, sql: str, args: Args = ()) -> list[dict[str, Any]]:
         """Rows of a read, as dicts (for the modules that keep their own tables)."""
         return [dict(row) for row in self._rows(sql, args)]
+
+    def tuples(self, sql: str, args: Args = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read, as tuples: the fewest objects for a read of 100,000 rows."""
+        return self._rows(sql, args, plain=True)
 
     def resolve(self, prefix: str) -> str:
         """A run id from a unique prefix of it."""
@@ -410,7 +418,9 @@ class Store:
         return unpack_plan(found[0]["plan_json"])
 
     def steps(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self._rows("SELECT * FROM steps WHERE run_id = ? ORDER BY position", (run_id,))
+        rows = self._rows(
+            "SELECT * FROM steps WHERE run_id = ? ORDER BY position, step_id", (run_id,)
+        )
         return [dict(row) for row in rows]
 
     def step_results(self, run_id: str) -> list[Any]:
@@ -428,7 +438,7 @@ class Store:
         (a 100,000-step run is not copied into dicts, nor its outputs read)."""
         return self._rows(
             "SELECT step_id, kind, state, attempts, started, finished, error FROM steps "
-            "WHERE run_id = ? ORDER BY position",
+            "WHERE run_id = ? ORDER BY position, step_id",
             (run_id,),
         )
 
