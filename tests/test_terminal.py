@@ -43,7 +43,7 @@ steps:
     with: {cmd: "echo done"}
 """
 HEADER = re.compile(r"run (\d{8}T\d{6}-\w+): live")
-BAR = re.compile(r"all steps +━+ +(\d+)/4 +\d+:\d\d:\d\d +ETA")
+BAR = re.compile(r"all steps +[━╸╺]+ +(\d+)/4 +\d+:\d\d:\d\d +ETA")  # ╸╺: a bar part-way
 PLAIN_LINE = re.compile(r"^\d\d:\d\d:\d\d ▶ running +wait$", re.M)
 ENDED = "runner exited with"
 
