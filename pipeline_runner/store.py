@@ -654,24 +654,18 @@ class StoreSink:
         """The row of a step not in the table yet (a run-time instance): every column."""
         position = self.position
         position[nr.id] = len(position)
+        # The columns a change sets (step_update's, in the table's order), with those written once.
+        changing = self.step_update(nr)[:12]
+        output, outputs_cache_inputs = changing[8], changing[9:]
         return (
             self.run_id,
             nr.id,
             nr.kind._value_,
-            nr.state._value_,
-            nr.attempt,
-            nr.started,
-            nr.finished,
-            nr.error_kind,
-            self.masker.text(nr.error) if nr.error else None,
-            nr.exit_code,
-            nr.worker,
-            nr.output_json if nr.state in _OUTPUT_STATES else None,
+            *changing[:8],
+            output,
             nr.log_path,
             position[nr.id],
-            nr.outputs_json if nr.state in _OUTPUT_STATES else None,
-            nr.cache_key if nr.state in _CACHE_STATES else None,
-            self.masker.text(nr.inputs_json) if nr.inputs_json else None,
+            *outputs_cache_inputs,
         )
 
     def step_update(self, nr: StepChanged) -> tuple[Any, ...]:
