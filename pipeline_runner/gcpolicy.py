@@ -4,8 +4,8 @@ A command is one short process: nearly everything it makes (the imported modules
 run's state) lives until it exits, and what dies goes by reference count, so the collector's
 passes find almost nothing and cost time (about 10 ms of the imports of `runner run`, and a few
 per cent of a run of small steps).  A command raises the collector's young threshold; the plan
-is frozen out of its sight once built (`for_the_run`); a worker process puts Python's own
-thresholds back before it runs the user's steps (`for_steps`).
+and the run state are frozen out of its sight once built (`for_the_run`); a worker process puts
+Python's own thresholds back before it runs the user's steps (`for_steps`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def for_a_command() -> None:
 
 
 def for_the_run() -> None:
-    """Once the plan is built: it lives as long as the run, so the collector no longer looks."""
+    """What is made so far lives as long as the run (called once the plan is built, and again
+    once the run state is set up): the collector no longer looks at it."""
     gc.freeze()
 
 

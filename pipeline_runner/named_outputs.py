@@ -91,6 +91,7 @@ class SharedFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.env = dict.fromkeys(OUTPUT_ENVS, path)  # the variables that name it
         self.fd = -1
         self._open()
 

@@ -330,8 +330,9 @@ def execute(
 ) -> Completion:
     """Run one attempt; never raises (bar BaseExceptions the caller must see).
     `output_env_stays`: a pool worker's speed shortcut: $RUNNER_OUTPUT and
-    $PIPELINE_RUNNER_OUTPUT are left set after the attempt (the next one sets them again; see
-    `_ProcessState.expect`), not removed from os.environ, which costs more than the attempt."""
+    $PIPELINE_RUNNER_OUTPUT are left set after the attempt (set again only when they change:
+    a worker's file is the same for a run; see `_ProcessState.expect`), not removed from
+    os.environ, which costs more than the attempt."""
     started = time.time()
     # Every step works in the pipeline's folder, as shell steps always did: relative paths
     # in a pipeline mean the same thing whoever runs it from wherever.
@@ -415,21 +416,13 @@ def _make_output_env(task: Task) -> dict[str, str]:
 # -- a pool worker's shortcuts (worker_main sets them up; PIPELINE_RUNNER_NO_SHORTCUTS=1 not) --
 
 
-class _WorkerFile(SharedFile):
-    """A worker's named-outputs file in one run folder, and the variables that name it."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
-        self.env = dict.fromkeys(OUTPUT_ENVS, path)
-
-
-_shared_outputs: dict[str, _WorkerFile] | None = None  # run folder -> this worker's file
+_shared_outputs: dict[str, SharedFile] | None = None  # run folder -> this worker's file
 _worker_name = ""
 _env_in_place: dict[str, str] | None = None  # output variables known to be in os.environ
 _folders: dict[str, int] = {}  # pipeline folder -> a descriptor of it, to enter with fchdir
 
 
-def _shared_file(task: Task) -> _WorkerFile:
+def _shared_file(task: Task) -> SharedFile:
     assert _shared_outputs is not None
     head = task.scratch_dir.rpartition("/")[0]
     found = _shared_outputs.get(head)
@@ -439,7 +432,7 @@ def _shared_file(task: Task) -> _WorkerFile:
             os.makedirs(folder, exist_ok=True)
         except OSError:
             pass  # the step's writes fail and say why
-        found = _shared_outputs[head] = _WorkerFile(f"{folder}/{_worker_name}")
+        found = _shared_outputs[head] = SharedFile(f"{folder}/{_worker_name}")
     return found
 
 
@@ -464,11 +457,12 @@ def _enter_folder(folder: str) -> None:
     os.fchdir(fd)
 
 
-def _take_outputs(path: str) -> dict[str, Any]:
-    """What the attempt wrote to its outputs file at `path` (the file is emptied or removed)."""
+def _take_outputs(task: Task, path: str) -> dict[str, Any]:
+    """What the attempt of `task` wrote to its outputs file at `path` (the file is emptied or
+    removed)."""
     if _shared_outputs is not None:
-        shared = _shared_outputs.get(path.rpartition("/")[0].rpartition("/")[0])
-        if shared is not None and shared.path == path:
+        shared = _shared_file(task)
+        if shared.path == path:
             return shared.take()
     return read_file(path)
 
@@ -566,7 +560,7 @@ def _run(
     try:
         text = _output_json(output, masker, "output")
         # A shortcut (a pool worker's, see worker_main): a step that runs no code wrote none.
-        named = None if _no_code(task.uses) else _named_json(ctx, masker)
+        named = None if _no_code(task.uses) else _named_json(task, ctx, masker)
     except _BadOutput as exc:
         message = masker.text(str(exc))
         stream.write(f"[runner] {message}\n".encode())
@@ -598,10 +592,10 @@ def _output_json(output: Any, masker: Masker, what: str) -> str:
     return text
 
 
-def _named_json(ctx: StepContext, masker: Masker) -> str | None:
+def _named_json(task: Task, ctx: StepContext, masker: Masker) -> str | None:
     """The named outputs (`ctx.set_output`, then the `$RUNNER_OUTPUT` file) as JSON, or None."""
     try:
-        found = _take_outputs(ctx.env[OUTPUT_ENV])
+        found = _take_outputs(task, ctx.env[OUTPUT_ENV])
     except OutputsError as exc:
         raise _BadOutput(str(exc)) from None
     if not found and not ctx.outputs:
