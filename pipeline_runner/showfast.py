@@ -29,6 +29,7 @@ import click
 
 from .errors import StoreError
 from .escape import ci_report, in_ci, printable
+from .jsonout import ENCODER
 from .showview import header, json_run, json_step, step_line
 from .store import Store
 from .success_policy import PREFIX
@@ -156,9 +157,7 @@ def _text(store: Store, row: dict[str, Any]) -> bool:
     if not _printable("\n".join(lines), len(lines)):
         return False  # rare: an id with a control character, which printable() escapes
     if None in map(itemgetter(1), rows):
-        plain = _plain_rows(
-            store, f"SELECT * FROM steps WHERE {_SHOWN} AND ({ok}) IS NOT 1", params
-        )
+        plain = _plain_rows(store, ok, params)
         for index in (i for i, r in enumerate(rows) if r[1] is None):
             lines[index] = step_line(next(plain), reruns, ci)
     click.echo(header(row))
@@ -176,9 +175,11 @@ def _printable(text: str, count: int) -> bool:
     return printable(text, one_line=False, ci=False) == text
 
 
-def _plain_rows(store: Store, sql: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """The rows SQLite left to Python, in the plain order."""
-    found = store.query(f"{sql} ORDER BY step_id", params)
+def _plain_rows(store: Store, ok: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """The rows SQLite left to Python (those `ok` does not hold for), in the plain order."""
+    found = store.query(
+        f"SELECT * FROM steps WHERE {_SHOWN} AND ({ok}) IS NOT 1 ORDER BY step_id", params
+    )
     found.sort(key=itemgetter("position"))
     return iter(found)
 
@@ -202,7 +203,7 @@ def _json(store: Store, row: dict[str, Any]) -> None:
         f"|| :c3 || position || :c4 FROM steps WHERE {_SHOWN}",
         {**params, **_JSON_PIECES},
     )
-    head = json.JSONEncoder(indent=2, default=str).encode({"run": json_run(row), "steps": []})
+    head = ENCODER.encode({"run": json_run(row), "steps": []})
     out = sys.stdout
     if not rows:
         out.write(ci_report(head + "\n"))
@@ -210,11 +211,7 @@ def _json(store: Store, row: dict[str, Any]) -> None:
         return
     out.write(ci_report(head[: -len("[]\n}")] + "[\n"))
     template = _ROW % json.dumps(run_id).replace("%", "%%")
-    plain = (
-        _plain_rows(store, f"SELECT * FROM steps WHERE {_SHOWN} AND ({ok}) IS NOT 1", params)
-        if None in map(itemgetter(1), rows)
-        else iter(())
-    )
+    plain = _plain_rows(store, ok, params) if None in map(itemgetter(1), rows) else iter(())
     full = ",\n".join([template] * CHUNK)
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
@@ -240,7 +237,7 @@ def _escaped(found: re.Match[str]) -> str:
 def _json_row(step: dict[str, Any], gates: Mapping[str, Any], reruns: Mapping[str, str]) -> str:
     """A row as the plain version encodes it, at its depth (inside `"steps": [`)."""
     shown = json_step(step, gates.get(step["step_id"]), reruns)
-    text = json.JSONEncoder(indent=2, default=str).encode(shown)
+    text = ENCODER.encode(shown)
     return "    " + text.replace("\n", "\n    ")  # line breaks in JSON text are its own
 
 
