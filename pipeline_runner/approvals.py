@@ -53,6 +53,8 @@ class Gate:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
+    """An approval's answer: approved or not, the value given, by whom and when."""
+
     approved: bool
     value: Any = None
     message: str = ""
@@ -164,6 +166,8 @@ def _seconds(value: float) -> str:
 
 @dataclass
 class Waiting:
+    """A gate the run waits on, and since when."""
+
     gate: Gate
     since: float
 

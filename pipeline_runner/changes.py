@@ -64,6 +64,8 @@ class StepChanged(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
+    """What the readers learn as a run starts: its id, plan, folder and every node's state."""
+
     run_id: str
     plan: Plan
     run_dir: Path
@@ -75,6 +77,8 @@ class RunInfo:
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
+    """How a run ended: its status and exit code, every node's last state and the outputs."""
+
     run_id: str
     status: RunStatus  # succeeded | failed | cancelled | compensated | compensation_failed
     exit_code: int

@@ -32,6 +32,9 @@ from .secrets import Masker, read_secrets
 
 @dataclass
 class RunRequest:
+    """Everything `runner run` and `runner resume` ask of the engine: the file, the options
+    and where the reports go."""
+
     file: str
     planner: PlannerOptions
     workers: int | None = None

@@ -356,6 +356,11 @@ def _mm(text: str) -> str:
 
 def plain(value: Any) -> Any:
     """A plan value as JSON: Deferred templates shown as their source."""
+    kind = type(value)
+    if kind in _LEAVES:  # most values: as they are (the checks below cost more than a step)
+        return value
+    if kind is dict:
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, Deferred):
         return value.source
     if isinstance(value, Mapping):
@@ -363,6 +368,9 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
+
+
+_LEAVES = frozenset({str, int, float, bool, type(None)})
 
 
 def node_json(node: Node, location: bool = True) -> dict[str, Any]:

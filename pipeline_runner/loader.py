@@ -117,6 +117,8 @@ class SourceMap:
 
 @dataclass
 class Document:
+    """A loaded YAML file: its data, where each value was written, and its problems."""
+
     data: Any
     source: SourceMap
     text: str
@@ -125,6 +127,8 @@ class Document:
 
 @dataclass
 class _Frame:
+    """A mapping or sequence being composed, with the key waiting for its value."""
+
     kind: str  # "map" or "seq"
     value: Any
     path: Path_

@@ -177,6 +177,8 @@ class CacheSpec:
 
 @dataclass(frozen=True, slots=True)
 class Compensation:
+    """A step's `compensate`: the plugin that undoes it, and its parameters."""
+
     uses: str
     with_: Any = field(default_factory=lambda: EMPTY)
 
@@ -212,6 +214,9 @@ class Loop:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Node:
+    """One node of the plan: a step, a group (fan-out, template or pipeline instance) or a
+    MAPPED fan-out expanded at run time; immutable once planned."""
+
     id: str
     kind: NodeKind
     order: int
@@ -254,6 +259,8 @@ class Node:
 
 @dataclass(frozen=True)
 class Plan:
+    """A planned pipeline: its nodes in file order and what the run needs to know of the file."""
+
     name: str
     file: str
     pipeline_dir: str

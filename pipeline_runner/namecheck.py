@@ -32,6 +32,8 @@ FINALLY_RUN_NAMES = frozenset({"failures", "duration"})  # run.X known to `final
 
 @dataclass
 class RefCheck:
+    """One reference in a template to check: what it names and where it was written."""
+
     node_needs: tuple[str, ...]
     self_id: str | None
     target: str

@@ -57,6 +57,8 @@ __all__ = [
 
 @dataclass
 class Options:
+    """What planning takes besides the file: the parameters, the environment, the size limit."""
+
     params: Mapping[str, Any] = field(default_factory=dict)  # --param, already parsed
     param_texts: Mapping[str, str] = field(default_factory=dict)  # --param, as written
     params_file: str | None = None

@@ -143,6 +143,8 @@ class PluginLoadError(Exception):
 
 @dataclass(frozen=True)
 class PluginInfo:
+    """A plugin as `runner plugins` lists it: its name, where it comes from and its summary."""
+
     name: str
     distribution: str
     version: str

@@ -51,6 +51,8 @@ def platform_problem() -> str | None:
 
 @dataclass
 class ProcessResult:
+    """How a command ended: its exit code or signal, its stdout and whether it timed out."""
+
     exit_code: int | None  # None when killed by a signal
     signal: int | None
     stdout: bytes

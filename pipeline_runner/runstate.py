@@ -30,6 +30,9 @@ Preset = tuple[State, Any, "str | None"]  # a kept step: its state, output, name
 
 @dataclass
 class Options:
+    """The scheduler's options for one run: fail-fast, --only, the grace, what a resume keeps,
+    the cache."""
+
     fail_fast: bool = False
     only: Sequence[str] = ()
     grace: float = defaults.GRACE
