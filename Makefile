@@ -92,7 +92,7 @@ lock:
 	UV_CUSTOM_COMPILE_COMMAND="make lock" $(UV_COMPILE) --extra dev --extra docs -o requirements/dev.txt
 
 bench: $(VENV)/.installed
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --only all
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-lock .runner site dist .pytest_cache .mypy_cache .ruff_cache

@@ -21,13 +21,16 @@ Tools per workload:
   running the DAG layer by layer.
 
 W8 (100,000 steps: wall, peak RSS, the store's size, `runner show` of such a run, `runner resume`
-of one SIGKILLed halfway) takes
-minutes a round and runs only when named: ``--only W8``.
+of one SIGKILLed halfway) takes minutes a round and runs only when named (``--only W8``, or
+``--only all``, which ``make bench`` uses), for ``--w8-runs`` rounds (default 1).
+
+After the table, the speed targets of the scale issue: each ratio (or figure) measured within
+this run, its limit, and whether it was met.
 
 The harness itself uses the standard library only. See bench/README.md.
 
-    python3 bench/run.py [--runs 5] [--only W1,W3] [--runner PATH] [--no-peers] [--no-runner]
-                         [--markdown] [--json FILE] [--timeout 120] [--keep]
+    python3 bench/run.py [--runs 5] [--only W1,W3|all] [--w8-runs 1] [--runner PATH] [--no-peers]
+                         [--no-runner] [--markdown] [--json FILE] [--timeout 120] [--keep]
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ WORKERS = 2  # the benchmark machine has 2 cores
 W4_WORKERS = 4
 W4_STEPS = 32
 WORKLOAD_NAMES = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "V1", "V2")
-DEFAULT_WORKLOADS = frozenset(WORKLOAD_NAMES) - {"W8"}  # W8 takes minutes: only with --only W8
+DEFAULT_WORKLOADS = frozenset(WORKLOAD_NAMES) - {"W8"}  # W8 takes minutes: only when named
 W8_TENANTS, W8_CHAIN = 1000, 100  # 100,000 steps
 W8_TIMEOUT = 1800.0  # seconds for one run of a W8 cell at least
 ACCEPTANCE = {"V1": 2.0, "V2": 0.3}  # seconds: the loading issue's acceptance numbers
@@ -1060,9 +1063,126 @@ def table_rows(workloads: list[Workload]) -> list[list[str]]:
     return rows
 
 
-def render_text(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [HEADERS, *rows]) for i in range(len(HEADERS))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)).rstrip()]
+# The scale issue's speed targets, each read within one run: (workload, what, limit, unit, at
+# most?, how to read it). A ratio divides two rows of the same workload (median walls).
+TARGET_HEADERS = ["workload", "target", "measured", "limit", "met"]
+
+
+@dataclass(frozen=True)
+class Target:
+    workload: str
+    what: str
+    limit: float
+    unit: str  # "x" (a ratio), "%", "MB" or "s"
+    read: Callable[[Workload], float | None]
+    at_most: bool = True  # False: the figure must reach the limit (parallel efficiency)
+
+
+def row_of(wl: Workload, tool: str) -> Cell | None:
+    return next((c for c in wl.cells if c.tool == tool and c.ok), None)
+
+
+def wall_ratio(tool: str, other: str) -> Callable[[Workload], float | None]:
+    def read(wl: Workload) -> float | None:
+        a, b = row_of(wl, tool), row_of(wl, other)
+        wa, wb = (a.median_wall() if a else None), (b.median_wall() if b else None)
+        return wa / wb if wa and wb else None
+
+    return read
+
+
+def wall_of(tool: str) -> Callable[[Workload], float | None]:
+    def read(wl: Workload) -> float | None:
+        cell = row_of(wl, tool)
+        return cell.median_wall() if cell else None
+
+    return read
+
+
+def rss_of(tool: str) -> Callable[[Workload], float | None]:
+    def read(wl: Workload) -> float | None:
+        cell = row_of(wl, tool)
+        return cell.median_rss() if cell else None
+
+    return read
+
+
+def probe_of(tool: str, name: str) -> Callable[[Workload], float | None]:
+    def read(wl: Workload) -> float | None:
+        cell = row_of(wl, tool)
+        values = [s.extra[name] for s in cell.samples if name in s.extra] if cell else []
+        return statistics.median(values) if values else None
+
+    return read
+
+
+def efficiency_of(tool: str) -> Callable[[Workload], float | None]:
+    def read(wl: Workload) -> float | None:
+        wall = wall_of(tool)(wl)
+        return 100 * wl.ideal_s / wall if wall and wl.ideal_s else None
+
+    return read
+
+
+PPE2 = f"ProcessPoolExecutor({WORKERS})"
+TARGETS = [
+    *(
+        Target(w, f"runner / {PPE2}", 1.15, "x", wall_ratio("runner", PPE2))
+        for w in ("W1", "W2", "W3")
+    ),
+    Target("W4", "runner: parallel efficiency", 95, "%", efficiency_of("runner"), at_most=False),
+    Target(
+        "W5", "runner / subprocess.run loop", 1.3, "x", wall_ratio("runner", "subprocess.run loop")
+    ),
+    Target("W7", "runner / dask processes", 1.0, "x", wall_ratio("runner", "dask processes")),
+    Target("W7", "runner / dask threads", 1.5, "x", wall_ratio("runner", "dask threads")),
+    *(
+        Target(
+            w,
+            "runner (dask) / dask.distributed",
+            1.2,
+            "x",
+            wall_ratio("runner (dask)", "dask.distributed"),
+        )
+        for w in ("W1", "W2", "W3", "W4", "W5")
+    ),
+    Target("W8", "runner / dask processes", 1.5, "x", wall_ratio("runner", "dask processes")),
+    Target("W8", "runner: peak RSS", 250, "MB", rss_of("runner")),
+    Target("W8", "runner: the store", 40, "MB", probe_of("runner", "store MB")),
+    Target("W8", "runner show", 0.3, "s", wall_of("runner show")),
+    Target("W8", "runner show --json", 0.3, "s", wall_of("runner show --json")),
+    Target(
+        "W8", "runner resume (killed at 50%)", 10, "s", wall_of("runner resume (killed at 50%)")
+    ),
+]
+
+
+def _figure(value: float, unit: str) -> str:
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit == "%":
+        return f"{value:.0f}%"
+    return f"{value:.3f} s" if unit == "s" else f"{value:.1f} {unit}"
+
+
+def target_rows(workloads: list[Workload]) -> list[list[str]]:
+    """One row per target whose rows ran (both rows of a ratio)."""
+    by_name = {wl.name: wl for wl in workloads}
+    rows = []
+    for t in sorted(TARGETS, key=lambda t: WORKLOAD_NAMES.index(t.workload)):
+        wl = by_name.get(t.workload)
+        value = t.read(wl) if wl is not None else None
+        if value is None:
+            continue
+        met = value <= t.limit if t.at_most else value >= t.limit
+        limit = f"{'<=' if t.at_most else '>='} {_figure(t.limit, t.unit)}"
+        rows.append([t.workload, t.what, _figure(value, t.unit), limit, "yes" if met else "MISSED"])
+    return rows
+
+
+def render_text(rows: list[list[str]], headers: list[str] = HEADERS) -> str:
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     prev = None
     for r in rows:
@@ -1072,16 +1192,17 @@ def render_text(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+def render_markdown(rows: list[list[str]], headers: list[str] = HEADERS) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def machine_line(runs: int, tools: Tools) -> str:
+def machine_line(runs: int, tools: Tools, w8_runs: int | None = None) -> str:
     peers = f"; {tools.peer_versions}" if tools.peer_versions else ""
+    w8 = "" if w8_runs is None else f" (W8: {w8_runs})"
     return (
-        f"{runs} runs each, median; {os.cpu_count()} CPUs; {platform.system()} "
+        f"{runs} runs each{w8}, median; {os.cpu_count()} CPUs; {platform.system()} "
         f"{platform.machine()}; Python {platform.python_version()}{peers}"
     )
 
@@ -1114,7 +1235,10 @@ def results_json(workloads: list[Workload]) -> list[dict[str, object]]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--runs", type=int, default=5, help="rounds per workload (median taken)")
-    p.add_argument("--only", default="", help="comma-separated workloads, e.g. W1,W3,V1")
+    p.add_argument(
+        "--only", default="", help="comma-separated workloads, e.g. W1,W3,V1; `all`: W8 too"
+    )
+    p.add_argument("--w8-runs", type=int, default=1, help="rounds of W8 (minutes each)")
     p.add_argument(
         "--runner",
         default=str(REPO_ROOT / ".venv" / "bin" / "runner"),
@@ -1128,17 +1252,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log", type=Path, default=DEFAULT_LOG, help="where failures are logged")
     p.add_argument("--keep", action="store_true", help="keep the generated temp dir")
     args = p.parse_args(argv)
-    if args.runs < 1:
-        p.error("--runs must be at least 1")
+    if args.runs < 1 or args.w8_runs < 1:
+        p.error("--runs and --w8-runs must be at least 1")
     return args
 
 
 def report(workloads: list[Workload], tools: Tools, args: argparse.Namespace) -> None:
     rows = table_rows(workloads)
-    print(machine_line(args.runs, tools))
+    w8_runs = args.w8_runs if any(wl.name == "W8" for wl in workloads) else None
+    print(machine_line(args.runs, tools, w8_runs))
     print(render_markdown(rows) if args.markdown else render_text(rows))
     if not args.markdown:
         print("\n" + workload_legend(workloads))
+    targets = target_rows(workloads)
+    if targets:
+        print("\nTargets (each measured within this run):")
+        render = render_markdown if args.markdown else render_text
+        print(render(targets, TARGET_HEADERS))
     sys.stdout.flush()
     if args.json:
         args.json.write_text(json.dumps(results_json(workloads), indent=1) + "\n")
@@ -1146,9 +1276,17 @@ def report(workloads: list[Workload], tools: Tools, args: argparse.Namespace) ->
         note(f"some cells failed: see {args.log}")
 
 
+def selected(only: str) -> set[str] | None:
+    """The workloads `--only` names (`all`: every one, W8 too); None: the default set."""
+    names = {w.strip().upper() for w in only.split(",") if w.strip()} or None
+    if names and "ALL" in names:
+        names = (names - {"ALL"}) | set(WORKLOAD_NAMES)
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    only = {w.strip().upper() for w in args.only.split(",") if w.strip()} or None
+    only = selected(args.only)
     if only and only - set(WORKLOAD_NAMES):
         unknown = ", ".join(sorted(only - set(WORKLOAD_NAMES)))
         note(f"unknown workload(s) {unknown}; choose from {','.join(WORKLOAD_NAMES)}")
@@ -1170,7 +1308,8 @@ def main(argv: list[str] | None = None) -> int:
             interrupted = False
             try:
                 for wl in workloads:
-                    run_workload(wl, root, args.runs, args.timeout, log, keep=args.keep)
+                    runs = args.w8_runs if wl.name == "W8" else args.runs
+                    run_workload(wl, root, runs, args.timeout, log, keep=args.keep)
             except KeyboardInterrupt:
                 interrupted = True
                 note("interrupted: the table shows the rounds done so far")
