@@ -8,15 +8,17 @@ string per chunk, not an object per value, and the query runs without the interp
 (a big run's chunks are read by two connections at once, one in a thread).
 
 SQLite renders a row only when its text is exactly what the plain version prints (the `ok`
-conditions below: no error, no approval gate, no re-run note, values of the expected types, an
-id that needs no escape, floats that sqlfloat.py prints); any other row makes its chunk read
-again row by row, and that row is rendered by showview's own functions, so the shortcut only
-decides *who* renders a row, never *what* it looks like.
+conditions below: no error, no approval gate, no re-run note, values of the expected types,
+floats that sqlfloat.py prints; for a line, text that printable() leaves as it is, checked on
+the chunk); any other row makes its chunk read again row by row, and that row is rendered by
+showview's own functions, so the shortcut only decides *who* renders a row, never *what* it
+looks like.
 
 Rows come in the plain order (position, step id).  A run's rows are written as it is planned,
-in that order, so when `position - rowid` is the same for every row of the run, the rowid
-order is the plain order and the chunks are rowid ranges (no sort); otherwise (rows added
-later) SQLite sorts the rowids once and each chunk is a list of them.
+in that order, so the chunks are first read as rowid ranges (no sort); each also returns the
+least and the greatest `position - rowid` of its rows, and when that is one number for the
+whole run the rowid order is the plain order.  Otherwise (rows added later) SQLite sorts the
+rowids and the chunks are read again as lists of them.  Nothing is written before.
 """
 
 from __future__ import annotations
@@ -24,21 +26,18 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from .escape import ci_report, in_ci
 from .jsonout import ENCODER
 from .showview import header, json_run, json_step, step_line
-from .sqlfloat import fixed2, float_repr
+from .sqlfloat import fixed2_exact, float_repr
 from .store import Store
 from .success_policy import PREFIX
-
-if TYPE_CHECKING:
-    import queue
 
 # The steps table as the JSON template knows it; another column (a later migration) makes
 # the JSON the plain version's until the template learns it.
@@ -57,37 +56,37 @@ _SHOWN = (
     "(state = 'failed' AND substr(error, 1, :plen) = :prefix))"
 )
 # Where a chunk's rows come from, and their order: a rowid range, or a list of rowids.
-_RANGE = ("steps WHERE rowid BETWEEN :first AND :last AND +run_id = :rid", "rowid")
+_RANGE = ("steps WHERE rowid BETWEEN :first AND :last AND +run_id = :rid", "steps.rowid")
 _LISTED = (
-    "json_each(:ids) AS listed JOIN steps ON steps.rowid = listed.value WHERE +run_id = :rid",
+    "json_each(:ids) AS listed CROSS JOIN steps ON steps.rowid = listed.value WHERE +run_id = :rid",
     "listed.key",
 )
 # What SQLite's json_quote leaves as it is and json.dumps escapes (ensure_ascii); compiled
 # when first met (compiling the class takes longer than a small run's show).
 _NOT_ASCII = "[\x7f-\U0010ffff]"
-_TYPED = (
-    "typeof(attempts) = 'integer' AND typeof(started) IN ('real', 'null') "
-    "AND typeof(finished) IN ('real', 'null')"
-)
-# printf prints the id raw: printable()'s text when it is printable ASCII (a tab is left to
-# Python too).
-_TEXT_OK = f"error IS NULL AND {_TYPED} AND NOT step_id GLOB '*[^ -~]*'"
+# printf("%d") of an INTEGER, and the floats of REAL columns (their only other values are text
+# that is not a number, which `+ 0` changes).
+_TYPED = "typeof(attempts) = 'integer' AND started + 0 IS started AND finished + 0 IS finished"
+# printf("%s") stops at a NUL.
+_TEXT_OK = f"error IS NULL AND {_TYPED} AND instr(step_id || state, :missing) = 0"
 _JSON_OK = (
-    "coalesce(output_json, 'null') = 'null' AND coalesce(outputs_json, 'null') = 'null' "
-    "AND coalesce(inputs_json, 'null') = 'null' AND error IS NULL "
-    f"AND error_kind IS NULL AND exit_code IS NULL AND cache_key IS NULL AND {_TYPED} "
-    "AND typeof(position) = 'integer'"
+    f"coalesce(error, error_kind, exit_code, cache_key) IS NULL AND {_TYPED} "
+    "AND (output_json IS NULL OR output_json = 'null') "
+    "AND (outputs_json IS NULL OR outputs_json = 'null') "
+    "AND (inputs_json IS NULL OR inputs_json = 'null') AND typeof(position) = 'integer'"
 )
 _NOTED = " AND step_id NOT IN (SELECT value FROM json_each(:noted))"
 _CI = " AND instr(step_id, '::') = 0 AND instr(step_id, '##') = 0"
 
-# A line as step_line prints it; NULL (Python's) where sqlfloat cannot print the duration
-# (under 9,999 s it is at most 8 characters with its `s`).
+# A line as step_line prints it (NULL where sqlfloat leaves the duration to Python).
 _LINE = (
-    "printf('  %-!32s %-!16s %2d ', step_id, state, attempts) || CASE "
-    "WHEN coalesce(started, 0) = 0 OR coalesce(finished, 0) = 0 THEN '        ' "
-    f"ELSE substr('        ' || {fixed2('finished - started', below=9999)} || 's', -8) END"
+    "CASE WHEN coalesce(started, 0) = 0 OR coalesce(finished, 0) = 0 "
+    "THEN printf('  %-32s %-16s %2d         ', step_id, state, attempts) "
+    f"WHEN {fixed2_exact('finished - started')} "
+    "THEN printf('  %-32s %-16s %2d %7.2fs', step_id, state, attempts, finished - started) END"
 )
+# printable() leaves a line as it is when it is printable ASCII or tabs: one line each.
+_PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\n"
 _I = "\n      "
 # A row as json_step encodes it, at its depth (inside `"steps": [`); :p0 holds the run id.
 _JSON_ROW = (
@@ -108,17 +107,28 @@ _JSON_PIECES = (
     f',{_I}"cache_key": null,{_I}"output": null,{_I}"rerun": null,{_I}"outputs": null,'
     f'{_I}"inputs": null\n    }}',
 )
+# A chunk: its rows' text (:missing, a NUL, for a row left to Python), how many rows, the least
+# and greatest `position - rowid` and the type of the positions' sum (integer: every one is).
+# The rows are joined in the order the query visits them: a rowid range in rowid order, a
+# list of rowids (CROSS JOIN: the list is the outer loop) in the list's order.
+_CHUNK = (
+    "SELECT group_concat(coalesce(CASE WHEN {ok} THEN {text} END, :missing), :sep), count(*), "
+    "min(position - steps.rowid), max(position - steps.rowid), typeof(sum(position)) "
+    "FROM {source} AND {shown}"
+)
 
 
 @dataclass(frozen=True)
 class _Render:
-    """How the rows of one kind of output are rendered: by SQLite (`text` where `ok`), or by
-    `plain` (a step row as a dict), joined with `sep`."""
+    """How the rows of one kind of output are rendered: by SQLite (`text` where `ok`, when
+    `exact` holds for the text of that many rows: no NUL, the mark of a row left to Python),
+    or by `plain` (a step row as a dict), joined with `sep`."""
 
     ok: str
     text: str
     sep: str
     plain: Callable[[dict[str, Any]], str]
+    exact: Callable[[str, int], bool] = lambda text, count: "\0" not in text
 
 
 def show_fast(store: Store, row: dict[str, Any], as_json: bool) -> bool:
@@ -143,10 +153,19 @@ def _text(store: Store, row: dict[str, Any]) -> None:
     reruns = store.reruns(run_id)
     ci = in_ci()  # once: a run's steps may be 100,000 lines
     ok = _TEXT_OK + (_NOTED if reruns else "") + (_CI if ci else "")
-    render = _Render(ok, _LINE, "\n", lambda step: step_line(step, reruns, ci))
+    render = _Render(ok, _LINE, "\n", lambda step: step_line(step, reruns, ci), _printable)
+    chunks = _chunks(store, render, _params(run_id, list(reruns)))
     click.echo(header(row))
-    for text in _chunks(store, render, _params(run_id, list(reruns))):
+    for text in chunks:
         click.echo(text)
+
+
+def _printable(text: str, count: int) -> bool:
+    """Whether `count` lines joined are printable() as they are (and none is left to
+    Python: a NUL is not printable)."""
+    if not text.isascii() or text.count("\n") != count - 1:
+        return False
+    return not text.encode("ascii").translate(None, _PRINTABLE)
 
 
 def _json(store: Store, row: dict[str, Any]) -> None:
@@ -184,92 +203,104 @@ def _escaped(found: re.Match[str]) -> str:
     return json.encoder.encode_basestring_ascii(found.group())[1:-1]
 
 
-def _chunks(store: Store, render: _Render, params: Mapping[str, Any]) -> Iterator[str]:
-    """The text of the run's shown rows, a chunk at a time, in the plain order (chunks
-    without a shown row left out)."""
-    (source, order), chunks, rows = _plan(store, params["rid"])
-    rendered = (
-        f"SELECT group_concat(shown, :sep), count(*), count(shown) FROM (SELECT CASE WHEN "
-        f"{render.ok} THEN {render.text} END AS shown FROM {source} AND {_SHOWN} ORDER BY {order})"
-    )
-    every = [{**params, **chunk, "sep": render.sep} for chunk in chunks]
-    results = _read(store, rendered, every, parallel=rows >= PARALLEL_ROWS)
-    for chunk, (text, count, shown) in zip(every, results, strict=True):
-        if shown < count:  # rows SQLite left to Python: the chunk again, row by row
-            again = f"SELECT CASE WHEN {render.ok} THEN {render.text} END AS shown__, steps.* "
-            steps = store.query(f"{again} FROM {source} AND {_SHOWN} ORDER BY {order}", chunk)
-            text = render.sep.join(s.pop("shown__") or render.plain(s) for s in steps)
-        if count:
-            yield text
-
-
-def _plan(store: Store, run_id: str) -> tuple[tuple[str, str], list[dict[str, Any]], int]:
-    """Where the chunks' rows come from, each chunk's parameters, and the run's row count."""
-    found = store.tuples(
-        "SELECT min(rowid), max(rowid), count(*) FROM steps WHERE run_id = ?", (run_id,)
-    )
-    first, last, rows = found[0]
+def _chunks(store: Store, render: _Render, params: Mapping[str, Any]) -> list[str]:
+    """The text of the run's shown rows in chunks, in the plain order (chunks without a
+    shown row left out)."""
+    run_id, params = params["rid"], {**params, "sep": render.sep, "missing": "\0"}
+    bounds = "SELECT min(rowid), max(rowid), count(*) FROM steps WHERE run_id = ?"
+    first, last, rows = store.tuples(bounds, (run_id,))[0]
     if not rows:
-        return _RANGE, [], 0
-    in_order = store.tuples(
-        "SELECT min(position - rowid) = max(position - rowid) AND "
-        "sum(typeof(position) = 'integer') = count(*) "
-        "FROM steps WHERE rowid BETWEEN ? AND ? AND +run_id = ?",
-        (first, last, run_id),
-    )
-    if in_order[0][0]:
-        starts = range(first, last + 1, CHUNK)
-        return _RANGE, [{"first": a, "last": a + CHUNK - 1} for a in starts], rows
-    ids = [r[0] for r in store.tuples(
-        "SELECT rowid FROM steps WHERE run_id = ? ORDER BY position, step_id", (run_id,)
-    )]  # fmt: skip
-    lists = [{"ids": json.dumps(ids[a : a + CHUNK])} for a in range(0, len(ids), CHUNK)]
-    return _LISTED, lists, rows
+        return []
+    parallel = rows >= PARALLEL_ROWS
+    source = _RANGE
+    chunks: list[dict[str, Any]] = [
+        {"first": a, "last": a + CHUNK - 1} for a in range(first, last + 1, CHUNK)
+    ]
+    found = _read(store, _query(render, source), params, chunks, parallel)
+    if not _in_plan_order(found):
+        sort = "SELECT rowid FROM steps WHERE run_id = ? ORDER BY position, step_id"
+        ids = [r[0] for r in store.tuples(sort, (run_id,))]
+        source = _LISTED
+        chunks = [{"ids": json.dumps(ids[a : a + CHUNK])} for a in range(0, len(ids), CHUNK)]
+        found = _read(store, _query(render, source), params, chunks, parallel)
+    return [
+        _chunk_text(store, render, source, {**params, **chunk}, result)
+        for chunk, result in zip(chunks, found, strict=True)
+        if result[1]
+    ]
+
+
+def _in_plan_order(found: list[tuple[Any, ...]]) -> bool:
+    """Whether chunks read by rowid are in the plain order: the same `position - rowid` for
+    every shown row (positions that rise as the rowids do), every position an integer."""
+    offsets = {(least, most, kind) for _, count, least, most, kind in found if count}
+    return len(offsets) <= 1 and all(a == b and kind == "integer" for a, b, kind in offsets)
+
+
+def _query(render: _Render, source: tuple[str, str]) -> str:
+    where, order = source
+    return _CHUNK.format(ok=render.ok, text=render.text, source=where, shown=_SHOWN, order=order)
+
+
+def _chunk_text(
+    store: Store,
+    render: _Render,
+    source: tuple[str, str],
+    params: Mapping[str, Any],
+    found: tuple[Any, ...],
+) -> str:
+    """A chunk's text: SQLite's, or, when it left rows to Python, made again row by row."""
+    text, count = found[:2]
+    if render.exact(text, count):
+        return str(text)
+    where, order = source
+    again = f"SELECT CASE WHEN {render.ok} THEN {render.text} END AS shown__, steps.* FROM "
+    steps = store.query(f"{again}{where} AND {_SHOWN} ORDER BY {order}", params)
+    return render.sep.join(map(lambda step: _row_text(render, step), steps))
+
+
+def _row_text(render: _Render, step: dict[str, Any]) -> str:
+    text = step.pop("shown__")
+    return text if text is not None and render.exact(text, 1) else render.plain(step)
 
 
 def _read(
-    store: Store, sql: str, every: list[dict[str, Any]], *, parallel: bool
-) -> Iterator[tuple[Any, ...]]:
-    """The row of `sql` for each parameter set in turn; `parallel`: every second one read
-    ahead by a second connection, in a thread (SQLite renders without the interpreter's
-    lock, so both cores work)."""
-    if not parallel:
-        for params in every:
-            yield store.tuples(sql, params)[0]
-        return
-    import queue
-    import threading
-
-    ahead: queue.Queue[tuple[Any, ...] | BaseException] = queue.Queue(maxsize=4)
-    reader = threading.Thread(
-        target=_read_ahead, args=(store, sql, every[1::2], ahead), daemon=True
-    )
-    reader.start()
-    for index, params in enumerate(every):
-        if index % 2 == 0:
-            yield store.tuples(sql, params)[0]
-            continue
-        found = ahead.get()
-        if isinstance(found, BaseException):
-            raise found
-        yield found
-
-
-def _read_ahead(
     store: Store,
     sql: str,
-    every: list[dict[str, Any]],
-    ahead: queue.Queue[tuple[Any, ...] | BaseException],
-) -> None:
+    params: Mapping[str, Any],
+    chunks: list[dict[str, Any]],
+    parallel: bool,
+) -> list[tuple[Any, ...]]:
+    """The row of `sql` for each chunk; `parallel`: every second one read by a second
+    connection, in a thread (SQLite renders without the interpreter's lock, so both cores
+    work)."""
+    every = [{**params, **chunk} for chunk in chunks]
+    if not parallel or len(every) < 2:
+        return [store.tuples(sql, p)[0] for p in every]
+    import threading
+
+    odd: list[Any] = []
+    reader = threading.Thread(target=_read_into, args=(store, sql, every[1::2], odd))
+    reader.start()
+    try:
+        even = [store.tuples(sql, p)[0] for p in every[0::2]]
+    finally:
+        reader.join()
+    if odd and isinstance(odd[-1], BaseException):
+        raise odd[-1]
+    found: list[tuple[Any, ...]] = [()] * len(every)
+    found[0::2], found[1::2] = even, odd
+    return found
+
+
+def _read_into(store: Store, sql: str, every: list[dict[str, Any]], found: list[Any]) -> None:
+    """Rows of `sql` appended to `found`, read by a connection of its own (an error it met
+    appended instead, for the calling thread to raise)."""
     try:
         other = Store(store.state_dir, create=False)
-    except BaseException as exc:  # handed to the reading thread, which raises it
-        ahead.put(exc)
-        return
-    try:
-        for params in every:
-            ahead.put(other.tuples(sql, params)[0])
+        try:
+            found.extend(other.tuples(sql, p)[0] for p in every)
+        finally:
+            other.close()
     except BaseException as exc:
-        ahead.put(exc)
-    finally:
-        other.close()
+        found.append(exc)

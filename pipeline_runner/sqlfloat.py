@@ -15,9 +15,10 @@ own `printf('%!.15g')` is not Python's `repr` (it stops at 15 digits), so:
   Seven digits always do (half of 10**-7 is under 2**-23, the smaller half gap); a value
   halfway between two 7-digit decimals (where `repr`'s choice is its own) gives NULL.  The
   integer part has 10 digits and the value is under 1e16, so `repr` writes no exponent.
-- `fixed2(v)`: `f"{v:.2f}"` of a REAL in [0, 1e5) whose hundredths are not within 1e-6 of a
-  half: SQLite's `printf('%.2f')` then rounds the same way as Python (it nudges values within
-  about 3e-16 of a half upwards, where Python rounds the exact binary value).
+- `fixed2_exact(v)`: whether `printf('%.2f', v)` prints `f"{v:.2f}"`: for a REAL in [0, 1e5)
+  whose hundredths are not within 1e-6 of a half, SQLite rounds the same way as Python (it
+  nudges values within about 3e-16 of a half upwards, where Python rounds the exact binary
+  value; its digits are exact far beyond the 7 printed).
 """
 
 from __future__ import annotations
@@ -53,17 +54,16 @@ def _binade(v: str, s: int) -> str:
         return f"({k} / {one}) || '.' || substr({d} + {p}, 2)"  # d < p: a shorter n would do
 
     tie = f"({f} * {2 * 10**7} % {two} = {one})"
-    whens = [f"WHEN {tie} THEN NULL WHEN {far(6)} THEN {digits(7)}"]
+    whens = [f"WHEN {far(6)} THEN CASE WHEN {tie} THEN NULL ELSE {digits(7)} END"]
     whens += [f"WHEN {far(n)} THEN {digits(n + 1)}" for n in range(5, -1, -1)]
     return f"CASE {' '.join(whens)} ELSE {digits(0)} END"
 
 
-def fixed2(v: str, below: float = 1e5) -> str:
-    """SQL: `f"{v:.2f}"` of the REAL `v` (an expression) when under `below` (at most 1e5),
-    NULL where it may differ."""
+def fixed2_exact(v: str) -> str:
+    """SQL: whether SQLite's `printf('%.2f', v)` prints `f"{v:.2f}"` of the REAL `v` (an
+    expression)."""
     hundredths = f"(({v}) * 100)"
     return (
-        f"CASE WHEN ({v}) >= 0 AND ({v}) < {float(min(below, 1e5))} AND "
-        f"abs({hundredths} - CAST({hundredths} AS INTEGER) - 0.5) > 1e-6 "
-        f"THEN printf('%.2f', {v}) END"
+        f"({v}) >= 0 AND ({v}) < 1e5 AND "
+        f"abs({hundredths} - CAST({hundredths} AS INTEGER) - 0.5) > 1e-6"
     )

@@ -326,7 +326,7 @@ def test_sqlite_prints_floats_as_python(seed: int) -> None:
     import math
     import random
 
-    from pipeline_runner.sqlfloat import fixed2, float_repr
+    from pipeline_runner.sqlfloat import fixed2_exact, float_repr
 
     rng = random.Random(seed)
     stamps = [rng.uniform(2**30, 2**32) for _ in range(100_000)]
@@ -344,7 +344,8 @@ def test_sqlite_prints_floats_as_python(seed: int) -> None:
     db = sqlite3.connect(":memory:")
     db.execute("CREATE TABLE t (v REAL)")
     db.executemany("INSERT INTO t VALUES (?)", [(v,) for v in stamps + spans])
-    printed = db.execute(f"SELECT v, {float_repr('v')}, {fixed2('v')} FROM t").fetchall()
+    fixed = f"CASE WHEN {fixed2_exact('v')} THEN printf('%.2f', v) END"
+    printed = db.execute(f"SELECT v, {float_repr('v')}, {fixed} FROM t").fetchall()
     db.close()
     left = 0
     for value, as_repr, as_fixed in printed:
