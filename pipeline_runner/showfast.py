@@ -4,8 +4,8 @@ version, with SQLite writing the steps' text.
 A 100,000-step run prints 6 MB of lines or 55 MB of JSON.  The plain version makes a dict per
 row and encodes it in Python.  Here each query renders CHUNK rows: SQLite builds each row's
 text (its floats too: sqlfloat.py) and joins them with `group_concat`, so Python receives one
-string per chunk, not an object per value, and the query runs without the interpreter's lock
-(a big run's chunks are read by two connections at once, one in a thread).
+string per chunk, not an object per value.  (Two connections reading chunks in two threads
+took twice the CPU time and more wall time: SQLite's threads contend.)
 
 SQLite renders a row only when its text is exactly what the plain version prints (the `ok`
 conditions below: no error, no approval gate, no re-run note, values of the expected types,
@@ -47,7 +47,6 @@ STEP_COLUMNS = (
     "cache_key", "inputs_json",
 )  # fmt: skip
 CHUNK = 1024  # rows a query renders
-PARALLEL_ROWS = 20_000  # a run of fewer rows is read by one connection
 
 # Rows `runner show` lists: steps, and the groups whose record is a policy's verdict
 # (success_policy.is_verdict).
@@ -211,18 +210,17 @@ def _chunks(store: Store, render: _Render, params: Mapping[str, Any]) -> list[st
     first, last, rows = store.tuples(bounds, (run_id,))[0]
     if not rows:
         return []
-    parallel = rows >= PARALLEL_ROWS
     source = _RANGE
     chunks: list[dict[str, Any]] = [
         {"first": a, "last": a + CHUNK - 1} for a in range(first, last + 1, CHUNK)
     ]
-    found = _read(store, _query(render, source), params, chunks, parallel)
+    found = _read(store, _query(render, source), params, chunks)
     if not _in_plan_order(found):
         sort = "SELECT rowid FROM steps WHERE run_id = ? ORDER BY position, step_id"
         ids = [r[0] for r in store.tuples(sort, (run_id,))]
         source = _LISTED
         chunks = [{"ids": json.dumps(ids[a : a + CHUNK])} for a in range(0, len(ids), CHUNK)]
-        found = _read(store, _query(render, source), params, chunks, parallel)
+        found = _read(store, _query(render, source), params, chunks)
     return [
         _chunk_text(store, render, source, {**params, **chunk}, result)
         for chunk, result in zip(chunks, found, strict=True)
@@ -265,42 +263,7 @@ def _row_text(render: _Render, step: dict[str, Any]) -> str:
 
 
 def _read(
-    store: Store,
-    sql: str,
-    params: Mapping[str, Any],
-    chunks: list[dict[str, Any]],
-    parallel: bool,
+    store: Store, sql: str, params: Mapping[str, Any], chunks: list[dict[str, Any]]
 ) -> list[tuple[Any, ...]]:
-    """The row of `sql` for each chunk; `parallel`: every second one read by a second
-    connection, in a thread (SQLite renders without the interpreter's lock, so both cores
-    work)."""
-    every = [{**params, **chunk} for chunk in chunks]
-    if not parallel or len(every) < 2:
-        return [store.tuples(sql, p)[0] for p in every]
-    import threading
-
-    odd: list[Any] = []
-    reader = threading.Thread(target=_read_into, args=(store, sql, every[1::2], odd))
-    reader.start()
-    try:
-        even = [store.tuples(sql, p)[0] for p in every[0::2]]
-    finally:
-        reader.join()
-    if odd and isinstance(odd[-1], BaseException):
-        raise odd[-1]
-    found: list[tuple[Any, ...]] = [()] * len(every)
-    found[0::2], found[1::2] = even, odd
-    return found
-
-
-def _read_into(store: Store, sql: str, every: list[dict[str, Any]], found: list[Any]) -> None:
-    """Rows of `sql` appended to `found`, read by a connection of its own (an error it met
-    appended instead, for the calling thread to raise)."""
-    try:
-        other = Store(store.state_dir, create=False)
-        try:
-            found.extend(other.tuples(sql, p)[0] for p in every)
-        finally:
-            other.close()
-    except BaseException as exc:
-        found.append(exc)
+    """The row of `sql` for each chunk."""
+    return [store.tuples(sql, {**params, **chunk})[0] for chunk in chunks]
