@@ -61,9 +61,10 @@ def _binade(v: str, s: int) -> str:
 
 def fixed2_exact(v: str) -> str:
     """SQL: whether SQLite's `printf('%.2f', v)` prints `f"{v:.2f}"` of the REAL `v` (an
-    expression)."""
-    hundredths = f"(({v}) * 100)"
+    expression): in range, and no half hundredth within 1e-6 of it (the two casts differ when
+    one lies between)."""
+    hundredths = f"({v}) * 100"
     return (
-        f"({v}) >= 0 AND ({v}) < 1e5 AND "
-        f"abs({hundredths} - CAST({hundredths} AS INTEGER) - 0.5) > 1e-6"
+        f"({v}) >= 0 AND ({v}) < 1e5 AND CAST({hundredths} + 0.500001 AS INTEGER) = "
+        f"CAST({hundredths} + 0.499999 AS INTEGER)"
     )
