@@ -18,7 +18,8 @@ Rows come in the plain order (position, step id).  A run's rows are written as i
 in that order, so the chunks are first read as rowid ranges (no sort); each also returns the
 least and the greatest `position - rowid` of its rows, and when that is one number for the
 whole run the rowid order is the plain order.  Otherwise (rows added later) SQLite sorts the
-rowids and the chunks are read again as lists of them.  Nothing is written before.
+rowids and the chunks are read again as lists of them.  Nothing is written before the order
+is known.
 """
 
 from __future__ import annotations
@@ -214,13 +215,14 @@ def _chunks(store: Store, render: _Render, params: Mapping[str, Any]) -> list[st
     chunks: list[dict[str, Any]] = [
         {"first": a, "last": a + CHUNK - 1} for a in range(first, last + 1, CHUNK)
     ]
-    found = _read(store, _query(render, source), params, chunks)
-    if not _in_plan_order(found):
+    found = _in_plan_order(store, _query(render, source), params, chunks)
+    if found is None:
         sort = "SELECT rowid FROM steps WHERE run_id = ? ORDER BY position, step_id"
         ids = [r[0] for r in store.tuples(sort, (run_id,))]
         source = _LISTED
         chunks = [{"ids": json.dumps(ids[a : a + CHUNK])} for a in range(0, len(ids), CHUNK)]
-        found = _read(store, _query(render, source), params, chunks)
+        query = _query(render, source)
+        found = [store.tuples(query, {**params, **chunk})[0] for chunk in chunks]
     return [
         _chunk_text(store, render, source, {**params, **chunk}, result)
         for chunk, result in zip(chunks, found, strict=True)
@@ -228,16 +230,28 @@ def _chunks(store: Store, render: _Render, params: Mapping[str, Any]) -> list[st
     ]
 
 
-def _in_plan_order(found: list[tuple[Any, ...]]) -> bool:
-    """Whether chunks read by rowid are in the plain order: the same `position - rowid` for
-    every shown row (positions that rise as the rowids do), every position an integer."""
-    offsets = {(least, most, kind) for _, count, least, most, kind in found if count}
-    return len(offsets) <= 1 and all(a == b and kind == "integer" for a, b, kind in offsets)
+def _in_plan_order(
+    store: Store, query: str, params: Mapping[str, Any], chunks: list[dict[str, Any]]
+) -> list[tuple[Any, ...]] | None:
+    """The chunks read by rowid, or None as soon as one shows they are not in the plain
+    order: that needs the same `position - rowid` for every shown row (positions that rise
+    as the rowids do), every position an integer."""
+    found = []
+    offset = None
+    for chunk in chunks:
+        row = store.tuples(query, {**params, **chunk})[0]
+        _, count, least, most, kind = row
+        if count:
+            if least != most or kind != "integer" or offset not in (None, least):
+                return None
+            offset = least
+        found.append(row)
+    return found
 
 
 def _query(render: _Render, source: tuple[str, str]) -> str:
-    where, order = source
-    return _CHUNK.format(ok=render.ok, text=render.text, source=where, shown=_SHOWN, order=order)
+    where, _ = source
+    return _CHUNK.format(ok=render.ok, text=render.text, source=where, shown=_SHOWN)
 
 
 def _chunk_text(
@@ -260,10 +274,3 @@ def _chunk_text(
 def _row_text(render: _Render, step: dict[str, Any]) -> str:
     text = step.pop("shown__")
     return text if text is not None and render.exact(text, 1) else render.plain(step)
-
-
-def _read(
-    store: Store, sql: str, params: Mapping[str, Any], chunks: list[dict[str, Any]]
-) -> list[tuple[Any, ...]]:
-    """The row of `sql` for each chunk."""
-    return [store.tuples(sql, {**params, **chunk})[0] for chunk in chunks]
