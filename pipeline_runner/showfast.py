@@ -155,9 +155,7 @@ def _text(store: Store, row: dict[str, Any]) -> None:
     ok = _TEXT_OK + (_NOTED if reruns else "") + (_CI if ci else "")
     render = _Render(ok, _LINE, "\n", lambda step: step_line(step, reruns, ci), _printable)
     chunks = _chunks(store, render, _params(run_id, list(reruns)))
-    click.echo(header(row))
-    for text in chunks:
-        click.echo(text)
+    click.echo("\n".join([header(row), *chunks]))  # once, as the plain version does
 
 
 def _printable(text: str, count: int) -> bool:
