@@ -190,7 +190,8 @@ def _json(store: Store, row: dict[str, Any]) -> None:
     for text in _chunks(store, render, params):
         if not text.isascii() or "\x7f" in text:  # only inside strings: JSON's own text is ASCII
             text = re.sub(_NOT_ASCII, _escaped, text)
-        out.write(ci_report(before + text))
+        out.write(ci_report(before))  # apart: `before + text` would copy the chunk
+        out.write(ci_report(text))
         before = ",\n"
     out.write(ci_report("\n  ]\n}\n" if before == ",\n" else head + "\n"))
     out.flush()
