@@ -1,18 +1,25 @@
 """The speed shortcut of `runner show` (shortcuts.py): the same bytes as showview.py's plain
-version, with SQLite building most of each step's text.
+version, with SQLite writing the steps' text.
 
 A 100,000-step run prints 6 MB of lines or 55 MB of JSON.  The plain version makes a dict per
-row and encodes it with the pure-Python indenting JSON encoder.  Here SQLite builds each row's
-text around the values that only Python can print exactly (a float's shortest repr, a
-duration's `.2f`), and Python fills those in with one `%` per row, in C.
+row and encodes it in Python.  Here each query renders CHUNK rows: SQLite builds each row's
+text (its floats too: sqlfloat.py) and joins them with `group_concat`, so Python receives one
+string per chunk, not an object per value.  (Two connections reading chunks in two threads
+took twice the CPU time and more wall time: SQLite's threads contend.)
 
-SQLite renders a row only when its text is exactly what the plain version prints: every
-string printable ASCII with no `"` or `\\` (nothing to escape or to make printable), the JSON
-columns null (NULL, or the text `null` a step without an output records), no error, no approval
-gate, no re-run note (the `ok` conditions below).  Any other row comes back as NULL and is
-rendered by showview's own functions, so the shortcut only ever decides *who* renders a row,
-never *what* it looks like.  Rows are read in step-id order and sorted stably by position: the
-order of `ORDER BY position, step_id`, the plain order.
+SQLite renders a row only when its text is exactly what the plain version prints (the `ok`
+conditions below: no error, no approval gate, no re-run note, values of the expected types,
+floats that sqlfloat.py prints; for a line, text that printable() leaves as it is, checked on
+the chunk); any other row makes its chunk read again row by row, and that row is rendered by
+showview's own functions, so the shortcut only decides *who* renders a row, never *what* it
+looks like.
+
+Rows come in the plain order (position, step id).  A run's rows are written as it is planned,
+in that order, so the chunks are first read as rowid ranges (no sort); each also returns the
+least and the greatest `position - rowid` of its rows, and when that is one number for the
+whole run the rowid order is the plain order.  Otherwise (rows added later) SQLite sorts the
+rowids and the chunks are read again as lists of them.  Nothing is written before the order
+is known.
 """
 
 from __future__ import annotations
@@ -20,17 +27,16 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from itertools import chain
-from operator import itemgetter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
-from .errors import StoreError
-from .escape import ci_report, in_ci, printable
+from .escape import ci_report, in_ci
 from .jsonout import ENCODER
 from .showview import header, json_run, json_step, step_line
+from .sqlfloat import fixed2_exact, float_repr
 from .store import Store
 from .success_policy import PREFIX
 
@@ -41,147 +47,123 @@ STEP_COLUMNS = (
     "error", "exit_code", "worker", "output_json", "log_path", "position", "outputs_json",
     "cache_key", "inputs_json",
 )  # fmt: skip
-CHUNK = 512  # rows per `%` and per write
+CHUNK = 1024  # rows a query renders
 
 # Rows `runner show` lists: steps, and the groups whose record is a policy's verdict
 # (success_policy.is_verdict).
 _SHOWN = (
-    "run_id = :rid AND (kind != 'group' OR state = 'partial' OR "
+    "(kind != 'group' OR state = 'partial' OR "
     "(state = 'failed' AND substr(error, 1, :plen) = :prefix))"
+)
+# Where a chunk's rows come from, and their order: a rowid range, or a list of rowids.
+_RANGE = ("steps WHERE rowid BETWEEN :first AND :last AND +run_id = :rid", "steps.rowid")
+_LISTED = (
+    "json_each(:ids) AS listed CROSS JOIN steps ON steps.rowid = listed.value WHERE +run_id = :rid",
+    "listed.key",
 )
 # What SQLite's json_quote leaves as it is and json.dumps escapes (ensure_ascii); compiled
 # when first met (compiling the class takes longer than a small run's show).
 _NOT_ASCII = "[\x7f-\U0010ffff]"
-# The characters a line of SQLite's may hold as they are: printf prints the id and the state
-# raw, which is printable()'s text only when they hold no control character.
-_PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\n"
-_TEXT_OK = (
-    "error IS NULL AND typeof(attempts) = 'integer' AND typeof(started) IN ('real', 'null') "
-    "AND typeof(finished) IN ('real', 'null')"
-)
+# printf("%d") of an INTEGER, and the floats of REAL columns (their only other values are text
+# that is not a number, which `+ 0` changes).
+_TYPED = "typeof(attempts) = 'integer' AND started + 0 IS started AND finished + 0 IS finished"
+# printf("%s") stops at a NUL.
+_TEXT_OK = f"error IS NULL AND {_TYPED} AND instr(step_id || state, :missing) = 0"
 _JSON_OK = (
-    "coalesce(output_json, 'null') = 'null' AND coalesce(outputs_json, 'null') = 'null' "
-    "AND coalesce(inputs_json, 'null') = 'null' AND error IS NULL "
-    "AND error_kind IS NULL AND exit_code IS NULL AND cache_key IS NULL "
-    "AND typeof(attempts) = 'integer' AND typeof(position) = 'integer' "
-    "AND typeof(started) IN ('real', 'null') AND typeof(finished) IN ('real', 'null')"
+    f"coalesce(error, error_kind, exit_code, cache_key) IS NULL AND {_TYPED} "
+    "AND (output_json IS NULL OR output_json = 'null') "
+    "AND (outputs_json IS NULL OR outputs_json = 'null') "
+    "AND (inputs_json IS NULL OR inputs_json = 'null') AND typeof(position) = 'integer'"
 )
 _NOTED = " AND step_id NOT IN (SELECT value FROM json_each(:noted))"
 _CI = " AND instr(step_id, '::') = 0 AND instr(step_id, '##') = 0"
 
+# A line as step_line prints it (NULL where sqlfloat leaves the duration to Python).
+_LINE = (
+    "CASE WHEN coalesce(started, 0) = 0 OR coalesce(finished, 0) = 0 "
+    "THEN printf('  %-32s %-16s %2d         ', step_id, state, attempts) "
+    f"WHEN {fixed2_exact('finished - started')} "
+    "THEN printf('  %-32s %-16s %2d %7.2fs', step_id, state, attempts, finished - started) END"
+)
+# printable() leaves a line as it is when it is printable ASCII or tabs: one line each.
+_PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\n"
+_I = "\n      "
+# A row as json_step encodes it, at its depth (inside `"steps": [`); :p0 holds the run id.
+_JSON_ROW = (
+    ":p0 || json_quote(step_id) || :p1 || json_quote(kind) || :p2 || json_quote(state) || :p3 "
+    f"|| attempts || :p4 || {float_repr('started')} || :p5 || {float_repr('finished')} || :p6 "
+    "|| json_quote(worker) || :p7 || json_quote(log_path) || :p8 || position || :p9"
+)
+_JSON_PIECES = (
+    f'    {{{_I}"run_id": %s,{_I}"step_id": ',
+    f',{_I}"kind": ',
+    f',{_I}"state": ',
+    f',{_I}"attempts": ',
+    f',{_I}"started": ',
+    f',{_I}"finished": ',
+    f',{_I}"error_kind": null,{_I}"error": null,{_I}"exit_code": null,{_I}"worker": ',
+    f',{_I}"log_path": ',
+    f',{_I}"position": ',
+    f',{_I}"cache_key": null,{_I}"output": null,{_I}"rerun": null,{_I}"outputs": null,'
+    f'{_I}"inputs": null\n    }}',
+)
+# A chunk: its rows' text (:missing, a NUL, for a row left to Python), how many rows, the least
+# and greatest `position - rowid` and the type of the positions' sum (integer: every one is).
+# The rows are joined in the order the query visits them: a rowid range in rowid order, a
+# list of rowids (CROSS JOIN: the list is the outer loop) in the list's order.
+_CHUNK = (
+    "SELECT group_concat(coalesce(CASE WHEN {ok} THEN {text} END, :missing), :sep), count(*), "
+    "min(position - steps.rowid), max(position - steps.rowid), typeof(sum(position)) "
+    "FROM {source} AND {shown}"
+)
+
+
+@dataclass(frozen=True)
+class _Render:
+    """How the rows of one kind of output are rendered: by SQLite (`text` where `ok`, when
+    `exact` holds for the text of that many rows: no NUL, the mark of a row left to Python),
+    or by `plain` (a step row as a dict), joined with `sep`."""
+
+    ok: str
+    text: str
+    sep: str
+    plain: Callable[[dict[str, Any]], str]
+    exact: Callable[[str, int], bool] = lambda text, count: "\0" not in text
+
 
 def show_fast(store: Store, row: dict[str, Any], as_json: bool) -> bool:
     """Print the run as showview.show_plain would; False (nothing printed) when this version
-    does not know the store's steps table, or a step id holds a character to escape."""
+    does not know the store's steps table."""
     if as_json:
         columns = tuple(r["name"] for r in store.query("PRAGMA table_info(steps)"))
         if columns != STEP_COLUMNS:
             return False
         _json(store, row)
-        return True
-    return _text(store, row)
-
-
-def _params(run_id: str, noted: Sequence[str]) -> dict[str, Any]:
-    return {
-        "rid": run_id,
-        "plen": len(PREFIX),
-        "prefix": PREFIX,
-        "noted": json.dumps(list(noted)),
-    }
-
-
-def _ordered(store: Store, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    """Rows whose first column is the position, in the plain order (position, step id).
-
-    A big run is read in two halves at once, split at its middle step id, the second on a
-    connection of its own in a thread: SQLite builds the text without the interpreter's
-    lock, so the halves take both cores.  Read in step-id order, the halves joined are in
-    step-id order, and the stable sort by position leaves ties in it."""
-    middle = store.tuples(_MIDDLE, {"rid": params["rid"], "least": PARALLEL_ROWS})
-    if not middle:
-        rows = store.tuples(f"{sql} ORDER BY step_id", params)
     else:
-        import threading
-
-        split = {**params, "middle": middle[0][0]}
-        second: list[list[tuple[Any, ...]]] = []
-        reader = threading.Thread(target=_read_half, args=(store, sql, split, second))
-        reader.start()
-        rows = store.tuples(f"{sql} AND step_id < :middle ORDER BY step_id", split)
-        reader.join()
-        if not second:
-            raise StoreError(f"run store {store.path}: the second half of the steps was not read")
-        rows += second[0]
-    rows.sort(key=itemgetter(0))  # stable: step-id order among equal positions
-    return rows
-
-
-def _read_half(
-    store: Store, sql: str, params: Mapping[str, Any], found: list[list[tuple[Any, ...]]]
-) -> None:
-    other = Store(store.state_dir, create=False)
-    try:
-        found.append(other.tuples(f"{sql} AND step_id >= :middle ORDER BY step_id", params))
-    finally:
-        other.close()
-
-
-PARALLEL_ROWS = 20_000  # a run of fewer steps is read in one piece
-# The middle step id of a run of at least :least steps (none for a smaller one).
-_MIDDLE = (
-    "SELECT step_id FROM steps WHERE run_id = :rid ORDER BY step_id LIMIT 1 OFFSET "
-    "(SELECT CASE WHEN count(*) >= :least THEN count(*) / 2 ELSE 1 << 62 END "
-    "FROM steps WHERE run_id = :rid)"
-)
-
-
-def _text(store: Store, row: dict[str, Any]) -> bool:
-    run_id = row["id"]
-    reruns = store.reruns(run_id)
-    ci = in_ci()
-    ok = _TEXT_OK + (_NOTED if reruns else "") + (_CI if ci else "")
-    params = _params(run_id, list(reruns))
-    rows = _ordered(
-        store,
-        f"SELECT position, CASE WHEN {ok} THEN "
-        "printf('  %-!32s %-!16s %2d ', step_id, state, attempts) END, "
-        "CASE WHEN started != 0 AND finished != 0 THEN finished - started END "
-        f"FROM steps WHERE {_SHOWN}",
-        params,
-    )
-    # As the plain `f"{took:>8}"` of `f"{seconds:.2f}s"`, or 8 spaces without a duration.
-    shapes = {float: "%.0s%s%7.2fs", type(None): "%.0s%s        %.0s"}
-    formats = map(shapes.__getitem__, map(type, map(itemgetter(2), rows)))
-    lines: list[str] = list(map(str.__mod__, formats, rows))
-    if not _printable("\n".join(lines), len(lines)):
-        return False  # rare: an id with a control character, which printable() escapes
-    if None in map(itemgetter(1), rows):
-        plain = _plain_rows(store, ok, params)
-        for index in (i for i, r in enumerate(rows) if r[1] is None):
-            lines[index] = step_line(next(plain), reruns, ci)
-    click.echo(header(row))
-    for start in range(0, len(lines), CHUNK * 8):
-        click.echo("\n".join(lines[start : start + CHUNK * 8]))
+        _text(store, row)
     return True
 
 
+def _params(run_id: str, noted: list[str]) -> dict[str, Any]:
+    return {"rid": run_id, "plen": len(PREFIX), "prefix": PREFIX, "noted": json.dumps(noted)}
+
+
+def _text(store: Store, row: dict[str, Any]) -> None:
+    run_id = row["id"]
+    reruns = store.reruns(run_id)
+    ci = in_ci()  # once: a run's steps may be 100,000 lines
+    ok = _TEXT_OK + (_NOTED if reruns else "") + (_CI if ci else "")
+    render = _Render(ok, _LINE, "\n", lambda step: step_line(step, reruns, ci), _printable)
+    chunks = _chunks(store, render, _params(run_id, list(reruns)))
+    click.echo("\n".join([header(row), *chunks]))  # once, as the plain version does
+
+
 def _printable(text: str, count: int) -> bool:
-    """Whether `count` lines joined are printable() as they are (no line break inside one)."""
-    if text.count("\n") != count - 1 if count else False:
+    """Whether `count` lines joined are printable() as they are (and none is left to
+    Python: a NUL is not printable)."""
+    if not text.isascii() or text.count("\n") != count - 1:
         return False
-    if text.isascii():
-        return not text.encode("ascii").translate(None, _PRINTABLE)
-    return printable(text, one_line=False, ci=False) == text
-
-
-def _plain_rows(store: Store, ok: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """The rows SQLite left to Python (those `ok` does not hold for), in the plain order."""
-    found = store.query(
-        f"SELECT * FROM steps WHERE {_SHOWN} AND ({ok}) IS NOT 1 ORDER BY step_id", params
-    )
-    found.sort(key=itemgetter("position"))
-    return iter(found)
+    return not text.encode("ascii").translate(None, _PRINTABLE)
 
 
 def _json(store: Store, row: dict[str, Any]) -> None:
@@ -193,39 +175,25 @@ def _json(store: Store, row: dict[str, Any]) -> None:
 
         gates = gate_rows(store, run_id)
     noted = [*reruns, *gates]
-    ok = _JSON_OK + (_NOTED if noted else "")
-    params = _params(run_id, noted)
-    rows = _ordered(
-        store,
-        f"SELECT position, CASE WHEN {ok} THEN json_quote(step_id) || :a1 || json_quote(kind) "
-        "|| :a2 || json_quote(state) || :a3 || attempts END, coalesce(started, 'null'), "
-        "coalesce(finished, 'null'), :c1 || json_quote(worker) || :c2 || json_quote(log_path) "
-        f"|| :c3 || position || :c4 FROM steps WHERE {_SHOWN}",
-        {**params, **_JSON_PIECES},
-    )
+    pieces = dict(enumerate(_JSON_PIECES))
+    pieces[0] %= json.dumps(run_id)
+    params = {**_params(run_id, noted), **{f"p{i}": p for i, p in pieces.items()}}
+
+    def plain(step: dict[str, Any]) -> str:
+        text = ENCODER.encode(json_step(step, gates.get(step["step_id"]), reruns))
+        return "    " + text.replace("\n", "\n    ")  # line breaks in JSON text are its own
+
+    render = _Render(_JSON_OK + (_NOTED if noted else ""), _JSON_ROW, ",\n", plain)
     head = ENCODER.encode({"run": json_run(row), "steps": []})
     out = sys.stdout
-    if not rows:
-        out.write(ci_report(head + "\n"))
-        out.flush()
-        return
-    out.write(ci_report(head[: -len("[]\n}")] + "[\n"))
-    template = _ROW % json.dumps(run_id).replace("%", "%%")
-    plain = _plain_rows(store, ok, params) if None in map(itemgetter(1), rows) else iter(())
-    full = ",\n".join([template] * CHUNK)
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
-        if None not in map(itemgetter(1), chunk):
-            fmt = full if len(chunk) == CHUNK else ",\n".join([template] * len(chunk))
-            text = fmt % tuple(chain.from_iterable(chunk))
-        else:
-            text = ",\n".join(
-                template % r if r[1] is not None else _json_row(next(plain), gates, reruns)
-                for r in chunk
-            )
+    before = head[: -len("[]\n}")] + "[\n"  # what the next chunk follows
+    for text in _chunks(store, render, params):
         if not text.isascii() or "\x7f" in text:  # only inside strings: JSON's own text is ASCII
             text = re.sub(_NOT_ASCII, _escaped, text)
-        out.write(ci_report(text + (",\n" if start + CHUNK < len(rows) else "\n  ]\n}\n")))
+        out.write(ci_report(before))  # apart: `before + text` would copy the chunk
+        out.write(ci_report(text))
+        before = ",\n"
+    out.write(ci_report("\n  ]\n}\n" if before == ",\n" else head + "\n"))
     out.flush()
 
 
@@ -234,25 +202,74 @@ def _escaped(found: re.Match[str]) -> str:
     return json.encoder.encode_basestring_ascii(found.group())[1:-1]
 
 
-def _json_row(step: dict[str, Any], gates: Mapping[str, Any], reruns: Mapping[str, str]) -> str:
-    """A row as the plain version encodes it, at its depth (inside `"steps": [`)."""
-    shown = json_step(step, gates.get(step["step_id"]), reruns)
-    text = ENCODER.encode(shown)
-    return "    " + text.replace("\n", "\n    ")  # line breaks in JSON text are its own
+def _chunks(store: Store, render: _Render, params: Mapping[str, Any]) -> list[str]:
+    """The text of the run's shown rows in chunks, in the plain order (chunks without a
+    shown row left out)."""
+    run_id, params = params["rid"], {**params, "sep": render.sep, "missing": "\0"}
+    bounds = "SELECT min(rowid), max(rowid), count(*) FROM steps WHERE run_id = ?"
+    first, last, rows = store.tuples(bounds, (run_id,))[0]
+    if not rows:
+        return []
+    source = _RANGE
+    chunks: list[dict[str, Any]] = [
+        {"first": a, "last": a + CHUNK - 1} for a in range(first, last + 1, CHUNK)
+    ]
+    found = _in_plan_order(store, _query(render, source), params, chunks)
+    if found is None:
+        sort = "SELECT rowid FROM steps WHERE run_id = ? ORDER BY position, step_id"
+        ids = [r[0] for r in store.tuples(sort, (run_id,))]
+        source = _LISTED
+        chunks = [{"ids": json.dumps(ids[a : a + CHUNK])} for a in range(0, len(ids), CHUNK)]
+        query = _query(render, source)
+        found = [store.tuples(query, {**params, **chunk})[0] for chunk in chunks]
+    return [
+        _chunk_text(store, render, source, {**params, **chunk}, result)
+        for chunk, result in zip(chunks, found, strict=True)
+        if result[1]
+    ]
 
 
-_I = "\n      "
-_JSON_PIECES = {
-    "a1": f',{_I}"kind": ',
-    "a2": f',{_I}"state": ',
-    "a3": f',{_I}"attempts": ',
-    "c1": f',{_I}"error_kind": null,{_I}"error": null,{_I}"exit_code": null,{_I}"worker": ',
-    "c2": f',{_I}"log_path": ',
-    "c3": f',{_I}"position": ',
-    "c4": f',{_I}"cache_key": null',
-}
-# position (not printed), the step id ... attempts, started, finished, error_kind ... cache_key
-_ROW = (
-    f'%%.0s    {{{_I}"run_id": %s,{_I}"step_id": %%s,{_I}"started": %%s,{_I}"finished": '
-    f'%%s%%s,{_I}"output": null,{_I}"rerun": null,{_I}"outputs": null,{_I}"inputs": null\n    }}'
-)
+def _in_plan_order(
+    store: Store, query: str, params: Mapping[str, Any], chunks: list[dict[str, Any]]
+) -> list[tuple[Any, ...]] | None:
+    """The chunks read by rowid, or None as soon as one shows they are not in the plain
+    order: that needs the same `position - rowid` for every shown row (positions that rise
+    as the rowids do), every position an integer."""
+    found = []
+    offset = None
+    for chunk in chunks:
+        row = store.tuples(query, {**params, **chunk})[0]
+        _, count, least, most, kind = row
+        if count:
+            if least != most or kind != "integer" or offset not in (None, least):
+                return None
+            offset = least
+        found.append(row)
+    return found
+
+
+def _query(render: _Render, source: tuple[str, str]) -> str:
+    where, _ = source
+    return _CHUNK.format(ok=render.ok, text=render.text, source=where, shown=_SHOWN)
+
+
+def _chunk_text(
+    store: Store,
+    render: _Render,
+    source: tuple[str, str],
+    params: Mapping[str, Any],
+    found: tuple[Any, ...],
+) -> str:
+    """A chunk's text: SQLite's, or, when it left rows to Python, made again row by row."""
+    text, count = found[:2]
+    if render.exact(text, count):
+        return str(text)
+    where, order = source
+    again = f"SELECT CASE WHEN {render.ok} THEN {render.text} END AS shown__, steps.* FROM "
+    steps = store.query(f"{again}{where} AND {_SHOWN} ORDER BY {order}", params)
+    return render.sep.join(map(lambda step: _row_text(render, step), steps))
+
+
+def _row_text(render: _Render, step: dict[str, Any]) -> str:
+    text = step.pop("shown__")
+    return text if text is not None and render.exact(text, 1) else render.plain(step)
