@@ -134,18 +134,21 @@ def topological(
 ) -> list[Node]:
     """Kahn's order, ties broken by file order; assumes no cycle.  `deps`: the nodes'
     `dependents`, when known already (a plan's)."""
-    indegree = {nid: sum(1 for n in node.needs if n in nodes) for nid, node in nodes.items()}
+    known = nodes.__contains__
+    indegree = {nid: sum(map(known, node.needs)) for nid, node in nodes.items()}
     if deps is None:
         deps = dependents(nodes)
-    ready = deque(nid for nid in nodes if indegree[nid] == 0)
+    ready = deque([nid for nid, count in indegree.items() if not count])
     out: list[Node] = []
+    append, take, push = out.append, ready.popleft, ready.append  # once per node of a big plan
     while ready:
-        nid = ready.popleft()
-        out.append(nodes[nid])
+        nid = take()
+        append(nodes[nid])
         for child in deps[nid]:
-            indegree[child] -= 1
-            if indegree[child] == 0:
-                ready.append(child)
+            left = indegree[child] - 1
+            indegree[child] = left
+            if not left:
+                push(child)
     return out
 
 
@@ -356,6 +359,9 @@ def _mm(text: str) -> str:
 
 def plain(value: Any) -> Any:
     """A plan value as JSON: Deferred templates shown as their source."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value  # most leaves: no look at the Mapping protocol (an ABC check) for them
     if isinstance(value, Deferred):
         return value.source
     if isinstance(value, Mapping):

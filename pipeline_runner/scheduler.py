@@ -24,7 +24,6 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from . import cancelling, gating, gcpolicy, limits, procs, retrying, runsetup, runsignals
@@ -36,6 +35,7 @@ from .kinds import FailureKind, RunStatus
 from .messages import Completion, Started, Task
 from .model import Plan, State
 from .paths import RunPaths
+from .records import node_records
 from .runfacts import Deadline
 from .runoutcome import Ending, run_status
 from .runstate import NodeRun, Options, RunState, step_counts
@@ -472,7 +472,7 @@ class Scheduler:
                 outputs = {"error": f"outputs could not be rendered: {exc}"}
                 status, code = RunStatus.FAILED, EXIT_FAILED
         counts = step_counts(nodes.values())
-        records = MappingProxyType({nid: nr.change(nr.state) for nid, nr in nodes.items()})
+        records = node_records(nodes)
         when = time.time()
         failure = self.deadline.failure()
         result = RunResult(
@@ -493,6 +493,6 @@ def _run_info(scheduler: Scheduler, started: float) -> RunInfo:
         scheduler.run_dir,
         executor.name,
         getattr(executor, "size", 1),
-        MappingProxyType({nid: nr.change(nr.state) for nid, nr in runs.items()}),
+        node_records(runs),
         started,
     )
