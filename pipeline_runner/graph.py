@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .model import Deferred, Loop, Node, NodeKind, Plan, has_deferred
+from .model import EMPTY, Deferred, Loop, Node, NodeKind, Plan, has_deferred
 
 if TYPE_CHECKING:
     from .cache import CacheBackend
@@ -373,20 +373,21 @@ def plain(value: Any) -> Any:
 
 def node_json(node: Node, location: bool = True) -> dict[str, Any]:
     """A node as JSON data; without its `location` it is what `resume` compares."""
+    kind = node.kind
     data: dict[str, Any] = {
         "id": node.id,
-        "kind": node.kind.value,
+        "kind": kind._value_,  # not `.value`: a descriptor call for every node of the plan
         "needs": list(node.needs),
         "group": node.group,
     }
     if location:
         data["location"] = str(node.location)
-    if node.kind is NodeKind.GROUP:
+    if kind is NodeKind.GROUP:
         data["members"] = list(node.members)
         data["group_kind"] = node.group_kind
     else:
         data["uses"] = node.uses
-        data["with"] = plain(node.with_)
+        data["with"] = {} if node.with_ is EMPTY else plain(node.with_)  # most: EMPTY
         data["timeout"] = node.timeout
         data["retries"] = node.retries.max
         data["pool"] = node.pool

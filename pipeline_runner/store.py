@@ -587,16 +587,10 @@ class StoreSink:
                 "VALUES (?,?,?,?,?,?) ON CONFLICT (run_id, step_id) DO UPDATE SET "
                 "position = excluded.position",
                 [
-                    (
-                        run.run_id,
-                        nid,
-                        nr.kind._value_,
-                        nr.state._value_,
-                        self.position[nid],
-                        nr.log_path,
-                    )
-                    for nid, nr in run.nodes.items()
-                    if placed.get(nid) != self.position[nid]
+                    (run.run_id, nid, nr.kind._value_, nr.state._value_, position, nr.log_path)
+                    for nid, position in self.position.items()
+                    if placed.get(nid) != position
+                    for nr in (run.nodes[nid],)  # read only for a row to write
                 ],
             )
             db.execute(
@@ -607,8 +601,11 @@ class StoreSink:
     @staticmethod
     def recorded_positions(db: sqlite3.Connection, run_id: str) -> dict[str, int]:
         """Each recorded step of a run and its position."""
-        rows = db.execute("SELECT step_id, position FROM steps WHERE run_id = ?", (run_id,))
-        return {str(sid): int(position) for sid, position in rows}
+        cursor = db.cursor()
+        cursor.row_factory = None  # (TEXT, INTEGER) tuples: no sqlite3.Row made for each
+        return dict(
+            cursor.execute("SELECT step_id, position FROM steps WHERE run_id = ?", (run_id,))
+        )
 
     @staticmethod
     def stop_lost_attempts(db: sqlite3.Connection, run_id: str) -> None:
