@@ -32,8 +32,9 @@ def find_cycles(
     indegree = {nid: 0 for nid in nodes}
     if deps is None:
         deps = dependents(nodes)
+    known = nodes.__contains__
     for node in nodes.values():
-        indegree[node.id] = sum(1 for n in node.needs if n in nodes)
+        indegree[node.id] = sum(map(known, node.needs))
     ready = deque(nid for nid, d in indegree.items() if d == 0)
     while ready:
         nid = ready.popleft()

@@ -1,12 +1,11 @@
-"""The records of every node that the readers get when a run starts (`RunInfo.nodes`) and when
-it ends (`RunResult.nodes`).
+"""The records of every node that the readers get when a run ends (`RunResult.nodes`).
 
 The plain version makes them all at once: a frozen `StepChanged` per node in a dict.  For a
-100,000-step run that is about 35 MB made twice, and each time it is the run's peak memory.  One
-shortcut (shortcuts.py): a read-only mapping over the nodes' run state that makes a node's
-record when it is read, and keeps none.  It gives the same records as the dict, because no node
-changes while they are read: the readers read the start's records inside their `run_started`
-(none keeps them), and the end's after the run's last change.
+100,000-step run that is about 35 MB, made when the run's memory is at its peak.  One shortcut
+(shortcuts.py): a read-only mapping over the nodes' run state that makes a node's record when
+it is read, and keeps none.  It gives the same records as the dict: once the run has ended, no
+node changes any more.  (The records a run starts with, `RunInfo.nodes`, stay a dict: they are
+snapshots of nodes that change afterwards.)
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import expansion, graph, success_policy
@@ -34,17 +34,31 @@ def selected(plan: Plan, only: tuple[str, ...] | list[str] | Any) -> set[str]:
 
 
 def critical_path(state: RunState) -> None:
-    """For each node, the number of steps on the longest chain from it to the end."""
-    depth, dependents = state.depth, state.dependents
+    """For each node, the number of steps on the longest chain from it to the end.
+
+    Any order that puts each node after everything that needs it gives the same numbers:
+    the file's order reversed is one for most plans (a step needs steps written before it),
+    and only a plan where some step needs one written after it is sorted first."""
     plan = state.plan
+    if not _depths(reversed(plan.nodes.values()), state):
+        state.depth.clear()
+        _depths(reversed(graph.topological(plan.nodes, plan.dependents)), state)
+
+
+def _depths(order: Iterable[Node], state: RunState) -> bool:
+    """Each node's depth, in `order`; False as soon as a node comes before one that needs it."""
+    depth, dependents = state.depth, state.dependents
     known = depth.get
-    for node in reversed(graph.topological(plan.nodes, plan.dependents)):
+    for node in order:
         below = 0
         for dependent in dependents.get(node.id, ()):  # a loop, not max(): one call less a node
-            found = known(dependent, 0)
+            found = known(dependent)
+            if found is None:
+                return False
             if found > below:
                 below = found
         depth[node.id] = below if node.kind is NodeKind.GROUP else below + 1
+    return True
 
 
 def build(state: RunState, options: Options, log_path: Callable[[str], str]) -> None:

@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from . import cancelling, gating, gcpolicy, limits, procs, retrying, runsetup, runsignals
@@ -493,6 +494,6 @@ def _run_info(scheduler: Scheduler, started: float) -> RunInfo:
         scheduler.run_dir,
         executor.name,
         getattr(executor, "size", 1),
-        node_records(runs),
+        MappingProxyType({nid: nr.change(nr.state) for nid, nr in runs.items()}),
         started,
     )
