@@ -40,7 +40,7 @@ def critical_path(state: RunState) -> None:
     the file's order reversed is one for most plans (a step needs steps written before it),
     and only a plan where some step needs one written after it is sorted first."""
     plan = state.plan
-    if not _depths(reversed(plan.nodes.values()), state):
+    if not _depths(reversed(list(plan.nodes.values())), state):
         state.depth.clear()
         _depths(reversed(graph.topological(plan.nodes, plan.dependents)), state)
 
