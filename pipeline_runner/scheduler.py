@@ -33,7 +33,7 @@ from .changes import RunInfo, RunResult, Sink, StepChanged
 from .errors import EXIT_FAILED, TemplateError
 from .executors import Event, Executor, Returned
 from .kinds import FailureKind, RunStatus
-from .messages import Completion, Started, Task
+from .messages import Completion, Started, Task, numbered
 from .model import Plan, State
 from .paths import RunPaths
 from .records import node_records
@@ -293,7 +293,7 @@ class Scheduler:
         assert nr.task is not None
         attempt_id = self.state.new_attempt_id()
         self.take(nr, attempt_id)
-        return nr.task._replace(attempt_id=attempt_id, attempt=nr.attempt)
+        return numbered(nr.task, attempt_id, nr.attempt)
 
     def start_follow_up(self, nr: NodeRun) -> None:
         """The step before `nr` succeeded: its worker has started `nr` already."""
