@@ -80,18 +80,21 @@ def build(state: RunState, options: Options, log_path: Callable[[str], str]) -> 
         for nid in list(state.dependents):
             state.dependents[nid] = [d for d in state.dependents[nid] if d in state.runs]
     reused = []
+    runs = state.runs
     for nid, (kept_state, output, outputs_json) in options.preset.items():
-        found = state.runs.get(nid)
+        found = runs.get(nid)
         # `finally` steps run again, with the run's new status.
         if found is not None and found.node.kind is NodeKind.STEP and not found.node.is_finally:
-            found.take(output, "null" if output is None else json.dumps(output), outputs_json)
+            if output is not None or outputs_json is not None:  # most kept steps: neither
+                found.take(output, "null" if output is None else json.dumps(output), outputs_json)
             found.reused = True
             found.state = kept_state
             reused.append(found)
+    dependents = state.dependents
     for nr in reused:
         state.finish(nr, nr.state, quiet=True, ranked=False)
-        for dep in state.dependents_of(nr.id):
-            dep.waiting -= 1
+        for dep in dependents.get(nr.node.id, ()):
+            runs[dep].waiting -= 1
 
 
 def failed_outside(state: RunState, options: Options) -> bool:
