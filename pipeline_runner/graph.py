@@ -29,6 +29,8 @@ def find_cycles(
 ) -> list[list[str]]:
     """Each dependency cycle once, as `[a, b, c, a]`: b needs a, c needs b, a needs c.
     `deps`: the nodes' `dependents`, when known already."""
+    if _needs_come_first(nodes):
+        return []  # what each node needs is written before it: no need can lead back to it
     indegree = {nid: 0 for nid in nodes}
     if deps is None:
         deps = dependents(nodes)
@@ -53,6 +55,19 @@ def find_cycles(
             cycles.append(cycle)
         done.update(cycle or [start])
     return cycles
+
+
+def _needs_come_first(nodes: Mapping[str, Node]) -> bool:
+    """Whether every node comes after the nodes it needs (most plans: a step needs steps
+    written before it, a group comes after its members), which rules out a cycle."""
+    seen: set[str] = set()
+    add = seen.add
+    for nid, node in nodes.items():
+        for need in node.needs:
+            if need not in seen and need in nodes:
+                return False
+        add(nid)
+    return True
 
 
 def _walk_cycle(nodes: Mapping[str, Node], stuck: set[str], start: str) -> list[str] | None:
