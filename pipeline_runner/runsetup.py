@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import expansion, graph, success_policy
+from . import expansion, graph, limits, success_policy
 from .errors import TemplateError
 from .model import Deferred, Node, NodeKind, Plan, Scope, State
 from .runstate import NodeRun, Options, RunState, group_output, judged, kept_run
@@ -67,6 +67,7 @@ def build(state: RunState, options: Options, log_path: Callable[[str], str]) -> 
     completion)."""
     chosen = selected(state.plan, options.only)
     critical_path(state)
+    state.limited = not limits.unlimited(state.plan)
     for nid, node in state.plan.nodes.items():
         if nid not in chosen:
             continue

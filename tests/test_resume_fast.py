@@ -2,7 +2,8 @@
 (PIPELINE_RUNNER_NO_SHORTCUTS=1): the end's records made when read (records.py) give the same
 JSON and JUnit reports, the recorded plan not read when the run recorded the plan's hash
 (keeping.recorded_plan) still refuses a pipeline that changed and keeps what succeeded when it
-did not, and the set-up of a resume gives the same end as a run never stopped.
+did not, the set-up of a resume gives the same end as a run never stopped, and a limit that
+only the run learns still holds when the run keeps no slot counts for a plan with no limit.
 
 Each test drives the real `runner` command with real worker processes and a real run store.
 """
@@ -227,3 +228,40 @@ def test_a_resume_keeps_an_unchanged_plan_and_refuses_a_changed_one(
     forced = run_cli("resume", run_id, "--force", "--progress", "plain", env=env)
     assert forced.code == 0, forced.output
     assert (tmp_path / "journal.txt").read_text().split() == ["A", "gate", "gate", "B", "gate"]
+
+
+# A fan-out whose items, and its `max_parallel` with them, are only known at run time: the run
+# cannot know before it starts that nothing will hold a step back (limits.unlimited).
+RUN_TIME_LIMIT = """
+version: 1
+name: limited
+steps:
+  - id: axes
+    uses: python
+    with: {call: "lib:axes"}
+  - id: legs
+    uses: shell
+    needs: axes
+    for_each: "{{ steps.axes.output }}"
+    with: {cmd: "echo start >> legs.log; sleep 0.2; echo end >> legs.log"}
+"""
+
+AXES = """
+def axes():
+    return {"matrix": {"n": [1, 2, 3]}, "max_parallel": 1}
+"""
+
+
+@pytest.mark.parametrize("way", sorted(WAYS))
+def test_a_limit_known_only_at_run_time_holds_with_shortcuts_on_and_off(
+    way: str, write_pipeline: WritePipeline, run_cli: RunCli, tmp_path: Path
+) -> None:
+    path = write_pipeline(RUN_TIME_LIMIT, files={"lib.py": AXES})
+    done = run_cli("run", str(path), "--progress", "plain", "--workers", "3", env=WAYS[way])
+    assert done.code == 0, done.output
+    busy, most = 0, 0
+    lines = (tmp_path / "legs.log").read_text().splitlines()
+    for line in lines:
+        busy += 1 if line == "start" else -1
+        most = max(most, busy)
+    assert len(lines) == 6 and most == 1, lines
