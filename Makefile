@@ -63,13 +63,14 @@ test: $(VENV)/.installed-dev lint docs dist
 	$(BIN)/pytest -q $(PYTEST_JOBS)
 	$(MAKE) --no-print-directory test-plain
 
-# The plain paths: the engine, chain, wire, scheduler and reference-model tests again with every
+# The plain paths: the engine, chain, wire, scheduler, reference-model and resume tests again with every
 # speed shortcut off (PIPELINE_RUNNER_NO_SHORTCUTS=1: no compiled schema check, no chains, one pickle per
 # message, one Dask task per attempt), so the version each shortcut stands in for stays correct.
 test-plain: $(VENV)/.installed-dev
 	PIPELINE_RUNNER_NO_SHORTCUTS=1 RUNNER_MODEL_EXAMPLES=$${RUNNER_MODEL_EXAMPLES:-15} $(BIN)/pytest -q \
 		$(PYTEST_JOBS) -p no:cacheprovider tests/test_engine.py tests/test_chains.py tests/test_wire.py \
-		tests/test_journal.py tests/test_scheduler_unit.py tests/test_model.py tests/test_dask.py
+		tests/test_journal.py tests/test_scheduler_unit.py tests/test_model.py tests/test_dask.py \
+		tests/test_resume_semantics.py
 
 # The reference-model test with a longer budget (`make test` tries about 100 pipelines in a
 # minute): RUNNER_MODEL_EXAMPLES pipelines, 500 unless set.

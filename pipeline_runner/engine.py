@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from . import defaults, gcpolicy
 from .errors import EXIT_OK, PlatformError, UsageError
 from .graph import plain, topological
-from .keeping import resume_state
+from .keeping import recorded_plan, resume_state
 from .kinds import RunStatus
 from .model import Node, NodeKind, Plan, State
 from .paths import StatePaths
@@ -269,6 +269,7 @@ def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
     paths = StatePaths(Path(request.state_dir))
     store = open_store(paths.root)
     plan_json = plan_fingerprint(plan)
+    plan_hash = _sha256(plan_json.encode())
     options = SchedulerOptions(
         fail_fast=request.fail_fast,
         only=request.only,
@@ -285,9 +286,11 @@ def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
         rerun = frozenset(nid for nid, node in plan.nodes.items() if node.is_finally)
         rerun |= session.chosen.rerun
         results = store.step_results(run_id)
+        recorded = recorded_plan(store, run_id, plan_json, plan_hash)
         options.preset, options.attempts_done = resume_state(
-            run_id, plan, store.plan_json(run_id), plan_json, results, force, rerun
+            run_id, plan, recorded, plan_json, results, force, rerun
         )
+        del recorded
         if session.chosen.matched:
             store.note_rerun(run_id, rerun_notes(plan, session.chosen, request.rerun, results))
         del results  # not held through the run
@@ -304,7 +307,7 @@ def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
         store,
         request_record(request, plan),
         plan_json,
-        _sha256(plan_json.encode()),
+        plan_hash,
         _sha256(Path(request.file).read_bytes()),
         masker,
         resumed=resume is not None,

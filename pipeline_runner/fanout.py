@@ -44,17 +44,19 @@ class FanOuts:
         if legs is None:
             return
         members: list[str] = []
+        taken: set[str] = set()  # the members' ids: `in` on the list is quadratic in the items
         for index, (default, item) in enumerate(legs):
             key = self.instance_key(site, as_name, item, index, default)
             if key is None:
                 continue
             inst = f"{qid}.{key}"
-            if inst in members:
+            if inst in taken:
                 where = (*at, index) if isinstance(step["for_each"], list) else at
                 message = f"two items have the key '{key}'; set `key:` to tell them apart"
                 self.planner.problems.error(f, where, message)
                 continue
             members.append(inst)
+            taken.add(inst)
             scope = site.scope
             inner = Scope(
                 MappingProxyType({**scope.vars, as_name: item}), scope.aliases, scope.parent

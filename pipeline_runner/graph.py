@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .model import Deferred, Loop, Node, NodeKind, Plan, has_deferred
+from .model import EMPTY, Deferred, Loop, Node, NodeKind, Plan, has_deferred
 
 if TYPE_CHECKING:
     from .cache import CacheBackend
@@ -29,11 +29,14 @@ def find_cycles(
 ) -> list[list[str]]:
     """Each dependency cycle once, as `[a, b, c, a]`: b needs a, c needs b, a needs c.
     `deps`: the nodes' `dependents`, when known already."""
+    if _needs_come_first(nodes):
+        return []  # what each node needs is written before it: no need can lead back to it
     indegree = {nid: 0 for nid in nodes}
     if deps is None:
         deps = dependents(nodes)
+    known = nodes.__contains__
     for node in nodes.values():
-        indegree[node.id] = sum(1 for n in node.needs if n in nodes)
+        indegree[node.id] = sum(map(known, node.needs))
     ready = deque(nid for nid, d in indegree.items() if d == 0)
     while ready:
         nid = ready.popleft()
@@ -52,6 +55,19 @@ def find_cycles(
             cycles.append(cycle)
         done.update(cycle or [start])
     return cycles
+
+
+def _needs_come_first(nodes: Mapping[str, Node]) -> bool:
+    """Whether every node comes after the nodes it needs (most plans: a step needs steps
+    written before it, a group comes after its members), which rules out a cycle."""
+    seen: set[str] = set()
+    add = seen.add
+    for nid, node in nodes.items():
+        for need in node.needs:
+            if need not in seen and need in nodes:
+                return False
+        add(nid)
+    return True
 
 
 def _walk_cycle(nodes: Mapping[str, Node], stuck: set[str], start: str) -> list[str] | None:
@@ -134,18 +150,21 @@ def topological(
 ) -> list[Node]:
     """Kahn's order, ties broken by file order; assumes no cycle.  `deps`: the nodes'
     `dependents`, when known already (a plan's)."""
-    indegree = {nid: sum(1 for n in node.needs if n in nodes) for nid, node in nodes.items()}
+    known = nodes.__contains__
+    indegree = {nid: sum(map(known, node.needs)) for nid, node in nodes.items()}
     if deps is None:
         deps = dependents(nodes)
-    ready = deque(nid for nid in nodes if indegree[nid] == 0)
+    ready = deque([nid for nid, count in indegree.items() if not count])
     out: list[Node] = []
+    append, take, push = out.append, ready.popleft, ready.append  # once per node of a big plan
     while ready:
-        nid = ready.popleft()
-        out.append(nodes[nid])
+        nid = take()
+        append(nodes[nid])
         for child in deps[nid]:
-            indegree[child] -= 1
-            if indegree[child] == 0:
-                ready.append(child)
+            left = indegree[child] - 1
+            indegree[child] = left
+            if not left:
+                push(child)
     return out
 
 
@@ -375,20 +394,21 @@ _LEAVES = frozenset({str, int, float, bool, type(None)})
 
 def node_json(node: Node, location: bool = True) -> dict[str, Any]:
     """A node as JSON data; without its `location` it is what `resume` compares."""
+    kind = node.kind
     data: dict[str, Any] = {
         "id": node.id,
-        "kind": node.kind.value,
+        "kind": kind._value_,  # not `.value`: a descriptor call for every node of the plan
         "needs": list(node.needs),
         "group": node.group,
     }
     if location:
         data["location"] = str(node.location)
-    if node.kind is NodeKind.GROUP:
+    if kind is NodeKind.GROUP:
         data["members"] = list(node.members)
         data["group_kind"] = node.group_kind
     else:
         data["uses"] = node.uses
-        data["with"] = plain(node.with_)
+        data["with"] = {} if node.with_ is EMPTY else plain(node.with_)  # most: EMPTY
         data["timeout"] = node.timeout
         data["retries"] = node.retries.max
         data["pool"] = node.pool

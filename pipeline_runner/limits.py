@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import heapq
 
-from .model import Node
+from . import shortcuts
+from .model import Node, NodeKind, Plan
 from .runstate import RunState
 
 UNLIMITED = 1 << 30
@@ -51,8 +52,28 @@ def leg_done(state: RunState, node: Node) -> None:
         release_all(state, f"group:{node.group}")
 
 
+def unlimited(plan: Plan) -> bool:
+    """Whether no step of `plan` can be held back by a limit: it has no pools (nor breakers),
+    no `max_parallel` and no fan-out expanded at run time (a matrix's `max_parallel` may come
+    with its items).  A speed shortcut (shortcuts.py): a run of such a plan keeps no count of
+    the slots steps hold (`RunState.limited`), which nothing would read."""
+    if not shortcuts.enabled() or plan.pools or plan.breakers:
+        return False
+    return not any(_may_limit(node) for node in plan.nodes.values())
+
+
+def _may_limit(node: Node) -> bool:
+    return (
+        node.kind is NodeKind.MAPPED
+        or limit_of(node) is not None
+        or any(_may_limit(inner) for inner in node.body)
+    )
+
+
 def limit_reached(state: RunState, node: Node) -> str | None:
     """The limit (`pool:NAME` or `group:ID`) that keeps `node` from starting now, if any."""
+    if not state.limited:
+        return None
     pool = node.pool
     if pool is not None and state.pool_busy.get(pool, 0) >= state.plan.pools.get(pool, UNLIMITED):
         return "pool:" + pool
@@ -70,6 +91,8 @@ def limit_reached(state: RunState, node: Node) -> str | None:
 def hold(state: RunState, node: Node, delta: int) -> None:
     """Take (+1) or give back (-1) the slots of `node`; a slot given back lets one step that
     waited for it return to the ready queue."""
+    if not state.limited:
+        return
     if node.pool is not None:
         state.pool_busy[node.pool] = state.pool_busy.get(node.pool, 0) + delta
         if delta < 0:

@@ -53,3 +53,17 @@ class Started(NamedTuple):
     attempt_id: int
     pgid: int
     start_time: str = ""
+
+
+# Where a task's attempt number is; its attempt id comes first (`numbered` relies on both).
+_ATTEMPT = Task._fields.index("attempt")
+assert Task._fields[0] == "attempt_id"
+_make_task = tuple.__new__
+
+
+def numbered(task: Task, attempt_id: int, attempt: int) -> Task:
+    """`task` as attempt `attempt`, with id `attempt_id`: what `task._replace(attempt_id=...,
+    attempt=...)` gives, made directly (once per attempt: `_replace` takes its keywords apart
+    in Python)."""
+    values = (attempt_id, *task[1:_ATTEMPT], attempt, *task[_ATTEMPT + 1 :])
+    return _make_task(Task, values)

@@ -107,8 +107,8 @@ class Deferred:
 def has_deferred(value: Any) -> bool:
     """Whether a value holds a Deferred anywhere (so it must be rendered at run time)."""
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return False  # most leaves: no look at the Mapping protocol (an ABC check) for them
+    if kind is str or kind is int or kind is bool or value is None or value is EMPTY:
+        return False  # most leaves (and steps' `with`): no look at the Mapping protocol (ABC)
     if isinstance(value, Deferred):
         return True
     if kind is dict or isinstance(value, Mapping):

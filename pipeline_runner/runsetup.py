@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import expansion, graph, success_policy
+from . import expansion, graph, limits, success_policy
 from .errors import TemplateError
 from .model import Deferred, Node, NodeKind, Plan, Scope, State
 from .runstate import NodeRun, Options, RunState, group_output, judged, kept_run
@@ -34,12 +34,31 @@ def selected(plan: Plan, only: tuple[str, ...] | list[str] | Any) -> set[str]:
 
 
 def critical_path(state: RunState) -> None:
-    """For each node, the number of steps on the longest chain from it to the end."""
-    depth, dependents = state.depth, state.dependents
+    """For each node, the number of steps on the longest chain from it to the end.
+
+    Any order that puts each node after everything that needs it gives the same numbers:
+    the file's order reversed is one for most plans (a step needs steps written before it),
+    and only a plan where some step needs one written after it is sorted first."""
     plan = state.plan
-    for node in reversed(graph.topological(plan.nodes, plan.dependents)):
-        below = max((depth.get(d, 0) for d in dependents.get(node.id, ())), default=0)
-        depth[node.id] = below + (0 if node.kind is NodeKind.GROUP else 1)
+    if not _depths(reversed(list(plan.nodes.values())), state):
+        state.depth.clear()
+        _depths(reversed(graph.topological(plan.nodes, plan.dependents)), state)
+
+
+def _depths(order: Iterable[Node], state: RunState) -> bool:
+    """Each node's depth, in `order`; False as soon as a node comes before one that needs it."""
+    depth, dependents = state.depth, state.dependents
+    known = depth.get
+    for node in order:
+        below = 0
+        for dependent in dependents.get(node.id, ()):  # a loop, not max(): one call less a node
+            found = known(dependent)
+            if found is None:
+                return False
+            if found > below:
+                below = found
+        depth[node.id] = below if node.kind is NodeKind.GROUP else below + 1
+    return True
 
 
 def build(state: RunState, options: Options, log_path: Callable[[str], str]) -> None:
@@ -48,11 +67,12 @@ def build(state: RunState, options: Options, log_path: Callable[[str], str]) -> 
     completion)."""
     chosen = selected(state.plan, options.only)
     critical_path(state)
+    state.limited = not limits.unlimited(state.plan)
     for nid, node in state.plan.nodes.items():
         if nid not in chosen:
             continue
         nr = NodeRun(node, log_path=log_path(nid))
-        nr.waiting = sum(1 for n in node.needs if n in chosen)
+        nr.waiting = sum(map(chosen.__contains__, node.needs))
         nr.attempt = nr.base = options.attempts_done.get(nid, 0)
         if node.is_finally:
             nr.waiting += 1  # released when every other node is done
@@ -61,18 +81,21 @@ def build(state: RunState, options: Options, log_path: Callable[[str], str]) -> 
         for nid in list(state.dependents):
             state.dependents[nid] = [d for d in state.dependents[nid] if d in state.runs]
     reused = []
+    runs = state.runs
     for nid, (kept_state, output, outputs_json) in options.preset.items():
-        found = state.runs.get(nid)
+        found = runs.get(nid)
         # `finally` steps run again, with the run's new status.
         if found is not None and found.node.kind is NodeKind.STEP and not found.node.is_finally:
-            found.take(output, "null" if output is None else json.dumps(output), outputs_json)
+            if output is not None or outputs_json is not None:  # most kept steps: neither
+                found.take(output, "null" if output is None else json.dumps(output), outputs_json)
             found.reused = True
             found.state = kept_state
             reused.append(found)
+    dependents = state.dependents
     for nr in reused:
         state.finish(nr, nr.state, quiet=True, ranked=False)
-        for dep in state.dependents_of(nr.id):
-            dep.waiting -= 1
+        for dep in dependents.get(nr.node.id, ()):
+            runs[dep].waiting -= 1
 
 
 def failed_outside(state: RunState, options: Options) -> bool:

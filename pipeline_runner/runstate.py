@@ -208,6 +208,8 @@ class RunState:
         self.cancel_reason: tuple[str, str] | None = None  # the pipeline's timeout: kind, text
         self.by_attempt: dict[int, str] = {}  # running attempts: id -> step
         self.next_attempt_id = 1
+        # False when no limit can hold a step back (limits.unlimited): its slots are not kept
+        self.limited = True
 
     def new_attempt_id(self) -> int:
         attempt_id = self.next_attempt_id

@@ -33,9 +33,10 @@ from .changes import RunInfo, RunResult, Sink, StepChanged
 from .errors import EXIT_FAILED, TemplateError
 from .executors import Event, Executor, Returned
 from .kinds import FailureKind, RunStatus
-from .messages import Completion, Started, Task
+from .messages import Completion, Started, Task, numbered
 from .model import Plan, State
 from .paths import RunPaths
+from .records import node_records
 from .runfacts import Deadline
 from .runoutcome import Ending, run_status
 from .runstate import NodeRun, Options, RunState, step_counts
@@ -292,7 +293,7 @@ class Scheduler:
         assert nr.task is not None
         attempt_id = self.state.new_attempt_id()
         self.take(nr, attempt_id)
-        return nr.task._replace(attempt_id=attempt_id, attempt=nr.attempt)
+        return numbered(nr.task, attempt_id, nr.attempt)
 
     def start_follow_up(self, nr: NodeRun) -> None:
         """The step before `nr` succeeded: its worker has started `nr` already."""
@@ -472,7 +473,7 @@ class Scheduler:
                 outputs = {"error": f"outputs could not be rendered: {exc}"}
                 status, code = RunStatus.FAILED, EXIT_FAILED
         counts = step_counts(nodes.values())
-        records = MappingProxyType({nid: nr.change(nr.state) for nid, nr in nodes.items()})
+        records = node_records(nodes)
         when = time.time()
         failure = self.deadline.failure()
         result = RunResult(

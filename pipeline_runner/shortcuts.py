@@ -6,8 +6,9 @@ reading short steps' completions together, a worker sending its completions in b
 journal until sent, no state restore after a `noop` attempt and, after one, neither the working
 folder asked of the kernel nor a named-outputs file looked for, the attempt's folder and
 $RUNNER_OUTPUT kept between attempts and the named-outputs folder made once per worker; on
-resume, the recorded plan compared as text before it is parsed, and the plan and the step rows
-already recorded as they are not written again) sits
+resume, the recorded plan not read when its hash is the plan's now, else compared as text before
+it is parsed, and the plan and the step rows already recorded as they are not written again; the
+records of a run's end made when read; no count of held slots in a run nothing can limit) sits
 behind the interface of a plain implementation that does the same work the straightforward way.
 `PIPELINE_RUNNER_NO_SHORTCUTS=1` in the environment turns them all off, so the plain path can be
 run and tested (`make test` runs a part of the suite that way) and a suspected shortcut bug can be

@@ -521,7 +521,8 @@ class StoreSink:
     def run_started(self, run: RunInfo) -> None:
         self.run_id = run.run_id
         self.position = {nid: i for i, nid in enumerate(run.nodes)}
-        placed: Mapping[str, int] = {}  # resume: steps already recorded at their position
+        # resume: 1 at the position of each step recorded there already
+        placed = bytearray(len(self.position))
         with self.store.transaction() as db:
             if self.resumed:
                 self.events_kept = int(db.execute(_COUNT_EVENTS, (run.run_id,)).fetchone()[0])
@@ -531,7 +532,7 @@ class StoreSink:
                     # The same plan again (as most resumes): its text is not written again,
                     # nor the rows of the steps recorded where the plan puts them (the row
                     # of a step recorded before only takes its position from here).
-                    placed = self.recorded_positions(db, run.run_id)
+                    self.mark_placed(db, run.run_id, placed)
                     found = db.execute("SELECT plan_hash FROM runs WHERE id = ?", (run.run_id,))
                     recorded_hash = str((found.fetchone() or [""])[0])
                 db.execute(
@@ -587,16 +588,10 @@ class StoreSink:
                 "VALUES (?,?,?,?,?,?) ON CONFLICT (run_id, step_id) DO UPDATE SET "
                 "position = excluded.position",
                 [
-                    (
-                        run.run_id,
-                        nid,
-                        nr.kind._value_,
-                        nr.state._value_,
-                        self.position[nid],
-                        nr.log_path,
-                    )
-                    for nid, nr in run.nodes.items()
-                    if placed.get(nid) != self.position[nid]
+                    (run.run_id, nid, nr.kind._value_, nr.state._value_, position, nr.log_path)
+                    for nid, position in self.position.items()
+                    if not placed[position]
+                    for nr in (run.nodes[nid],)  # read only for a row to write
                 ],
             )
             db.execute(
@@ -604,11 +599,18 @@ class StoreSink:
                 (run.run_id, time.time(), "resumed" if self.resumed else "started", None),
             )
 
-    @staticmethod
-    def recorded_positions(db: sqlite3.Connection, run_id: str) -> dict[str, int]:
-        """Each recorded step of a run and its position."""
-        rows = db.execute("SELECT step_id, position FROM steps WHERE run_id = ?", (run_id,))
-        return {str(sid): int(position) for sid, position in rows}
+    def mark_placed(self, db: sqlite3.Connection, run_id: str, placed: bytearray) -> None:
+        """Set `placed[i]` for each step the run recorded at the position `i` it has now: the
+        recorded rows are read as they come, not kept (100,000 ids would be 11 MB more at the
+        run's peak)."""
+        now = self.position.get
+        cursor = db.cursor()
+        cursor.row_factory = None  # (TEXT, INTEGER) tuples: no sqlite3.Row made for each
+        for sid, position in cursor.execute(
+            "SELECT step_id, position FROM steps WHERE run_id = ?", (run_id,)
+        ):
+            if now(sid) == position:
+                placed[position] = 1
 
     @staticmethod
     def stop_lost_attempts(db: sqlite3.Connection, run_id: str) -> None:

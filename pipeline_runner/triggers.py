@@ -43,10 +43,10 @@ def holds(rule: str, states: Sequence[State]) -> bool:
     """Whether `rule` lets a step run after needs that ended in `states` (no needs: it runs)."""
     if not states or rule == "all_done":
         return True
+    if rule == "all_success":  # the default, checked for most steps: one pass, no count
+        return all(s in SUCCESS for s in states)
     ok = sum(1 for s in states if s in SUCCESS)
     failed = any(s in FAILURE for s in states)
-    if rule == "all_success":
-        return ok == len(states)
     if rule == "one_success":
         return ok > 0
     if rule == "one_failed":

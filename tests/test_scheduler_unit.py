@@ -112,6 +112,28 @@ def test_ready_order_is_priority_then_longest_chain_then_file_order(tmp_path: Pa
     assert rec.started() == ["c", "d", "a", "b", "e"]
 
 
+def test_the_longest_chain_counts_when_a_step_needs_one_written_after_it(tmp_path: Path) -> None:
+    # e needs d, written after it: the file's order reversed does not put every node after
+    # what needs it, so the chains are measured in a sorted order (runsetup.critical_path).
+    _, rec, result = run(
+        tmp_path,
+        """
+        version: 1
+        name: order
+        steps:
+          - {id: e, uses: noop, needs: d}
+          - {id: a, uses: noop}
+          - {id: b, uses: noop}
+          - {id: d, uses: noop, needs: f}
+          - {id: f, uses: noop}
+        """,
+    )
+    assert result.status == "succeeded"
+    # f has the longest chain behind it (3 steps: f, d, e); once it ends, d (2) goes before a
+    # and b (1 each), and then e (1, but written first) too
+    assert rec.started() == ["f", "d", "e", "a", "b"]
+
+
 def test_a_skipped_root_readies_a_dependent_whose_rule_allows_it(tmp_path: Path) -> None:
     sched, rec, result = run(
         tmp_path,
