@@ -90,6 +90,39 @@ class _LogWriter(io.RawIOBase):
         return len(data)
 
 
+class _StepText(io.TextIOWrapper):
+    """A pool worker's sys.stdout and sys.stderr for its attempts, kept from one attempt to the
+    next (a speed shortcut: making a text stream costs as much as a no-op step's call); its raw
+    writer is pointed at each attempt's log.  One that a step closed, detached or reconfigured
+    is not used again (`_step_text`)."""
+
+    changed = False
+
+    def reconfigure(self, *args: Any, **kwargs: Any) -> None:
+        self.changed = True
+        super().reconfigure(*args, **kwargs)
+
+    def detach(self) -> Any:
+        self.changed = True
+        return super().detach()
+
+
+_kept_text: tuple[_StepText, _LogWriter] | None = None
+
+
+def _step_text(write: Callable[[bytes], None]) -> _StepText:
+    """The kept text stream, writing to `write` (made again if a step spoilt it)."""
+    global _kept_text
+    kept = _kept_text
+    if kept is None or kept[0].changed or kept[0].closed:
+        raw = _LogWriter(write)
+        text = _StepText(raw, write_through=True, errors="replace")  # type: ignore[arg-type]
+        _kept_text = kept = (text, raw)
+    else:
+        kept[1]._write = write
+    return kept[0]
+
+
 class _StepLogTarget(io.RawIOBase):
     """Where the step logger writes: the current attempt's log (per thread)."""
 
@@ -350,8 +383,11 @@ def execute(
         saved = (sys.stdout, sys.stderr)
         restore_env: dict[str, str | None] = {}
         if redirect_std:  # the attempt has this process to itself: give it its environment too
-            raw = _LogWriter(stream.write)
-            text = io.TextIOWrapper(raw, write_through=True, errors="replace")  # type: ignore[type-var]
+            if _shared_outputs is not None:  # a pool worker's shortcut (see worker_main)
+                text: Any = _step_text(stream.write)
+            else:
+                raw = _LogWriter(stream.write)
+                text = io.TextIOWrapper(raw, write_through=True, errors="replace")
             sys.stdout = sys.stderr = text
             _base_environ()  # taken before any attempt changes os.environ
             outputs = _output_env(task)
@@ -851,9 +887,8 @@ class _ProcessState:
                     os.chdir(self.cwd)
             except OSError:  # the folder the attempt was in is gone
                 os.chdir(self.cwd)
-        signal.setitimer(signal.ITIMER_REAL, 0)  # also what signal.alarm set
-        for timer in self.TIMERS[1:]:
-            if signal.getitimer(timer) != (0.0, 0.0):
+        for timer in self.TIMERS:  # ITIMER_REAL: also what signal.alarm set
+            if _getitimer(timer) != (0.0, 0.0):
                 signal.setitimer(timer, 0)
         if tuple(map(_getsignal, self.watched)) != self.watched_handlers:
             for sig, handler in zip(self.watched, self.watched_handlers, strict=True):
@@ -866,6 +901,7 @@ class _ProcessState:
 # _signal's own getsignal and pthread_sigmask: signal's wrap each answer in enums (10x slower).
 _getsignal: Callable[[int], Any] = importlib.import_module("_signal").getsignal
 _sigmask: Callable[[int, Any], Any] = importlib.import_module("_signal").pthread_sigmask
+_getitimer: Callable[[int], tuple[float, float]] = importlib.import_module("_signal").getitimer
 _ENCODED = {name: os.fsencode(name) for name in (*OUTPUT_ENVS, "TRACEPARENT")}
 
 

@@ -168,3 +168,65 @@ def test_an_outputs_file_replaced_or_removed_by_a_step_is_read_and_made_again(
     assert steps["retried"]["outputs"] == {"try2": "yes"}
     if not plain:  # the worker ended normally: it leaves no outputs file behind
         assert not [p for p in state.rglob(".outputs/*") if p.is_file()]
+
+
+STDOUT = """
+version: 1
+name: stdout
+steps:
+  - {id: closes, uses: python, with: {call: "mod:closes"}}
+  - {id: after_close, needs: closes, uses: python, with: {call: "mod:say", args: [two]}}
+  - {id: strict, needs: after_close, uses: python, with: {call: "mod:strict"}}
+  - {id: odd, needs: strict, uses: python, with: {call: "mod:odd"}}
+  - {id: detaches, needs: odd, uses: python, with: {call: "mod:detaches"}}
+  - {id: last, needs: detaches, uses: python, with: {call: "mod:say", args: [four]}}
+"""
+
+STDOUT_MOD = """
+import sys
+
+
+def say(word):
+    print(word)
+
+
+def closes():
+    print("one")
+    sys.stdout.close()
+
+
+def strict():
+    sys.stdout.reconfigure(errors="strict")
+    print("three")
+
+
+def odd():
+    print("bad \\udc80 byte")  # unencodable: replaced, as the step's own stream does
+
+
+def detaches():
+    sys.stdout.detach()
+"""
+
+
+@pytest.mark.parametrize("plain", ["", "1"], ids=["shortcuts", "plain"])
+def test_a_step_that_closes_or_changes_its_stdout_leaves_the_next_step_a_good_one(
+    run_cli: RunCli,
+    write_pipeline: Callable[..., Path],
+    tmp_path: Path,
+    plain: str,
+) -> None:
+    """Every attempt prints to a fresh, working sys.stdout, whatever the attempt before it on
+    the same worker did to its own (closed, reconfigured, detached)."""
+    path = write_pipeline(STDOUT, files={"mod.py": STDOUT_MOD})
+    summary = tmp_path / "s.json"
+    env = {"PIPELINE_RUNNER_NO_SHORTCUTS": plain}
+    result = run_cli("run", str(path), "--workers", "1", "--json", str(summary), env=env)
+    assert result.code == 0 and no_traceback(result.output), result.output
+    report = json.loads(summary.read_text())
+    steps = {s["id"]: s for s in report["steps"]}
+    assert len({s["worker"] for s in steps.values()}) == 1, steps
+    expected = {"closes": "one", "after_close": "two", "strict": "three", "last": "four"}
+    for sid, word in {**expected, "odd": "bad ? byte"}.items():
+        logs = run_cli("logs", report["run_id"], sid, env=env)
+        assert logs.code == 0 and word in logs.stdout, (sid, logs.output)
