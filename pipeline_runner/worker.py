@@ -277,7 +277,9 @@ class FdPump:
         import fcntl  # here: only a worker process needs them
         import termios
 
-        self._ioctl, self._fionread, self._buf = fcntl.ioctl, termios.FIONREAD, bytearray(4)
+        self._buf = bytearray(4)
+        # ioctl(FIONREAD) with its arguments bound: it writes the byte count into _buf
+        self._ask = functools.partial(fcntl.ioctl, self.read_fd, termios.FIONREAD, self._buf)
         threading.Thread(target=self._loop, name="fd-pump", daemon=True).start()
 
     def _loop(self) -> None:
@@ -295,29 +297,30 @@ class FdPump:
     def attach(self, target: Callable[[bytes], None] | None) -> None:
         """Deliver what the pipe holds to the current target, then switch to `target`."""
         with self.lock:
-            if self._pending() == 0:  # the common case: one look, one turn of the lock
+            if not self._pending():  # the common case: one look, one turn of the lock
                 self.target = target
                 return
         self.drain()
         with self.lock:
             self.target = target
 
-    def _pending(self) -> int:
-        """How many bytes the pipe holds (the lock held)."""
-        self._ioctl(self.read_fd, self._fionread, self._buf)
-        return int.from_bytes(self._buf, sys.byteorder)
+    def _pending(self) -> bool:
+        """Whether the pipe holds bytes (the lock held)."""
+        self._ask()
+        return self._buf != _NO_BYTES
 
     def drain(self, limit: float = 1.0) -> None:
         deadline = time.monotonic() + limit
         while True:
             with self.lock:
-                if self._pending() == 0:
+                if not self._pending():
                     return
             if time.monotonic() > deadline:
                 return
             time.sleep(0.0005)
 
 
+_NO_BYTES = bytes(4)
 _pump: FdPump | None = None
 
 
@@ -459,6 +462,21 @@ _folders: dict[str, int] = {}  # pipeline folder -> a descriptor of it, to enter
 
 
 def _shared_file(task: Task) -> SharedFile:
+    """This worker's outputs file for the run folder of `task` (asked three times an attempt:
+    the answer for the latest task is kept)."""
+    global _last_shared
+    last = _last_shared
+    if last is not None and last[0] is task:
+        return last[1]
+    found = _find_shared_file(task)
+    _last_shared = (task, found)
+    return found
+
+
+_last_shared: tuple[Task, SharedFile] | None = None
+
+
+def _find_shared_file(task: Task) -> SharedFile:
     assert _shared_outputs is not None
     head = task.scratch_dir.rpartition("/")[0]
     found = _shared_outputs.get(head)
@@ -872,11 +890,12 @@ class _ProcessState:
             held = raw.get(key)  # set by the attempt, so already encoded there
             self.raw_environ[key] = os.fsencode(value) if held is None else held
 
-    def restore(self, home: str | None = None) -> bool:
+    def restore(self, home: str | None = None, handlers: bool = True) -> bool:
         """Undo what the attempt changed; True if it left threads running.  `home`: given, the
         working folder is left as the attempt left it (a speed shortcut, see worker_main:
         `execute` puts every attempt in its pipeline's folder first, whatever folder it finds,
-        and a system call saved counts where each costs as much as a no-op step)."""
+        and a system call saved counts where each costs as much as a no-op step).  `handlers`
+        False: the attempt set no signal handler (a speed shortcut, see `_HandlerWatch`)."""
         if _raw_environ() != self.raw_environ:
             for name in [n for n in os.environ if n not in self.environ]:
                 del os.environ[name]
@@ -890,12 +909,37 @@ class _ProcessState:
         for timer in self.TIMERS:  # ITIMER_REAL: also what signal.alarm set
             if _getitimer(timer) != (0.0, 0.0):
                 signal.setitimer(timer, 0)
-        if tuple(map(_getsignal, self.watched)) != self.watched_handlers:
+        if handlers and tuple(map(_getsignal, self.watched)) != self.watched_handlers:
             for sig, handler in zip(self.watched, self.watched_handlers, strict=True):
                 if _getsignal(sig) is not handler:
                     signal.signal(sig, handler)
         _sigmask(signal.SIG_SETMASK, self.mask)
         return not self.threads.issuperset(threading.enumerate())
+
+
+class _HandlerWatch:
+    """A pool worker's speed shortcut: Python's signal handlers are set only through
+    `_signal.signal` (which `signal.signal` calls, looking it up each time), wrapped here to
+    note that it was called, so that after an attempt that set none the handlers are not
+    compared one signal at a time (the dearest part of putting the process back).  With the
+    shortcuts off every handler is compared after every attempt."""
+
+    def __init__(self) -> None:
+        self.touched = False
+        module = importlib.import_module("_signal")
+        original = getattr(module, "signal")  # noqa: B009 (not typed on a module)
+
+        @functools.wraps(original)
+        def noted(signalnum: int, handler: Any) -> Any:
+            self.touched = True
+            return original(signalnum, handler)
+
+        setattr(module, "signal", noted)  # noqa: B010
+
+    def take(self) -> bool:
+        """Whether a handler was set since the last call."""
+        touched, self.touched = self.touched, False
+        return touched
 
 
 # _signal's own getsignal and pthread_sigmask: signal's wrap each answer in enums (10x slower).
@@ -989,6 +1033,8 @@ def worker_main(
     _no_code = skip_restore
     if fast:
         _shared_outputs, _worker_name = {}, name
+    # Set after the worker's own handlers (above), so that only an attempt's count.
+    watch = _HandlerWatch() if fast else None
     outcomes: dict[int, bool] = {}  # recent attempts here: did they succeed?
     try:
         while True:
@@ -1025,7 +1071,10 @@ def worker_main(
                     # the shortcut: stay in the pipeline's folder, where the next attempt goes
                     if fast:
                         baseline.expect(_output_env(current))
-                    leaked = baseline.restore(current.pipeline_dir if fast else None)
+                    leaked = baseline.restore(
+                        current.pipeline_dir if fast else None,
+                        watch is None or watch.take(),
+                    )
                 outcomes[current.attempt_id] = done.ok
                 if len(outcomes) > 256:
                     del outcomes[next(iter(outcomes))]

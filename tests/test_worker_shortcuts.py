@@ -230,3 +230,55 @@ def test_a_step_that_closes_or_changes_its_stdout_leaves_the_next_step_a_good_on
     for sid, word in {**expected, "odd": "bad ? byte"}.items():
         logs = run_cli("logs", report["run_id"], sid, env=env)
         assert logs.code == 0 and word in logs.stdout, (sid, logs.output)
+
+
+HANDLERS = """
+version: 1
+name: handlers
+steps:
+  - {id: by_signal, uses: python, with: {call: "mod:by_signal"}}
+  - {id: seen1, needs: by_signal, uses: python, with: {call: "mod:seen"}}
+  - {id: by_c_module, needs: seen1, uses: python, with: {call: "mod:by_c_module"}}
+  - {id: seen2, needs: by_c_module, uses: python, with: {call: "mod:seen"}}
+  - {id: plain, needs: seen2, uses: python, with: {call: "mod:seen"}}
+"""
+
+HANDLERS_MOD = """
+import signal
+
+
+def by_signal():
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+def by_c_module():
+    from _signal import SIG_IGN, SIGUSR2, signal as set_handler
+
+    set_handler(SIGUSR2, SIG_IGN)
+
+
+def seen():
+    return [signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL,
+            signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL]
+"""
+
+
+@pytest.mark.parametrize("plain", ["", "1"], ids=["shortcuts", "plain"])
+def test_a_signal_handler_a_step_set_is_put_back_however_it_was_set(
+    run_cli: RunCli,
+    write_pipeline: Callable[..., Path],
+    tmp_path: Path,
+    plain: str,
+) -> None:
+    """A handler set with signal.signal or with the C module's own function is undone before
+    the next attempt on the same worker (the shortcut compares the handlers only after an
+    attempt that set one)."""
+    path = write_pipeline(HANDLERS, files={"mod.py": HANDLERS_MOD})
+    summary = tmp_path / "s.json"
+    env = {"PIPELINE_RUNNER_NO_SHORTCUTS": plain}
+    result = run_cli("run", str(path), "--workers", "1", "--json", str(summary), env=env)
+    assert result.code == 0 and no_traceback(result.output), result.output
+    steps = {s["id"]: s for s in json.loads(summary.read_text())["steps"]}
+    assert len({s["worker"] for s in steps.values()}) == 1, steps
+    for sid in ("seen1", "seen2", "plain"):
+        assert steps[sid]["output"] == [True, True], (sid, steps[sid])
