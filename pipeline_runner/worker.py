@@ -474,6 +474,10 @@ def _shared_file(task: Task) -> SharedFile:
 
 
 _last_shared: tuple[Task, SharedFile] | None = None
+# The outputs file of the last attempt if nothing but that attempt can have written to it since
+# it was read: no process of it was left at its end and it set no signal handler (see
+# worker_main).
+_still: SharedFile | None = None
 
 
 def _find_shared_file(task: Task) -> SharedFile:
@@ -592,7 +596,8 @@ def _run(
     )
     _target.local.write = stream.write
     if _shared_outputs is not None and not _no_code(task.uses):
-        _shared_file(task).clear()
+        shared = _shared_file(task)
+        shared.clear(untouched=shared is _still)
     try:
         plugin = registry().load(task.uses)
         output = plugin.run(task.with_, ctx)
@@ -748,10 +753,21 @@ def reap_leftovers() -> str:
     """Kill what a finished attempt left behind, even processes that left its process group
     (`setsid`): this worker is their subreaper, so they are its descendants.  Returns a
     warning naming any that had to be killed this way, or ""."""
+    return _reap()[0]
+
+
+def _reap() -> tuple[str, bool]:
+    """`reap_leftovers`, and whether this process had no child at all (so no descendant
+    either, alive or dead: orphans are reparented to us, the dead wait for our waitid)."""
     try:
         os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
-        return ""  # no child at all, so no descendant either (orphans are reparented to us)
+        return "", True
+    return _kill_descendants(), False
+
+
+def _kill_descendants() -> str:
+    """SIGKILL every descendant of this process; the warning of `reap_leftovers`."""
     me = os.getpid()
     found: list[int] = []
     stack = _children(me)
@@ -1027,7 +1043,7 @@ def worker_main(
         _current_pgid, _current_grace = pid, current.grace
         outbox.started(Started(current.attempt_id, pid, process_start_time(pid)))
 
-    global _no_code, _shared_outputs, _worker_name
+    global _no_code, _shared_outputs, _worker_name, _still
     fast = shortcuts.enabled()
     skip_restore = _runs_no_code if fast else _never
     _no_code = skip_restore
@@ -1060,21 +1076,23 @@ def worker_main(
                     return
                 done = execute(current, masker, name, started, output_env_stays=fast)
                 _current_pgid = None
-                survivors = reap_leftovers()
+                survivors, alone = _reap()
                 if survivors:
                     if not done.ok:
                         done = done._replace(message=done.message + survivors)
                     _note_survivors(current, survivors)
+                touched = watch is None or watch.take()
                 if skip_restore(current.uses):
                     leaked = False
                 else:
                     # the shortcut: stay in the pipeline's folder, where the next attempt goes
                     if fast:
                         baseline.expect(_output_env(current))
-                    leaked = baseline.restore(
-                        current.pipeline_dir if fast else None,
-                        watch is None or watch.take(),
-                    )
+                    leaked = baseline.restore(current.pipeline_dir if fast else None, touched)
+                if fast:
+                    # A handler could have reaped a leftover unseen (SIGCHLD ignored or waited
+                    # for by a step's handler).
+                    _still = _shared_file(current) if alone and not touched else None
                 outcomes[current.attempt_id] = done.ok
                 if len(outcomes) > 256:
                     del outcomes[next(iter(outcomes))]

@@ -282,3 +282,51 @@ def test_a_signal_handler_a_step_set_is_put_back_however_it_was_set(
     assert len({s["worker"] for s in steps.values()}) == 1, steps
     for sid in ("seen1", "seen2", "plain"):
         assert steps[sid]["output"] == [True, True], (sid, steps[sid])
+
+
+LATE = """
+version: 1
+name: late-writer
+steps:
+  # Its own outputs may be read while that process writes a line (a cut line fails it).
+  - {id: leaves, uses: python, continue_on_error: true, with: {call: "mod:leaves"}}
+  - {id: next, needs: leaves, uses: python, with: {call: "mod:nothing"}}
+  - {id: again, needs: next, uses: python, with: {call: "mod:nothing"}}
+"""
+
+LATE_MOD = """
+import os
+import subprocess
+import time
+
+
+def leaves():
+    # A process left running that keeps writing outputs, after this attempt's were read too.
+    subprocess.Popen(["sh", "-c", 'while :; do echo late=1 >> "$RUNNER_OUTPUT"; done'])
+    time.sleep(0.2)
+
+
+def nothing():
+    return None
+"""
+
+
+@pytest.mark.parametrize("plain", ["", "1"], ids=["shortcuts", "plain"])
+def test_outputs_a_leftover_process_wrote_are_not_the_next_steps(
+    run_cli: RunCli,
+    write_pipeline: Callable[..., Path],
+    tmp_path: Path,
+    plain: str,
+) -> None:
+    """A process a step left running, killed by its worker, may still have written to the
+    outputs file after the step's outputs were read: the next step on that worker starts with
+    an empty file (the shortcut skips that look only when the attempt before left nothing)."""
+    path = write_pipeline(LATE, files={"mod.py": LATE_MOD})
+    summary = tmp_path / "s.json"
+    env = {"PIPELINE_RUNNER_NO_SHORTCUTS": plain}
+    result = run_cli("run", str(path), "--workers", "1", "--json", str(summary), env=env)
+    assert no_traceback(result.output), result.output
+    steps = {s["id"]: s for s in json.loads(summary.read_text())["steps"]}
+    assert len({s["worker"] for s in steps.values()}) == 1, steps
+    for sid in ("next", "again"):
+        assert steps[sid]["state"] == "succeeded" and not steps[sid]["outputs"], steps[sid]
