@@ -5,7 +5,10 @@ behind a running step, the compact wire format between workers and the runner, t
 reading short steps' completions together, a worker sending its completions in batches kept in a
 journal until sent, no state restore after a `noop` attempt and, after one, neither the working
 folder asked of the kernel nor a named-outputs file looked for, the attempt's folder and
-$RUNNER_OUTPUT kept between attempts and the named-outputs folder made once per worker; on
+$RUNNER_OUTPUT kept between attempts and the named-outputs folder made once per worker, a pool
+worker's sys.stdout kept from one attempt to the next, its signal handlers compared only after
+an attempt that set one, its outputs file not looked at before an attempt when the one before
+left it empty and no process behind; on
 resume, the recorded plan compared as text before it is parsed, and the plan and the step rows
 already recorded as they are not written again) sits
 behind the interface of a plain implementation that does the same work the straightforward way.
