@@ -11,7 +11,12 @@ the completions go to the pipe together: when the worker is about to wait for wo
 waiting, or at most `DELAY` after the first (a thread sends them while a long step runs after
 short ones), as one pickle of the list.  A write to the journal survives its writer as a pipe
 write does, and wakes nobody; an entry is the completion's fields in `marshal`'s format (five
-times cheaper to make than a pickle of it alone).  After each send the journal is emptied.  When
+times cheaper to make than a pickle of it alone).  The worker maps the journal's first `SIZE`
+bytes into its memory and writes entries there, with no system call: an entry's bytes first,
+then a zero length after them (where the next one goes), its own length last, so that a death
+at any point leaves whole entries and then a zero length, where `read` stops.  An entry that
+does not fit is sent at once instead.  After each send the journal is emptied (a zero length
+at its start).  When
 a worker dies, the runner reads what its pipe still held and then the journal (`read`): the
 completions of attempts it still counts as queued are applied as if they had come through the
 pipe, so the head attempt that died is the only one lost, as on the plain path.  A `Started`
@@ -21,6 +26,7 @@ goes at once, with the completions before it.
 from __future__ import annotations
 
 import marshal
+import mmap
 import os
 import pickle
 import struct
@@ -33,6 +39,8 @@ from .messages import Completion, Started
 
 DELAY = 0.002  # seconds a completion may wait for company before it is sent
 MAX_BATCH = 32  # completions sent together at most
+SIZE = 1 << 16  # bytes of the journal the worker maps (32 no-op completions take 2 KiB)
+_END = bytes(4)  # a zero length: no entry from here on
 
 
 def create() -> int | None:
@@ -51,15 +59,26 @@ def open_for_worker(owner: int, fd: int) -> int | None:
     """The worker's own descriptor of the runner's journal `fd` (through /proc, which works for
     a worker forked directly and for one from the forkserver alike), or None."""
     try:
-        return os.open(f"/proc/{owner}/fd/{fd}", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        return os.open(f"/proc/{owner}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
     except OSError:
         return None
 
 
 def entry(done: Completion) -> bytes:
     """A completion as the journal keeps it: a 4-byte big-endian length, then its fields."""
-    fields = marshal.dumps(tuple(done))
-    return struct.pack("!i", len(fields)) + fields
+    fields = marshal.dumps(done[:])  # a plain tuple: marshal takes no named tuple
+    return len(fields).to_bytes(4, "big") + fields
+
+
+def _map(fd: int) -> mmap.mmap | None:
+    """The journal's first SIZE bytes mapped into this process, shared with the file (a store
+    there is in the file at once, and stays there when this process dies), or None."""
+    try:
+        if os.fstat(fd).st_size < SIZE:
+            os.ftruncate(fd, SIZE)
+        return mmap.mmap(fd, SIZE)
+    except (OSError, ValueError):
+        return None
 
 
 def read(fd: int) -> list[Completion]:
@@ -100,6 +119,8 @@ class BatchedOutbox:
         self.first = 0.0  # when the oldest of them was made
         self.broken = False
         self.journaled = False  # the journal holds entries
+        self.end = 0  # where the next entry goes
+        self.map = _map(fd)  # None: nothing can be kept, every completion is sent at once
         self.lock = threading.Condition()
         threading.Thread(target=self._flusher, name="runner-outbox", daemon=True).start()
 
@@ -120,11 +141,7 @@ class BatchedOutbox:
                 or (waiting > 0 and time.monotonic() - self.first > DELAY)
             )
             if not now:  # it waits: keep it first (a completion sent now needs no keeping)
-                try:
-                    os.write(self.fd, entry(done))  # whole (a regular file)
-                    self.journaled = True
-                except OSError:  # the memory is gone: send it now, the plain way
-                    now = True
+                now = not self._keep(entry(done))  # not kept: send it now, the plain way
             if not waiting:
                 self.first = time.monotonic()
                 if not now:  # the flusher sends it if nothing else does first
@@ -153,12 +170,23 @@ class BatchedOutbox:
         except OSError:
             self.broken = True
             return False
-        if self.journaled:
-            try:
-                os.ftruncate(self.fd, 0)
-                self.journaled = False
-            except OSError:
-                pass
+        if self.journaled and self.map is not None:
+            self.map[0:4] = _END
+            self.end = 0
+            self.journaled = False
+        return True
+
+    def _keep(self, data: bytes) -> bool:
+        """Write an entry to the journal (the lock held); False if it does not fit."""
+        journal, start = self.map, self.end
+        stop = start + len(data)
+        if journal is None or stop + 4 > SIZE:
+            return False
+        journal[stop : stop + 4] = _END  # a stale entry from before a send must not be read
+        journal[start + 4 : stop] = data[4:]
+        journal[start : start + 4] = data[:4]  # last: the entry counts once it is whole
+        self.end = stop
+        self.journaled = True
         return True
 
     def _flusher(self) -> None:

@@ -93,6 +93,7 @@ class SharedFile:
         self.path = path
         self.env = dict.fromkeys(OUTPUT_ENVS, path)  # the variables that name it
         self.fd = -1
+        self.left_empty = False  # by the last `take` (and no attempt ran code since)
         self._open()
 
     def _open(self) -> None:
@@ -104,8 +105,13 @@ class SharedFile:
         except OSError:
             self.fd = -1  # the step's writes fail and say why; read by name meanwhile
 
-    def clear(self) -> None:
-        """Before an attempt: the file is there, empty."""
+    def clear(self, untouched: bool = False) -> None:
+        """Before an attempt: the file is there, empty.  `untouched`: the caller knows that no
+        process has run since the last attempt's end that could write to it (a speed shortcut,
+        see worker_main); if that attempt's `take` left it empty, it is not looked at."""
+        left_empty, self.left_empty = self.left_empty, False
+        if untouched and left_empty:
+            return
         if self.fd < 0:
             self._open()
             return
@@ -125,12 +131,14 @@ class SharedFile:
             self._open()
             return found
         if not status.st_size:
+            self.left_empty = True
             return {}
         try:
             data = os.pread(self.fd, min(status.st_size, MAX_FILE_BYTES) + 1, 0)
             os.ftruncate(self.fd, 0)
         except OSError as exc:
             raise OutputsError(f"cannot read ${OUTPUT_ENV} ({self.path}): {exc}") from None
+        self.left_empty = True
         return _parse_bytes(data)
 
 

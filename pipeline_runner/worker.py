@@ -90,6 +90,39 @@ class _LogWriter(io.RawIOBase):
         return len(data)
 
 
+class _StepText(io.TextIOWrapper):
+    """A pool worker's sys.stdout and sys.stderr for its attempts, kept from one attempt to the
+    next (a speed shortcut: making a text stream costs as much as a no-op step's call); its raw
+    writer is pointed at each attempt's log.  One that a step closed, detached or reconfigured
+    is not used again (`_step_text`)."""
+
+    changed = False
+
+    def reconfigure(self, *args: Any, **kwargs: Any) -> None:
+        self.changed = True
+        super().reconfigure(*args, **kwargs)
+
+    def detach(self) -> Any:
+        self.changed = True
+        return super().detach()
+
+
+_kept_text: tuple[_StepText, _LogWriter] | None = None
+
+
+def _step_text(write: Callable[[bytes], None]) -> _StepText:
+    """The kept text stream, writing to `write` (made again if a step spoilt it)."""
+    global _kept_text
+    kept = _kept_text
+    if kept is None or kept[0].changed or kept[0].closed:
+        raw = _LogWriter(write)
+        text = _StepText(raw, write_through=True, errors="replace")  # type: ignore[arg-type]
+        _kept_text = kept = (text, raw)
+    else:
+        kept[1]._write = write
+    return kept[0]
+
+
 class _StepLogTarget(io.RawIOBase):
     """Where the step logger writes: the current attempt's log (per thread)."""
 
@@ -244,7 +277,9 @@ class FdPump:
         import fcntl  # here: only a worker process needs them
         import termios
 
-        self._ioctl, self._fionread, self._buf = fcntl.ioctl, termios.FIONREAD, bytearray(4)
+        self._buf = bytearray(4)
+        # ioctl(FIONREAD) with its arguments bound: it writes the byte count into _buf
+        self._ask = functools.partial(fcntl.ioctl, self.read_fd, termios.FIONREAD, self._buf)
         threading.Thread(target=self._loop, name="fd-pump", daemon=True).start()
 
     def _loop(self) -> None:
@@ -262,29 +297,30 @@ class FdPump:
     def attach(self, target: Callable[[bytes], None] | None) -> None:
         """Deliver what the pipe holds to the current target, then switch to `target`."""
         with self.lock:
-            if self._pending() == 0:  # the common case: one look, one turn of the lock
+            if not self._pending():  # the common case: one look, one turn of the lock
                 self.target = target
                 return
         self.drain()
         with self.lock:
             self.target = target
 
-    def _pending(self) -> int:
-        """How many bytes the pipe holds (the lock held)."""
-        self._ioctl(self.read_fd, self._fionread, self._buf)
-        return int.from_bytes(self._buf, sys.byteorder)
+    def _pending(self) -> bool:
+        """Whether the pipe holds bytes (the lock held)."""
+        self._ask()
+        return self._buf != _NO_BYTES
 
     def drain(self, limit: float = 1.0) -> None:
         deadline = time.monotonic() + limit
         while True:
             with self.lock:
-                if self._pending() == 0:
+                if not self._pending():
                     return
             if time.monotonic() > deadline:
                 return
             time.sleep(0.0005)
 
 
+_NO_BYTES = bytes(4)
 _pump: FdPump | None = None
 
 
@@ -350,8 +386,11 @@ def execute(
         saved = (sys.stdout, sys.stderr)
         restore_env: dict[str, str | None] = {}
         if redirect_std:  # the attempt has this process to itself: give it its environment too
-            raw = _LogWriter(stream.write)
-            text = io.TextIOWrapper(raw, write_through=True, errors="replace")  # type: ignore[type-var]
+            if _shared_outputs is not None:  # a pool worker's shortcut (see worker_main)
+                text: Any = _step_text(stream.write)
+            else:
+                raw = _LogWriter(stream.write)
+                text = io.TextIOWrapper(raw, write_through=True, errors="replace")
             sys.stdout = sys.stderr = text
             _base_environ()  # taken before any attempt changes os.environ
             outputs = _output_env(task)
@@ -423,6 +462,25 @@ _folders: dict[str, int] = {}  # pipeline folder -> a descriptor of it, to enter
 
 
 def _shared_file(task: Task) -> SharedFile:
+    """This worker's outputs file for the run folder of `task` (asked three times an attempt:
+    the answer for the latest task is kept)."""
+    global _last_shared
+    last = _last_shared
+    if last is not None and last[0] is task:
+        return last[1]
+    found = _find_shared_file(task)
+    _last_shared = (task, found)
+    return found
+
+
+_last_shared: tuple[Task, SharedFile] | None = None
+# The outputs file of the last attempt if nothing but that attempt can have written to it since
+# it was read: no process of it was left at its end and it set no signal handler (see
+# worker_main).
+_still: SharedFile | None = None
+
+
+def _find_shared_file(task: Task) -> SharedFile:
     assert _shared_outputs is not None
     head = task.scratch_dir.rpartition("/")[0]
     found = _shared_outputs.get(head)
@@ -538,7 +596,8 @@ def _run(
     )
     _target.local.write = stream.write
     if _shared_outputs is not None and not _no_code(task.uses):
-        _shared_file(task).clear()
+        shared = _shared_file(task)
+        shared.clear(untouched=shared is _still)
     try:
         plugin = registry().load(task.uses)
         output = plugin.run(task.with_, ctx)
@@ -694,10 +753,21 @@ def reap_leftovers() -> str:
     """Kill what a finished attempt left behind, even processes that left its process group
     (`setsid`): this worker is their subreaper, so they are its descendants.  Returns a
     warning naming any that had to be killed this way, or ""."""
+    return _reap()[0]
+
+
+def _reap() -> tuple[str, bool]:
+    """`reap_leftovers`, and whether this process had no child at all (so no descendant
+    either, alive or dead: orphans are reparented to us, the dead wait for our waitid)."""
     try:
         os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
-        return ""  # no child at all, so no descendant either (orphans are reparented to us)
+        return "", True
+    return _kill_descendants(), False
+
+
+def _kill_descendants() -> str:
+    """SIGKILL every descendant of this process; the warning of `reap_leftovers`."""
     me = os.getpid()
     found: list[int] = []
     stack = _children(me)
@@ -836,11 +906,12 @@ class _ProcessState:
             held = raw.get(key)  # set by the attempt, so already encoded there
             self.raw_environ[key] = os.fsencode(value) if held is None else held
 
-    def restore(self, home: str | None = None) -> bool:
+    def restore(self, home: str | None = None, handlers: bool = True) -> bool:
         """Undo what the attempt changed; True if it left threads running.  `home`: given, the
         working folder is left as the attempt left it (a speed shortcut, see worker_main:
         `execute` puts every attempt in its pipeline's folder first, whatever folder it finds,
-        and a system call saved counts where each costs as much as a no-op step)."""
+        and a system call saved counts where each costs as much as a no-op step).  `handlers`
+        False: the attempt set no signal handler (a speed shortcut, see `_HandlerWatch`)."""
         if _raw_environ() != self.raw_environ:
             for name in [n for n in os.environ if n not in self.environ]:
                 del os.environ[name]
@@ -851,11 +922,10 @@ class _ProcessState:
                     os.chdir(self.cwd)
             except OSError:  # the folder the attempt was in is gone
                 os.chdir(self.cwd)
-        signal.setitimer(signal.ITIMER_REAL, 0)  # also what signal.alarm set
-        for timer in self.TIMERS[1:]:
-            if signal.getitimer(timer) != (0.0, 0.0):
+        for timer in self.TIMERS:  # ITIMER_REAL: also what signal.alarm set
+            if _getitimer(timer) != (0.0, 0.0):
                 signal.setitimer(timer, 0)
-        if tuple(map(_getsignal, self.watched)) != self.watched_handlers:
+        if handlers and tuple(map(_getsignal, self.watched)) != self.watched_handlers:
             for sig, handler in zip(self.watched, self.watched_handlers, strict=True):
                 if _getsignal(sig) is not handler:
                     signal.signal(sig, handler)
@@ -863,9 +933,35 @@ class _ProcessState:
         return not self.threads.issuperset(threading.enumerate())
 
 
+class _HandlerWatch:
+    """A pool worker's speed shortcut: Python's signal handlers are set only through
+    `_signal.signal` (which `signal.signal` calls, looking it up each time), wrapped here to
+    note that it was called, so that after an attempt that set none the handlers are not
+    compared one signal at a time (the dearest part of putting the process back).  With the
+    shortcuts off every handler is compared after every attempt."""
+
+    def __init__(self) -> None:
+        self.touched = False
+        module = importlib.import_module("_signal")
+        original = getattr(module, "signal")  # noqa: B009 (not typed on a module)
+
+        @functools.wraps(original)
+        def noted(signalnum: int, handler: Any) -> Any:
+            self.touched = True
+            return original(signalnum, handler)
+
+        setattr(module, "signal", noted)  # noqa: B010
+
+    def take(self) -> bool:
+        """Whether a handler was set since the last call."""
+        touched, self.touched = self.touched, False
+        return touched
+
+
 # _signal's own getsignal and pthread_sigmask: signal's wrap each answer in enums (10x slower).
 _getsignal: Callable[[int], Any] = importlib.import_module("_signal").getsignal
 _sigmask: Callable[[int, Any], Any] = importlib.import_module("_signal").pthread_sigmask
+_getitimer: Callable[[int], tuple[float, float]] = importlib.import_module("_signal").getitimer
 _ENCODED = {name: os.fsencode(name) for name in (*OUTPUT_ENVS, "TRACEPARENT")}
 
 
@@ -947,12 +1043,14 @@ def worker_main(
         _current_pgid, _current_grace = pid, current.grace
         outbox.started(Started(current.attempt_id, pid, process_start_time(pid)))
 
-    global _no_code, _shared_outputs, _worker_name
+    global _no_code, _shared_outputs, _worker_name, _still
     fast = shortcuts.enabled()
     skip_restore = _runs_no_code if fast else _never
     _no_code = skip_restore
     if fast:
         _shared_outputs, _worker_name = {}, name
+    # Set after the worker's own handlers (above), so that only an attempt's count.
+    watch = _HandlerWatch() if fast else None
     outcomes: dict[int, bool] = {}  # recent attempts here: did they succeed?
     try:
         while True:
@@ -978,18 +1076,23 @@ def worker_main(
                     return
                 done = execute(current, masker, name, started, output_env_stays=fast)
                 _current_pgid = None
-                survivors = reap_leftovers()
+                survivors, alone = _reap()
                 if survivors:
                     if not done.ok:
                         done = done._replace(message=done.message + survivors)
                     _note_survivors(current, survivors)
+                touched = watch is None or watch.take()
                 if skip_restore(current.uses):
                     leaked = False
                 else:
                     # the shortcut: stay in the pipeline's folder, where the next attempt goes
                     if fast:
                         baseline.expect(_output_env(current))
-                    leaked = baseline.restore(current.pipeline_dir if fast else None)
+                    leaked = baseline.restore(current.pipeline_dir if fast else None, touched)
+                if fast:
+                    # A handler could have reaped a leftover unseen (SIGCHLD ignored or waited
+                    # for by a step's handler).
+                    _still = _shared_file(current) if alone and not touched else None
                 outcomes[current.attempt_id] = done.ok
                 if len(outcomes) > 256:
                     del outcomes[next(iter(outcomes))]

@@ -81,3 +81,50 @@ def test_a_message_cut_short_is_left_out() -> None:
         assert journal.read(kept) == [done(1)]
     finally:
         os.close(kept)
+
+
+def test_after_a_send_only_the_new_completions_are_kept() -> None:
+    """Entries are written over the ones already sent: the journal holds the new ones only,
+    never an older one after them."""
+    parent, child = multiprocessing.Pipe()
+    kept = journal.create()
+    assert kept is not None
+    fd = journal.open_for_worker(os.getpid(), kept)
+    assert fd is not None
+    journal.DELAY, delay = 60.0, journal.DELAY
+    try:
+        outbox = journal.BatchedOutbox(child, fd)
+        long = [done(i)._replace(output_json=f'"{"x" * 500}"') for i in (1, 2, 3)]
+        for one in long:
+            assert outbox.complete(one, idle=False)
+        assert journal.read(kept) == long
+        assert outbox.flush()
+        assert wire.FrameReader(parent.fileno()).read() == long
+        again = long[0]._replace(attempt_id=4)  # as long as the first: the second follows it
+        assert outbox.complete(again, idle=False)
+        assert journal.read(kept) == [again]
+    finally:
+        journal.DELAY = delay
+        os.close(fd)
+        os.close(kept)
+
+
+def test_a_completion_too_big_to_keep_is_sent_at_once() -> None:
+    parent, child = multiprocessing.Pipe()
+    kept = journal.create()
+    assert kept is not None
+    fd = journal.open_for_worker(os.getpid(), kept)
+    assert fd is not None
+    journal.DELAY, delay = 60.0, journal.DELAY
+    try:
+        outbox = journal.BatchedOutbox(child, fd)
+        assert outbox.complete(done(1), idle=False)
+        big = done(2)._replace(output_json=f'"{"x" * journal.SIZE}"')
+        assert outbox.complete(big, idle=False)
+        assert readable(parent.fileno())  # not kept, so sent now (with the one before it)
+        assert parent.recv() == [done(1), big]
+        assert journal.read(kept) == []
+    finally:
+        journal.DELAY = delay
+        os.close(fd)
+        os.close(kept)

@@ -168,3 +168,165 @@ def test_an_outputs_file_replaced_or_removed_by_a_step_is_read_and_made_again(
     assert steps["retried"]["outputs"] == {"try2": "yes"}
     if not plain:  # the worker ended normally: it leaves no outputs file behind
         assert not [p for p in state.rglob(".outputs/*") if p.is_file()]
+
+
+STDOUT = """
+version: 1
+name: stdout
+steps:
+  - {id: closes, uses: python, with: {call: "mod:closes"}}
+  - {id: after_close, needs: closes, uses: python, with: {call: "mod:say", args: [two]}}
+  - {id: strict, needs: after_close, uses: python, with: {call: "mod:strict"}}
+  - {id: odd, needs: strict, uses: python, with: {call: "mod:odd"}}
+  - {id: detaches, needs: odd, uses: python, with: {call: "mod:detaches"}}
+  - {id: last, needs: detaches, uses: python, with: {call: "mod:say", args: [four]}}
+"""
+
+STDOUT_MOD = """
+import sys
+
+
+def say(word):
+    print(word)
+
+
+def closes():
+    print("one")
+    sys.stdout.close()
+
+
+def strict():
+    sys.stdout.reconfigure(errors="strict")
+    print("three")
+
+
+def odd():
+    print("bad \\udc80 byte")  # unencodable: replaced, as the step's own stream does
+
+
+def detaches():
+    sys.stdout.detach()
+"""
+
+
+@pytest.mark.parametrize("plain", ["", "1"], ids=["shortcuts", "plain"])
+def test_a_step_that_closes_or_changes_its_stdout_leaves_the_next_step_a_good_one(
+    run_cli: RunCli,
+    write_pipeline: Callable[..., Path],
+    tmp_path: Path,
+    plain: str,
+) -> None:
+    """Every attempt prints to a fresh, working sys.stdout, whatever the attempt before it on
+    the same worker did to its own (closed, reconfigured, detached)."""
+    path = write_pipeline(STDOUT, files={"mod.py": STDOUT_MOD})
+    summary = tmp_path / "s.json"
+    env = {"PIPELINE_RUNNER_NO_SHORTCUTS": plain}
+    result = run_cli("run", str(path), "--workers", "1", "--json", str(summary), env=env)
+    assert result.code == 0 and no_traceback(result.output), result.output
+    report = json.loads(summary.read_text())
+    steps = {s["id"]: s for s in report["steps"]}
+    assert len({s["worker"] for s in steps.values()}) == 1, steps
+    expected = {"closes": "one", "after_close": "two", "strict": "three", "last": "four"}
+    for sid, word in {**expected, "odd": "bad ? byte"}.items():
+        logs = run_cli("logs", report["run_id"], sid, env=env)
+        assert logs.code == 0 and word in logs.stdout, (sid, logs.output)
+
+
+HANDLERS = """
+version: 1
+name: handlers
+steps:
+  - {id: by_signal, uses: python, with: {call: "mod:by_signal"}}
+  - {id: seen1, needs: by_signal, uses: python, with: {call: "mod:seen"}}
+  - {id: by_c_module, needs: seen1, uses: python, with: {call: "mod:by_c_module"}}
+  - {id: seen2, needs: by_c_module, uses: python, with: {call: "mod:seen"}}
+  - {id: plain, needs: seen2, uses: python, with: {call: "mod:seen"}}
+"""
+
+HANDLERS_MOD = """
+import signal
+
+
+def by_signal():
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+def by_c_module():
+    from _signal import SIG_IGN, SIGUSR2, signal as set_handler
+
+    set_handler(SIGUSR2, SIG_IGN)
+
+
+def seen():
+    return [signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL,
+            signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL]
+"""
+
+
+@pytest.mark.parametrize("plain", ["", "1"], ids=["shortcuts", "plain"])
+def test_a_signal_handler_a_step_set_is_put_back_however_it_was_set(
+    run_cli: RunCli,
+    write_pipeline: Callable[..., Path],
+    tmp_path: Path,
+    plain: str,
+) -> None:
+    """A handler set with signal.signal or with the C module's own function is undone before
+    the next attempt on the same worker (the shortcut compares the handlers only after an
+    attempt that set one)."""
+    path = write_pipeline(HANDLERS, files={"mod.py": HANDLERS_MOD})
+    summary = tmp_path / "s.json"
+    env = {"PIPELINE_RUNNER_NO_SHORTCUTS": plain}
+    result = run_cli("run", str(path), "--workers", "1", "--json", str(summary), env=env)
+    assert result.code == 0 and no_traceback(result.output), result.output
+    steps = {s["id"]: s for s in json.loads(summary.read_text())["steps"]}
+    assert len({s["worker"] for s in steps.values()}) == 1, steps
+    for sid in ("seen1", "seen2", "plain"):
+        assert steps[sid]["output"] == [True, True], (sid, steps[sid])
+
+
+LATE = """
+version: 1
+name: late-writer
+steps:
+  # Its own outputs may be read while that process writes a line (a cut line fails it).
+  - {id: leaves, uses: python, continue_on_error: true, with: {call: "mod:leaves"}}
+  - {id: next, needs: leaves, uses: python, with: {call: "mod:nothing"}}
+  - {id: again, needs: next, uses: python, with: {call: "mod:nothing"}}
+"""
+
+LATE_MOD = """
+import os
+import subprocess
+import time
+
+
+def leaves():
+    # A process left running that keeps writing outputs, after this attempt's were read too.
+    subprocess.Popen(["sh", "-c", 'while :; do echo late=1 >> "$RUNNER_OUTPUT"; done'])
+    time.sleep(0.2)
+
+
+def nothing():
+    return None
+"""
+
+
+@pytest.mark.parametrize("plain", ["", "1"], ids=["shortcuts", "plain"])
+def test_outputs_a_leftover_process_wrote_are_not_the_next_steps(
+    run_cli: RunCli,
+    write_pipeline: Callable[..., Path],
+    tmp_path: Path,
+    plain: str,
+) -> None:
+    """A process a step left running, killed by its worker, may still have written to the
+    outputs file after the step's outputs were read: the next step on that worker starts with
+    an empty file (the shortcut skips that look only when the attempt before left nothing)."""
+    path = write_pipeline(LATE, files={"mod.py": LATE_MOD})
+    summary = tmp_path / "s.json"
+    env = {"PIPELINE_RUNNER_NO_SHORTCUTS": plain}
+    result = run_cli("run", str(path), "--workers", "1", "--json", str(summary), env=env)
+    assert no_traceback(result.output), result.output
+    steps = {s["id"]: s for s in json.loads(summary.read_text())["steps"]}
+    assert len({s["worker"] for s in steps.values()}) == 1, steps
+    for sid in ("next", "again"):
+        assert steps[sid]["state"] == "succeeded" and not steps[sid]["outputs"], steps[sid]
