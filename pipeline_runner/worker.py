@@ -30,7 +30,7 @@ import traceback
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 if TYPE_CHECKING:
     import logging
@@ -425,24 +425,29 @@ def execute(
                     _apply_environ(restore_env)
 
 
-def _output_env(task: Task) -> dict[str, str]:
-    """$PIPELINE_RUNNER_OUTPUT and $RUNNER_OUTPUT: the one file a step may write outputs to;
-    with `--otlp`, $TRACEPARENT: the attempt's span as the parent of what the step traces.
-    Asked three times per attempt (its environment, its context, the worker's baseline): the
-    answer for the latest task is kept (a Task is immutable; callers only read the dict)."""
-    global _last_output_env
-    last = _last_output_env
-    if last is not None and last[0] is task:
-        return last[1]
-    env = _make_output_env(task)
-    _last_output_env = (task, env)
-    return env
+_T = TypeVar("_T")
 
 
-_last_output_env: tuple[Task, dict[str, str]] | None = None
+class _LatestTask(Generic[_T]):
+    """`make(task)` for the latest task asked about, kept: the answers below are asked several
+    times an attempt (a Task is immutable; callers only read the answer)."""
+
+    __slots__ = ("answer", "make", "task")
+
+    def __init__(self, make: Callable[[Task], _T]) -> None:
+        self.make = make
+        self.task: Task | None = None
+        self.answer: _T | None = None
+
+    def __call__(self, task: Task) -> _T:
+        if self.task is not task:
+            self.answer, self.task = self.make(task), task
+        return cast("_T", self.answer)
 
 
 def _make_output_env(task: Task) -> dict[str, str]:
+    """$PIPELINE_RUNNER_OUTPUT and $RUNNER_OUTPUT: the one file a step may write outputs to;
+    with `--otlp`, $TRACEPARENT: the attempt's span as the parent of what the step traces."""
     if task.trace is None and _shared_outputs is not None:
         return _shared_file(task).env  # the same dict while the file is the same
     path = _outputs_path(task)
@@ -461,19 +466,6 @@ _env_in_place: dict[str, str] | None = None  # output variables known to be in o
 _folders: dict[str, int] = {}  # pipeline folder -> a descriptor of it, to enter with fchdir
 
 
-def _shared_file(task: Task) -> SharedFile:
-    """This worker's outputs file for the run folder of `task` (asked three times an attempt:
-    the answer for the latest task is kept)."""
-    global _last_shared
-    last = _last_shared
-    if last is not None and last[0] is task:
-        return last[1]
-    found = _find_shared_file(task)
-    _last_shared = (task, found)
-    return found
-
-
-_last_shared: tuple[Task, SharedFile] | None = None
 # The outputs file of the last attempt if nothing but that attempt can have written to it since
 # it was read: no process of it was left at its end and it set no signal handler (see
 # worker_main).
@@ -481,6 +473,7 @@ _still: SharedFile | None = None
 
 
 def _find_shared_file(task: Task) -> SharedFile:
+    """This worker's outputs file for the run folder of `task`."""
     assert _shared_outputs is not None
     head = task.scratch_dir.rpartition("/")[0]
     found = _shared_outputs.get(head)
@@ -492,6 +485,11 @@ def _find_shared_file(task: Task) -> SharedFile:
             pass  # the step's writes fail and say why
         found = _shared_outputs[head] = SharedFile(f"{folder}/{_worker_name}")
     return found
+
+
+# Asked three times an attempt (its environment, its context, the worker's baseline).
+_output_env = _LatestTask(_make_output_env)
+_shared_file = _LatestTask(_find_shared_file)
 
 
 def _drop_shared_files() -> None:

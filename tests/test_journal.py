@@ -5,10 +5,13 @@ in tests/faults/test_worker_faults.py (cheap steps returned just before one kill
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import select
 import signal
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -26,15 +29,26 @@ def readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
 
 
-def test_completions_wait_in_the_journal_and_go_to_the_pipe_together() -> None:
+@contextlib.contextmanager
+def outbox_kept() -> Iterator[tuple[Any, int, journal.BatchedOutbox]]:
+    """A worker's outbox with its journal, in this process: the pipe's reading end, the
+    journal (the runner's descriptor) and the outbox; no send by age meanwhile."""
     parent, child = multiprocessing.Pipe()
     kept = journal.create()
     assert kept is not None
     fd = journal.open_for_worker(os.getpid(), kept)
     assert fd is not None
-    journal.DELAY, delay = 60.0, journal.DELAY  # no send by age during the test
+    journal.DELAY, delay = 60.0, journal.DELAY
     try:
-        outbox = journal.BatchedOutbox(child, fd)
+        yield parent, kept, journal.BatchedOutbox(child, fd)
+    finally:
+        journal.DELAY = delay
+        os.close(fd)
+        os.close(kept)
+
+
+def test_completions_wait_in_the_journal_and_go_to_the_pipe_together() -> None:
+    with outbox_kept() as (parent, kept, outbox):
         assert outbox.complete(done(1), idle=False)
         assert outbox.complete(done(2), idle=False)
         assert not readable(parent.fileno())  # nothing sent yet...
@@ -46,10 +60,6 @@ def test_completions_wait_in_the_journal_and_go_to_the_pipe_together() -> None:
         assert outbox.complete(done(4), idle=False)
         assert outbox.started(Started(5, 4242, "1"))  # at once, after the completion before it
         assert reader.read() == [done(4), Started(5, 4242, "1")]
-    finally:
-        journal.DELAY = delay
-        os.close(fd)
-        os.close(kept)
 
 
 def test_a_worker_killed_with_completions_unsent_leaves_them_in_the_journal() -> None:
@@ -86,14 +96,7 @@ def test_a_message_cut_short_is_left_out() -> None:
 def test_after_a_send_only_the_new_completions_are_kept() -> None:
     """Entries are written over the ones already sent: the journal holds the new ones only,
     never an older one after them."""
-    parent, child = multiprocessing.Pipe()
-    kept = journal.create()
-    assert kept is not None
-    fd = journal.open_for_worker(os.getpid(), kept)
-    assert fd is not None
-    journal.DELAY, delay = 60.0, journal.DELAY
-    try:
-        outbox = journal.BatchedOutbox(child, fd)
+    with outbox_kept() as (parent, kept, outbox):
         long = [done(i)._replace(output_json=f'"{"x" * 500}"') for i in (1, 2, 3)]
         for one in long:
             assert outbox.complete(one, idle=False)
@@ -103,28 +106,13 @@ def test_after_a_send_only_the_new_completions_are_kept() -> None:
         again = long[0]._replace(attempt_id=4)  # as long as the first: the second follows it
         assert outbox.complete(again, idle=False)
         assert journal.read(kept) == [again]
-    finally:
-        journal.DELAY = delay
-        os.close(fd)
-        os.close(kept)
 
 
 def test_a_completion_too_big_to_keep_is_sent_at_once() -> None:
-    parent, child = multiprocessing.Pipe()
-    kept = journal.create()
-    assert kept is not None
-    fd = journal.open_for_worker(os.getpid(), kept)
-    assert fd is not None
-    journal.DELAY, delay = 60.0, journal.DELAY
-    try:
-        outbox = journal.BatchedOutbox(child, fd)
+    with outbox_kept() as (parent, kept, outbox):
         assert outbox.complete(done(1), idle=False)
         big = done(2)._replace(output_json=f'"{"x" * journal.SIZE}"')
         assert outbox.complete(big, idle=False)
         assert readable(parent.fileno())  # not kept, so sent now (with the one before it)
         assert parent.recv() == [done(1), big]
         assert journal.read(kept) == []
-    finally:
-        journal.DELAY = delay
-        os.close(fd)
-        os.close(kept)
