@@ -225,13 +225,12 @@ def validate(
     codequality: str | None,
     skip_non_pipelines: bool,
     as_json: bool,
-    params: tuple[str, ...],
-    params_file: str | None,
-    max_file_size: int,
+    **planning: Any,
 ) -> None:
     """Check pipeline files without running anything (every error, not only the first)."""
     from .planner import plan_file
 
+    max_file_size: int = planning["max_file_size"]  # the parameter options (param_options)
     fmt = "json" if as_json else fmt
     if fmt is None:
         fmt = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
@@ -239,7 +238,7 @@ def validate(
         from .pipelinefiles import pipeline_files
 
         files = pipeline_files(files, max_file_size)
-    options = planner_options(params, params_file, max_file_size)
+    options = planner_options(**planning)
     results: list[dict[str, Any]] = []
     found: list[Diagnostic] = []
     for path in files:
@@ -609,8 +608,6 @@ def resume(
     only: tuple[str, ...],
     force: bool,
     rerun: tuple[str, ...],
-    params: tuple[str, ...],
-    params_file: str | None,
     state_dir: str,
     **options: Any,
 ) -> None:
@@ -618,6 +615,8 @@ def resume(
     from pathlib import Path
 
     failed: bool = options.pop("failed")
+    params: tuple[str, ...] = options.pop("params")
+    params_file: str | None = options.pop("params_file")
     check_reports(options)
     quiet(options)
     if failed and (only or rerun):
