@@ -118,8 +118,7 @@ class BatchedOutbox:
         self.unsent: list[Any] = []  # messages not sent yet, in order
         self.first = 0.0  # when the oldest of them was made
         self.broken = False
-        self.journaled = False  # the journal holds entries
-        self.end = 0  # where the next entry goes
+        self.end = 0  # where the next entry goes (0: the journal holds none)
         self.map = _map(fd)  # None: nothing can be kept, every completion is sent at once
         self.lock = threading.Condition()
         threading.Thread(target=self._flusher, name="runner-outbox", daemon=True).start()
@@ -170,10 +169,9 @@ class BatchedOutbox:
         except OSError:
             self.broken = True
             return False
-        if self.journaled and self.map is not None:
+        if self.end and self.map is not None:
             self.map[0:4] = _END
             self.end = 0
-            self.journaled = False
         return True
 
     def _keep(self, data: bytes) -> bool:
@@ -186,7 +184,6 @@ class BatchedOutbox:
         journal[start + 4 : stop] = data[4:]
         journal[start : start + 4] = data[:4]  # last: the entry counts once it is whole
         self.end = stop
-        self.journaled = True
         return True
 
     def _flusher(self) -> None:
