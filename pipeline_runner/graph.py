@@ -378,11 +378,9 @@ def plain(value: Any) -> Any:
     kind = type(value)
     if kind in _LEAVES:  # most values: as they are (the checks below cost more than a step)
         return value
-    if kind is dict:
-        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, Deferred):
         return value.source
-    if isinstance(value, Mapping):
+    if kind is dict or isinstance(value, Mapping):  # a dict: no look at the Mapping ABC
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
