@@ -27,13 +27,16 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import click
 
 from .escape import ci_report, in_ci
+from .forkread import Spilled, read_in_two, two_cpus, write_all
 from .jsonout import ENCODER
 from .showview import header, json_run, json_step, step_line
 from .sqlfloat import fixed2_exact, float_repr
@@ -48,6 +51,9 @@ STEP_COLUMNS = (
     "cache_key", "inputs_json",
 )  # fmt: skip
 CHUNK = 1024  # rows a query renders
+TWO_READERS = 16  # chunks from which two processes read them (forkread.py), given two CPUs
+_CODEC = "utf-8"  # of the text a child hands over
+_Chunk = tuple[tuple[Any, ...], str]  # a chunk's facts (rows, the order's check) and text
 
 # Rows `runner show` lists: steps, and the groups whose record is a policy's verdict
 # (success_policy.is_verdict).
@@ -122,13 +128,25 @@ _CHUNK = (
 class _Render:
     """How the rows of one kind of output are rendered: by SQLite (`text` where `ok`, when
     `exact` holds for the text of that many rows: no NUL, the mark of a row left to Python),
-    or by `plain` (a step row as a dict), joined with `sep`."""
+    or by `plain` (a step row as a dict), joined with `sep`; `final` makes a chunk's text the
+    text printed."""
 
     ok: str
     text: str
     sep: str
     plain: Callable[[dict[str, Any]], str]
     exact: Callable[[str, int], bool] = lambda text, count: "\0" not in text
+    final: Callable[[str], str] = str
+
+
+@dataclass
+class _Shown:
+    """The text of a run's shown rows: the chunks read here (each with a shown row), then
+    the bytes of the chunks a child read (forkread.py), each chunk's final text with the
+    separator before it."""
+
+    texts: list[str]
+    after: Spilled | None = None
 
 
 def show_fast(store: Store, row: dict[str, Any], as_json: bool) -> bool:
@@ -154,8 +172,12 @@ def _text(store: Store, row: dict[str, Any]) -> None:
     ci = in_ci()  # once: a run's steps may be 100,000 lines
     ok = _TEXT_OK + (_NOTED if reruns else "") + (_CI if ci else "")
     render = _Render(ok, _LINE, "\n", lambda step: step_line(step, reruns, ci), _printable)
-    chunks = _chunks(store, render, _params(run_id, list(reruns)))
-    click.echo("\n".join([header(row), *chunks]))  # once, as the plain version does
+    shown = _chunks(store, render, _params(run_id, list(reruns)))
+    after = ""
+    if shown.after is not None:
+        after = shown.after.read().decode(_CODEC, "surrogatepass")
+        shown.after.close()
+    click.echo("\n".join([header(row), *shown.texts]) + after)  # once, as the plain version does
 
 
 def _printable(text: str, count: int) -> bool:
@@ -183,18 +205,43 @@ def _json(store: Store, row: dict[str, Any]) -> None:
         text = ENCODER.encode(json_step(step, gates.get(step["step_id"]), reruns))
         return "    " + text.replace("\n", "\n    ")  # line breaks in JSON text are its own
 
-    render = _Render(_JSON_OK + (_NOTED if noted else ""), _JSON_ROW, ",\n", plain)
+    ok = _JSON_OK + (_NOTED if noted else "")
+    render = _Render(ok, _JSON_ROW, ",\n", plain, final=_json_final)
     head = ENCODER.encode({"run": json_run(row), "steps": []})
     out = sys.stdout
     before = head[: -len("[]\n}")] + "[\n"  # what the next chunk follows
-    for text in _chunks(store, render, params):
-        if not text.isascii() or "\x7f" in text:  # only inside strings: JSON's own text is ASCII
-            text = re.sub(_NOT_ASCII, _escaped, text)
+    shown = _chunks(store, render, params, ascii_out=_ascii(out))
+    for text in shown.texts:
         out.write(ci_report(before))  # apart: `before + text` would copy the chunk
-        out.write(ci_report(text))
+        out.write(render.final(text))
         before = ",\n"
+    if shown.after is not None:
+        if shown.after.size:
+            skip = 0  # the child's text starts with a separator: not after the head
+            if before != ",\n":
+                out.write(ci_report(before))
+                skip = len(",\n")
+            out.flush()
+            shown.after.copy_to(out.fileno(), skip)
+            before = ",\n"
+        shown.after.close()
     out.write(ci_report("\n  ]\n}\n" if before == ",\n" else head + "\n"))
     out.flush()
+
+
+def _json_final(text: str) -> str:
+    """A chunk of JSON rows as printed: ASCII, as json.dumps writes it, and safe in CI."""
+    if not text.isascii() or "\x7f" in text:  # only inside strings: JSON's own text is ASCII
+        text = re.sub(_NOT_ASCII, _escaped, text)
+    return ci_report(text)
+
+
+def _ascii(out: Any) -> bool:
+    """Whether `out` writes ASCII text as its bytes, to a file descriptor of its own."""
+    try:
+        return bool(out.fileno() >= 0 and "{}[],\n".encode(out.encoding) == b"{}[],\n")
+    except (AttributeError, LookupError, OSError, ValueError):  # io.UnsupportedOperation too
+        return False
 
 
 def _escaped(found: re.Match[str]) -> str:
@@ -202,50 +249,111 @@ def _escaped(found: re.Match[str]) -> str:
     return json.encoder.encode_basestring_ascii(found.group())[1:-1]
 
 
-def _chunks(store: Store, render: _Render, params: Mapping[str, Any]) -> list[str]:
+def _chunks(
+    store: Store, render: _Render, params: Mapping[str, Any], ascii_out: bool = True
+) -> _Shown:
     """The text of the run's shown rows in chunks, in the plain order (chunks without a
-    shown row left out)."""
-    run_id, params = params["rid"], {**params, "sep": render.sep, "missing": "\0"}
+    shown row left out), all read as the store was at one moment.  `ascii_out`: the output
+    can take a child's bytes of JSON as they are."""
+    params = {**params, "sep": render.sep, "missing": "\0"}
+    if ascii_out and two_cpus() and threading.active_count() == 1:
+        shown = _read_in_two(store, render, params)
+        if shown is not None:
+            return shown
+    with store.snapshot():
+        chunks = _ranges(store, params["rid"])
+        done = _read(store, render, _RANGE, params, chunks)
+        if done is None or not _in_plan_order(done):
+            sort = "SELECT rowid FROM steps WHERE run_id = ? ORDER BY position, step_id"
+            ids = [r[0] for r in store.tuples(sort, (params["rid"],))]
+            chunks = [{"ids": json.dumps(ids[a : a + CHUNK])} for a in range(0, len(ids), CHUNK)]
+            done = _read(store, render, _LISTED, params, chunks)
+    assert done is not None  # a list of rowids is in the plain order
+    return _Shown([text for facts, text in done if facts[0]])
+
+
+def _read_in_two(store: Store, render: _Render, params: dict[str, Any]) -> _Shown | None:
+    """The chunks of a big run read in rowid ranges by two processes (forkread.py); None
+    for a small run, a run whose rows are not in plan order, or one changed meanwhile."""
+    version = store.data_version()
+    chunks = _ranges(store, params["rid"])
+    if len(chunks) < TWO_READERS:
+        return None
+    read = partial(_read_ranges, render, params)
+    halves = read_in_two(store, chunks, read, partial(_pack, render), version)
+    if halves is None:
+        return None
+    if halves.mine is None or halves.facts is None:
+        halves.spilled.close()
+        return None
+    if not _in_plan_order([*halves.mine, *((facts, "") for facts in halves.facts)]):
+        halves.spilled.close()
+        return None
+    return _Shown([text for facts, text in halves.mine if facts[0]], halves.spilled)
+
+
+def _pack(render: _Render, done: list[_Chunk] | None, spill: int) -> Any:
+    """A child's chunks as it hands them over: their final text into the file `spill`, each
+    chunk with the separator before it, and their facts returned (None: not in plan order)."""
+    if done is None:
+        return None
+    sep = render.sep.encode(_CODEC)
+    for facts, text in done:
+        if facts[0]:  # written piece by piece: joined, 28 MB of text took longer than this
+            write_all(spill, sep)
+            write_all(spill, render.final(text).encode(_CODEC, "surrogatepass"))
+    return [facts for facts, _ in done]
+
+
+def _ranges(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The run's rowids in chunks of CHUNK."""
     bounds = "SELECT min(rowid), max(rowid), count(*) FROM steps WHERE run_id = ?"
     first, last, rows = store.tuples(bounds, (run_id,))[0]
     if not rows:
         return []
-    source = _RANGE
-    chunks: list[dict[str, Any]] = [
-        {"first": a, "last": a + CHUNK - 1} for a in range(first, last + 1, CHUNK)
-    ]
-    found = _in_plan_order(store, _query(render, source), params, chunks)
-    if found is None:
-        sort = "SELECT rowid FROM steps WHERE run_id = ? ORDER BY position, step_id"
-        ids = [r[0] for r in store.tuples(sort, (run_id,))]
-        source = _LISTED
-        chunks = [{"ids": json.dumps(ids[a : a + CHUNK])} for a in range(0, len(ids), CHUNK)]
-        query = _query(render, source)
-        found = [store.tuples(query, {**params, **chunk})[0] for chunk in chunks]
-    return [
-        _chunk_text(store, render, source, {**params, **chunk}, result)
-        for chunk, result in zip(chunks, found, strict=True)
-        if result[1]
-    ]
+    return [{"first": a, "last": a + CHUNK - 1} for a in range(first, last + 1, CHUNK)]
 
 
-def _in_plan_order(
-    store: Store, query: str, params: Mapping[str, Any], chunks: list[dict[str, Any]]
-) -> list[tuple[Any, ...]] | None:
-    """The chunks read by rowid, or None as soon as one shows they are not in the plain
-    order: that needs the same `position - rowid` for every shown row (positions that rise
-    as the rowids do), every position an integer."""
-    found = []
-    offset = None
+def _read_ranges(
+    render: _Render, params: Mapping[str, Any], store: Store, chunks: Sequence[dict[str, Any]]
+) -> list[_Chunk] | None:
+    return _read(store, render, _RANGE, params, chunks)
+
+
+def _read(
+    store: Store,
+    render: _Render,
+    source: tuple[str, str],
+    params: Mapping[str, Any],
+    chunks: Sequence[dict[str, Any]],
+) -> list[_Chunk] | None:
+    """Each chunk's facts (how many rows, the least and greatest `position - rowid`, the
+    type of the positions' sum) and text; None as soon as a chunk read by rowid shows its
+    rows are not in the plain order."""
+    query = _query(render, source)
+    done = []
     for chunk in chunks:
-        row = store.tuples(query, {**params, **chunk})[0]
-        _, count, least, most, kind = row
+        chunk_params = {**params, **chunk}
+        found = store.tuples(query, chunk_params)[0]
+        facts = found[1:]
+        if source is _RANGE and not _in_plan_order([(facts, "")]):
+            return None
+        text = _chunk_text(store, render, source, chunk_params, found) if facts[0] else ""
+        done.append((facts, text))
+    return done
+
+
+def _in_plan_order(done: Sequence[_Chunk]) -> bool:
+    """Whether chunks read by rowid hold their rows in the plain order: one `position -
+    rowid` for every shown row (positions that rise as the rowids do), every position an
+    integer."""
+    offsets = set()
+    for (count, least, most, kind), _ in done:
         if count:
-            if least != most or kind != "integer" or offset not in (None, least):
-                return None
-            offset = least
-        found.append(row)
-    return found
+            if least != most or kind != "integer":
+                return False
+            offsets.add(least)
+    return len(offsets) <= 1
 
 
 def _query(render: _Render, source: tuple[str, str]) -> str:

@@ -325,6 +325,22 @@ class Store:
                 raise self.error(exc) from None
             raise
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """The reads in the body in one read transaction: all see the store as one moment
+        left it (each read alone is its own transaction)."""
+        self.db.execute("BEGIN")  # deferred: the first read takes the snapshot
+        try:
+            yield
+        finally:
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """SQLite's count of the changes other connections committed, as this connection
+        knows it: the same number before and after some reads means none came between."""
+        return int(self._rows("PRAGMA data_version", (), plain=True)[0][0])
+
     def close(self) -> None:
         self.db.close()
 

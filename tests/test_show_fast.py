@@ -336,6 +336,12 @@ def test_sqlite_prints_floats_as_python(seed: int) -> None:
         near = rng.uniform(2**30, 2**32)
         stamps += [math.nextafter(near, 0), math.nextafter(near, math.inf)]
     stamps += [2.0**30, 2.0**31, math.nextafter(2.0**31, 0), math.nextafter(2.0**32, 0)]
+    # Every fraction F / 2**22 halfway between two 7-digit decimals (F = 2**14 mod 2**15), and
+    # a run of consecutive fractions, in both binades (sqlfloat checked all 2**22 of them once)
+    for whole in (rng.randint(2**30, 2**31 - 1), rng.randint(2**31, 2**32 - 1)):
+        stamps += [whole + (2**14 + j * 2**15) / 2**22 for j in range(128)]
+        start = rng.randrange(2**22 - 40_000)
+        stamps += [whole + f / 2**22 for f in range(start, start + 40_000)]
     spans = [rng.uniform(0, 20) for _ in range(50_000)] + [
         rng.uniform(0, 1e5) for _ in range(10_000)
     ]
@@ -351,4 +357,4 @@ def test_sqlite_prints_floats_as_python(seed: int) -> None:
         assert as_repr is None or as_repr == repr(value), value
         assert as_fixed is None or as_fixed == f"{value:.2f}", value
         left += as_repr is None and 2**30 <= value < 2**32
-    assert left < len(stamps) / 1000  # halfway values only
+    assert left == 0  # every time stamp in range is printed by SQLite

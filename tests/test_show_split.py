@@ -1,0 +1,198 @@
+"""`runner show` of a big run reads it in two processes (forkread.py, a speed shortcut): the
+bytes are the plain version's, to a pipe and to a file, in and out of CI, whichever half holds
+the odd rows or no shown row at all; and the two halves are one moment of the store, or the
+result is not used."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import runner_executable, user_env
+from test_show_fast import ODD_ROWS, RUN_ID
+
+from pipeline_runner import forkread, showfast
+from pipeline_runner.store import Store, open_store
+
+ROWS = 20_000  # about 20 chunks: more than showfast.TWO_READERS
+T0 = 1796293383.0
+
+
+# `runner` whose two-process reads are noted in the file $SPLIT_NOTES: "halves" for each
+# that gave both halves (the CLI as installed, with a wrapper around forkread.read_in_two).
+NOTING = """
+import os, sys
+from pipeline_runner import forkread
+from pipeline_runner.cli import main
+read_in_two = forkread.read_in_two
+def noted(*args, **kw):
+    got = read_in_two(*args, **kw)
+    with open(os.environ["SPLIT_NOTES"], "a") as notes:
+        notes.write("halves\\n" if got is not None else "none\\n")
+    return got
+forkread.read_in_two = noted
+sys.exit(main(prog_name="runner"))
+"""
+
+
+def _cli(folder: Path, *args: str, env: dict[str, str] | None = None, **kw: Any) -> Any:
+    full = {**user_env(), "PIPELINE_RUNNER_STATE_DIR": str(folder / "state")}
+    full.pop("GITHUB_ACTIONS", None)
+    full.update(env or {})
+    command = [runner_executable()]
+    if "SPLIT_NOTES" in full:
+        command = [sys.executable, "-c", NOTING]
+    return subprocess.run([*command, *args], cwd=folder, env=full, timeout=120, input="", **kw)
+
+
+def _fast(folder: Path, notes: Path, *args: str, ci: dict[str, str], **kw: Any) -> Any:
+    """`runner ARGS` with the shortcuts on, which must have read in two processes."""
+    notes.unlink(missing_ok=True)
+    env = {**ci, "PIPELINE_RUNNER_NO_SHORTCUTS": "", "SPLIT_NOTES": str(notes)}
+    done = _cli(folder, *args, env=env, **kw)
+    assert notes.read_text() == "halves\n"
+    return done
+
+
+def _big_run(folder: Path, hidden_first: int = 0) -> str:
+    """A real one-step run whose store then holds ROWS steps in plan order: the odd rows of
+    test_show_fast at both ends and in the middle, time stamps on 7-digit ties, and the first
+    `hidden_first` rows groups that `runner show` does not list."""
+    (folder / "p.yaml").write_text("version: 1\nname: big\nsteps:\n  - id: a\n    uses: noop\n")
+    done = _cli(folder, "run", "p.yaml", "--progress", "none", capture_output=True, text=True)
+    found = RUN_ID.search(done.stdout + done.stderr)
+    assert done.returncode == 0 and found, done.stdout + done.stderr
+    rid = found.group(1)
+    odd = [r for r in ODD_ROWS if r[1] != "group"]
+    rows = []
+    for i in range(ROWS):
+        if i < hidden_first:
+            rows.append((f"g{i:05d}", "group", "succeeded", 0, T0, T0 + 1, None, None, None))
+        elif i % 6_000 < len(odd):  # odd rows in each half
+            o = odd[i % 6_000]
+            rows.append((f"{o[0]}.{i}", *o[1:7], o[7], o[10]))
+        else:
+            tie = (2**14 + (i % 128) * 2**15) / 2**22  # halfway between 7-digit decimals
+            start = T0 + i + (tie if i % 3 else 0.1234567)
+            sid = f"t.{i:05d}" + ("-ü" if i % 1_000 == 999 else "")  # SQLite's, escaped after
+            rows.append((sid, "step", "succeeded", 1, start, start + 0.25, None, "w0", None))
+    db = sqlite3.connect(folder / "state" / "runs.db")
+    with db:
+        db.execute("DELETE FROM steps WHERE run_id = ?", (rid,))
+        db.executemany(
+            "INSERT INTO steps (run_id, step_id, kind, state, attempts, started, finished, "
+            "error, worker, inputs_json, position, log_path) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(rid, *r, i, f"/logs/{r[0]}.log") for i, r in enumerate(rows)],
+        )
+    db.close()
+    return rid
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    folder = tmp_path_factory.mktemp("big-show")
+    return folder, _big_run(folder)
+
+
+@pytest.mark.skipif(not forkread.two_cpus(), reason="one CPU: show reads in one process")
+@pytest.mark.parametrize("ci", [{}, {"GITHUB_ACTIONS": "true", "CI": "true"}], ids=["local", "ci"])
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_two_readers_print_the_plain_bytes(
+    big: tuple[Path, str], ci: dict[str, str], as_json: bool, tmp_path: Path
+) -> None:
+    folder, rid = big
+    args = ["show", rid, *(["--json"] if as_json else [])]
+    plain = _cli(
+        folder, *args, env={**ci, "PIPELINE_RUNNER_NO_SHORTCUTS": "1"}, capture_output=True
+    )
+    fast = _fast(folder, tmp_path / "notes", *args, ci=ci, capture_output=True)
+    assert (fast.returncode, fast.stderr) == (plain.returncode, plain.stderr) == (0, b"")
+    assert fast.stdout == plain.stdout  # through a pipe
+    assert plain.stdout.count(b"t.1") > 5_000 and b"\\u00fc" * as_json in plain.stdout
+    with open(tmp_path / "out", "wb") as out:  # into a file (the kernel copies the child's)
+        written = _fast(folder, tmp_path / "notes", *args, ci=ci, stdout=out)
+    assert written.returncode == 0
+    assert (tmp_path / "out").read_bytes() == plain.stdout
+
+
+@pytest.mark.skipif(not forkread.two_cpus(), reason="one CPU: show reads in one process")
+def test_a_first_half_with_no_shown_row(tmp_path: Path) -> None:
+    """The child's text follows the head of the JSON directly when this process's half shows
+    no row (the separator before its first chunk is left out)."""
+    rid = _big_run(tmp_path, hidden_first=ROWS // 2 + 2_000)
+    for args in (["show", rid], ["show", rid, "--json"]):
+        plain = _cli(
+            tmp_path, *args, env={"PIPELINE_RUNNER_NO_SHORTCUTS": "1"}, capture_output=True
+        )
+        fast = _fast(tmp_path, tmp_path / "notes", *args, ci={}, capture_output=True)
+        assert (fast.returncode, plain.returncode) == (0, 0), fast.stderr + plain.stderr
+        assert fast.stdout == plain.stdout and b"g0" not in fast.stdout
+
+
+def _count(store: Store, items: Sequence[int]) -> list[int]:
+    return [
+        store.tuples("SELECT count(*) FROM steps WHERE position <= ?", (i,))[0][0] for i in items
+    ]
+
+
+def _pack(got: list[int], spill: int) -> list[int]:
+    forkread.write_all(spill, b"".join(b"%d," % n for n in got))
+    return got
+
+
+def test_the_halves_are_one_moment_of_the_store(big: tuple[Path, str]) -> None:
+    """Both halves read the store as it was: the child's facts and bytes come back; a commit
+    by another connection while they read, or a child that fails, gives no result."""
+    folder, _ = big
+    store = open_store(folder / "state", create=False)
+    try:
+        items = list(range(0, ROWS, 1_000))
+        halves = forkread.read_in_two(store, items, _count, _pack, store.data_version())
+        assert halves is not None
+        assert halves.mine == [i + 1 for i in items[:10]] and halves.facts == [
+            i + 1 for i in items[10:]
+        ]
+        assert halves.spilled.read() == b"".join(b"%d," % (i + 1) for i in items[10:])
+        assert halves.spilled.read(start=len(b"10001,")) == halves.spilled.read()[6:]
+        halves.spilled.close()
+
+        def commits_meanwhile(store: Store, part: Sequence[int]) -> list[int]:
+            if os.getpid() == parent:  # another connection writes while this one reads
+                other = sqlite3.connect(store.path)
+                with other:  # a change (an UPDATE that changes nothing writes nothing)
+                    other.execute("CREATE TABLE IF NOT EXISTS probe (x)")
+                    other.execute("INSERT INTO probe VALUES (1)")
+                other.close()
+            return _count(store, part)
+
+        def fails_in_the_child(store: Store, part: Sequence[int]) -> list[int]:
+            if os.getpid() != parent:
+                raise RuntimeError("the child fails")
+            return _count(store, part)
+
+        parent = os.getpid()
+        for read in (commits_meanwhile, fails_in_the_child):
+            assert forkread.read_in_two(store, items, read, _pack, store.data_version()) is None
+    finally:
+        store.close()
+
+
+def test_a_small_run_is_read_in_one_process(big: tuple[Path, str]) -> None:
+    """Under TWO_READERS chunks, show does not fork; its chunks come from this process."""
+    folder, rid = big
+    store = open_store(folder / "state", create=False)
+    try:
+        render = showfast._Render(showfast._TEXT_OK, showfast._LINE, "\n", str)
+        params = {**showfast._params(rid, []), "sep": "\n", "missing": "\0"}
+        assert showfast._read_in_two(store, render, params) is not None
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(showfast, "TWO_READERS", len(showfast._ranges(store, rid)) + 1)
+            assert showfast._read_in_two(store, render, params) is None
+    finally:
+        store.close()
