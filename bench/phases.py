@@ -63,15 +63,15 @@ def timed(owner, attr, name):
 
     setattr(owner, attr, wrapper)
 
-from pipeline_runner import cli, engine, loader, planner, scheduler, store
+from pipeline_runner import cli, engine, loader, planner, scheduler, store, storesink
 from pipeline_runner.executors import process
 add("imports", time.perf_counter() - t0, time.thread_time() - c0)
 timed(planner, "load_file", "load")
 timed(planner.Planner, "plan_file", "plan+load")
 timed(engine, "plan_fingerprint", "fingerprint")
-timed(store.StoreSink, "run_started", "store: open + run row")
-timed(store.StoreSink, "turn", "loop: store turns")
-timed(store.StoreSink, "run_finished", "end")
+timed(storesink.StoreSink, "run_started", "store: open + run row")
+timed(storesink.StoreSink, "turn", "loop: store turns")
+timed(storesink.StoreSink, "run_finished", "end")
 timed(store.Store, "close", "end")
 timed(process.ProcessExecutor, "start", "workers: start")
 timed(process.ProcessExecutor, "wait", "loop: waiting")

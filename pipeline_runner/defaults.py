@@ -22,7 +22,7 @@ RUNS_LIMIT = 30  # rows `runner runs` shows
 # Step state changes the store keeps per run (`events`); beyond it the oldest go (store.py).
 EVENTS_PER_RUN = 10_000
 # The run store's group commit: a change is committed at most this long after it is made, and
-# at once when this many wait (store.StoreSink; a speed shortcut).
+# at once when this many wait (storesink.StoreSink; a speed shortcut).
 COMMIT_INTERVAL = 0.05
 COMMIT_CHANGES = 20_000
 GC_YOUNG_OBJECTS = 50_000  # a command's young-generation threshold (gcpolicy.py)

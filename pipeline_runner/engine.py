@@ -261,7 +261,8 @@ def choose(request: RunRequest, plan: Plan, resume: str | None) -> Chosen:
 
 def _run(session: Session, executor: Any, handed_over: list[bool]) -> int:
     from .gatebook import StoreBook
-    from .store import StoreSink, open_store
+    from .store import open_store
+    from .storesink import StoreSink
 
     request, plan, masker = session.request, session.plan, session.masker
     secret_values, resume, force = session.secret_values, session.resume, session.force

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import marshal
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -136,6 +135,8 @@ def _spill_file() -> int:
     """A file for the child's bytes, in memory where the system can."""
     if hasattr(os, "memfd_create"):
         return os.memfd_create("runner-show", os.MFD_CLOEXEC)
+    import tempfile
+
     fd, name = tempfile.mkstemp(prefix="runner-show-")
     os.unlink(name)
     return fd

@@ -22,7 +22,7 @@ from .escape import printable
 from .kinds import FailureKind
 from .model import NodeKind, State
 from .secrets import Masker
-from .success_policy import is_verdict
+from .verdicts import is_verdict
 
 SYMBOLS = {
     State.PENDING: "·",

@@ -41,7 +41,7 @@ from .jsonout import ENCODER
 from .showview import header, json_run, json_step, step_line
 from .sqlfloat import fixed2_exact, float_repr
 from .store import Store
-from .success_policy import PREFIX
+from .verdicts import PARTIAL, PREFIX
 
 # The steps table as the JSON template knows it; another column (a later migration) makes
 # the JSON the plain version's until the template learns it.
@@ -56,9 +56,9 @@ _CODEC = "utf-8"  # of the text a child hands over
 _Chunk = tuple[tuple[Any, ...], str]  # a chunk's facts (rows, the order's check) and text
 
 # Rows `runner show` lists: steps, and the groups whose record is a policy's verdict
-# (success_policy.is_verdict).
+# (verdicts.is_verdict).
 _SHOWN = (
-    "(kind != 'group' OR state = 'partial' OR "
+    f"(kind != 'group' OR state = '{PARTIAL}' OR "
     "(state = 'failed' AND substr(error, 1, :plen) = :prefix))"
 )
 # Where a chunk's rows come from, and their order: a rowid range, or a list of rowids.

@@ -40,7 +40,7 @@ def show(state_dir: Path, run_id: str, as_json: bool) -> None:
 
 def show_plain(store: Store, row: dict[str, Any], as_json: bool) -> None:
     from .gatebook import gate_rows
-    from .success_policy import is_verdict
+    from .verdicts import is_verdict
 
     run_id = row["id"]
     rows: Iterable[Any] = store.steps(run_id) if as_json else store.step_lines(run_id)

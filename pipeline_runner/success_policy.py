@@ -17,17 +17,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .model import Node, State, SuccessPolicy
+from .verdicts import PREFIX
 
 COUNTED = frozenset({State.SUCCEEDED, State.CACHED, State.PARTIAL})
 NOT_OK = frozenset({State.FAILED, State.UPSTREAM_FAILED, State.CANCELLED})
 
 Member = tuple[str, State]  # an instance's key and the state it ended in
-PREFIX = "success policy: "  # how the failure of a fan-out its policy failed begins
-
-
-def is_verdict(state: str, error: str | None) -> bool:
-    """Whether a group's record is a policy's verdict (shown, where groups are not)."""
-    return state == State.PARTIAL.value or (state == "failed" and (error or "").startswith(PREFIX))
 
 
 def parse(value: Mapping[str, Any]) -> SuccessPolicy:

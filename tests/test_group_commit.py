@@ -1,4 +1,4 @@
-"""The store's group commit (store.StoreSink, a speed shortcut): the changes of several turns
+"""The store's group commit (storesink.StoreSink, a speed shortcut): the changes of several turns
 are committed together, but never later than COMMIT_INTERVAL after they are made, even while
 every running step runs long, and the lines a reporter prints were committed first."""
 

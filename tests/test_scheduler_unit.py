@@ -502,7 +502,8 @@ def record(nid: str, state: State, old: State, **fields: Any) -> StepChanged:
 
 def test_the_store_records_change_records(tmp_path: Path) -> None:
     from pipeline_runner.messages import Completion
-    from pipeline_runner.store import StoreSink, db_path, open_store
+    from pipeline_runner.store import db_path, open_store
+    from pipeline_runner.storesink import StoreSink
 
     store = open_store(tmp_path / "state")
     plan = plan_of(tmp_path, "version: 1\nname: s\nsteps:\n  - {id: a, uses: noop}\n")
@@ -677,7 +678,8 @@ def test_a_retry_started_in_the_same_turn_keeps_its_failed_attempt_row(tmp_path:
     # A retry with no delay starts in the turn its first attempt failed in.  The store reads
     # each change as it was made: attempt 1 keeps its row and its `retrying` event (read at
     # the end of the turn, the step already on attempt 2, both were given to attempt 2).
-    from pipeline_runner.store import StoreSink, db_path, open_store
+    from pipeline_runner.store import db_path, open_store
+    from pipeline_runner.storesink import StoreSink
 
     store = open_store(tmp_path / "state")
     plan = plan_of(
@@ -708,7 +710,8 @@ def test_the_store_groups_turns_into_one_commit_unless_a_change_cannot_wait(
     COMMIT_INTERVAL has passed since the first; a started process group is committed at once.
     Without the shortcut every turn commits."""
     from pipeline_runner import defaults
-    from pipeline_runner.store import StoreSink, db_path, open_store
+    from pipeline_runner.store import db_path, open_store
+    from pipeline_runner.storesink import StoreSink
 
     store = open_store(tmp_path / "state")
     plan = plan_of(tmp_path, "version: 1\nname: s\nsteps:\n  - {id: a, uses: noop}\n")

@@ -358,3 +358,12 @@ def test_sqlite_prints_floats_as_python(seed: int) -> None:
         assert as_fixed is None or as_fixed == f"{value:.2f}", value
         left += as_repr is None and 2**30 <= value < 2**32
     assert left == 0  # every time stamp in range is printed by SQLite
+
+
+def test_a_verdict_is_known_by_the_states_of_the_plan() -> None:
+    """verdicts.py spells the plan's state without importing it: the same string."""
+    from pipeline_runner import success_policy, verdicts
+    from pipeline_runner.model import State
+
+    assert State.PARTIAL.value == verdicts.PARTIAL and success_policy.PREFIX == verdicts.PREFIX
+    assert verdicts.is_verdict("partial", None) and not verdicts.is_verdict("failed", "boom")
