@@ -70,34 +70,48 @@ _LISTED = (
 # What SQLite's json_quote leaves as it is and json.dumps escapes (ensure_ascii); compiled
 # when first met (compiling the class takes longer than a small run's show).
 _NOT_ASCII = "[\x7f-\U0010ffff]"
-# printf("%d") of an INTEGER, and the floats of REAL columns (their only other values are text
-# that is not a number, which `+ 0` changes).
-_TYPED = "typeof(attempts) = 'integer' AND started + 0 IS started AND finished + 0 IS finished"
+# An INTEGER (a column of INTEGER affinity holds an integral REAL as an INTEGER, and a value of
+# another type is not equal to its CAST); printf("%d") and `||` print it as Python does.
+_INT = "{0} = CAST({0} AS INTEGER)"
+# Floats or NULL in the REAL columns (their only other values are text that is not a number,
+# which `+ 0` changes); float_repr checks its own.
+_REALS = "started + 0 IS started AND finished + 0 IS finished"
 # printf("%s") stops at a NUL.
-_TEXT_OK = f"error IS NULL AND {_TYPED} AND instr(step_id || state, :missing) = 0"
+_TEXT_OK = (
+    f"error IS NULL AND {_INT.format('attempts')} AND {_REALS} "
+    "AND instr(step_id, :missing) = 0 AND instr(state, :missing) = 0"
+)
+# Named outputs and inputs are JSON objects or NULL, never 'null' (that row is Python's).
 _JSON_OK = (
-    f"coalesce(error, error_kind, exit_code, cache_key) IS NULL AND {_TYPED} "
-    "AND (output_json IS NULL OR output_json = 'null') "
-    "AND (outputs_json IS NULL OR outputs_json = 'null') "
-    "AND (inputs_json IS NULL OR inputs_json = 'null') AND typeof(position) = 'integer'"
+    "coalesce(error, error_kind, exit_code, cache_key, outputs_json, inputs_json) IS NULL "
+    f"AND coalesce(output_json, 'null') = 'null' AND {_INT.format('attempts')} "
+    f"AND {_INT.format('position')}"
 )
 _NOTED = " AND step_id NOT IN (SELECT value FROM json_each(:noted))"
 _CI = " AND instr(step_id, '::') = 0 AND instr(step_id, '##') = 0"
 
 # A line as step_line prints it (NULL where sqlfloat leaves the duration to Python).
+# The most common row, a step that succeeded at its first attempt, has its state and attempts
+# written into the format (as `%-16s %2d` writes them): a row costs SQLite per value.
+_USUAL = ("succeeded", 1)
+_USUAL_IF = f"state = '{_USUAL[0]}' AND attempts = {_USUAL[1]}"
+_USUAL_LINE = f"  %-32s {_USUAL[0]:<16} {_USUAL[1]:>2} %7.2fs"
 _LINE = (
     "CASE WHEN coalesce(started, 0) = 0 OR coalesce(finished, 0) = 0 "
     "THEN printf('  %-32s %-16s %2d         ', step_id, state, attempts) "
-    f"WHEN {fixed2_exact('finished - started')} "
-    "THEN printf('  %-32s %-16s %2d %7.2fs', step_id, state, attempts, finished - started) END"
+    f"WHEN {fixed2_exact('finished - started')} THEN CASE WHEN {_USUAL_IF} "
+    f"THEN printf('{_USUAL_LINE}', step_id, finished - started) "
+    "ELSE printf('  %-32s %-16s %2d %7.2fs', step_id, state, attempts, finished - started) END END"
 )
 # printable() leaves a line as it is when it is printable ASCII or tabs: one line each.
 _PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\n"
 _I = "\n      "
 # A row as json_step encodes it, at its depth (inside `"steps": [`); :p0 holds the run id.
+# (:usual: :p1 to :p4 with the usual kind, state and attempts between them)
 _JSON_ROW = (
-    ":p0 || json_quote(step_id) || :p1 || json_quote(kind) || :p2 || json_quote(state) || :p3 "
-    f"|| attempts || :p4 || {float_repr('started')} || :p5 || {float_repr('finished')} || :p6 "
+    f":p0 || json_quote(step_id) || CASE WHEN kind = 'step' AND {_USUAL_IF} THEN :usual "
+    "ELSE :p1 || json_quote(kind) || :p2 || json_quote(state) || :p3 || attempts || :p4 END "
+    f"|| {float_repr('started')} || :p5 || {float_repr('finished')} || :p6 "
     "|| json_quote(worker) || :p7 || json_quote(log_path) || :p8 || position || :p9"
 )
 _JSON_PIECES = (
@@ -200,6 +214,8 @@ def _json(store: Store, row: dict[str, Any]) -> None:
     pieces = dict(enumerate(_JSON_PIECES))
     pieces[0] %= json.dumps(run_id)
     params = {**_params(run_id, noted), **{f"p{i}": p for i, p in pieces.items()}}
+    values = (json.dumps("step"), *map(json.dumps, _USUAL))
+    params["usual"] = "".join(pieces[i + 1] + v for i, v in enumerate(values)) + pieces[4]
 
     def plain(step: dict[str, Any]) -> str:
         text = ENCODER.encode(json_step(step, gates.get(step["step_id"]), reruns))
