@@ -4,30 +4,39 @@ A big run's rows are read in chunks, each one query whose work is SQLite's (show
 one CPU does it all.  With two, the second half of the chunks is read by a forked child with a
 connection of its own while this process reads the first half.  (Threads would not do: two
 connections of one process contend for SQLite's memory lock, and took twice the CPU time.)
-The child leaves its text, as the bytes to print, in a file in memory, and a few facts about it
-in a pipe; the text goes on to the output without passing through Python again (a pipe took
-longer to carry 28 MB than the child took to make them).
+The child sends a few facts about what it read through a pipe and keeps its text; once this
+process has written its own half, it tells the child to write its half to the same output,
+the way this process would have (handing 28 MB back through a pipe or a file took longer
+than making them).
 
 The two halves must show the store as one moment left it: each process reads its half in one
 read transaction, and `PRAGMA data_version`, read before the caller listed the chunks and again
-after the child is done, tells whether another connection committed in between.  If one did,
-or the child failed, there is no result and the caller reads the store again in one process.
-The child never touches this process's connection (SQLite forbids using a connection across a
-fork); it is idle, outside any transaction, while the child runs.
+after the child has read, tells whether another connection committed in between.  If one did,
+or the child failed to read, the child writes nothing and the caller reads the store again in
+one process.  The child never touches this process's connection (SQLite forbids using a
+connection across a fork); it is idle, outside any transaction, while the child runs.
 """
 
 from __future__ import annotations
 
 import marshal
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from .errors import EXIT_BROKEN_PIPE, EXIT_INTERNAL, RunnerError
 from .store import Store, open_store
 
 Item = TypeVar("Item")
 Got = TypeVar("Got")
+
+
+class ChildFailed(RunnerError):
+    """The second reader failed while writing its half: the output is incomplete."""
+
+    exit_code = EXIT_INTERNAL
 
 
 def two_cpus() -> bool:
@@ -40,127 +49,128 @@ def two_cpus() -> bool:
         return (os.cpu_count() or 1) >= 2
 
 
-@dataclass
-class Spilled:
-    """The bytes a child left in a file: `size` of them from its start."""
+class Child:
+    """The forked reader, waiting to be told to write its half (or not)."""
 
-    fd: int
-    size: int
+    def __init__(self, pid: int, go: int) -> None:
+        self.pid = pid
+        self.go: int | None = go  # the pipe it waits on
 
-    def read(self, start: int = 0) -> bytes:
-        return os.pread(self.fd, self.size - start, start) if self.size > start else b""
-
-    def copy_to(self, out: int, start: int = 0) -> None:
-        """Write the bytes from `start` on to the file descriptor `out`, by the kernel when
-        it can (sendfile), else through this process."""
-        offset = start
+    def write(self, lead: str) -> None:
+        """Have it write its half, `lead` first, and wait until it has: BrokenPipeError when
+        the output's reader went away, ChildFailed when it failed otherwise."""
         try:
-            while offset < self.size:
-                sent = os.sendfile(out, self.fd, offset, self.size - offset)
-                if not sent:
-                    raise OSError("sendfile wrote nothing")
-                offset += sent
-        except OSError as exc:
-            if offset != start or getattr(exc, "errno", None) == 32:  # EPIPE: the reader left
-                raise
-            write_all(out, self.read(start))
+            os.write(self._go(), b"w" + lead.encode("utf-8", "surrogatepass"))
+        except BrokenPipeError:
+            pass  # it is gone: its exit code tells
+        code = self.discard()
+        if code == EXIT_BROKEN_PIPE:
+            raise BrokenPipeError
+        if code != 0:
+            raise ChildFailed(
+                f"runner show: the second reading process failed while writing (exit {code}): "
+                "the output is incomplete; PIPELINE_RUNNER_NO_SHORTCUTS=1 reads in one process"
+            )
 
-    def close(self) -> None:
-        os.close(self.fd)
+    def discard(self) -> int:
+        """Let it go without writing (if not told otherwise yet) and reap it: its exit code."""
+        if self.go is not None:
+            os.close(self.go)
+            self.go = None
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    def _go(self) -> int:
+        assert self.go is not None, "a child is told once"
+        return self.go
 
 
 @dataclass
 class Halves(Generic[Got]):
-    """What two processes read: this one's own result, the child's facts and its bytes."""
+    """What two processes read: this one's result, the facts of the child's, and the child."""
 
     mine: Got
     facts: Any
-    spilled: Spilled
+    child: Child
 
 
 def read_in_two(
     store: Store,
     items: Sequence[Item],
     read: Callable[[Store, Sequence[Item]], Got],
-    pack: Callable[[Got, int], Any],
+    facts_of: Callable[[Got], Any],
+    write: Callable[[Got, str], None],
     version: int,
 ) -> Halves[Got] | None:
     """`read(store, items[:half])` here and `read(its own store, items[half:])` in a forked
-    child, each in one read transaction; the child's result travels as `pack(result, fd)`
-    makes it: bytes it writes to the file `fd`, and the facts it returns (what marshal can
-    carry).  None when the child failed or when `store` saw another
-    connection commit since it read `version` (`store.data_version()`)."""
+    child, each in one read transaction; the child sends `facts_of(its result)` (what marshal
+    can carry) and, when told, calls `write(its result, lead)`.  None (and the child gone)
+    when it failed to read or when `store` saw another connection commit since it read
+    `version` (`store.data_version()`).  The caller then ends the child with `write` or
+    `discard`."""
     half = len(items) // 2
+    for stream in (sys.stdout, sys.stderr):  # nothing buffered here is written twice
+        stream.flush()
     try:
-        spill = _spill_file()
-        into, out = os.pipe()
+        facts_in, facts_out = os.pipe()
+        go_in, go_out = os.pipe()
     except OSError:
         return None
     try:
         pid = os.fork()
     except OSError:
-        for fd in (spill, into, out):
+        for fd in (facts_in, facts_out, go_in, go_out):
             os.close(fd)
         return None
     if pid == 0:  # the child: never returns
-        os.close(into)
-        _child(store, items[half:], read, pack, spill, out)
-    os.close(out)
+        os.close(facts_in)
+        os.close(go_out)
+        _child(store, items[half:], (read, facts_of, write), facts_out, go_in)
+    os.close(facts_out)
+    os.close(go_in)
+    child = Child(pid, go_out)
     try:
         with store.snapshot():
             mine = read(store, items[:half])
-        with open(into, "rb", closefd=False) as pipe:
+        with open(facts_in, "rb", closefd=False) as pipe:
             data = pipe.read()
     except BaseException:
-        os.close(spill)
+        child.discard()
         raise
     finally:
-        os.close(into)  # first: a child still writing stops (broken pipe) instead of waiting
-        _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0 or not data or store.data_version() != version:
-        os.close(spill)
+        os.close(facts_in)
+    if not data or store.data_version() != version:
+        child.discard()
         return None
-    facts, size = marshal.loads(data)
-    return Halves(mine, facts, Spilled(spill, size))
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write all of `data` to the file descriptor `fd`."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _spill_file() -> int:
-    """A file for the child's bytes, in memory where the system can."""
-    if hasattr(os, "memfd_create"):
-        return os.memfd_create("runner-show", os.MFD_CLOEXEC)
-    import tempfile
-
-    fd, name = tempfile.mkstemp(prefix="runner-show-")
-    os.unlink(name)
-    return fd
+    return Halves(mine, marshal.loads(data), child)
 
 
 def _child(
     store: Store,
     items: Sequence[Item],
-    read: Callable[[Store, Sequence[Item]], Got],
-    pack: Callable[[Got, int], Any],
-    spill: int,
-    out: int,
+    calls: tuple[
+        Callable[[Store, Sequence[Item]], Got], Callable[[Got], Any], Callable[[Got, str], None]
+    ],
+    facts_out: int,
+    go_in: int,
 ) -> None:
-    """Read `items` with a new connection, leave the bytes in `spill` and the facts in the
-    pipe `out`, and exit: 0 when all of it was written.  Nothing else of this process runs in
-    the child (no cleanup, no buffered output flushed twice)."""
+    """Read `items` with a new connection, send the facts, wait to be told, write or not,
+    and exit: 0 when all went well.  Nothing else of this process runs in the child (no
+    cleanup, no buffered output flushed twice)."""
+    read, facts_of, write = calls
     code = 1
     try:
         own = open_store(store.state_dir, create=False)
         with own.snapshot():
             got = read(own, items)
-        facts = pack(got, spill)
-        with open(out, "wb") as pipe:
-            pipe.write(marshal.dumps((facts, os.lseek(spill, 0, os.SEEK_CUR))))
+        with open(facts_out, "wb") as pipe:
+            pipe.write(marshal.dumps(facts_of(got)))
+        with open(go_in, "rb") as pipe:
+            told = pipe.read()
+        if told[:1] == b"w":
+            write(got, told[1:].decode("utf-8", "surrogatepass"))
         code = 0
+    except BrokenPipeError:
+        code = EXIT_BROKEN_PIPE
     finally:
         os._exit(code)

@@ -36,7 +36,7 @@ from typing import Any
 import click
 
 from .escape import ci_report, in_ci
-from .forkread import Spilled, read_in_two, two_cpus, write_all
+from .forkread import Child, read_in_two, two_cpus
 from .jsonout import ENCODER
 from .showview import header, json_run, json_step, step_line
 from .sqlfloat import fixed2_exact, float_repr
@@ -52,7 +52,6 @@ STEP_COLUMNS = (
 )  # fmt: skip
 CHUNK = 1024  # rows a query renders
 TWO_READERS = 16  # chunks from which two processes read them (forkread.py), given two CPUs
-_CODEC = "utf-8"  # of the text a child hands over
 _Chunk = tuple[tuple[Any, ...], str]  # a chunk's facts (rows, the order's check) and text
 
 # Rows `runner show` lists: steps, and the groups whose record is a policy's verdict
@@ -143,7 +142,7 @@ class _Render:
     """How the rows of one kind of output are rendered: by SQLite (`text` where `ok`, when
     `exact` holds for the text of that many rows: no NUL, the mark of a row left to Python),
     or by `plain` (a step row as a dict), joined with `sep`; `final` makes a chunk's text the
-    text printed."""
+    text printed, and `write` prints a child's chunks (forkread.py)."""
 
     ok: str
     text: str
@@ -151,16 +150,17 @@ class _Render:
     plain: Callable[[dict[str, Any]], str]
     exact: Callable[[str, int], bool] = lambda text, count: "\0" not in text
     final: Callable[[str], str] = str
+    write: Callable[[list[_Chunk] | None, str], None] = lambda done, lead: None  # a child's
 
 
 @dataclass
 class _Shown:
     """The text of a run's shown rows: the chunks read here (each with a shown row), then
-    the bytes of the chunks a child read (forkread.py), each chunk's final text with the
-    separator before it."""
+    those a child read (forkread.py), which it writes when told, if it has any."""
 
     texts: list[str]
-    after: Spilled | None = None
+    child: Child | None = None
+    child_rows: bool = False
 
 
 def show_fast(store: Store, row: dict[str, Any], as_json: bool) -> bool:
@@ -185,13 +185,16 @@ def _text(store: Store, row: dict[str, Any]) -> None:
     reruns = store.reruns(run_id)
     ci = in_ci()  # once: a run's steps may be 100,000 lines
     ok = _TEXT_OK + (_NOTED if reruns else "") + (_CI if ci else "")
-    render = _Render(ok, _LINE, "\n", lambda step: step_line(step, reruns, ci), _printable)
+    plain = partial(step_line, reruns=reruns, ci=ci)
+    render = _Render(ok, _LINE, "\n", plain, _printable, write=_write_lines)
     shown = _chunks(store, render, _params(run_id, list(reruns)))
-    after = ""
-    if shown.after is not None:
-        after = shown.after.read().decode(_CODEC, "surrogatepass")
-        shown.after.close()
-    click.echo("\n".join([header(row), *shown.texts]) + after)  # once, as the plain version does
+    text = "\n".join([header(row), *shown.texts])  # as the plain version prints it, at once
+    if shown.child is None:
+        click.echo(text)
+        return
+    click.echo(text, nl=False)
+    shown.child.write("\n")  # _write_lines: its lines, each after a line break
+    click.echo("")
 
 
 def _printable(text: str, count: int) -> bool:
@@ -222,25 +225,25 @@ def _json(store: Store, row: dict[str, Any]) -> None:
         return "    " + text.replace("\n", "\n    ")  # line breaks in JSON text are its own
 
     ok = _JSON_OK + (_NOTED if noted else "")
-    render = _Render(ok, _JSON_ROW, ",\n", plain, final=_json_final)
+    render = _Render(ok, _JSON_ROW, ",\n", plain, final=_json_final, write=_write_json)
     head = ENCODER.encode({"run": json_run(row), "steps": []})
     out = sys.stdout
     before = head[: -len("[]\n}")] + "[\n"  # what the next chunk follows
-    shown = _chunks(store, render, params, ascii_out=_ascii(out))
+    shown = _chunks(store, render, params)
     for text in shown.texts:
         out.write(ci_report(before))  # apart: `before + text` would copy the chunk
         out.write(render.final(text))
         before = ",\n"
-    if shown.after is not None:
-        if shown.after.size:
-            skip = 0  # the child's text starts with a separator: not after the head
-            if before != ",\n":
-                out.write(ci_report(before))
-                skip = len(",\n")
-            out.flush()
-            shown.after.copy_to(out.fileno(), skip)
-            before = ",\n"
-        shown.after.close()
+    if shown.child is not None:
+        lead = ",\n"  # what the child's first chunk follows: a chunk, or the head
+        if shown.child_rows and before != ",\n":
+            out.write(ci_report(before))
+            lead, before = "", ",\n"
+        out.flush()
+        if shown.child_rows:
+            shown.child.write(lead)  # _write_json
+        else:
+            shown.child.discard()
     out.write(ci_report("\n  ]\n}\n" if before == ",\n" else head + "\n"))
     out.flush()
 
@@ -252,11 +255,27 @@ def _json_final(text: str) -> str:
     return ci_report(text)
 
 
-def _ascii(out: Any) -> bool:
-    """Whether `out` writes ASCII text as its bytes, to a file descriptor of its own."""
+def _write_lines(done: list[_Chunk] | None, lead: str) -> None:
+    """A child's chunks of lines, each after `lead` (a line break), as _text writes its own."""
+    click.echo("".join(lead + text for facts, text in done or () if facts[0]), nl=False)
+
+
+def _write_json(done: list[_Chunk] | None, lead: str) -> None:
+    """A child's chunks of JSON rows, the first after `lead`, as _json writes its own."""
+    out = sys.stdout
+    for facts, text in done or ():
+        if facts[0]:
+            out.write(ci_report(lead))
+            out.write(_json_final(text))
+            lead = ",\n"
+    out.flush()
+
+
+def _forkable(out: Any) -> bool:
+    """Whether a forked child can write to `out` as this process does: a file descriptor."""
     try:
-        return bool(out.fileno() >= 0 and "{}[],\n".encode(out.encoding) == b"{}[],\n")
-    except (AttributeError, LookupError, OSError, ValueError):  # io.UnsupportedOperation too
+        return bool(out.fileno() >= 0)
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation too
         return False
 
 
@@ -265,14 +284,11 @@ def _escaped(found: re.Match[str]) -> str:
     return json.encoder.encode_basestring_ascii(found.group())[1:-1]
 
 
-def _chunks(
-    store: Store, render: _Render, params: Mapping[str, Any], ascii_out: bool = True
-) -> _Shown:
+def _chunks(store: Store, render: _Render, params: Mapping[str, Any]) -> _Shown:
     """The text of the run's shown rows in chunks, in the plain order (chunks without a
-    shown row left out), all read as the store was at one moment.  `ascii_out`: the output
-    can take a child's bytes of JSON as they are."""
+    shown row left out), all read as the store was at one moment."""
     params = {**params, "sep": render.sep, "missing": "\0"}
-    if ascii_out and two_cpus() and threading.active_count() == 1:
+    if two_cpus() and threading.active_count() == 1 and _forkable(sys.stdout):
         shown = _read_in_two(store, render, params)
         if shown is not None:
             return shown
@@ -296,29 +312,22 @@ def _read_in_two(store: Store, render: _Render, params: dict[str, Any]) -> _Show
     if len(chunks) < TWO_READERS:
         return None
     read = partial(_read_ranges, render, params)
-    halves = read_in_two(store, chunks, read, partial(_pack, render), version)
+    halves = read_in_two(store, chunks, read, _facts, render.write, version)
     if halves is None:
         return None
     if halves.mine is None or halves.facts is None:
-        halves.spilled.close()
+        halves.child.discard()
         return None
     if not _in_plan_order([*halves.mine, *((facts, "") for facts in halves.facts)]):
-        halves.spilled.close()
+        halves.child.discard()
         return None
-    return _Shown([text for facts, text in halves.mine if facts[0]], halves.spilled)
+    child_rows = any(facts[0] for facts in halves.facts)
+    return _Shown([text for facts, text in halves.mine if facts[0]], halves.child, child_rows)
 
 
-def _pack(render: _Render, done: list[_Chunk] | None, spill: int) -> Any:
-    """A child's chunks as it hands them over: their final text into the file `spill`, each
-    chunk with the separator before it, and their facts returned (None: not in plan order)."""
-    if done is None:
-        return None
-    sep = render.sep.encode(_CODEC)
-    for facts, text in done:
-        if facts[0]:  # written piece by piece: joined, 28 MB of text took longer than this
-            write_all(spill, sep)
-            write_all(spill, render.final(text).encode(_CODEC, "surrogatepass"))
-    return [facts for facts, _ in done]
+def _facts(done: list[_Chunk] | None) -> list[tuple[Any, ...]] | None:
+    """What a child tells of its chunks: their facts (None: not in plan order)."""
+    return None if done is None else [facts for facts, _ in done]
 
 
 def _ranges(store: Store, run_id: str) -> list[dict[str, Any]]:

@@ -141,26 +141,43 @@ def _count(store: Store, items: Sequence[int]) -> list[int]:
     ]
 
 
-def _pack(got: list[int], spill: int) -> list[int]:
-    forkread.write_all(spill, b"".join(b"%d," % n for n in got))
+def _facts(got: list[int]) -> list[int]:
     return got
 
 
-def test_the_halves_are_one_moment_of_the_store(big: tuple[Path, str]) -> None:
-    """Both halves read the store as it was: the child's facts and bytes come back; a commit
-    by another connection while they read, or a child that fails, gives no result."""
+def test_the_halves_are_one_moment_of_the_store(big: tuple[Path, str], tmp_path: Path) -> None:
+    """Both halves read the store as it was: the child's facts come back and it writes its
+    half when told (or exits when not); a commit by another connection while they read, or a
+    child that fails to read, gives no result; a child that fails to write is an error."""
     folder, _ = big
+    out = tmp_path / "out"
+
+    def write(got: list[int], lead: str) -> None:
+        if lead == "raise":
+            raise RuntimeError("the child fails to write")
+        if lead == "gone":
+            raise BrokenPipeError
+        with open(out, "a") as file:
+            file.write(lead + ",".join(map(str, got)))
+
     store = open_store(folder / "state", create=False)
     try:
         items = list(range(0, ROWS, 1_000))
-        halves = forkread.read_in_two(store, items, _count, _pack, store.data_version())
+        halves = forkread.read_in_two(store, items, _count, _facts, write, store.data_version())
         assert halves is not None
-        assert halves.mine == [i + 1 for i in items[:10]] and halves.facts == [
-            i + 1 for i in items[10:]
-        ]
-        assert halves.spilled.read() == b"".join(b"%d," % (i + 1) for i in items[10:])
-        assert halves.spilled.read(start=len(b"10001,")) == halves.spilled.read()[6:]
-        halves.spilled.close()
+        assert halves.mine == [i + 1 for i in items[:10]]
+        assert halves.facts == [i + 1 for i in items[10:]] and not out.exists()
+        halves.child.write("after: ")
+        assert out.read_text() == "after: " + ",".join(str(i + 1) for i in items[10:])
+        out.unlink()
+        halves = forkread.read_in_two(store, items, _count, _facts, write, store.data_version())
+        assert halves is not None and halves.child.discard() == 0 and not out.exists()
+        for lead, error in (("raise", forkread.ChildFailed), ("gone", BrokenPipeError)):
+            version = store.data_version()
+            halves = forkread.read_in_two(store, items, _count, _facts, write, version)
+            assert halves is not None
+            with pytest.raises(error):
+                halves.child.write(lead)
 
         def commits_meanwhile(store: Store, part: Sequence[int]) -> list[int]:
             if os.getpid() == parent:  # another connection writes while this one reads
@@ -178,7 +195,11 @@ def test_the_halves_are_one_moment_of_the_store(big: tuple[Path, str]) -> None:
 
         parent = os.getpid()
         for read in (commits_meanwhile, fails_in_the_child):
-            assert forkread.read_in_two(store, items, read, _pack, store.data_version()) is None
+            version = store.data_version()
+            assert forkread.read_in_two(store, items, read, _facts, write, version) is None
+        assert not out.exists()
+        with pytest.raises(ChildProcessError):  # every child was reaped
+            os.waitpid(-1, os.WNOHANG)
     finally:
         store.close()
 
@@ -190,7 +211,8 @@ def test_a_small_run_is_read_in_one_process(big: tuple[Path, str]) -> None:
     try:
         render = showfast._Render(showfast._TEXT_OK, showfast._LINE, "\n", str)
         params = {**showfast._params(rid, []), "sep": "\n", "missing": "\0"}
-        assert showfast._read_in_two(store, render, params) is not None
+        shown = showfast._read_in_two(store, render, params)
+        assert shown is not None and shown.child is not None and shown.child.discard() == 0
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(showfast, "TWO_READERS", len(showfast._ranges(store, rid)) + 1)
             assert showfast._read_in_two(store, render, params) is None
