@@ -1,16 +1,17 @@
 """Reading a store in two processes at once: a speed shortcut of `runner show` (shortcuts.py).
 
 A big run's rows are read in chunks, each one query whose work is SQLite's (showfast.py), so
-one CPU does it all.  With two, the second half of the chunks is read by a forked child with a
-connection of its own while this process reads the first half.  (Threads would not do: two
-connections of one process contend for SQLite's memory lock, and took twice the CPU time.)
-The child sends a few facts about what it read through a pipe and keeps its text; once this
-process has written its own half, it tells the child to write its half to the same output,
-the way this process would have (handing 28 MB back through a pipe or a file took longer
-than making them).
+one CPU does it all.  With two, a forked child with a connection of its own reads chunks too:
+this process takes them from the front and the child from the back until they meet (a token in
+a pipe guards the two counters they share), so neither waits long for the other when one CPU
+is slower.  (Threads would not do: two connections of one process contend for SQLite's memory
+lock, and took twice the CPU time.)  The child sends a few facts about what it read through a
+pipe and keeps its text; once this process has written its own part, it tells the child to
+write its part to the same output, the way this process would have (handing 28 MB back through
+a pipe or a file took longer than making them).
 
-The two halves must show the store as one moment left it: each process reads its half in one
-read transaction, and `PRAGMA data_version`, read before the caller listed the chunks and again
+The two parts must show the store as one moment left it: each process reads in one read
+transaction, and `PRAGMA data_version`, read before the caller listed the chunks and again
 after the child has read, tells whether another connection committed in between.  If one did,
 or the child failed to read, the child writes nothing and the caller reads the store again in
 one process.  The child never touches this process's connection (SQLite forbids using a
@@ -20,7 +21,9 @@ connection across a fork); it is idle, outside any transaction, while the child 
 from __future__ import annotations
 
 import marshal
+import mmap
 import os
+import struct
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -87,30 +90,78 @@ class Child:
 
 @dataclass
 class Halves(Generic[Got]):
-    """What two processes read: this one's result, the facts of the child's, and the child."""
+    """What two processes read: this one's results (of the first items), the facts of the
+    child's (of the others, in order), and the child."""
 
-    mine: Got
-    facts: Any
+    mine: list[Got]
+    facts: list[Any]
     child: Child
+
+
+class _Counters:
+    """The next item from the front and the item after the last from the back, shared by
+    the two processes; a token in a pipe lets one of them at a time take an item."""
+
+    def __init__(self, count: int) -> None:
+        self.shared = mmap.mmap(-1, 16)  # anonymous: shared with a forked child
+        self.shared[:] = struct.pack("<qq", 0, count)
+        self.token_in, self.token_out = os.pipe()
+        os.write(self.token_out, b"t")
+
+    def take(self, front: bool) -> int | None:
+        """An item's index not taken yet, from the front or the back; None: none left."""
+        os.read(self.token_in, 1)
+        try:
+            first, end = struct.unpack("<qq", self.shared[:16])
+            if first >= end:
+                return None
+            taken: int = first if front else end - 1
+            self.shared[:16] = struct.pack("<qq", first + front, end - (not front))
+            return taken
+        finally:
+            os.write(self.token_out, b"t")
+
+    def close(self) -> None:
+        os.close(self.token_in)
+        os.close(self.token_out)
+        self.shared.close()
 
 
 def read_in_two(
     store: Store,
     items: Sequence[Item],
-    read: Callable[[Store, Sequence[Item]], Got],
+    read: Callable[[Store, Item], Got],
     facts_of: Callable[[Got], Any],
-    write: Callable[[Got, str], None],
+    write: Callable[[list[Got], str], None],
     version: int,
 ) -> Halves[Got] | None:
-    """`read(store, items[:half])` here and `read(its own store, items[half:])` in a forked
-    child, each in one read transaction; the child sends `facts_of(its result)` (what marshal
-    can carry) and, when told, calls `write(its result, lead)`.  None (and the child gone)
-    when it failed to read or when `store` saw another connection commit since it read
-    `version` (`store.data_version()`).  The caller then ends the child with `write` or
-    `discard`."""
-    half = len(items) // 2
+    """`read(store, item)` for the items from the front here and for those from the back in
+    a forked child (its own store), each process in one read transaction; the child sends
+    `facts_of` each of its results (what marshal can carry) and, when told, calls
+    `write(its results, lead)`.  None (and the child gone) when it failed to read or when
+    `store` saw another connection commit since it read `version` (`store.data_version()`).
+    The caller then ends the child with `write` or `discard`."""
     for stream in (sys.stdout, sys.stderr):  # nothing buffered here is written twice
         stream.flush()
+    try:
+        counters = _Counters(len(items))
+    except OSError:
+        return None
+    try:
+        return _fork(store, items, read, facts_of, write, version, counters)
+    finally:
+        counters.close()
+
+
+def _fork(
+    store: Store,
+    items: Sequence[Item],
+    read: Callable[[Store, Item], Got],
+    facts_of: Callable[[Got], Any],
+    write: Callable[[list[Got], str], None],
+    version: int,
+    counters: _Counters,
+) -> Halves[Got] | None:
     try:
         facts_in, facts_out = os.pipe()
         go_in, go_out = os.pipe()
@@ -125,13 +176,15 @@ def read_in_two(
     if pid == 0:  # the child: never returns
         os.close(facts_in)
         os.close(go_out)
-        _child(store, items[half:], (read, facts_of, write), facts_out, go_in)
+        _child(store, items, (read, facts_of, write), counters, facts_out, go_in)
     os.close(facts_out)
     os.close(go_in)
     child = Child(pid, go_out)
     try:
+        mine = []
         with store.snapshot():
-            mine = read(store, items[:half])
+            while (index := counters.take(front=True)) is not None:
+                mine.append(read(store, items[index]))
         with open(facts_in, "rb", closefd=False) as pipe:
             data = pipe.read()
     except BaseException:
@@ -149,22 +202,26 @@ def _child(
     store: Store,
     items: Sequence[Item],
     calls: tuple[
-        Callable[[Store, Sequence[Item]], Got], Callable[[Got], Any], Callable[[Got, str], None]
+        Callable[[Store, Item], Got], Callable[[Got], Any], Callable[[list[Got], str], None]
     ],
+    counters: _Counters,
     facts_out: int,
     go_in: int,
 ) -> None:
-    """Read `items` with a new connection, send the facts, wait to be told, write or not,
-    and exit: 0 when all went well.  Nothing else of this process runs in the child (no
-    cleanup, no buffered output flushed twice)."""
+    """Read items from the back with a new connection, send their facts, wait to be told,
+    write or not, and exit: 0 when all went well.  Nothing else of this process runs in the
+    child (no cleanup, no buffered output flushed twice)."""
     read, facts_of, write = calls
     code = 1
     try:
         own = open_store(store.state_dir, create=False)
+        got = []
         with own.snapshot():
-            got = read(own, items)
+            while (index := counters.take(front=False)) is not None:
+                got.append(read(own, items[index]))
+        got.reverse()
         with open(facts_out, "wb") as pipe:
-            pipe.write(marshal.dumps(facts_of(got)))
+            pipe.write(marshal.dumps([facts_of(one) for one in got]))
         with open(go_in, "rb") as pipe:
             told = pipe.read()
         if told[:1] == b"w":

@@ -150,7 +150,7 @@ class _Render:
     plain: Callable[[dict[str, Any]], str]
     exact: Callable[[str, int], bool] = lambda text, count: "\0" not in text
     final: Callable[[str], str] = str
-    write: Callable[[list[_Chunk] | None, str], None] = lambda done, lead: None  # a child's
+    write: Callable[[list[_Chunk], str], None] = lambda done, lead: None  # a child's chunks
 
 
 @dataclass
@@ -255,15 +255,15 @@ def _json_final(text: str) -> str:
     return ci_report(text)
 
 
-def _write_lines(done: list[_Chunk] | None, lead: str) -> None:
+def _write_lines(done: list[_Chunk], lead: str) -> None:
     """A child's chunks of lines, each after `lead` (a line break), as _text writes its own."""
-    click.echo("".join(lead + text for facts, text in done or () if facts[0]), nl=False)
+    click.echo("".join(lead + text for facts, text in done if facts[0]), nl=False)
 
 
-def _write_json(done: list[_Chunk] | None, lead: str) -> None:
+def _write_json(done: list[_Chunk], lead: str) -> None:
     """A child's chunks of JSON rows, the first after `lead`, as _json writes its own."""
     out = sys.stdout
-    for facts, text in done or ():
+    for facts, text in done:
         if facts[0]:
             out.write(ci_report(lead))
             out.write(_json_final(text))
@@ -311,12 +311,9 @@ def _read_in_two(store: Store, render: _Render, params: dict[str, Any]) -> _Show
     chunks = _ranges(store, params["rid"])
     if len(chunks) < TWO_READERS:
         return None
-    read = partial(_read_ranges, render, params)
+    read = partial(_read_chunk, render, _query(render, _RANGE), params)
     halves = read_in_two(store, chunks, read, _facts, render.write, version)
     if halves is None:
-        return None
-    if halves.mine is None or halves.facts is None:
-        halves.child.discard()
         return None
     if not _in_plan_order([*halves.mine, *((facts, "") for facts in halves.facts)]):
         halves.child.discard()
@@ -325,9 +322,9 @@ def _read_in_two(store: Store, render: _Render, params: dict[str, Any]) -> _Show
     return _Shown([text for facts, text in halves.mine if facts[0]], halves.child, child_rows)
 
 
-def _facts(done: list[_Chunk] | None) -> list[tuple[Any, ...]] | None:
-    """What a child tells of its chunks: their facts (None: not in plan order)."""
-    return None if done is None else [facts for facts, _ in done]
+def _facts(chunk: _Chunk) -> tuple[Any, ...]:
+    """What a child tells of a chunk it read: its facts."""
+    return chunk[0]
 
 
 def _ranges(store: Store, run_id: str) -> list[dict[str, Any]]:
@@ -339,12 +336,6 @@ def _ranges(store: Store, run_id: str) -> list[dict[str, Any]]:
     return [{"first": a, "last": a + CHUNK - 1} for a in range(first, last + 1, CHUNK)]
 
 
-def _read_ranges(
-    render: _Render, params: Mapping[str, Any], store: Store, chunks: Sequence[dict[str, Any]]
-) -> list[_Chunk] | None:
-    return _read(store, render, _RANGE, params, chunks)
-
-
 def _read(
     store: Store,
     render: _Render,
@@ -352,20 +343,33 @@ def _read(
     params: Mapping[str, Any],
     chunks: Sequence[dict[str, Any]],
 ) -> list[_Chunk] | None:
-    """Each chunk's facts (how many rows, the least and greatest `position - rowid`, the
-    type of the positions' sum) and text; None as soon as a chunk read by rowid shows its
-    rows are not in the plain order."""
+    """Each chunk's facts and text; None as soon as a chunk read by rowid shows its rows
+    are not in the plain order."""
     query = _query(render, source)
     done = []
     for chunk in chunks:
-        chunk_params = {**params, **chunk}
-        found = store.tuples(query, chunk_params)[0]
-        facts = found[1:]
-        if source is _RANGE and not _in_plan_order([(facts, "")]):
+        one = _read_chunk(render, query, params, store, chunk, source)
+        if source is _RANGE and not _in_plan_order([one]):
             return None
-        text = _chunk_text(store, render, source, chunk_params, found) if facts[0] else ""
-        done.append((facts, text))
+        done.append(one)
     return done
+
+
+def _read_chunk(
+    render: _Render,
+    query: str,
+    params: Mapping[str, Any],
+    store: Store,
+    chunk: dict[str, Any],
+    source: tuple[str, str] = _RANGE,
+) -> _Chunk:
+    """A chunk's facts (how many rows, the least and greatest `position - rowid`, the type
+    of the positions' sum) and text."""
+    chunk_params = {**params, **chunk}
+    found = store.tuples(query, chunk_params)[0]
+    facts = found[1:]
+    text = _chunk_text(store, render, source, chunk_params, found) if facts[0] else ""
+    return facts, text
 
 
 def _in_plan_order(done: Sequence[_Chunk]) -> bool:

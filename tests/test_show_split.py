@@ -9,7 +9,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,13 +134,11 @@ def test_a_first_half_with_no_shown_row(tmp_path: Path) -> None:
         assert fast.stdout == plain.stdout and b"g0" not in fast.stdout
 
 
-def _count(store: Store, items: Sequence[int]) -> list[int]:
-    return [
-        store.tuples("SELECT count(*) FROM steps WHERE position <= ?", (i,))[0][0] for i in items
-    ]
+def _count(store: Store, item: int) -> int:
+    return int(store.tuples("SELECT count(*) FROM steps WHERE position <= ?", (item,))[0][0])
 
 
-def _facts(got: list[int]) -> list[int]:
+def _facts(got: int) -> int:
     return got
 
 
@@ -152,7 +149,7 @@ def test_the_halves_are_one_moment_of_the_store(big: tuple[Path, str], tmp_path:
     folder, _ = big
     out = tmp_path / "out"
 
-    def write(got: list[int], lead: str) -> None:
+    def write(got: list[int], lead: str) -> None:  # the child's part, in the items' order
         if lead == "raise":
             raise RuntimeError("the child fails to write")
         if lead == "gone":
@@ -164,11 +161,11 @@ def test_the_halves_are_one_moment_of_the_store(big: tuple[Path, str], tmp_path:
     try:
         items = list(range(0, ROWS, 1_000))
         halves = forkread.read_in_two(store, items, _count, _facts, write, store.data_version())
-        assert halves is not None
-        assert halves.mine == [i + 1 for i in items[:10]]
-        assert halves.facts == [i + 1 for i in items[10:]] and not out.exists()
+        assert halves is not None and not out.exists()
+        assert halves.mine + halves.facts == [i + 1 for i in items]  # each read once, in order
+        mine = len(halves.mine)
         halves.child.write("after: ")
-        assert out.read_text() == "after: " + ",".join(str(i + 1) for i in items[10:])
+        assert out.read_text() == "after: " + ",".join(str(i + 1) for i in items[mine:])
         out.unlink()
         halves = forkread.read_in_two(store, items, _count, _facts, write, store.data_version())
         assert halves is not None and halves.child.discard() == 0 and not out.exists()
@@ -179,19 +176,19 @@ def test_the_halves_are_one_moment_of_the_store(big: tuple[Path, str], tmp_path:
             with pytest.raises(error):
                 halves.child.write(lead)
 
-        def commits_meanwhile(store: Store, part: Sequence[int]) -> list[int]:
+        def commits_meanwhile(store: Store, item: int) -> int:
             if os.getpid() == parent:  # another connection writes while this one reads
                 other = sqlite3.connect(store.path)
                 with other:  # a change (an UPDATE that changes nothing writes nothing)
                     other.execute("CREATE TABLE IF NOT EXISTS probe (x)")
                     other.execute("INSERT INTO probe VALUES (1)")
                 other.close()
-            return _count(store, part)
+            return _count(store, item)
 
-        def fails_in_the_child(store: Store, part: Sequence[int]) -> list[int]:
+        def fails_in_the_child(store: Store, item: int) -> int:
             if os.getpid() != parent:
                 raise RuntimeError("the child fails")
-            return _count(store, part)
+            return _count(store, item)
 
         parent = os.getpid()
         for read in (commits_meanwhile, fails_in_the_child):
@@ -218,3 +215,13 @@ def test_a_small_run_is_read_in_one_process(big: tuple[Path, str]) -> None:
             assert showfast._read_in_two(store, render, params) is None
     finally:
         store.close()
+
+
+def test_the_two_readers_take_each_item_once() -> None:
+    """From the front and from the back until they meet: every index once, then None."""
+    counters = forkread._Counters(5)
+    try:
+        taken = [counters.take(front=f) for f in (True, False, False, True, True, True, False)]
+    finally:
+        counters.close()
+    assert taken == [0, 4, 3, 1, 2, None, None]
