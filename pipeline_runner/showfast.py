@@ -4,8 +4,10 @@ version, with SQLite writing the steps' text.
 A 100,000-step run prints 6 MB of lines or 55 MB of JSON.  The plain version makes a dict per
 row and encodes it in Python.  Here each query renders CHUNK rows: SQLite builds each row's
 text (its floats too: sqlfloat.py) and joins them with `group_concat`, so Python receives one
-string per chunk, not an object per value.  (Two connections reading chunks in two threads
-took twice the CPU time and more wall time: SQLite's threads contend.)
+string per chunk, not an object per value.  A run of TWO_READERS chunks or more is read by two
+processes on a machine with two CPUs (forkread.py): each writes the chunks it read, this one
+first.  The most common row, a step that succeeded at its first attempt, has its state and
+attempts written into the format (SQLite's cost is per value).
 
 SQLite renders a row only when its text is exactly what the plain version prints (the `ok`
 conditions below: no error, no approval gate, no re-run note, values of the expected types,
@@ -19,7 +21,8 @@ in that order, so the chunks are first read as rowid ranges (no sort); each also
 least and the greatest `position - rowid` of its rows, and when that is one number for the
 whole run the rowid order is the plain order.  Otherwise (rows added later) SQLite sorts the
 rowids and the chunks are read again as lists of them.  Nothing is written before the order
-is known.
+is known, and all chunks show the store as one moment left it (one read transaction; with two
+processes, forkread.py checks that no commit came between theirs).
 """
 
 from __future__ import annotations
