@@ -299,30 +299,40 @@ def _chunks(store: Store, render: _Render, params: Mapping[str, Any]) -> _Shown:
         chunks = _ranges(store, params["rid"])
         done = _read(store, render, _RANGE, params, chunks)
         if done is None or not _in_plan_order(done):
-            sort = "SELECT rowid FROM steps WHERE run_id = ? ORDER BY position, step_id"
-            ids = [r[0] for r in store.tuples(sort, (params["rid"],))]
-            chunks = [{"ids": json.dumps(ids[a : a + CHUNK])} for a in range(0, len(ids), CHUNK)]
-            done = _read(store, render, _LISTED, params, chunks)
+            done = _read(store, render, _LISTED, params, _listed(store, params["rid"]))
     assert done is not None  # a list of rowids is in the plain order
     return _Shown([text for facts, text in done if facts[0]])
 
 
+def _listed(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The run's rowids in the plain order, in chunks of CHUNK (SQLite sorts them)."""
+    sort = "SELECT rowid FROM steps WHERE run_id = ? ORDER BY position, step_id"
+    ids = [r[0] for r in store.tuples(sort, (run_id,))]
+    return [{"ids": json.dumps(ids[a : a + CHUNK])} for a in range(0, len(ids), CHUNK)]
+
+
 def _read_in_two(store: Store, render: _Render, params: dict[str, Any]) -> _Shown | None:
-    """The chunks of a big run read in rowid ranges by two processes (forkread.py); None
-    for a small run, a run whose rows are not in plan order, or one changed meanwhile."""
+    """The chunks of a big run read by two processes (forkread.py): by rowid ranges, or
+    when its rows are not in plan order by lists of sorted rowids; None for a small run or
+    one changed meanwhile."""
     version = store.data_version()
     chunks = _ranges(store, params["rid"])
     if len(chunks) < TWO_READERS:
         return None
-    read = partial(_read_chunk, render, _query(render, _RANGE), params)
-    halves = read_in_two(store, chunks, read, _facts, render.write, version)
-    if halves is None:
-        return None
-    if not _in_plan_order([*halves.mine, *((facts, "") for facts in halves.facts)]):
+    for source in (_RANGE, _LISTED):
+        if source is _LISTED:
+            chunks = _listed(store, params["rid"])  # before `version` is checked again
+        read = partial(_read_chunk, render, _query(render, source), params, source=source)
+        halves = read_in_two(store, chunks, read, _facts, render.write, version)
+        if halves is None:
+            return None
+        done = [*halves.mine, *((facts, "") for facts in halves.facts)]
+        if source is _LISTED or _in_plan_order(done):
+            child_rows = any(facts[0] for facts in halves.facts)
+            mine = [text for facts, text in halves.mine if facts[0]]
+            return _Shown(mine, halves.child, child_rows)
         halves.child.discard()
-        return None
-    child_rows = any(facts[0] for facts in halves.facts)
-    return _Shown([text for facts, text in halves.mine if facts[0]], halves.child, child_rows)
+    return None
 
 
 def _facts(chunk: _Chunk) -> tuple[Any, ...]:
@@ -351,7 +361,7 @@ def _read(
     query = _query(render, source)
     done = []
     for chunk in chunks:
-        one = _read_chunk(render, query, params, store, chunk, source)
+        one = _read_chunk(render, query, params, store, chunk, source=source)
         if source is _RANGE and not _in_plan_order([one]):
             return None
         done.append(one)
@@ -364,6 +374,7 @@ def _read_chunk(
     params: Mapping[str, Any],
     store: Store,
     chunk: dict[str, Any],
+    *,
     source: tuple[str, str] = _RANGE,
 ) -> _Chunk:
     """A chunk's facts (how many rows, the least and greatest `position - rowid`, the type

@@ -50,12 +50,15 @@ def _cli(folder: Path, *args: str, env: dict[str, str] | None = None, **kw: Any)
     return subprocess.run([*command, *args], cwd=folder, env=full, timeout=120, input="", **kw)
 
 
-def _fast(folder: Path, notes: Path, *args: str, ci: dict[str, str], **kw: Any) -> Any:
-    """`runner ARGS` with the shortcuts on, which must have read in two processes."""
+def _fast(
+    folder: Path, notes: Path, *args: str, ci: dict[str, str], reads: int = 1, **kw: Any
+) -> Any:
+    """`runner ARGS` with the shortcuts on, which must have read in two processes `reads`
+    times."""
     notes.unlink(missing_ok=True)
     env = {**ci, "PIPELINE_RUNNER_NO_SHORTCUTS": "", "SPLIT_NOTES": str(notes)}
     done = _cli(folder, *args, env=env, **kw)
-    assert notes.read_text() == "halves\n"
+    assert notes.read_text() == "halves\n" * reads
     return done
 
 
@@ -132,6 +135,28 @@ def test_a_first_half_with_no_shown_row(tmp_path: Path) -> None:
         fast = _fast(tmp_path, tmp_path / "notes", *args, ci={}, capture_output=True)
         assert (fast.returncode, plain.returncode) == (0, 0), fast.stderr + plain.stderr
         assert fast.stdout == plain.stdout and b"g0" not in fast.stdout
+
+
+@pytest.mark.skipif(not forkread.two_cpus(), reason="one CPU: show reads in one process")
+def test_rows_out_of_plan_order_are_read_in_two_as_sorted_lists(tmp_path: Path) -> None:
+    """A run whose rows are not in plan order (two steps share a position, one moved to the
+    end) is read again by lists of sorted rowids, still by two processes."""
+    rid = _big_run(tmp_path)
+    db = sqlite3.connect(tmp_path / "state" / "runs.db")
+    with db:
+        db.execute("UPDATE steps SET position = 7 WHERE step_id IN ('t.00100', 't.19990')")
+        db.execute("UPDATE steps SET position = 30000 WHERE step_id = 't.00200'")
+    db.close()
+    for args in (["show", rid], ["show", rid, "--json"]):
+        plain = _cli(
+            tmp_path, *args, env={"PIPELINE_RUNNER_NO_SHORTCUTS": "1"}, capture_output=True
+        )
+        fast = _fast(tmp_path, tmp_path / "notes", *args, ci={}, reads=2, capture_output=True)
+        assert (fast.returncode, plain.returncode) == (0, 0), fast.stderr + plain.stderr
+        assert fast.stdout == plain.stdout
+        out = fast.stdout
+        assert out.index(b"t.00100") < out.index(b"t.19990") < out.index(b"t.00150")
+        assert out.index(b"t.00200") > out.index(b"t.19999")
 
 
 def _count(store: Store, item: int) -> int:
