@@ -157,6 +157,23 @@ def test_rows_out_of_plan_order_are_read_in_two_as_sorted_lists(tmp_path: Path) 
         out = fast.stdout
         assert out.index(b"t.00100") < out.index(b"t.19990") < out.index(b"t.00150")
         assert out.index(b"t.00200") > out.index(b"t.19999")
+    # A second run of the store with a row added after a third run's: its rows are in plan
+    # order, but that one is not where a count from its first rowid puts them.
+    second = _big_run(tmp_path)
+    _big_run(tmp_path)
+    db = sqlite3.connect(tmp_path / "state" / "runs.db")
+    with db:
+        db.execute(
+            "INSERT INTO steps (run_id, step_id, kind, state, attempts, position) "
+            "VALUES (?, 't.late', 'step', 'succeeded', 1, ?)",
+            (second, ROWS),
+        )
+    db.close()
+    args = ("show", second)
+    plain = _cli(tmp_path, *args, env={"PIPELINE_RUNNER_NO_SHORTCUTS": "1"}, capture_output=True)
+    fast = _fast(tmp_path, tmp_path / "notes", *args, ci={}, reads=2, capture_output=True)
+    assert fast.stdout == plain.stdout and fast.stdout.rstrip().endswith(b"1")
+    assert b"t.late" in fast.stdout.splitlines()[-1]
 
 
 def _count(store: Store, item: int) -> int:
