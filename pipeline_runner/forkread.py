@@ -88,6 +88,16 @@ class Child:
         return self.go
 
 
+@dataclass(frozen=True)
+class Reader(Generic[Item, Got]):
+    """What the two processes do: `read(store, item)`; the child sends `facts_of` each of its
+    results (what marshal can carry) and, when told, calls `write(its results, lead)`."""
+
+    read: Callable[[Store, Item], Got]
+    facts_of: Callable[[Got], Any]
+    write: Callable[[list[Got], str], None]
+
+
 @dataclass
 class Halves(Generic[Got]):
     """What two processes read: this one's results (of the first items), the facts of the
@@ -128,19 +138,12 @@ class _Counters:
 
 
 def read_in_two(
-    store: Store,
-    items: Sequence[Item],
-    read: Callable[[Store, Item], Got],
-    facts_of: Callable[[Got], Any],
-    write: Callable[[list[Got], str], None],
-    version: int,
+    store: Store, items: Sequence[Item], reader: Reader[Item, Got], version: int
 ) -> Halves[Got] | None:
-    """`read(store, item)` for the items from the front here and for those from the back in
-    a forked child (its own store), each process in one read transaction; the child sends
-    `facts_of` each of its results (what marshal can carry) and, when told, calls
-    `write(its results, lead)`.  None (and the child gone) when it failed to read or when
-    `store` saw another connection commit since it read `version` (`store.data_version()`).
-    The caller then ends the child with `write` or `discard`."""
+    """`reader.read` the items from the front here and those from the back in a forked child
+    (its own store), each process in one read transaction.  None (and the child gone) when it
+    failed to read or when `store` saw another connection commit since it read `version`
+    (`store.data_version()`).  The caller then ends the child with `write` or `discard`."""
     for stream in (sys.stdout, sys.stderr):  # nothing buffered here is written twice
         stream.flush()
     try:
@@ -148,7 +151,7 @@ def read_in_two(
     except OSError:
         return None
     try:
-        return _fork(store, items, read, facts_of, write, version, counters)
+        return _fork(store, items, reader, version, counters)
     finally:
         counters.close()
 
@@ -156,9 +159,7 @@ def read_in_two(
 def _fork(
     store: Store,
     items: Sequence[Item],
-    read: Callable[[Store, Item], Got],
-    facts_of: Callable[[Got], Any],
-    write: Callable[[list[Got], str], None],
+    reader: Reader[Item, Got],
     version: int,
     counters: _Counters,
 ) -> Halves[Got] | None:
@@ -176,7 +177,7 @@ def _fork(
     if pid == 0:  # the child: never returns
         os.close(facts_in)
         os.close(go_out)
-        _child(store, items, (read, facts_of, write), counters, facts_out, go_in)
+        _child(store, items, reader, counters, facts_out, go_in)
     os.close(facts_out)
     os.close(go_in)
     child = Child(pid, go_out)
@@ -184,7 +185,7 @@ def _fork(
         mine = []
         with store.snapshot():
             while (index := counters.take(front=True)) is not None:
-                mine.append(read(store, items[index]))
+                mine.append(reader.read(store, items[index]))
         with open(facts_in, "rb", closefd=False) as pipe:
             data = pipe.read()
     except BaseException:
@@ -201,9 +202,7 @@ def _fork(
 def _child(
     store: Store,
     items: Sequence[Item],
-    calls: tuple[
-        Callable[[Store, Item], Got], Callable[[Got], Any], Callable[[list[Got], str], None]
-    ],
+    reader: Reader[Item, Got],
     counters: _Counters,
     facts_out: int,
     go_in: int,
@@ -211,21 +210,20 @@ def _child(
     """Read items from the back with a new connection, send their facts, wait to be told,
     write or not, and exit: 0 when all went well.  Nothing else of this process runs in the
     child (no cleanup, no buffered output flushed twice)."""
-    read, facts_of, write = calls
     code = 1
     try:
         own = open_store(store.state_dir, create=False)
         got = []
         with own.snapshot():
             while (index := counters.take(front=False)) is not None:
-                got.append(read(own, items[index]))
+                got.append(reader.read(own, items[index]))
         got.reverse()
         with open(facts_out, "wb") as pipe:
-            pipe.write(marshal.dumps([facts_of(one) for one in got]))
+            pipe.write(marshal.dumps([reader.facts_of(one) for one in got]))
         with open(go_in, "rb") as pipe:
             told = pipe.read()
         if told[:1] == b"w":
-            write(got, told[1:].decode("utf-8", "surrogatepass"))
+            reader.write(got, told[1:].decode("utf-8", "surrogatepass"))
         code = 0
     except BrokenPipeError:
         code = EXIT_BROKEN_PIPE

@@ -39,7 +39,7 @@ from typing import Any
 import click
 
 from .escape import ci_report, in_ci
-from .forkread import Child, read_in_two, two_cpus
+from .forkread import Child, Reader, read_in_two, two_cpus
 from .jsonout import ENCODER
 from .showview import header, json_run, json_step, step_line
 from .sqlfloat import fixed2_exact, float_repr
@@ -325,7 +325,7 @@ def _read_in_two(store: Store, render: _Render, params: dict[str, Any]) -> _Show
         if source is _LISTED:
             chunks = _listed(store, params["rid"])  # before `version` is checked again
         read = partial(_read_chunk, render, _query(render, source), params, source=source)
-        halves = read_in_two(store, chunks, read, _facts, render.write, version)
+        halves = read_in_two(store, chunks, Reader(read, _facts, render.write), version)
         if halves is None:
             return None
         done = [*halves.mine, *((facts, "") for facts in halves.facts)]

@@ -202,18 +202,19 @@ def test_the_halves_are_one_moment_of_the_store(big: tuple[Path, str], tmp_path:
     store = open_store(folder / "state", create=False)
     try:
         items = list(range(0, ROWS, 1_000))
-        halves = forkread.read_in_two(store, items, _count, _facts, write, store.data_version())
+        counting = forkread.Reader(_count, _facts, write)
+        halves = forkread.read_in_two(store, items, counting, store.data_version())
         assert halves is not None and not out.exists()
         assert halves.mine + halves.facts == [i + 1 for i in items]  # each read once, in order
         mine = len(halves.mine)
         halves.child.write("after: ")
         assert out.read_text() == "after: " + ",".join(str(i + 1) for i in items[mine:])
         out.unlink()
-        halves = forkread.read_in_two(store, items, _count, _facts, write, store.data_version())
+        halves = forkread.read_in_two(store, items, counting, store.data_version())
         assert halves is not None and halves.child.discard() == 0 and not out.exists()
         for lead, error in (("raise", forkread.ChildFailed), ("gone", BrokenPipeError)):
             version = store.data_version()
-            halves = forkread.read_in_two(store, items, _count, _facts, write, version)
+            halves = forkread.read_in_two(store, items, counting, version)
             assert halves is not None
             with pytest.raises(error):
                 halves.child.write(lead)
@@ -235,7 +236,8 @@ def test_the_halves_are_one_moment_of_the_store(big: tuple[Path, str], tmp_path:
         parent = os.getpid()
         for read in (commits_meanwhile, fails_in_the_child):
             version = store.data_version()
-            assert forkread.read_in_two(store, items, read, _facts, write, version) is None
+            reader = forkread.Reader(read, _facts, write)
+            assert forkread.read_in_two(store, items, reader, version) is None
         assert not out.exists()
         with pytest.raises(ChildProcessError):  # every child was reaped
             os.waitpid(-1, os.WNOHANG)
