@@ -2,9 +2,9 @@
 
 A big run's rows are read in chunks, each one query whose work is SQLite's (showfast.py), so
 one CPU does it all.  With two, a forked child with a connection of its own reads chunks too:
-this process takes them from the front and the child from the back until they meet (a token in
-a pipe guards the two counters they share), so neither waits long for the other when one CPU
-is slower.  (Threads would not do: two connections of one process contend for SQLite's memory
+this process takes them from the front and the child from the back until they meet (a lock on a
+file guards the two counters they share), so neither waits long for the other when one CPU is
+slower.  (Threads would not do: two connections of one process contend for SQLite's memory
 lock, and took twice the CPU time.)  The child sends a few facts about what it read through a
 pipe and keeps its text; once this process has written its own part, it tells the child to
 write its part to the same output, the way this process would have (handing 28 MB back through
@@ -20,6 +20,7 @@ connection across a fork); it is idle, outside any transaction, while the child 
 
 from __future__ import annotations
 
+import fcntl
 import marshal
 import mmap
 import os
@@ -110,17 +111,18 @@ class Halves(Generic[Got]):
 
 class _Counters:
     """The next item from the front and the item after the last from the back, shared by
-    the two processes; a token in a pipe lets one of them at a time take an item."""
+    the two processes; a lock on a file lets one of them at a time take an item (a POSIX
+    record lock: the kernel releases it if its holder dies, so the other never waits on a
+    dead process)."""
 
     def __init__(self, count: int) -> None:
         self.shared = mmap.mmap(-1, 16)  # anonymous: shared with a forked child
         self.shared[:] = struct.pack("<qq", 0, count)
-        self.token_in, self.token_out = os.pipe()
-        os.write(self.token_out, b"t")
+        self.lock = _scratch_file()
 
     def take(self, front: bool) -> int | None:
         """An item's index not taken yet, from the front or the back; None: none left."""
-        os.read(self.token_in, 1)
+        fcntl.lockf(self.lock, fcntl.LOCK_EX)
         try:
             first, end = struct.unpack("<qq", self.shared[:16])
             if first >= end:
@@ -129,12 +131,22 @@ class _Counters:
             self.shared[:16] = struct.pack("<qq", first + front, end - (not front))
             return taken
         finally:
-            os.write(self.token_out, b"t")
+            fcntl.lockf(self.lock, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        os.close(self.token_in)
-        os.close(self.token_out)
+        os.close(self.lock)
         self.shared.close()
+
+
+def _scratch_file() -> int:
+    """A file of no content to lock, in memory where the system can."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("runner-show", os.MFD_CLOEXEC)
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix="runner-show-")
+    os.unlink(name)
+    return fd
 
 
 def read_in_two(

@@ -269,3 +269,19 @@ def test_the_two_readers_take_each_item_once() -> None:
     finally:
         counters.close()
     assert taken == [0, 4, 3, 1, 2, None, None]
+
+
+def test_a_reader_that_dies_holding_the_lock_does_not_stop_the_other() -> None:
+    """The counters' lock is the kernel's: released when its holder dies."""
+    import fcntl
+
+    counters = forkread._Counters(3)
+    try:
+        pid = os.fork()
+        if pid == 0:  # takes the lock and dies with it
+            fcntl.lockf(counters.lock, fcntl.LOCK_EX)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert [counters.take(front=True) for _ in range(4)] == [0, 1, 2, None]
+    finally:
+        counters.close()
