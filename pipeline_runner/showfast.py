@@ -146,15 +146,14 @@ _CHUNK = (
 class _Render:
     """How the rows of one kind of output are rendered: by SQLite (`text` where `ok`, when
     `exact` holds for the text of that many rows: no NUL, the mark of a row left to Python),
-    or by `plain` (a step row as a dict), joined with `sep`; `final` makes a chunk's text the
-    text printed, and `write` prints a child's chunks (forkread.py)."""
+    or by `plain` (a step row as a dict), joined with `sep`; `write` prints a child's chunks
+    (forkread.py)."""
 
     ok: str
     text: str
     sep: str
     plain: Callable[[dict[str, Any]], str]
     exact: Callable[[str, int], bool] = lambda text, count: "\0" not in text
-    final: Callable[[str], str] = str
     write: Callable[[list[_Chunk], str], None] = lambda done, lead: None  # a child's chunks
 
 
@@ -230,15 +229,12 @@ def _json(store: Store, row: dict[str, Any]) -> None:
         return "    " + text.replace("\n", "\n    ")  # line breaks in JSON text are its own
 
     ok = _JSON_OK + (_NOTED if noted else "")
-    render = _Render(ok, _JSON_ROW, ",\n", plain, final=_json_final, write=_write_json)
+    render = _Render(ok, _JSON_ROW, ",\n", plain, write=_write_json)
     head = ENCODER.encode({"run": json_run(row), "steps": []})
     out = sys.stdout
     before = head[: -len("[]\n}")] + "[\n"  # what the next chunk follows
     shown = _chunks(store, render, params)
-    for text in shown.texts:
-        out.write(ci_report(before))  # apart: `before + text` would copy the chunk
-        out.write(render.final(text))
-        before = ",\n"
+    before = _write_rows(shown.texts, before)
     if shown.child is not None:
         lead = ",\n"  # what the child's first chunk follows: a chunk, or the head
         if shown.child_rows and before != ",\n":
@@ -267,13 +263,19 @@ def _write_lines(done: list[_Chunk], lead: str) -> None:
 
 def _write_json(done: list[_Chunk], lead: str) -> None:
     """A child's chunks of JSON rows, the first after `lead`, as _json writes its own."""
+    _write_rows([text for facts, text in done if facts[0]], lead)
+    sys.stdout.flush()
+
+
+def _write_rows(texts: list[str], before: str) -> str:
+    """Chunks of JSON rows, the first after `before`, each after the one before; what the
+    next one follows."""
     out = sys.stdout
-    for facts, text in done:
-        if facts[0]:
-            out.write(ci_report(lead))
-            out.write(_json_final(text))
-            lead = ",\n"
-    out.flush()
+    for text in texts:
+        out.write(ci_report(before))  # apart: `before + text` would copy the chunk
+        out.write(_json_final(text))
+        before = ",\n"
+    return before
 
 
 def _forkable(out: Any) -> bool:
@@ -298,9 +300,9 @@ def _chunks(store: Store, render: _Render, params: Mapping[str, Any]) -> _Shown:
         if shown is not None:
             return shown
     with store.snapshot():
-        chunks = _ranges(store, params["rid"])
+        total, chunks = _ranges(store, params["rid"])
         done = _read(store, render, _RANGE, params, chunks)
-        if done is None or not _in_plan_order(done):
+        if done is None or not _in_plan_order(done, total):
             done = _read(store, render, _LISTED, params, _listed(store, params["rid"]))
     assert done is not None  # a list of rowids is in the plain order
     return _Shown([text for facts, text in done if facts[0]])
@@ -318,7 +320,7 @@ def _read_in_two(store: Store, render: _Render, params: dict[str, Any]) -> _Show
     when its rows are not in plan order (or not all in the guessed ranges) by lists of
     sorted rowids; None for a small run or one changed meanwhile."""
     version = store.data_version()
-    total, chunks = _guessed_ranges(store, params["rid"])
+    total, chunks = _ranges(store, params["rid"])
     if len(chunks) < TWO_READERS:
         return None
     for source in (_RANGE, _LISTED):
@@ -329,8 +331,7 @@ def _read_in_two(store: Store, render: _Render, params: dict[str, Any]) -> _Show
         if halves is None:
             return None
         done = [*halves.mine, *((facts, "") for facts in halves.facts)]
-        every_row = sum(facts[4] for facts, _ in done) == total
-        if source is _LISTED or (every_row and _in_plan_order(done)):
+        if source is _LISTED or _in_plan_order(done, total):
             child_rows = any(facts[0] for facts in halves.facts)
             mine = [text for facts, text in halves.mine if facts[0]]
             return _Shown(mine, halves.child, child_rows)
@@ -343,20 +344,11 @@ def _facts(chunk: _Chunk) -> tuple[Any, ...]:
     return chunk[0]
 
 
-def _ranges(store: Store, run_id: str) -> list[dict[str, Any]]:
-    """The run's rowids in chunks of CHUNK."""
-    bounds = "SELECT min(rowid), max(rowid), count(*) FROM steps WHERE run_id = ?"
-    first, last, rows = store.tuples(bounds, (run_id,))[0]
-    if not rows:
-        return []
-    return [{"first": a, "last": a + CHUNK - 1} for a in range(first, last + 1, CHUNK)]
-
-
-def _guessed_ranges(store: Store, run_id: str) -> tuple[int, list[dict[str, Any]]]:
-    """How many rows the run has, and the rowids they take if its rows are in plan order
-    (`rowid - position` the same for all, positions from 0): found by counting the run's
-    keys and looking at one row, faster than the least and greatest rowid (which read every
-    key's rowid).  The caller checks that the chunks held every row of the run."""
+def _ranges(store: Store, run_id: str) -> tuple[int, list[dict[str, Any]]]:
+    """How many rows the run has, and the rowids they take, in chunks of CHUNK, if its rows
+    are in plan order (`rowid - position` the same for all, positions from 0): found by
+    counting the run's keys and looking at one row, faster than the least and greatest rowid
+    (which read every key's rowid).  _in_plan_order checks that the chunks held every row."""
     total = store.tuples("SELECT count(*) FROM steps WHERE run_id = ?", (run_id,))[0][0]
     one = store.tuples("SELECT rowid - position FROM steps WHERE run_id = ? LIMIT 1", (run_id,))
     if not total or not isinstance(one[0][0], int):
@@ -402,10 +394,12 @@ def _read_chunk(
     return facts, text
 
 
-def _in_plan_order(done: Sequence[_Chunk]) -> bool:
+def _in_plan_order(done: Sequence[_Chunk], total: int | None = None) -> bool:
     """Whether chunks read by rowid hold their rows in the plain order: one `position -
     rowid` for every shown row (positions that rise as the rowids do), every position an
-    integer."""
+    integer, and (given the run's `total`) every row of the run in them."""
+    if total is not None and sum(facts[4] for facts, _ in done) != total:
+        return False
     offsets = set()
     for (count, least, most, kind, _), _ in done:
         if count:
